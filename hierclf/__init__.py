@@ -1,0 +1,67 @@
+"""hierclf: hierarchical taxonomy classification for medical images.
+
+Importing hierclf is light: the taxonomy tools need no torch. The torch-based parts (roll-up, head, losses,
+training, evaluation) are imported on first use, so ``hierclf validate`` stays quick in other projects' CI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from hierclf.errors import FileFormatError, HierclfError, Problem, TaxonomyError, UnknownNameError
+from hierclf.taxonomy import Taxonomy, TaxonomyIndex
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; imported lazily (these modules import torch)
+_LAZY = {
+    "RollUp": "hierclf.rollup",
+    "LogRollUp": "hierclf.rollup",
+    "LeafHead": "hierclf.head",
+    "partition": "hierclf.partition",
+    "Partition": "hierclf.partition",
+    "create_backbone": "hierclf.backbones",
+    "fit": "hierclf.train",
+    "TrainConfig": "hierclf.train",
+    "Protocol": "hierclf.protocol",
+    "load_protocol": "hierclf.protocol",
+    "evaluate": "hierclf.evaluate",
+    "set_determinism": "hierclf.determinism",
+}
+
+__all__ = [
+    "FileFormatError",
+    "HierclfError",
+    "Problem",
+    "Taxonomy",
+    "TaxonomyError",
+    "TaxonomyIndex",
+    "UnknownNameError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hierclf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hierclf.backbones import create_backbone
+    from hierclf.determinism import set_determinism
+    from hierclf.evaluate import evaluate
+    from hierclf.head import LeafHead
+    from hierclf.partition import Partition, partition
+    from hierclf.protocol import Protocol, load_protocol
+    from hierclf.rollup import LogRollUp, RollUp
+    from hierclf.train import TrainConfig, fit

@@ -1,0 +1,81 @@
+"""The ``hierclf`` command line.
+
+Each subcommand lives in a module of this package with ``register(subparsers)`` and ``run(args) -> int``.
+Modules are imported only when needed and import torch only inside ``run``, so ``hierclf validate`` and
+``hierclf show`` stay fast. Errors a user can cause print one line and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> module; order is the order of ``hierclf --help``
+COMMANDS = {
+    "validate": "hierclf.cli.validate",
+    "show": "hierclf.cli.show",
+    "schema": "hierclf.cli.schema",
+    "rollup": "hierclf.cli.rollup",
+    "train": "hierclf.cli.train",
+    "evaluate": "hierclf.cli.evaluate",
+    "study": "hierclf.cli.study",
+}
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _available_commands() -> dict[str, object]:
+    found = {}
+    for name, module in COMMANDS.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the command exists but its own import failed: that is a bug
+                raise
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hierclf import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hierclf",
+        description="Hierarchical taxonomy classification for medical images.",
+    )
+    parser.add_argument("--version", action="version", version=f"hierclf {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _available_commands().values():
+        module.register(sub)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="hierclf: %(levelname)s: %(message)s", stream=sys.stderr)
+    from hierclf.errors import HierclfError
+
+    try:
+        return int(args.func(args) or 0)
+    except HierclfError as exc:
+        print(f"hierclf {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"hierclf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `hierclf show big.yaml | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+        if os.environ.get("HIERCLF_DEBUG"):
+            raise
+        print(f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set HIERCLF_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,54 @@
+"""``hierclf validate FILE...``: check taxonomy files, for people and for CI.
+
+Exit codes: 0 all files valid, 1 any file invalid, 2 usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check taxonomy files (exit 0 valid, 1 invalid, 2 usage error)",
+                       description="Validate taxonomy YAML files and report every problem with file:line:column.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="taxonomy YAML files")
+    p.add_argument("--strict", action="store_true", help="treat warnings (e.g. single-child nodes) as errors")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print problems only, no per-file summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy_validation import validate_file
+
+    results = []
+    for file in args.files:
+        report = validate_file(file, strict=args.strict)
+        summary: dict[str, Any] = {"file": file, "valid": report.ok, "errors": len(report.errors),
+                                   "warnings": len(report.warnings),
+                                   "problems": [p.to_dict() for p in report.problems]}
+        if report.spec is not None:
+            tax = Taxonomy(report.spec, check=False, source=file)
+            summary.update(name=tax.name, nodes=len(tax.nodes), leaves=len(tax.leaves), height=tax.height)
+        results.append((report, summary))
+    ok = all(r.ok for r, _ in results)
+    if args.format == "json":
+        json.dump({"valid": ok, "files": [s for _, s in results]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for report, summary in results:
+            for problem in report.problems:
+                print(problem)
+            if args.quiet:
+                continue
+            if report.ok:
+                warn = f", {summary['warnings']} warning(s)" if summary["warnings"] else ""
+                print(f"{summary['file']}: ok ({summary['nodes']} nodes, {summary['leaves']} leaves, "
+                      f"height {summary['height']}{warn})")
+            else:
+                print(f"{summary['file']}: invalid ({summary['errors']} error(s), {summary['warnings']} warning(s))")
+    return 0 if ok else 1

@@ -1,0 +1,85 @@
+"""The taxonomy file format: pydantic models, and the JSON Schema exported from them.
+
+A taxonomy file is a nested tree that a dermatologist can read and edit::
+
+    name: dermamnist
+    description: The seven HAM10000 / DermaMNIST classes in an Esteva-style tree.
+    root:
+      id: skin_lesion
+      name: Skin lesion
+      children:
+        - id: malignant
+          name: Malignant
+          children:
+            - id: melanoma
+              name: Melanoma
+              aliases: [mel, "Melanoma, NOS"]
+              codes: {dermamnist: 4}
+
+``docs/taxonomy-format.md`` documents every field; ``hierclf schema`` prints the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+#: Node ids are snake_case: lowercase ASCII letters and digits in words joined by single underscores.
+ID_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+#: Dataset names (the keys of ``codes``) follow the same rule as ids.
+DATASET_PATTERN = ID_PATTERN
+FORMAT_VERSION = 1
+
+NodeId = Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+Code = Annotated[StrictInt, Field(ge=0)]
+Alias = Annotated[StrictStr, Field(pattern=r"\S")]
+
+
+class NodeSpec(BaseModel):
+    """One node of the disease tree: a condition or a group of conditions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: NodeId = Field(description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`).")
+    name: Annotated[StrictStr, Field(pattern=r"\S")] = Field(
+        description="Display name as a clinician writes it (e.g. `Melanoma, NOS`); not empty.")
+    aliases: list[Alias] = Field(
+        default_factory=list,
+        description="Other names of the same condition in other sources (HAM10000 codes like `mel`, ISIC or "
+        "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.")
+    codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN)], Code] = Field(
+        default_factory=dict,
+        description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the codes "
+        "must be 0, 1, ..., n-1 with one node per code.")
+    metadata: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="Free metadata (ICD codes, notes, sources); carried, never interpreted.")
+    children: list[NodeSpec] = Field(
+        default_factory=list, description="Sub-conditions; a node without children is a leaf.")
+
+
+class TaxonomyFile(BaseModel):
+    """A whole taxonomy file: a name, optional description and metadata, and the root node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: StrictInt = Field(
+        default=FORMAT_VERSION, ge=FORMAT_VERSION, le=FORMAT_VERSION,
+        description="Version of this file format; currently 1.")
+    name: NodeId = Field(description="snake_case name of the taxonomy, e.g. `dermamnist`.")
+    description: StrictStr = Field(default="", description="What the tree covers and where it comes from.")
+    metadata: dict[StrictStr, Any] = Field(default_factory=dict, description="Free metadata (source, licence).")
+    root: NodeSpec = Field(description="The root node of the tree.")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of taxonomy files (draft 2020-12, as pydantic exports it)."""
+    schema = TaxonomyFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hierclf taxonomy file"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"

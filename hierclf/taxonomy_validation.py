@@ -1,0 +1,301 @@
+"""Strict validation of taxonomy files: small named checks, each returning every problem it finds.
+
+The checks run on the parsed YAML (positions kept), so that one run reports all problems of a file
+together, each with file, line and column: the schema (types, unknown fields, id syntax, empty names), then
+the tree rules the schema cannot express (unique ids, alias collisions, dataset codes, single-child nodes,
+a tree with no leaves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.errors import Problem, did_you_mean
+from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
+
+_NODE_FIELDS = tuple(NodeSpec.model_fields)
+_FILE_FIELDS = tuple(TaxonomyFile.model_fields)
+_ID_RULE = "expected snake_case: lowercase letters and digits in words joined by single '_', starting with a letter"
+
+
+def normalise_name(name: str) -> str:
+    """The form in which names are compared: case-folded, inner white space collapsed.
+
+    >>> normalise_name("  Melanoma,   NOS ")
+    'melanoma, nos'
+    """
+    return " ".join(name.split()).casefold()
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of validating one file: every problem, and the parsed file when it has no errors."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+    spec: TaxonomyFile | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_file(path: str | Path, strict: bool = False) -> ValidationReport:
+    """Validate a taxonomy file; with ``strict``, warnings count as errors."""
+    return validate_document(load_located_file(path), strict=strict)
+
+
+def validate_text(text: str, file: str = "<string>", strict: bool = False) -> ValidationReport:
+    """Validate taxonomy YAML given as text."""
+    return validate_document(load_located(text, file), strict=strict)
+
+
+def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationReport:
+    report = ValidationReport(file=doc.file, problems=list(doc.problems))
+    if any(p.code in ("yaml-syntax", "file") for p in doc.problems):
+        return report
+    if doc.data is None or doc.data == {}:
+        report.problems.append(doc.problem((), "the file is empty: expected a mapping with 'name' and 'root'",
+                                           code="empty"))
+        return report
+    if not isinstance(doc.data, dict):
+        report.problems.append(doc.problem(
+            (), f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}", code="schema"))
+        return report
+    report.problems += check_schema(doc)
+    for check in (check_unique_ids, check_aliases, check_codes, check_has_leaves, check_single_child):
+        report.problems += check(doc)
+    if strict:
+        report.problems = [_as_error(p) for p in report.problems]
+    report.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+    if report.ok:
+        report.spec = TaxonomyFile.model_validate(doc.data)
+    return report
+
+
+def _as_error(p: Problem) -> Problem:
+    if p.severity == "error":
+        return p
+    return Problem(p.message + " (an error with --strict)", p.file, p.line, p.column, "error", p.code, p.node)
+
+
+# --- walking the raw tree -------------------------------------------------------------------------------
+
+def iter_raw_nodes(doc: LocatedYAML) -> Iterator[tuple[PathKey, dict[str, Any]]]:
+    """Every node mapping under ``root`` (depth-first, pre-order) with its path; tolerant of bad shapes."""
+    root = doc.data.get("root") if isinstance(doc.data, dict) else None
+    stack: list[tuple[PathKey, Any]] = [(("root",), root)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        yield path, node
+        children = node.get("children")
+        if isinstance(children, list):
+            stack.extend(((*path, "children", i), c) for i, c in reversed(list(enumerate(children))))
+
+
+def _node_id(node: dict[str, Any]) -> str | None:
+    value = node.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
+             float: "a number", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _node_path(loc: PathKey) -> PathKey:
+    """The longest prefix of ``loc`` that is the path of a tree node: root, then ('children', i) pairs."""
+    if not loc or loc[0] != "root":
+        return ()
+    end = 1
+    while end + 1 < len(loc) and loc[end] == "children" and isinstance(loc[end + 1], int):
+        end += 2
+    return tuple(loc[:end])
+
+
+def _get(data: Any, path: PathKey) -> Any:
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+# --- the checks ----------------------------------------------------------------------------------------
+
+def check_schema(doc: LocatedYAML) -> list[Problem]:
+    """Types, required and unknown fields, id syntax and empty names, from the pydantic model."""
+    try:
+        TaxonomyFile.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key_error = bool(loc) and loc[-1] == "[key]"
+            value_loc = loc[:-1] if key_error else loc
+            node_path = _node_path(value_loc)
+            node_id = _node_id(_get(doc.data, node_path) or {}) if node_path else None
+            where = f"node {node_id!r}" if node_id else _dotted(node_path) or "top level"
+            message = _schema_message(err, value_loc, key_error, node_path, doc.data)
+            problems.append(doc.problem(value_loc, f"{where}: {message}", code="schema", node=node_id))
+        return problems
+    return []
+
+
+def _schema_message(err: dict[str, Any], loc: PathKey, key_error: bool, node_path: PathKey, data: Any) -> str:
+    kind = err["type"]
+    inner = loc[len(node_path):]
+    fieldname = str(inner[0]) if inner else (str(loc[-1]) if loc else "")
+    value = err.get("input")
+    if kind == "missing":
+        return f"missing required field {fieldname!r}"
+    if kind == "extra_forbidden":
+        allowed = _NODE_FIELDS if node_path else _FILE_FIELDS
+        hint = did_you_mean(fieldname, allowed)
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"unknown field {fieldname!r} (expected one of {', '.join(allowed)}){suffix}"
+    if kind == "string_pattern_mismatch":
+        if key_error and fieldname == "codes":
+            return f"invalid dataset name {value!r} in codes: {_ID_RULE}"
+        if fieldname in ("id",) or (not node_path and fieldname == "name"):
+            return f"invalid id {value!r}: {_ID_RULE}"
+        if fieldname == "name":
+            return "empty name: every node needs a display name"
+        if fieldname == "aliases":
+            return "empty alias: remove it or write the other name"
+    if fieldname == "codes" and kind in ("int_type", "greater_than_equal"):
+        dataset = inner[1] if len(inner) > 1 else "?"
+        return f"code for dataset {dataset!r} must be a whole number >= 0, got {value!r}"
+    if kind == "string_type":
+        return f"{fieldname}: expected text, got {_kind(value)} {value!r}"
+    if kind in ("list_type",):
+        return f"{fieldname}: expected a list, got {_kind(value)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{fieldname or 'node'}: expected a mapping, got {_kind(value)}"
+    if fieldname == "format_version":
+        return f"format_version: this hierclf reads format version 1, got {value!r}"
+    return f"{_dotted(inner) or fieldname}: {err['msg']}"
+
+
+def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
+    """Each node id appears once in the whole tree."""
+    first: dict[str, PathKey] = {}
+    problems = []
+    for path, node in iter_raw_nodes(doc):
+        node_id = _node_id(node)
+        if node_id is None:
+            continue
+        if node_id in first:
+            line = doc.position(first[node_id])[0]
+            problems.append(doc.problem((*path, "id"), f"duplicate node id {node_id!r} (first defined at line "
+                                        f"{line}); ids must be unique in the whole tree",
+                                        code="duplicate-id", node=node_id))
+        else:
+            first[node_id] = path
+    return problems
+
+
+def check_aliases(doc: LocatedYAML) -> list[Problem]:
+    """An alias names one node only and never shadows another node's id (compared case-insensitively)."""
+    nodes = list(iter_raw_nodes(doc))
+    owner_of_id = {normalise_name(i): i for _, n in nodes if (i := _node_id(n))}
+    seen: dict[str, tuple[str, int | None]] = {}
+    problems = []
+    for path, node in nodes:
+        node_id = _node_id(node)
+        aliases = node.get("aliases")
+        if node_id is None or not isinstance(aliases, list):
+            continue
+        for i, alias in enumerate(aliases):
+            if not isinstance(alias, str) or not alias.strip():
+                continue  # reported by the schema check
+            key = normalise_name(alias)
+            alias_path = (*path, "aliases", i)
+            shadowed = owner_of_id.get(key)
+            if shadowed is not None and shadowed != node_id:
+                problems.append(doc.problem(alias_path, f"alias {alias!r} of node {node_id!r} shadows the id of "
+                                            f"node {shadowed!r}", code="alias-shadows-id", node=node_id))
+            elif key in seen and seen[key][0] != node_id:
+                other, line = seen[key]
+                problems.append(doc.problem(alias_path, f"alias {alias!r} names two nodes: {other!r} (line "
+                                            f"{line}) and {node_id!r}", code="alias-conflict", node=node_id))
+            else:
+                seen.setdefault(key, (node_id, doc.position(alias_path)[0]))
+    return problems
+
+
+def check_codes(doc: LocatedYAML) -> list[Problem]:
+    """Per dataset, codes are 0..n-1 and no two nodes share a code."""
+    by_dataset: dict[str, dict[int, list[tuple[str, PathKey]]]] = {}
+    for path, node in iter_raw_nodes(doc):
+        codes = node.get("codes")
+        if not isinstance(codes, dict):
+            continue
+        for dataset, code in codes.items():
+            if isinstance(dataset, str) and isinstance(code, int) and not isinstance(code, bool) and code >= 0:
+                by_dataset.setdefault(dataset, {}).setdefault(code, []).append(
+                    (_node_id(node) or _dotted(path), (*path, "codes", dataset)))
+    problems = []
+    for dataset, table in by_dataset.items():
+        for code, owners in sorted(table.items()):
+            if len(owners) > 1:
+                names = ", ".join(repr(o[0]) for o in owners)
+                problems.append(doc.problem(owners[1][1], f"dataset {dataset!r}: code {code} maps {len(owners)} "
+                                            f"nodes ({names}); each code must name one node",
+                                            code="code-conflict", node=owners[1][0]))
+        missing = sorted(set(range(max(table) + 1)) - set(table))
+        if missing:
+            first_path = table[min(table)][0][1]
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            problems.append(doc.problem(first_path, f"dataset {dataset!r}: codes must be contiguous from 0 to "
+                                        f"{max(table)}; missing {shown}", code="code-gap"))
+    return problems
+
+
+def check_has_leaves(doc: LocatedYAML) -> list[Problem]:
+    """A classifier needs a tree with at least two leaves: the root must have children."""
+    root = doc.data.get("root") if isinstance(doc.data, dict) else None
+    if isinstance(root, dict) and not root.get("children"):
+        rid = _node_id(root)
+        return [doc.problem(("root",), f"the tree has no leaves: root {rid!r} has no children (a classifier "
+                            "needs at least two conditions)", code="no-leaves", node=rid)]
+    return []
+
+
+def check_single_child(doc: LocatedYAML) -> list[Problem]:
+    """An internal node with a single child adds a level the roll-up cannot distinguish (warning)."""
+    problems = []
+    for path, node in iter_raw_nodes(doc):
+        children = node.get("children")
+        if isinstance(children, list) and len(children) == 1:
+            node_id = _node_id(node)
+            child = _node_id(children[0]) if isinstance(children[0], dict) else None
+            problems.append(doc.problem(path, f"node {node_id!r} has a single child {child!r}: both always get "
+                                        "the same probability; merge them or add the missing siblings",
+                                        severity="warning", code="single-child", node=node_id))
+    return problems
