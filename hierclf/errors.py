@@ -56,7 +56,8 @@ class FileFormatError(HierclfError, ValueError):
         errors = [p for p in self.problems if p.severity == "error"]
         shown = errors or list(self.problems)
         head = str(shown[0]) if shown else f"invalid {what}"
-        more = f" (and {len(shown) - 1} more problem{'s' if len(shown) > 2 else ''})" if len(shown) > 1 else ""
+        n_more = len(shown) - 1
+        more = f" (and {n_more} more problem{'s' if n_more > 1 else ''})" if n_more else ""
         super().__init__(head + more)
 
 

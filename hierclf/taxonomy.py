@@ -385,16 +385,19 @@ class Taxonomy:
         for n in dict.fromkeys(ids):
             for leaf in self.leaves_under(n):
                 if leaf in owner:
-                    problems.append(Problem(f"cut nodes {owner[leaf]!r} and {n!r} overlap (leaf {leaf!r} lies "
-                                            "under both)", node=n, code="cut-overlap"))
+                    problems.append(Problem(f"cut nodes {owner[leaf]!r} and {n!r} overlap (leaf {leaf!r} "
+                                            "lies under both)", node=n, code="cut-overlap"))
                     break
                 owner[leaf] = n
         if len(ids) != len(set(ids)):
             dup = sorted({n for n in ids if ids.count(n) > 1})
-            problems.append(Problem(f"cut lists {', '.join(map(repr, dup))} more than once", code="cut-overlap"))
+            problems.append(Problem(f"cut lists {', '.join(map(repr, dup))} more than once",
+                                    code="cut-overlap"))
         missing = [leaf for leaf in self.leaves if leaf not in owner]
         if ids and missing:
-            shown = ", ".join(map(repr, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            shown = ", ".join(map(repr, missing[:8]))
+            if len(missing) > 8:
+                shown += f" and {len(missing) - 8} more"
             problems.append(Problem(f"cut leaves {len(missing)} leaves uncovered: {shown}", code="cut-gap"))
         if problems:
             raise TaxonomyError([Problem(p.message, f"<cut of {self.name}>", code=p.code, node=p.node)
@@ -462,6 +465,7 @@ class Taxonomy:
 
         g = nx.DiGraph(name=self.name)
         for n, s in self._specs.items():
-            g.add_node(n, name=s.name, aliases=list(s.aliases), codes=dict(s.codes), metadata=dict(s.metadata))
+            g.add_node(n, name=s.name, aliases=list(s.aliases), codes=dict(s.codes),
+                       metadata=dict(s.metadata))
         g.add_edges_from((p, n) for n, p in self._parent.items() if p is not None)
         return g

@@ -22,6 +22,8 @@ A taxonomy file is a nested tree that a dermatologist can read and edit::
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -31,6 +33,30 @@ ID_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 #: Dataset names (the keys of ``codes``) follow the same rule as ids.
 DATASET_PATTERN = ID_PATTERN
 FORMAT_VERSION = 1
+
+
+
+def slugify(name: str) -> str:
+    """A snake_case id derived from a display name (ASCII, matches :data:`ID_PATTERN`).
+
+    Accents are dropped (NFKD), ``+`` becomes ``plus`` (``CD30+`` -> ``cd30_plus``), every other run of
+    characters that are not ASCII letters or digits becomes one ``_``, and a name that starts with a digit
+    gets the prefix ``n_``. Raises ``ValueError`` when nothing usable is left.
+
+    >>> slugify("Melanoma, NOS"), slugify("Lymphocytic proliferations - T-Cell/NK")
+    ('melanoma_nos', 'lymphocytic_proliferations_t_cell_nk')
+    >>> slugify("Primary cutaneous CD30+ lymphoproliferative disease"), slugify("Café-au-lait macule")
+    ('primary_cutaneous_cd30_plus_lymphoproliferative_disease', 'cafe_au_lait_macule')
+    """
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    text = text.replace("+", " plus ")
+    slug = re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+    if not slug:
+        raise ValueError(f"cannot derive an id from {name!r}: it has no ASCII letters or digits")
+    if slug[0].isdigit():
+        slug = "n_" + slug
+    return slug
+
 
 NodeId = Annotated[StrictStr, Field(pattern=ID_PATTERN)]
 Code = Annotated[StrictInt, Field(ge=0)]
@@ -42,7 +68,8 @@ class NodeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: NodeId = Field(description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`).")
+    id: NodeId = Field(
+        description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`).")
     name: Annotated[StrictStr, Field(pattern=r"\S")] = Field(
         description="Display name as a clinician writes it (e.g. `Melanoma, NOS`); not empty.")
     aliases: list[Alias] = Field(
@@ -51,10 +78,12 @@ class NodeSpec(BaseModel):
         "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.")
     codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN)], Code] = Field(
         default_factory=dict,
-        description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the codes "
-        "must be 0, 1, ..., n-1 with one node per code.")
+        description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the "
+        "codes must be 0, 1, ..., n-1 with one node per code.")
     metadata: dict[StrictStr, Any] = Field(
-        default_factory=dict, description="Free metadata (ICD codes, notes, sources); carried, never interpreted.")
+        default_factory=dict,
+        description="Free metadata (ICD codes, notes, sources); carried, never interpreted, except "
+        "`single_child_ok: true`, which acknowledges a deliberate single-child node.")
     children: list[NodeSpec] = Field(
         default_factory=list, description="Sub-conditions; a node without children is a leaf.")
 
@@ -69,7 +98,8 @@ class TaxonomyFile(BaseModel):
         description="Version of this file format; currently 1.")
     name: NodeId = Field(description="snake_case name of the taxonomy, e.g. `dermamnist`.")
     description: StrictStr = Field(default="", description="What the tree covers and where it comes from.")
-    metadata: dict[StrictStr, Any] = Field(default_factory=dict, description="Free metadata (source, licence).")
+    metadata: dict[StrictStr, Any] = Field(default_factory=dict,
+                                           description="Free metadata (source, licence).")
     root: NodeSpec = Field(description="The root node of the tree.")
 
 

@@ -21,7 +21,8 @@ from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
 
 _NODE_FIELDS = tuple(NodeSpec.model_fields)
 _FILE_FIELDS = tuple(TaxonomyFile.model_fields)
-_ID_RULE = "expected snake_case: lowercase letters and digits in words joined by single '_', starting with a letter"
+_ID_RULE = ("expected snake_case: lowercase letters and digits in words joined by single '_', "
+            "starting with a letter")
 
 
 def normalise_name(name: str) -> str:
@@ -74,7 +75,8 @@ def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationRepor
         return report
     if not isinstance(doc.data, dict):
         report.problems.append(doc.problem(
-            (), f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}", code="schema"))
+            (), f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}",
+            code="schema"))
         return report
     report.problems += check_schema(doc)
     for check in (check_unique_ids, check_aliases, check_codes, check_has_leaves, check_single_child):
@@ -212,8 +214,8 @@ def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
             continue
         if node_id in first:
             line = doc.position(first[node_id])[0]
-            problems.append(doc.problem((*path, "id"), f"duplicate node id {node_id!r} (first defined at line "
-                                        f"{line}); ids must be unique in the whole tree",
+            problems.append(doc.problem((*path, "id"), f"duplicate node id {node_id!r} (first defined at "
+                                        f"line {line}); ids must be unique in the whole tree",
                                         code="duplicate-id", node=node_id))
         else:
             first[node_id] = path
@@ -238,8 +240,8 @@ def check_aliases(doc: LocatedYAML) -> list[Problem]:
             alias_path = (*path, "aliases", i)
             shadowed = owner_of_id.get(key)
             if shadowed is not None and shadowed != node_id:
-                problems.append(doc.problem(alias_path, f"alias {alias!r} of node {node_id!r} shadows the id of "
-                                            f"node {shadowed!r}", code="alias-shadows-id", node=node_id))
+                problems.append(doc.problem(alias_path, f"alias {alias!r} of node {node_id!r} shadows the id "
+                                            f"of node {shadowed!r}", code="alias-shadows-id", node=node_id))
             elif key in seen and seen[key][0] != node_id:
                 other, line = seen[key]
                 problems.append(doc.problem(alias_path, f"alias {alias!r} names two nodes: {other!r} (line "
@@ -257,7 +259,8 @@ def check_codes(doc: LocatedYAML) -> list[Problem]:
         if not isinstance(codes, dict):
             continue
         for dataset, code in codes.items():
-            if isinstance(dataset, str) and isinstance(code, int) and not isinstance(code, bool) and code >= 0:
+            valid_code = isinstance(code, int) and not isinstance(code, bool) and code >= 0
+            if isinstance(dataset, str) and valid_code:
                 by_dataset.setdefault(dataset, {}).setdefault(code, []).append(
                     (_node_id(node) or _dotted(path), (*path, "codes", dataset)))
     problems = []
@@ -265,15 +268,15 @@ def check_codes(doc: LocatedYAML) -> list[Problem]:
         for code, owners in sorted(table.items()):
             if len(owners) > 1:
                 names = ", ".join(repr(o[0]) for o in owners)
-                problems.append(doc.problem(owners[1][1], f"dataset {dataset!r}: code {code} maps {len(owners)} "
-                                            f"nodes ({names}); each code must name one node",
+                problems.append(doc.problem(owners[1][1], f"dataset {dataset!r}: code {code} maps "
+                                            f"{len(owners)} nodes ({names}); each code must name one node",
                                             code="code-conflict", node=owners[1][0]))
         missing = sorted(set(range(max(table) + 1)) - set(table))
         if missing:
             first_path = table[min(table)][0][1]
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            problems.append(doc.problem(first_path, f"dataset {dataset!r}: codes must be contiguous from 0 to "
-                                        f"{max(table)}; missing {shown}", code="code-gap"))
+            problems.append(doc.problem(first_path, f"dataset {dataset!r}: codes must be contiguous from 0 "
+                                        f"to {max(table)}; missing {shown}", code="code-gap"))
     return problems
 
 
@@ -287,15 +290,27 @@ def check_has_leaves(doc: LocatedYAML) -> list[Problem]:
     return []
 
 
+#: Node metadata key acknowledging a deliberate single-child node (e.g. a diagnosis with one named subtype in
+#: a source taxonomy that must be kept exactly); ``true`` silences the single-child warning for that node.
+SINGLE_CHILD_OK = "single_child_ok"
+
+
 def check_single_child(doc: LocatedYAML) -> list[Problem]:
-    """An internal node with a single child adds a level the roll-up cannot distinguish (warning)."""
+    """An internal node with a single child adds a level the roll-up cannot distinguish (warning).
+
+    Nodes whose metadata says ``single_child_ok: true`` are acknowledged and not reported.
+    """
     problems = []
     for path, node in iter_raw_nodes(doc):
         children = node.get("children")
+        metadata = node.get("metadata")
+        if isinstance(metadata, dict) and metadata.get(SINGLE_CHILD_OK) is True:
+            continue
         if isinstance(children, list) and len(children) == 1:
             node_id = _node_id(node)
             child = _node_id(children[0]) if isinstance(children[0], dict) else None
-            problems.append(doc.problem(path, f"node {node_id!r} has a single child {child!r}: both always get "
-                                        "the same probability; merge them or add the missing siblings",
+            problems.append(doc.problem(path, f"node {node_id!r} has a single child {child!r}: both always "
+                                        "get the same probability; merge them, add the missing siblings, or "
+                                        f"acknowledge it with 'metadata: {{{SINGLE_CHILD_OK}: true}}'",
                                         severity="warning", code="single-child", node=node_id))
     return problems

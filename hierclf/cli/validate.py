@@ -13,7 +13,8 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser("validate", help="check taxonomy files (exit 0 valid, 1 invalid, 2 usage error)",
-                       description="Validate taxonomy YAML files and report every problem with file:line:column.")
+                       description="Validate taxonomy YAML files and report every problem with "
+                       "file:line:column.")
     p.add_argument("files", nargs="+", metavar="FILE", help="taxonomy YAML files")
     p.add_argument("--strict", action="store_true", help="treat warnings (e.g. single-child nodes) as errors")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
@@ -50,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{summary['file']}: ok ({summary['nodes']} nodes, {summary['leaves']} leaves, "
                       f"height {summary['height']}{warn})")
             else:
-                print(f"{summary['file']}: invalid ({summary['errors']} error(s), {summary['warnings']} warning(s))")
+                print(f"{summary['file']}: invalid ({summary['errors']} error(s), "
+                      f"{summary['warnings']} warning(s))")
     return 0 if ok else 1
