@@ -450,7 +450,8 @@ class PredictionReader:
                     out[r, c] = float(cells[r, c])
                 except ValueError:
                     col = self._num_cols[c]
-                    raise _error(f"value {str(cells[r, c])!r} in column {self.raw_columns[c]!r} is not a number",
+                    value, name = str(cells[r, c]), self.raw_columns[c]
+                    raise _error(f"value {value!r} in column {name!r} is not a number",
                                  self.file, int(lines[r]), col + 1, code="not-a-number") from None
         return out  # pragma: no cover - astype failed, so some cell raises above
 

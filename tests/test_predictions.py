@@ -28,7 +28,8 @@ def _random(n: int, k: int, seed: int = 0, dtype: type = np.float64) -> np.ndarr
 @pytest.mark.parametrize("suffix", [".npz", ".csv"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_round_trip_is_exact(tmp_path: Path, suffix: str, dtype: type) -> None:
-    p = Predictions(_random(50, 4, dtype=dtype), ("a", "b", "c", "d"), ids=np.array([f"s{i}" for i in range(50)]),
+    ids = np.array([f"s{i}" for i in range(50)])
+    p = Predictions(_random(50, 4, dtype=dtype), ("a", "b", "c", "d"), ids=ids,
                     labels=np.array(["a", "b"] * 25), groups=np.array([f"p{i // 3}" for i in range(50)]))
     write_predictions(tmp_path / f"p{suffix}", p)
     q = read_predictions(tmp_path / f"p{suffix}")
@@ -61,7 +62,8 @@ def test_isic_challenge_csv_resolves_aliases(tmp_path: Path, dermamnist) -> None
 def test_labels_resolve_through_aliases(tmp_path: Path, dermamnist) -> None:
     text = "id,MEL,NV,BCC,AKIEC,BKL,DF,VASC,label\na,1,0,0,0,0,0,0,mel\nb,0,1,0,0,0,0,0,NV\n"
     (tmp_path / "p.csv").write_text(text)
-    assert read_predictions(tmp_path / "p.csv", dermamnist).labels.tolist() == ["melanoma", "melanocytic_nevus"]
+    labels = read_predictions(tmp_path / "p.csv", dermamnist).labels
+    assert labels.tolist() == ["melanoma", "melanocytic_nevus"]
 
 
 def test_cut_columns_are_accepted(tmp_path: Path, dermamnist) -> None:
@@ -111,13 +113,16 @@ def _csv(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(("text", "pattern"), [
     ("", "empty"),
     ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASK\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     r"unknown column 'VASK' \(column 8; did you mean 'vasc'\?\).*missing columns for 1 leaf: 'vascular_lesion'"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF\nx,0.1,0.5,0.1,0.1,0.2,0.1\n", "missing columns for 1 leaf: 'vascular_lesion'"),
+     r"unknown column 'VASK' \(column 8; did you mean 'vasc'\?\).*"
+     r"missing columns for 1 leaf: 'vascular_lesion'"),
+    ("image,MEL,NV,BCC,AKIEC,BKL,DF\nx,0.1,0.5,0.1,0.1,0.2,0.1\n",
+     "missing columns for 1 leaf: 'vascular_lesion'"),
     ("image,MEL,melanoma,NV,BCC,AKIEC,BKL,DF,VASC\nx,0,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
      "header repeats|overlap"),
     ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
      r"bad.csv:3: error: duplicate sample id 'x'"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,nan,0.5,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*not a finite number"),
+    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,nan,0.5,0.1,0.1,0.1,0.05,0.05\n",
+     r"bad.csv:2: .*in column 'MEL' is not a finite number"),
     ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,-0.1,0.7,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*negative"),
     ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.5,0.5,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*sum to 1.4"),
     ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,abc,0.5,0.1,0.1,0.1,0.05,0.05\n",
@@ -132,15 +137,16 @@ def test_bad_csv_is_reported_with_position(tmp_path: Path, dermamnist, text: str
 
 def test_unknown_label(tmp_path: Path, dermamnist) -> None:
     path = _csv(tmp_path, "id,MEL,NV,BCC,AKIEC,BKL,DF,VASC,label\na,1,0,0,0,0,0,0,melanomma\n")
-    with pytest.raises(PredictionsError, match=r"bad.csv:2: .*unknown node 'melanomma'.*did you mean 'melanoma'"):
+    pattern = r"bad.csv:2: .*unknown node 'melanomma'.*did you mean 'melanoma'"
+    with pytest.raises(PredictionsError, match=pattern):
         read_predictions(path, dermamnist)
 
 
 def test_duplicate_ids_across_blocks(tmp_path: Path) -> None:
     ids = np.array(["a", "b", "c", "a"])
     np.savez(tmp_path / "p.npz", probs=_random(4, 2), leaves=np.array(["x", "y"]), ids=ids)
-    with open_predictions(tmp_path / "p.npz") as reader, pytest.raises(PredictionsError,
-                                                                        match="duplicate sample id 'a' at row 3"):
+    pattern = "duplicate sample id 'a' at row 3"
+    with open_predictions(tmp_path / "p.npz") as reader, pytest.raises(PredictionsError, match=pattern):
         list(reader.chunks(2))
 
 
