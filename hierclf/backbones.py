@@ -1,0 +1,300 @@
+"""Feature extractors ("backbones") by name: a small registry in the style of timm's ``create_model``.
+
+:func:`create_backbone` returns a module mapping images ``(batch, in_channels, H, W)`` to features
+``(batch, n_features)`` (no classifier) and the feature width, so that a :class:`~hierclf.head.LeafHead`
+never needs to know which network it sits on.
+
+Every backbone is a :class:`Backbone`: the torchvision (or hierclf) network in ``.body`` plus ``.blocks``,
+its layers grouped from the input (stem) to the output. Training uses the groups for gradual unfreezing
+with differential learning rates (``hierclf.train``).
+
+Pretrained weights are read from the local torch hub cache only (``torch.hub.get_dir()/checkpoints``, the
+file torchvision itself would download); hierclf never downloads. When the file is absent the error names
+the file, the directory and the one-line command that fetches it on a machine with network access.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hierclf.errors import HierclfError, UnknownNameError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Backbone", "BackboneSpec", "backbone_parameters_by_block", "create_backbone", "list_backbones",
+           "pretrained_weights_path", "register_backbone"]
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``forward(images (batch, C, H, W)) -> features (batch, n_features)``.
+
+    Attributes:
+        name: the registry name it was built from.
+        body: the wrapped network (a torchvision model with its classifier removed, or hierclf's own).
+        n_features: width of the feature vector.
+        block_paths: groups of dotted sub-module paths into ``body``, ordered from the input (stem) to the
+            output; ``blocks()`` resolves them. Used by gradual unfreezing.
+        input_size: when set, inputs of another spatial size are resized (bilinear) to this size first
+            (ViT with pretrained position embeddings needs 224 x 224).
+    """
+
+    def __init__(self, name: str, body: nn.Module, n_features: int, block_paths: Sequence[Sequence[str]],
+                 input_size: int | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.body = body
+        self.n_features = int(n_features)
+        self.block_paths = tuple(tuple(group) for group in block_paths)
+        self.input_size = input_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map ``(batch, C, H, W)`` images to ``(batch, n_features)`` features."""
+        if self.input_size is not None and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                                   align_corners=False)
+        return self.body(images)
+
+    def blocks(self) -> list[list[nn.Module]]:
+        """The block groups as modules, from the stem (first) to the block nearest the head (last)."""
+        return [[self.body.get_submodule(p) for p in group] for group in self.block_paths]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, n_features={self.n_features}, blocks={len(self.block_paths)}"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry: ``build(pretrained, in_size, in_channels) -> Backbone`` and a one-line summary."""
+
+    name: str
+    build: Callable[[bool, int, int], Backbone]
+    summary: str
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, summary: str = "") -> Callable[[Callable[[bool, int, int], Backbone]],
+                                                                  Callable[[bool, int, int], Backbone]]:
+    """Decorator adding a builder ``fn(pretrained, in_size, in_channels) -> Backbone`` to the registry."""
+
+    def decorate(fn: Callable[[bool, int, int], Backbone]) -> Callable[[bool, int, int], Backbone]:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _REGISTRY[name] = BackboneSpec(name, fn, summary or (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return decorate
+
+
+def list_backbones() -> list[str]:
+    """The registered backbone names, sorted.
+
+    Example:
+        >>> list_backbones()
+        ['convnext_tiny', 'efficientnet_b0', 'resnet18', 'resnet50', 'small_cnn', 'vit_b_16']
+    """
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str, pretrained: bool = False, in_size: int = 224,
+                    in_channels: int = 3) -> tuple[Backbone, int]:
+    """Build a feature extractor by name.
+
+    Args:
+        name: one of :func:`list_backbones` (case-insensitive).
+        pretrained: load ImageNet weights from the local torch hub cache (never downloads; a missing file
+            raises :class:`~hierclf.errors.HierclfError` saying how to fetch it).
+        in_size: input height = width. ResNets with ``in_size <= 64`` get a 3x3 stride-1 stem and no max-pool
+            (as MedMNIST's ResNet-18 at 28x28), so a 28x28 image is not reduced to 1x1 before the last stage.
+        in_channels: image channels (3 for dermoscopy; 1 for grey images). With pretrained weights and
+            ``in_channels != 3`` the first convolution is re-initialised.
+
+    Returns:
+        ``(module, n_features)``: ``module(images (batch, in_channels, in_size, in_size))`` gives
+        ``(batch, n_features)``.
+
+    Raises:
+        UnknownNameError: an unknown name (the message lists the known names and the closest one).
+        HierclfError: pretrained weights not in the local cache, or an impossible ``in_size``.
+
+    Example:
+        >>> net, n = create_backbone("small_cnn", in_size=28)
+        >>> n, tuple(net(torch.zeros(2, 3, 28, 28)).shape)
+        (128, (2, 128))
+    """
+    key = str(name).strip().lower()
+    spec = _REGISTRY.get(key)
+    if spec is None:
+        known = list_backbones()
+        raise UnknownNameError("backbone", name, known, context=f"(known backbones: {', '.join(known)})")
+    if in_size < 8:
+        raise HierclfError(f"backbone {key!r}: in_size must be at least 8 pixels, got {in_size}")
+    if in_channels < 1:
+        raise HierclfError(f"backbone {key!r}: in_channels must be at least 1, got {in_channels}")
+    module = spec.build(bool(pretrained), int(in_size), int(in_channels))
+    return module, module.n_features
+
+
+# --- pretrained weights from the local cache -------------------------------------------------------------
+
+def pretrained_weights_path(weights: Any) -> Path:
+    """Where torchvision keeps a weights enum entry's file: ``torch.hub.get_dir()/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
+    path = pretrained_weights_path(weights)
+    if not path.is_file():
+        raise HierclfError(
+            f"pretrained weights for {builder!r} not found: expected the file {path.name!r} in "
+            f"{path.parent} (the torch hub cache; set TORCH_HOME to move it). hierclf never downloads; on a "
+            f"machine with network access run: python -c \"import torchvision; torchvision.models.{builder}"
+            f"(weights='DEFAULT')\" and copy {path.name} into {path.parent}, or use pretrained: false")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise HierclfError(f"cannot load pretrained weights {path}: {type(exc).__name__}: {exc}") from exc
+    logger.info("loaded pretrained weights %s", path)
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int, kernel_size: int | None = None, stride: int | None = None,
+               padding: int | None = None) -> nn.Conv2d:
+    """A fresh convolution like ``conv`` with another number of input channels, kernel or stride."""
+    k = kernel_size if kernel_size is not None else conv.kernel_size
+    return nn.Conv2d(in_channels, conv.out_channels, k,  # type: ignore[arg-type]
+                     stride=stride if stride is not None else conv.stride,  # type: ignore[arg-type]
+                     padding=padding if padding is not None else conv.padding,  # type: ignore[arg-type]
+                     bias=conv.bias is not None)
+
+
+# --- hierclf's own small CNN -----------------------------------------------------------------------------
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+@register_backbone("small_cnn", "3 conv stages with BatchNorm (32-64-128 channels), global average pool")
+def _small_cnn(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
+    if pretrained:
+        raise HierclfError("backbone 'small_cnn' has no pretrained weights; use pretrained: false")
+    body = nn.Sequential()
+    body.add_module("stage1", nn.Sequential(_conv_bn(in_channels, 32), _conv_bn(32, 32), nn.MaxPool2d(2)))
+    body.add_module("stage2", nn.Sequential(_conv_bn(32, 64), _conv_bn(64, 64), nn.MaxPool2d(2)))
+    body.add_module("stage3", nn.Sequential(_conv_bn(64, 128), _conv_bn(128, 128)))
+    body.add_module("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    return Backbone("small_cnn", body, 128, [["stage1"], ["stage2"], ["stage3"]])
+
+
+# --- torchvision ---------------------------------------------------------------------------------------
+
+def _resnet(builder: str, weights_enum: str, n_features: int) -> Callable[[bool, int, int], Backbone]:
+    def build(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
+        import torchvision
+
+        model = getattr(torchvision.models, builder)(weights=None)
+        if pretrained:
+            _load_pretrained(model, getattr(torchvision.models, weights_enum).DEFAULT, builder)
+        if in_size <= 64:  # small images: 3x3 stride-1 stem, no max-pool (re-initialised)
+            model.conv1 = _conv_like(model.conv1, in_channels, kernel_size=3, stride=1, padding=1)
+            model.maxpool = nn.Identity()
+        elif in_channels != 3:
+            model.conv1 = _conv_like(model.conv1, in_channels)
+        model.fc = nn.Identity()
+        return Backbone(builder, model, n_features,
+                        [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]])
+
+    build.__doc__ = f"torchvision {builder}"
+    return build
+
+
+register_backbone("resnet18", "torchvision ResNet-18 (512 features); 3x3 stem for in_size <= 64")(
+    _resnet("resnet18", "ResNet18_Weights", 512))
+register_backbone("resnet50", "torchvision ResNet-50 (2048 features); 3x3 stem for in_size <= 64")(
+    _resnet("resnet50", "ResNet50_Weights", 2048))
+
+
+@register_backbone("efficientnet_b0", "torchvision EfficientNet-B0 (1280 features)")
+def _efficientnet_b0(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
+    import torchvision
+
+    model = torchvision.models.efficientnet_b0(weights=None)
+    if pretrained:
+        _load_pretrained(model, torchvision.models.EfficientNet_B0_Weights.DEFAULT, "efficientnet_b0")
+    if in_channels != 3:
+        model.features[0][0] = _conv_like(model.features[0][0], in_channels)
+    model.classifier = nn.Identity()  # avgpool + flatten stay: output (batch, 1280)
+    groups = [["features.0"], ["features.1", "features.2"], ["features.3", "features.4"],
+              ["features.5", "features.6"], ["features.7", "features.8"]]
+    return Backbone("efficientnet_b0", model, 1280, groups)
+
+
+@register_backbone("convnext_tiny", "torchvision ConvNeXt-T (768 features)")
+def _convnext_tiny(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
+    import torchvision
+
+    if in_size < 32:
+        raise HierclfError("backbone 'convnext_tiny' downsamples 32x: in_size must be at least 32, "
+                           f"got {in_size}")
+    model = torchvision.models.convnext_tiny(weights=None)
+    if pretrained:
+        _load_pretrained(model, torchvision.models.ConvNeXt_Tiny_Weights.DEFAULT, "convnext_tiny")
+    if in_channels != 3:
+        model.features[0][0] = _conv_like(model.features[0][0], in_channels)
+    model.classifier[2] = nn.Identity()  # keep LayerNorm2d + Flatten: output (batch, 768)
+    groups = [["features.0"], ["features.1"], ["features.2", "features.3"], ["features.4", "features.5"],
+              ["features.6", "features.7", "classifier"]]
+    return Backbone("convnext_tiny", model, 768, groups)
+
+
+@register_backbone("vit_b_16", "torchvision ViT-B/16 (768 features); 16x16 patches")
+def _vit_b_16(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
+    import torchvision
+
+    # Pretrained position embeddings are for 224x224; without weights any multiple of 16 works. Other sizes
+    # (e.g. DermaMNIST's 28) are resized to 224 inside the module.
+    native = not pretrained and in_size % 16 == 0
+    image_size = in_size if native else 224
+    model = torchvision.models.vit_b_16(weights=None, image_size=image_size)
+    if pretrained:
+        _load_pretrained(model, torchvision.models.ViT_B_16_Weights.DEFAULT, "vit_b_16")
+    if in_channels != 3:
+        model.conv_proj = _conv_like(model.conv_proj, in_channels)
+    model.heads = nn.Identity()  # the class token after the final LayerNorm: (batch, 768)
+    layers = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
+    groups = [["conv_proj", "encoder.dropout"], layers[0:3], layers[3:6], layers[6:9],
+              [*layers[9:12], "encoder.ln"]]
+    backbone = Backbone("vit_b_16", model, 768, groups, input_size=None if native else 224)
+    if not native:
+        logger.info("vit_b_16: inputs of %d px are resized to 224 px", in_size)
+    return backbone
+
+
+def backbone_parameters_by_block(backbone: Backbone) -> list[list[nn.Parameter]]:
+    """Trainable parameters of each block group (stem first). Parameters outside every group (e.g. ViT's
+    class token and position embedding) join the stem group, so each parameter belongs to exactly one group.
+    """
+    groups: list[list[nn.Parameter]] = []
+    seen: set[int] = set()
+    for modules in backbone.blocks():
+        params = []
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        groups.append(params)
+    rest = [p for p in backbone.parameters() if id(p) not in seen]
+    groups[0] = rest + groups[0]
+    return groups
