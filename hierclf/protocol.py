@@ -1,0 +1,311 @@
+"""The evaluation protocol: a pre-registered, machine-checked description of how a model will be judged.
+
+A protocol is written once, before any run (seed 001's rule 5), as a YAML file next to the taxonomy::
+
+    name: dermamnist_screening
+    error_profile: Miss at most 5 % of melanomas; report the specificity we pay for it.
+    target_sensitivity: 0.95
+    primary_metric: {metric: specificity_at_target_sensitivity, task: melanoma_vs_nevus}
+    group_column: lesion_id
+    tasks:
+      - {name: melanoma_vs_nevus, positive: [malignant_melanocytic], negative: [benign_melanocytic]}
+    partitions:
+      - {name: three_way, nodes: [benign, melanoma, keratinocyte_carcinoma]}
+
+:func:`load_protocol` validates the file with pydantic (unknown fields are errors, every problem carries
+``file:line:column``) and then against the taxonomy: task nodes must exist ("did you mean ..."), the
+positive and negative sides of a task must not share a leaf, and each partition must be a cut of the tree.
+Node names are resolved to ids (aliases allowed). ``docs/protocol-format.md`` documents every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+
+from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError, did_you_mean
+from hierclf.taxonomy import Taxonomy
+
+__all__ = [
+    "BINARY_METRICS",
+    "PARTITION_METRICS",
+    "BootstrapSpec",
+    "PartitionSpec",
+    "PrimaryMetric",
+    "Protocol",
+    "ProtocolError",
+    "TaskSpec",
+    "load_protocol",
+    "protocol_from_dict",
+    "protocol_from_text",
+]
+
+#: Task and partition names: snake_case, used in file names of figures.
+NAME_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+
+#: Metrics a binary task can pre-register (all measured on test; thresholds chosen on validation).
+BINARY_METRICS = ("specificity_at_target_sensitivity", "sensitivity_at_target_sensitivity", "auc",
+                  "partial_auc", "ppv", "npv")
+#: Metrics a partition (cut) can pre-register.
+PARTITION_METRICS = ("balanced_accuracy", "macro_auc", "cancer_sensitivity")
+
+Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+NodeName = Annotated[StrictStr, Field(min_length=1)]
+Unit = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class ProtocolError(FileFormatError):
+    """A protocol file is invalid or does not fit the taxonomy."""
+
+    def __init__(self, problems: Any) -> None:
+        super().__init__(problems, what="protocol")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BootstrapSpec(_Model):
+    """How confidence intervals are computed: a percentile bootstrap that resamples groups."""
+
+    replicates: StrictInt = Field(1000, ge=1, description="Bootstrap replicates (default 1000).")
+    ci_level: Unit = Field(0.95, description="Confidence level of the intervals, 0 < x < 1 (default 0.95).")
+    seed: StrictInt = Field(0, ge=0, description="Seed of the bootstrap's random draws (default 0).")
+
+
+class PrimaryMetric(_Model):
+    """The pre-registered headline number: one metric on one task (or one partition)."""
+
+    metric: Literal[BINARY_METRICS + PARTITION_METRICS] = Field(  # type: ignore[valid-type]
+        description="For a task: " + ", ".join(BINARY_METRICS) + "; for a partition: "
+        + ", ".join(PARTITION_METRICS) + ".")
+    task: Name | None = Field(None, description="The task it is measured on (a name from `tasks`).")
+    partition: Name | None = Field(None, description="The partition it is measured on (a name from "
+                                   "`partitions`).")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PrimaryMetric:
+        if (self.task is None) == (self.partition is None):
+            raise ValueError("give exactly one of 'task' or 'partition'")
+        if self.task is not None and self.metric not in BINARY_METRICS:
+            raise ValueError(f"metric {self.metric!r} is a partition metric; a task takes one of "
+                             + ", ".join(BINARY_METRICS))
+        if self.partition is not None and self.metric not in PARTITION_METRICS:
+            raise ValueError(f"metric {self.metric!r} is a task metric; a partition takes one of "
+                             + ", ".join(PARTITION_METRICS))
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.task if self.task is not None else self.partition  # type: ignore[return-value]
+
+
+class TaskSpec(_Model):
+    """A binary clinical question: samples under ``positive`` nodes against those under ``negative`` nodes."""
+
+    name: Name = Field(description="snake_case name, e.g. `melanoma_vs_nevus`.")
+    description: StrictStr = Field("", description="Free text.")
+    positive: list[NodeName] = Field(min_length=1, description="Nodes (ids or aliases), positive class.")
+    negative: list[NodeName] = Field(min_length=1, description="Nodes (ids or aliases), negative class.")
+
+
+class PartitionSpec(_Model):
+    """A cut of the tree (every leaf under exactly one node) for multi-class summaries."""
+
+    name: Name = Field(description="snake_case name, e.g. `three_way`.")
+    nodes: list[NodeName] = Field(min_length=2, description="The classes of the cut (ids or aliases).")
+
+
+class Protocol(_Model):
+    """A validated evaluation protocol; after :func:`load_protocol`, every node name is a taxonomy id.
+
+    Example:
+        >>> from hierclf import Taxonomy
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> p = protocol_from_dict({"name": "demo", "target_sensitivity": 0.95, "group_column": None,
+        ...     "primary_metric": {"metric": "auc", "task": "mel_vs_nv"},
+        ...     "tasks": [{"name": "mel_vs_nv", "positive": ["mel"], "negative": ["nv"]}]}, tax)
+        >>> p.tasks[0].positive, p.min_seeds, p.bootstrap.replicates
+        (['melanoma'], 5, 1000)
+    """
+
+    name: Name = Field(description="snake_case name of the protocol.")
+    description: StrictStr = Field("", description="Free text.")
+    error_profile: StrictStr = Field("", description="The clinical error profile in words (which error is "
+                                     "worse, and by how much).")
+    target_sensitivity: Unit = Field(description="Sensitivity the operating point must reach, 0 < x < 1, "
+                                     "e.g. 0.95. Thresholds are chosen on validation to reach it.")
+    primary_metric: PrimaryMetric
+    min_seeds: StrictInt = Field(5, ge=1, description="Fewer seeds than this is a loud warning (default 5).")
+    bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
+    group_column: StrictStr | None = Field(description="Column of patients or lesions that the bootstrap "
+                                           "resamples (e.g. `lesion_id`); `null` = rows, with a warning.")
+    min_group_size: StrictInt = Field(30, ge=1, description="Subgroups smaller than this are flagged.")
+    calibration_bins: StrictInt = Field(15, ge=2, description="Equal-width bins of calibration metrics.")
+    calibration_nodes: list[NodeName] = Field(
+        default_factory=list,
+        description="Nodes whose rolled-up probability gets an ECE and a reliability diagram.")
+    tasks: list[TaskSpec] = Field(min_length=1)
+    partitions: list[PartitionSpec] = Field(default_factory=list)
+    subgroups: list[StrictStr] = Field(default_factory=list, description="Metadata columns to break metrics "
+                                       "down by (e.g. sex, localization, fitzpatrick).")
+    allow_test_thresholds: bool = Field(False, description="Allow thresholds chosen on test when no "
+                                        "validation predictions are given (optimistic; labelled so).")
+    training: dict[str, Any] | None = Field(None, description="Free mapping for `hierclf study` (passed to "
+                                            "the training configuration); not interpreted by evaluation.")
+
+    def task(self, name: str) -> TaskSpec:
+        """The task called ``name`` (UnknownNameError with suggestions otherwise)."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise UnknownNameError("task", name, [t.name for t in self.tasks], f"in protocol {self.name!r}")
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+def load_protocol(path: str | Path, taxonomy: Taxonomy) -> Protocol:
+    """Read, validate and resolve a protocol YAML file against ``taxonomy``.
+
+    Raises :class:`ProtocolError` listing every problem with ``file:line:column``.
+    """
+    return _from_document(load_located_file(path), taxonomy)
+
+
+def protocol_from_text(text: str, taxonomy: Taxonomy, file: str = "<protocol>") -> Protocol:
+    """Like :func:`load_protocol`, from YAML text."""
+    return _from_document(load_located(text, file), taxonomy)
+
+
+def protocol_from_dict(data: dict[str, Any], taxonomy: Taxonomy) -> Protocol:
+    """Like :func:`load_protocol`, from an already parsed mapping (no line numbers in errors)."""
+    return _from_document(LocatedYAML(data=data, file="<protocol>"), taxonomy)
+
+
+def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
+    if doc.problems:
+        raise ProtocolError(doc.problems)
+    if not isinstance(doc.data, dict):
+        raise ProtocolError([doc.problem((), "expected a mapping with 'name', 'target_sensitivity', "
+                                         "'primary_metric', 'group_column' and 'tasks' at the top",
+                                         code="schema")])
+    try:
+        proto = Protocol.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [_schema_problem(doc, err) for err in exc.errors()]
+        raise ProtocolError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0))) from None
+    problems = _check_against_taxonomy(proto, taxonomy, doc)
+    if problems:
+        raise ProtocolError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+    return _resolved(proto, taxonomy)
+
+
+def _fields_at(loc: PathKey) -> tuple[str, ...]:
+    models: dict[str, type[BaseModel]] = {"bootstrap": BootstrapSpec, "primary_metric": PrimaryMetric,
+                                          "tasks": TaskSpec, "partitions": PartitionSpec}
+    model: type[BaseModel] = Protocol
+    if loc and isinstance(loc[0], str) and loc[0] in models:
+        model = models[loc[0]]
+    return tuple(model.model_fields)
+
+
+def _schema_problem(doc: LocatedYAML, err: Any) -> Problem:
+    loc: PathKey = tuple(err["loc"])
+    dotted = _dotted(loc) or "top level"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        allowed = _fields_at(loc[:-1])
+        hint = did_you_mean(name, allowed)
+        msg = f"unknown field {name!r} in {_dotted(loc[:-1]) or 'the protocol'} (expected one of " \
+              f"{', '.join(allowed)})" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    elif kind == "missing":
+        msg = f"missing required field {dotted!r}"
+    elif kind == "string_pattern_mismatch":
+        msg = (f"{dotted}: invalid name {err.get('input')!r}: expected snake_case (lowercase letters, "
+               "digits, single '_')")
+    elif kind == "value_error":
+        msg = f"{dotted}: {str(err['msg']).removeprefix('Value error, ')}"
+    else:
+        msg = f"{dotted}: {err['msg']} (got {err.get('input')!r})"
+    return doc.problem(loc, msg, code="schema")
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def _resolve(taxonomy: Taxonomy, name: str, doc: LocatedYAML, path: PathKey,
+             problems: list[Problem]) -> str | None:
+    try:
+        return taxonomy.resolve(name)
+    except UnknownNameError as exc:
+        problems.append(doc.problem(path, f"{_dotted(path)}: {exc}", code="unknown-node", node=name))
+        return None
+
+
+def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAML) -> list[Problem]:
+    """Every problem of a schema-valid protocol against the tree: nodes, disjoint tasks, cuts, names."""
+    problems: list[Problem] = []
+    for kind, items in (("task", proto.tasks), ("partition", proto.partitions)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in seen:
+                msg = f"{kind} name {item.name!r} is used twice ({kind}s[{seen[item.name]}] and {kind}s[{i}])"
+                problems.append(doc.problem((f"{kind}s", i, "name"), msg, code="duplicate"))
+            seen.setdefault(item.name, i)
+    for i, task in enumerate(proto.tasks):
+        sides: dict[str, set[str]] = {}
+        for side in ("positive", "negative"):
+            leaves: set[str] = set()
+            for j, name in enumerate(getattr(task, side)):
+                node = _resolve(taxonomy, name, doc, ("tasks", i, side, j), problems)
+                if node is not None:
+                    leaves.update(taxonomy.leaves_under(node))
+            sides[side] = leaves
+        shared = sides["positive"] & sides["negative"]
+        if shared:
+            shown = sorted(shared, key=taxonomy.index.position.__getitem__)
+            msg = (f"task {task.name!r}: positive and negative nodes overlap: leaves "
+                   f"{', '.join(map(repr, shown))} lie under both sides")
+            problems.append(doc.problem(("tasks", i), msg, code="task-overlap"))
+    for i, part in enumerate(proto.partitions):
+        ids = [_resolve(taxonomy, n, doc, ("partitions", i, "nodes", j), problems)
+               for j, n in enumerate(part.nodes)]
+        if any(n is None for n in ids):
+            continue
+        try:
+            taxonomy.cut(ids)  # type: ignore[arg-type]
+        except TaxonomyError as exc:
+            for p in exc.problems:
+                msg = f"partition {part.name!r}: {p.message}"
+                problems.append(doc.problem(("partitions", i, "nodes"), msg, code=p.code, node=p.node))
+    for j, name in enumerate(proto.calibration_nodes):
+        _resolve(taxonomy, name, doc, ("calibration_nodes", j), problems)
+    pm = proto.primary_metric
+    known = [t.name for t in proto.tasks] if pm.task is not None else [p.name for p in proto.partitions]
+    if pm.target not in known:
+        kind = "task" if pm.task is not None else "partition"
+        err = UnknownNameError(kind, pm.target, known, f"in primary_metric (the protocol's {kind}s: "
+                               f"{', '.join(known) or 'none'})")
+        problems.append(doc.problem(("primary_metric", kind), str(err), code="unknown-task"))
+    return problems
+
+
+def _resolved(proto: Protocol, taxonomy: Taxonomy) -> Protocol:
+    tasks = [t.model_copy(update={"positive": _ids(taxonomy, t.positive),
+                                  "negative": _ids(taxonomy, t.negative)}) for t in proto.tasks]
+    parts = [p.model_copy(update={"nodes": list(taxonomy.cut(p.nodes))}) for p in proto.partitions]
+    return proto.model_copy(update={"tasks": tasks, "partitions": parts,
+                                    "calibration_nodes": _ids(taxonomy, proto.calibration_nodes)})
+
+
+def _ids(taxonomy: Taxonomy, names: list[str]) -> list[str]:
+    return list(dict.fromkeys(taxonomy.resolve(n) for n in names))
+

@@ -1,0 +1,183 @@
+"""Protocol files: schema, positioned errors, checks against the taxonomy, the shipped DermaMNIST protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hierclf import Taxonomy
+from hierclf.protocol import (
+    BINARY_METRICS,
+    Protocol,
+    ProtocolError,
+    load_protocol,
+    protocol_from_dict,
+    protocol_from_text,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "taxonomy" / "protocols" / "dermamnist.yaml"
+
+BASE = """\
+name: demo
+target_sensitivity: 0.95
+group_column: lesion_id
+primary_metric: {metric: specificity_at_target_sensitivity, task: mel_vs_nv}
+tasks:
+  - name: mel_vs_nv
+    positive: [malignant_melanocytic]
+    negative: [benign_melanocytic]
+  - name: cancer
+    positive: [malignant]
+    negative: [benign]
+partitions:
+  - name: three_way
+    nodes: [benign, melanoma, keratinocyte_carcinoma]
+"""
+
+
+def _error(text: str, tax: Taxonomy) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        protocol_from_text(text, tax, "p.yaml")
+    return info.value
+
+
+def test_shipped_protocol_loads_and_resolves_aliases(dermamnist: Taxonomy) -> None:
+    proto = load_protocol(SHIPPED, dermamnist)
+    tasks = {t.name: t for t in proto.tasks}
+    assert tasks["melanoma_vs_nevus"].positive == ["melanoma"]
+    assert tasks["melanoma_vs_nevus"].negative == ["melanocytic_nevus"]
+    assert tasks["carcinoma_vs_keratosis"].positive == ["keratinocyte_carcinoma"]
+    assert tasks["carcinoma_vs_keratosis"].negative == ["benign_keratosis"]
+    assert (tasks["malignant_vs_benign"].positive, tasks["malignant_vs_benign"].negative) == (["malignant"],
+                                                                                           ["benign"])
+    parts = {p.name: p.nodes for p in proto.partitions}
+    # resolved to ids in tree order, and each one really is a cut of the tree
+    assert parts["three_way"] == list(dermamnist.cut(["benign", "melanoma", "keratinocyte_carcinoma"]))
+    assert sorted(parts["seven_way"]) == sorted(dermamnist.leaves)
+    assert proto.target_sensitivity == 0.95 and proto.group_column == "lesion_id"
+    assert proto.primary_metric.metric == "specificity_at_target_sensitivity"
+    assert proto.primary_metric.task == "melanoma_vs_nevus"
+    assert isinstance(proto.training, dict) and proto.training["backbone"] == "small_cnn"
+    assert proto.min_seeds == 5 and proto.bootstrap.replicates == 1000
+
+
+def test_defaults(dermamnist: Taxonomy) -> None:
+    proto = protocol_from_text(BASE, dermamnist)
+    assert isinstance(proto, Protocol)
+    assert (proto.min_seeds, proto.bootstrap.replicates, proto.bootstrap.ci_level) == (5, 1000, 0.95)
+    assert proto.allow_test_thresholds is False and proto.training is None and proto.subgroups == []
+    assert proto.task("cancer").positive == ["malignant"]
+
+
+def test_task_lookup_suggests(dermamnist: Taxonomy) -> None:
+    proto = protocol_from_text(BASE, dermamnist)
+    with pytest.raises(KeyError, match="did you mean 'cancer'"):
+        proto.task("cancre")
+
+
+def test_unknown_field_has_position_and_suggestion(dermamnist: Taxonomy) -> None:
+    err = _error(BASE + "target_sensitivty: 0.9\n", dermamnist)
+    assert str(err).startswith("p.yaml:15:")
+    assert "unknown field 'target_sensitivty'" in str(err) and "did you mean 'target_sensitivity'" in str(err)
+
+
+def test_unknown_field_in_task(dermamnist: Taxonomy) -> None:
+    text = BASE.replace("    negative: [benign]\n", "    negative: [benign]\n    postive: [x]\n")
+    err = _error(text, dermamnist)
+    assert "p.yaml:12:" in str(err) and "did you mean 'positive'" in str(err)
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1", "high"])
+def test_target_sensitivity_must_be_in_open_unit_interval(dermamnist: Taxonomy, value: str) -> None:
+    err = _error(BASE.replace("target_sensitivity: 0.95", f"target_sensitivity: {value}"), dermamnist)
+    assert "p.yaml:2:" in str(err) and "target_sensitivity" in str(err)
+
+
+def test_missing_group_column_is_an_error_null_is_allowed(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("group_column: lesion_id\n", ""), dermamnist)
+    assert "missing required field 'group_column'" in str(err)
+    assert protocol_from_text(BASE.replace("lesion_id", "null"), dermamnist).group_column is None
+
+
+def test_unknown_task_node_did_you_mean(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("positive: [malignant]", "positive: [malignat]"), dermamnist)
+    assert str(err).startswith("p.yaml:10:16:")
+    assert "unknown node 'malignat'" in str(err) and "did you mean 'malignant'" in str(err)
+
+
+def test_overlapping_task_sides_name_the_leaves(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("negative: [benign]", "negative: [benign, bcc]"), dermamnist)
+    assert "positive and negative nodes overlap" in str(err)
+    assert "'basal_cell_carcinoma'" in str(err) and "p.yaml:9:" in str(err)
+
+
+def test_overlap_through_descendants(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("negative: [benign_melanocytic]", "negative: [malignant]"), dermamnist)
+    assert "leaves 'melanoma' lie under both sides" in str(err)
+
+
+@pytest.mark.parametrize(("nodes", "message"), [
+    ("[benign, malignant, melanoma]", "overlap"),
+    ("[benign, melanoma]", "uncovered"),
+])
+def test_partition_must_be_a_cut(dermamnist: Taxonomy, nodes: str, message: str) -> None:
+    err = _error(BASE.replace("[benign, melanoma, keratinocyte_carcinoma]", nodes), dermamnist)
+    assert "partition 'three_way'" in str(err) and message in str(err) and "p.yaml:14:" in str(err)
+
+
+def test_primary_metric_task_must_exist(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("task: mel_vs_nv}", "task: mel_vs_nevus}"), dermamnist)
+    assert "unknown task 'mel_vs_nevus'" in str(err) and "did you mean 'mel_vs_nv'" in str(err)
+
+
+def test_primary_metric_kind_must_fit_target(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("metric: specificity_at_target_sensitivity", "metric: balanced_accuracy"),
+                 dermamnist)
+    assert "partition metric" in str(err)
+    text = BASE.replace("{metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+                        "{metric: balanced_accuracy, partition: three_way}")
+    assert protocol_from_text(text, dermamnist).primary_metric.target == "three_way"
+    err = _error(BASE.replace("primary_metric: {metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+                              "primary_metric: {metric: auc}"), dermamnist)
+    assert "exactly one of 'task' or 'partition'" in str(err)
+
+
+def test_duplicate_task_names_and_bad_names(dermamnist: Taxonomy) -> None:
+    err = _error(BASE.replace("name: cancer", "name: mel_vs_nv"), dermamnist)
+    assert "task name 'mel_vs_nv' is used twice" in str(err)
+    err = _error(BASE.replace("name: cancer", "name: Cancer Task"), dermamnist)
+    assert "invalid name 'Cancer Task'" in str(err)
+
+
+def test_every_problem_is_reported(dermamnist: Taxonomy) -> None:
+    text = BASE.replace("positive: [malignant]", "positive: [malignat]").replace(
+        "[benign, melanoma, keratinocyte_carcinoma]", "[benign, melanoma]")
+    err = _error(text, dermamnist)
+    assert len(err.problems) == 2 and "1 more problem" in str(err)
+    assert [p.line for p in err.problems] == sorted(p.line for p in err.problems)
+
+
+def test_duplicate_yaml_key_and_syntax(dermamnist: Taxonomy) -> None:
+    assert "duplicate key 'name'" in str(_error(BASE + "name: again\n", dermamnist))
+    assert "malformed YAML" in str(_error("name: [unclosed\n", dermamnist))
+    assert "expected a mapping" in str(_error("- a\n- b\n", dermamnist))
+
+
+def test_missing_file(dermamnist: Taxonomy, tmp_path: Path) -> None:
+    with pytest.raises(ProtocolError, match="file not found"):
+        load_protocol(tmp_path / "nope.yaml", dermamnist)
+
+
+def test_from_dict_round_trip(dermamnist: Taxonomy) -> None:
+    data = yaml.safe_load(BASE)
+    assert protocol_from_dict(data, dermamnist) == protocol_from_text(BASE, dermamnist)
+
+
+def test_metric_lists_are_disjoint() -> None:
+    from hierclf.protocol import PARTITION_METRICS
+
+    assert not set(BINARY_METRICS) & set(PARTITION_METRICS)
+
