@@ -27,6 +27,10 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _leaves(count: int) -> str:
+    return f"{count} leaf" if count == 1 else f"{count} leaves"
+
+
 def render_tree(tax: Any, depth: int | None = None, node: str | None = None) -> list[str]:
     """Lines of the tree drawing (used by ``show`` and the docs)."""
     from hierclf.taxonomy import Taxonomy
@@ -34,14 +38,14 @@ def render_tree(tax: Any, depth: int | None = None, node: str | None = None) -> 
     assert isinstance(tax, Taxonomy)
     top = tax.resolve(node) if node else tax.root
     base = tax.depth(top)
-    lines = [f"{top}  {tax.display_name(top)}  [{len(tax.leaves_under(top))} leaves]"]
+    lines = [f"{top}  {tax.display_name(top)}  [{_leaves(len(tax.leaves_under(top)))}]"]
 
     def walk(n: str, prefix: str) -> None:
         kids = tax.children(n)
         for i, child in enumerate(kids):
             last = i == len(kids) - 1
             count = len(tax.leaves_under(child))
-            label = "leaf" if tax.is_leaf(child) else f"{count} leaves"
+            label = "leaf" if tax.is_leaf(child) else _leaves(count)
             lines.append(f"{prefix}{'└── ' if last else '├── '}{child}  {tax.display_name(child)}  [{label}]")
             if depth is None or tax.depth(child) - base < depth:
                 walk(child, prefix + ("    " if last else "│   "))
