@@ -62,7 +62,9 @@ def _counts_array(counts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
     if bad.size:
         i = int(bad[0])
-        raise HierclfError(f"class counts must be finite and >= 0; class {i} has count {arr[i]!r}")
+        value = float(arr[i])
+        shown = int(value) if value.is_integer() else value
+        raise HierclfError(f"class counts must be finite and >= 0; class {i} has count {shown}")
     return arr
 
 

@@ -89,7 +89,7 @@ def test_weight_properties(counts: list[int], scheme: str, beta: float) -> None:
 
 @pytest.mark.parametrize("counts, match", [
     ([0, 0], "every one of the 2 classes has zero images"),
-    ([3, -1], "class 1 has count -1\\.0"),
+    ([3, -1], "class 1 has count -1"),
     ([3, float("nan")], "finite"),
     ([], "non-empty 1-D"),
     ([[1, 2]], "1-D"),
