@@ -25,6 +25,12 @@ class _SafeLoader(yaml.SafeLoader):
     """The safe loader; a subclass so that nothing we do changes PyYAML's global SafeLoader."""
 
 
+_CSafeLoader = getattr(yaml, "CSafeLoader", None)
+_FastLoader: type | None = (
+    type("_FastLoader", (_CSafeLoader,), {"__doc__": "libyaml safe loader: same nodes and marks, faster"})
+    if _CSafeLoader is not None else None)
+
+
 @dataclass
 class LocatedYAML:
     """A YAML document as plain Python values, with the position of every value and the problems found."""
@@ -61,8 +67,17 @@ def load_located(text: str, file: str = "<string>") -> LocatedYAML:
     >>> print(doc.problems[0])
     x.yaml:4:1: error: duplicate key 'a' (first at line 1); YAML would silently keep only the last value
     """
+    if _FastLoader is not None:
+        doc = _load_with(_FastLoader, text, file)
+        if not any(p.code == "yaml-syntax" for p in doc.problems):
+            return doc
+    # pure-Python parser: the reference, and the one whose syntax-error messages we report everywhere
+    return _load_with(_SafeLoader, text, file)
+
+
+def _load_with(loader_class: type, text: str, file: str) -> LocatedYAML:
     doc = LocatedYAML(data=None, file=file)
-    loader = _SafeLoader(text)
+    loader = loader_class(text)
     try:
         root = loader.get_single_node()
         if root is not None:
@@ -92,7 +107,7 @@ def load_located_file(path: str | Path) -> LocatedYAML:
     return load_located(text, name)
 
 
-def _build(loader: _SafeLoader, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth: int) -> Any:
+def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise yaml.MarkedYAMLError(problem="document nested too deeply (recursive anchor?)",
                                    problem_mark=node.start_mark)

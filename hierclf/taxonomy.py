@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from hierclf._yaml import LocatedYAML
-from hierclf.errors import Problem, TaxonomyError, UnknownNameError
+from hierclf.errors import Problem, TaxonomyError, UnknownNameError, did_you_mean
 from hierclf.taxonomy_format import FORMAT_VERSION, NodeSpec, TaxonomyFile
 from hierclf.taxonomy_validation import (
     ValidationReport,
@@ -334,18 +334,32 @@ class Taxonomy:
             return name
         found = self._names.get(normalise_name(str(name)))
         if found is None:
-            raise UnknownNameError("node", name, self._suggestion_pool(), f"in taxonomy {self.name!r}")
+            raise UnknownNameError("node", name, self._suggestion_pool(name), f"in taxonomy {self.name!r}")
         return found
 
-    def _suggestion_pool(self) -> list[str]:
-        pool = list(self._specs)
-        for s in self._specs.values():
-            pool.extend(s.aliases)
-        return pool
+    @cached_property
+    def _suggestion_owners(self) -> dict[str, str]:
+        """Every name worth suggesting -> its node (ids first, then aliases, then display names)."""
+        owners = {n: n for n in self._specs}
+        for n, s in self._specs.items():
+            for alias in s.aliases:
+                owners.setdefault(alias, n)
+        for n, s in self._specs.items():
+            owners.setdefault(s.name, n)
+        return owners
+
+    def _suggestion_pool(self, name: object) -> list[str]:
+        """The closest names to ``name``, at most one per node (so 'malignant' is not suggested twice as
+        'malignant' and 'Malignant lesion')."""
+        owners = self._suggestion_owners
+        picked: dict[str, str] = {}
+        for candidate in did_you_mean(str(name), owners, n=12):
+            picked.setdefault(owners[candidate], candidate)
+        return list(picked.values())
 
     def _check(self, node: str) -> str:
         if node not in self._specs:
-            raise UnknownNameError("node", node, self._suggestion_pool(), f"in taxonomy {self.name!r}")
+            raise UnknownNameError("node", node, self._suggestion_pool(node), f"in taxonomy {self.name!r}")
         return node
 
     # --- datasets --------------------------------------------------------------------------------------
@@ -415,13 +429,13 @@ class Taxonomy:
         idx = self.index
         rows = np.array([idx.position[c] for c in cut])
         col_start, col_end = idx.leaf_start[rows], idx.leaf_end[rows]
+        # The cut node holding a node's first leaf; the node lies strictly below the cut exactly when it is
+        # deeper than that cut node (leaf ranges alone cannot tell a single child from its parent).
+        holder = np.searchsorted(col_start, idx.leaf_start, side="right") - 1
+        below = idx.depth > idx.depth[rows[holder]]
         start = np.searchsorted(col_start, idx.leaf_start, side="left")
         end = np.searchsorted(col_end, idx.leaf_end, side="right")
-        # A node below the cut covers part of one column only: its range comes out empty or inverted.
-        inside = (start < len(cut)) & (end > start)
-        inside &= col_start[np.minimum(start, len(cut) - 1)] == idx.leaf_start
-        inside &= col_end[np.maximum(end - 1, 0)] == idx.leaf_end
-        return np.where(inside, start, -1), np.where(inside, end, -1)
+        return np.where(below, -1, start), np.where(below, -1, end)
 
     def cut_node_above(self, node: str, cut: Iterable[str]) -> str | None:
         """The cut node that contains ``node`` when ``node`` lies strictly below the cut, else ``None``."""
