@@ -84,7 +84,11 @@ def _load_with(loader_class: type, text: str, file: str) -> LocatedYAML:
             doc.data = _build(loader, root, (), doc, 0)
     except yaml.MarkedYAMLError as exc:
         line, column = _line_col(exc.problem_mark or exc.context_mark)
-        what = " ".join(str(s) for s in (exc.context, exc.problem) if s)
+        what = str(exc.problem or exc.context or "cannot parse")
+        if exc.context and exc.problem:
+            context_line, context_column = _line_col(exc.context_mark)
+            where = "" if context_line is None else f" at line {context_line}, column {context_column}"
+            what += f" ({exc.context}{where})"
         doc.problems.append(Problem(f"malformed YAML: {what}", file, line, column, code="yaml-syntax"))
         doc.data = None
     except yaml.YAMLError as exc:  # pragma: no cover - reader errors without marks
@@ -113,10 +117,14 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
                                    problem_mark=node.start_mark)
     doc.positions[path] = _line_col(node.start_mark)  # type: ignore[assignment]
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves '<<' merge keys the way safe_load does
+        if not hasattr(node, "_n_merged"):  # an anchored node can be visited again through an alias
+            explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            loader.flatten_mapping(node)  # resolves '<<' merge keys the way safe_load does
+            node._n_merged = len(node.value) - explicit  # type: ignore[attr-defined]
+        n_merged = node._n_merged  # type: ignore[attr-defined]
         out: dict[Any, Any] = {}
         first_seen: dict[Any, int | None] = {}
-        for key_node, value_node in node.value:
+        for i, (key_node, value_node) in enumerate(node.value):
             key = loader.construct_object(key_node, deep=True)
             try:
                 hash(key)
@@ -124,6 +132,9 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
                 line, column = _line_col(key_node.start_mark)
                 doc.problems.append(Problem("a mapping key must be a plain value", doc.file, line, column,
                                             code="yaml-key"))
+                continue
+            if i < n_merged:  # merged keys may repeat and be overridden by the mapping's own keys
+                out[key] = _build(loader, value_node, (*path, key), doc, depth + 1)
                 continue
             if key in first_seen:
                 line, column = _line_col(key_node.start_mark)

@@ -66,7 +66,8 @@ Alias = Annotated[StrictStr, Field(pattern=r"\S")]
 class NodeSpec(BaseModel):
     """One node of the disease tree: a condition or a group of conditions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # python-re: `\S` in the name patterns means what str.strip() means (Rust's regex differs on U+001C-1F)
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
     id: NodeId = Field(
         description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`).")
@@ -91,7 +92,8 @@ class NodeSpec(BaseModel):
 class TaxonomyFile(BaseModel):
     """A whole taxonomy file: a name, optional description and metadata, and the root node."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # python-re: `\S` in the name patterns means what str.strip() means (Rust's regex differs on U+001C-1F)
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
     format_version: StrictInt = Field(
         default=FORMAT_VERSION, ge=FORMAT_VERSION, le=FORMAT_VERSION,

@@ -184,7 +184,9 @@ def _schema_message(err: dict[str, Any], loc: PathKey, key_error: bool, node_pat
     if kind == "string_pattern_mismatch":
         if key_error and fieldname == "codes":
             return f"invalid dataset name {value!r} in codes: {_ID_RULE}"
-        if fieldname in ("id",) or (not node_path and fieldname == "name"):
+        if not node_path and fieldname == "name":
+            return f"invalid taxonomy name {value!r}: {_ID_RULE}"
+        if fieldname == "id":
             return f"invalid id {value!r}: {_ID_RULE}"
         if fieldname == "name":
             return "empty name: every node needs a display name"
