@@ -1,0 +1,372 @@
+"""The training configuration: a pydantic model read from YAML with every error positioned (file:line:col).
+
+``TrainConfig.from_yaml("run.yaml")`` reads the file with :func:`hierclf._yaml.load_located` (safe loader,
+duplicate keys refused), validates it (unknown fields, types, ranges, unknown backbone with "did you mean"),
+then checks it against the taxonomy (class nodes, the node of an ``val_auc:<node>`` metric). Relative paths
+in the file are taken from the file's folder; the resolved configuration (absolute paths, every default
+filled in) is written next to the outputs as ``config.resolved.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
+
+__all__ = ["ClassesConfig", "ConfigError", "CsvOptions", "DataConfig", "EarlyStoppingConfig", "LossConfig",
+           "SyntheticOptions", "TrainConfig", "load_train_config"]
+
+_PATH_FIELDS: tuple[PathKey, ...] = (("taxonomy",), ("protocol",), ("out_dir",), ("data", "root"),
+                                     ("data", "npz"), ("data", "csv", "train"), ("data", "csv", "val"),
+                                     ("data", "csv", "test"), ("data", "csv", "image_root"))
+METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
+
+
+class ConfigError(FileFormatError):
+    """A training configuration is invalid; every problem is listed with its position."""
+
+    def __init__(self, problems: Any) -> None:
+        super().__init__(problems, what="training configuration")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticOptions(_Model):
+    """A generated DermaMNIST-layout npz (``hierclf.data.make_synthetic_dermamnist``), written into
+    ``data.root`` on first use."""
+
+    n_train: int = Field(700, ge=7)
+    n_val: int = Field(140, ge=7)
+    n_test: int = Field(140, ge=7)
+    seed: int = Field(0, ge=0)
+    noise: float = Field(12.0, ge=0)
+
+
+class CsvOptions(_Model):
+    """Users' own images: one CSV per split (``hierclf.data.CsvImageDataset``)."""
+
+    train: Path
+    val: Path
+    test: Path
+    image_root: Path | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    group_column: str | None = None
+    id_column: str | None = None
+
+
+class DataConfig(_Model):
+    """Where the images come from and how large they are."""
+
+    source: Literal["dermamnist", "synthetic", "csv"] = "dermamnist"
+    root: Path = Path("data")
+    npz: Path | None = None
+    size: int = Field(28, ge=8)
+    download: bool = False
+    augment: bool = True
+    synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)
+    csv: CsvOptions | None = None
+
+
+class ClassesConfig(_Model):
+    """The head's classes: the taxonomy leaves, Esteva's partition, or an explicit cut of the tree."""
+
+    kind: Literal["leaves", "partition", "cut"] = "leaves"
+    max_class_size: int = Field(1000, ge=1)
+    inclusive: bool = False
+    internal_labels: Literal["residual", "error"] = "residual"
+    nodes: list[str] | None = None
+
+
+class LossConfig(_Model):
+    """Arguments of ``hierclf.losses.build_loss`` (unset options keep that function's defaults)."""
+
+    name: Literal["ce", "weighted_ce", "focal", "asymmetric"] = "ce"
+    weights: Literal["inverse", "effective"] | None = None
+    beta: float | None = Field(None, gt=0, lt=1)
+    gamma: float | None = Field(None, ge=0)
+    alpha: float | None = Field(None, gt=0, lt=1)
+    gamma_pos: float | None = Field(None, ge=0)
+    gamma_neg: float | None = Field(None, ge=0)
+    clip: float | None = Field(None, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_only(cls, value: Any) -> Any:
+        # `loss: focal` is short for `loss: {name: focal}`
+        return {"name": value} if isinstance(value, str) else value
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+
+
+class EarlyStoppingConfig(_Model):
+    """Model selection and early stopping on a validation metric.
+
+    ``metric``: ``val_loss`` (cross-entropy of the head's probabilities, lower is better), ``val_accuracy``,
+    ``val_balanced_accuracy`` (mean per-class recall over the head's classes), ``val_auc:<node>`` (ROC AUC
+    of the rolled-up probability of a taxonomy node against the rest, e.g. ``val_auc:malignant``) or
+    ``task_auc:<task>`` (ROC AUC of a task of the ``protocol``: P(positive) / (P(positive) + P(negative))
+    on the samples under either side).
+    ``patience``: stop after this many epochs without improvement; None trains all epochs (the best epoch
+    is still the one kept).
+    """
+
+    metric: str = "val_loss"
+    patience: int | None = Field(None, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        prefix, _, name = value.partition(":")
+        if value in METRICS or (prefix in ("val_auc", "task_auc") and name):
+            return value
+        hint = did_you_mean(value, [*METRICS, "val_auc:<node>", "task_auc:<task>"])
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"unknown metric {value!r} (expected one of {', '.join(METRICS)}, val_auc:<node> or "
+                         f"task_auc:<task>){suffix}")
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return "min" if self.metric == "val_loss" else "max"
+
+
+class TrainConfig(_Model):
+    """Everything a training run needs; see ``docs/training.md`` for each field.
+
+    Example:
+        >>> cfg = TrainConfig(taxonomy="taxonomy/dermamnist.yaml", backbone="small_cnn", lr=3e-4)
+        >>> cfg.regime, cfg.optimizer, cfg.early_stopping.metric
+        ('full', 'adamw', 'val_loss')
+    """
+
+    taxonomy: Path
+    data: DataConfig = Field(default_factory=DataConfig)
+    classes: ClassesConfig = Field(default_factory=ClassesConfig)
+    backbone: str = "small_cnn"
+    pretrained: bool = False
+    regime: Literal["linear_probe", "full", "gradual_unfreeze"] = "full"
+    unfreeze_every: int = Field(1, ge=1)
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    freeze_batchnorm: bool = False
+    sync_batchnorm: bool = True
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    sampler: Literal["uniform", "balanced", "effective"] = "uniform"
+    sampler_beta: float = Field(0.999, gt=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["auto"] | bool = "auto"
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    protocol: Path | None = None
+    seed: int = Field(0, ge=0)
+    deterministic: bool = False
+    device: str = "auto"
+    workers: int = Field(0, ge=0)
+    out_dir: Path = Path("runs/train")
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from hierclf.backbones import list_backbones
+
+        key = value.strip().lower()
+        known = list_backbones()
+        if key not in known:
+            raise ValueError(str(UnknownNameError("backbone", value, known,
+                                                  context=f"(known backbones: {', '.join(known)})")))
+        return key
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        base = value.split(":", 1)[0]
+        index = value.split(":", 1)[1] if ":" in value else "0"
+        if base not in ("auto", "cpu", "cuda", "mps") or not index.isdigit():
+            raise ValueError(f"unknown device {value!r} (expected auto, cpu, cuda or cuda:<index>)")
+        return value
+
+    # -- reading and writing ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
+                  check_taxonomy: bool = True) -> TrainConfig:
+        """Read and validate a YAML file; see :func:`load_train_config`."""
+        return load_train_config(path, overrides, check_taxonomy)
+
+    def to_yaml(self) -> str:
+        """The configuration as YAML (every field, paths as strings)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def resolved(self, base: Path) -> TrainConfig:
+        """A copy with relative paths taken from ``base`` (made absolute)."""
+        data = self.model_dump()
+        for key in _PATH_FIELDS:
+            holder = data
+            for part in key[:-1]:
+                holder = holder.get(part) if isinstance(holder, dict) else None  # type: ignore[assignment]
+            if isinstance(holder, dict) and holder.get(key[-1]) is not None:
+                value = Path(holder[key[-1]]).expanduser()
+                holder[key[-1]] = value if value.is_absolute() else (base / value).resolve()
+        return type(self).model_validate(data)
+
+    def check_against(self, taxonomy: Any, doc: LocatedYAML | None = None) -> None:
+        """Check the names the config gives against the taxonomy; raise :class:`ConfigError` listing each."""
+        problems: list[Problem] = []
+
+        def problem(path: PathKey, message: str) -> None:
+            if doc is not None:
+                problems.append(doc.problem(path, message, code="config"))
+            else:
+                problems.append(Problem(message, code="config"))
+
+        if self.classes.kind == "cut":
+            if not self.classes.nodes:
+                problem(("classes", "kind"), "classes.kind 'cut' needs classes.nodes: the nodes of the cut")
+            else:
+                for i, name in enumerate(self.classes.nodes):
+                    try:
+                        taxonomy.resolve(name)
+                    except UnknownNameError as exc:
+                        problem(("classes", "nodes", i), f"classes.nodes: {exc}")
+        elif self.classes.nodes:
+            problem(("classes", "nodes"), f"classes.nodes is only used with kind 'cut' (kind is "
+                                          f"{self.classes.kind!r})")
+        metric = self.early_stopping.metric
+        if metric.startswith("val_auc:"):
+            try:
+                taxonomy.resolve(metric.split(":", 1)[1])
+            except UnknownNameError as exc:
+                problem(("early_stopping", "metric"), f"early_stopping.metric: {exc}")
+        if metric.startswith("task_auc:"):
+            task = metric.split(":", 1)[1]
+            if self.protocol is None:
+                problem(("early_stopping", "metric"), f"early_stopping.metric {metric!r} needs a protocol "
+                                                      "(the protocol: field) that defines the task")
+            else:
+                from hierclf.protocol import load_protocol
+
+                try:
+                    load_protocol(self.protocol, taxonomy).task(task)
+                except UnknownNameError as exc:
+                    problem(("early_stopping", "metric"), f"early_stopping.metric: {exc}")
+        if self.data.source == "csv" and self.data.csv is None:
+            problem(("data", "source"), "data.source 'csv' needs data.csv with train, val and test CSV files")
+        if problems:
+            raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                      check_taxonomy: bool = True) -> TrainConfig:
+    """Read a training config YAML; relative paths are taken from the file's folder.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys (``"seed"``, ``"data.root"``) replacing values of the file (command-line
+            options); relative override paths are taken from the current directory.
+        check_taxonomy: also load the taxonomy and check the node names the config uses.
+
+    Raises:
+        ConfigError: every problem, each as ``file:line:col: error: message``.
+    """
+    doc = load_located_file(path)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError([doc.problem((), "expected a mapping of training settings at the top")])
+    config = validate_config(data, doc)
+    base = Path(path).resolve().parent
+    config = config.resolved(base)
+    if overrides:
+        merged = config.model_dump()
+        for key, value in overrides.items():
+            holder = merged
+            parts = key.split(".")
+            for part in parts[:-1]:
+                holder = holder.setdefault(part, {})
+            holder[parts[-1]] = value
+        config = validate_config(merged, None).resolved(Path.cwd())
+    if check_taxonomy:
+        from hierclf.taxonomy import Taxonomy
+
+        taxonomy = Taxonomy.from_yaml(config.taxonomy)
+        config.check_against(taxonomy, doc)
+    return config
+
+
+def validate_config(data: dict[str, Any], doc: LocatedYAML | None) -> TrainConfig:
+    """``TrainConfig.model_validate`` with pydantic's errors turned into positioned problems."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            message = _message(err, loc)
+            if doc is not None:
+                problems.append(doc.problem(loc, message, code="config"))
+            else:
+                problems.append(Problem(message, code="config"))
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0))) from None
+
+
+def config_from_text(text: str, file: str = "<string>") -> TrainConfig:
+    """Validate config YAML given as text (no path resolution, no taxonomy check); for tests and tools."""
+    doc = load_located(text, file)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.problem((), "expected a mapping of training settings at the top")])
+    return validate_config(doc.data, doc)
+
+
+_MODELS: dict[str, type[BaseModel]] = {"": TrainConfig, "data": DataConfig, "classes": ClassesConfig,
+                                       "loss": LossConfig, "early_stopping": EarlyStoppingConfig,
+                                       "data.synthetic": SyntheticOptions, "data.csv": CsvOptions}
+
+
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    dotted = ".".join(str(p) for p in loc)
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1])
+        allowed = list(_MODELS.get(parent, TrainConfig).model_fields)
+        hint = did_you_mean(str(loc[-1]), allowed)
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+        where = f" in {parent}" if parent else ""
+        return f"unknown field {loc[-1]!r}{where} (expected one of {', '.join(allowed)}){suffix}"
+    if kind == "missing":
+        return f"missing required field {dotted!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ctx = err.get("ctx", {})
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"{dotted}: must be {op} {limit}, got {value!r}"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",") if o.strip()]
+        hint = did_you_mean(str(value), options) if isinstance(value, str) else []
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"{dotted}: expected {expected}, got {value!r}{suffix}"
+    if kind == "value_error":
+        return f"{dotted}: {str(err['msg']).removeprefix('Value error, ')}"
+    return f"{dotted}: {err['msg']} (got {value!r})"

@@ -1,0 +1,340 @@
+"""Training: a real 2-epoch run beats chance, resume is exact, configs fail with positioned messages.
+
+Every run trains ``small_cnn`` on a generated DermaMNIST-layout npz
+(``hierclf.data.make_synthetic_dermamnist``) on the CPU, without augmentation and with tiny splits, so the
+file stays near a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from hierclf import Taxonomy
+from hierclf.errors import FileFormatError, HierclfError
+from hierclf.train import EpochBatchSampler, fit, lr_factor
+from hierclf.train_config import TrainConfig, config_from_text, load_train_config
+
+try:
+    import hierclf.head  # noqa: F401
+except ModuleNotFoundError:  # TEMPORARY stand-in until hierclf/head.py (contract 4) lands
+    import types
+
+    from torch import nn
+
+    class _StandInHead(nn.Module):
+        def __init__(self, in_features, taxonomy, classes=None):
+            super().__init__()
+            self.taxonomy = taxonomy
+            self.classes = tuple(classes) if classes is not None else tuple(taxonomy.leaves)
+            self.linear = nn.Linear(in_features, len(self.classes))
+
+        def forward(self, x):
+            return self.linear(x)
+
+        def class_index(self, labels):
+            pos = {c: i for i, c in enumerate(self.classes)}
+            return torch.tensor([pos[lab] if lab in pos else pos[next(a for a in self.taxonomy.ancestors(lab)
+                                                                       if a in pos)] for lab in labels])
+
+    _mod = types.ModuleType("hierclf.head")
+    _mod.LeafHead = _StandInHead  # type: ignore[attr-defined]
+    sys.modules["hierclf.head"] = _mod
+
+REPO = Path(__file__).resolve().parents[1]
+DERMAMNIST = REPO / "taxonomy" / "dermamnist.yaml"
+
+
+def _config(tmp: Path, out: str = "out", **extra: object) -> Path:
+    """A small run: 210/70/70 synthetic images, batch 30, no augmentation."""
+    base = {
+        "taxonomy": str(DERMAMNIST),
+        "data": {"source": "synthetic", "root": str(tmp.parent / "data"), "size": 28, "augment": False,
+                 "synthetic": {"n_train": 210, "n_val": 70, "n_test": 70, "seed": 0}},
+        "backbone": "small_cnn", "epochs": 2, "batch_size": 30, "lr": 0.005, "warmup_epochs": 0.5,
+        "sampler": "balanced", "out_dir": out, "seed": 3, "device": "cpu",
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}  # type: ignore[dict-item]
+        else:
+            base[key] = value
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "run.yaml"
+    path.write_text(json.dumps(base), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("fit") / "run"
+    return fit(_config(tmp), progress=False)
+
+
+# --- the loop learns ---------------------------------------------------------------------------------
+
+def test_two_epochs_beat_chance(trained) -> None:
+    from hierclf.predictions import read_predictions
+
+    tax = Taxonomy.from_yaml(DERMAMNIST)
+    test = read_predictions(trained.predictions["test"], tax)
+    assert test.columns == tuple(tax.leaves) == trained.classes
+    truth = np.array([test.columns.index(label) for label in test.labels])
+    bacc = balanced_accuracy_score(truth, test.probs.argmax(axis=1))
+    # chance is 1/7 = 0.143 for 7 classes; the synthetic signal is learnable in an epoch
+    assert bacc > 1 / 7 + 0.2, f"balanced accuracy {bacc:.3f} is not clearly above chance"
+    np.testing.assert_allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_outputs_layout(trained) -> None:
+    out = trained.out_dir
+    for name in ("config.resolved.yaml", "checkpoint.pt", "best.pt", "history.json", "DONE",
+                 "predictions/val.npz", "predictions/test.npz"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] == [h["epoch"] for h in trained.history]
+    assert trained.best_epoch == 1 + int(np.argmin([h["val_loss"] for h in history]))
+    # the resolved config reads back as the same config (paths absolute)
+    resolved = load_train_config(out / "config.resolved.yaml")
+    assert resolved.out_dir == out and resolved.epochs == 2 and resolved.taxonomy == DERMAMNIST
+    with np.load(out / "predictions" / "val.npz") as z:
+        assert set(z.files) >= {"probs", "leaves", "ids", "labels", "groups"}
+        assert z["probs"].shape == (70, 7)
+
+
+def test_val_loss_is_cross_entropy_of_saved_predictions(trained) -> None:
+    """The history's best val_loss equals -mean log p(true class) of predictions/val.npz (from best.pt)."""
+    from hierclf.predictions import read_predictions
+
+    val = read_predictions(trained.predictions["val"])
+    p = val.probs[np.arange(len(val)), [val.columns.index(lab) for lab in val.labels]]
+    assert math.isclose(-np.log(p.astype(np.float64)).mean(), trained.best_metric, rel_tol=1e-5)
+
+
+def test_finished_run_returns_at_once(trained) -> None:
+    again = fit(trained.out_dir / "config.resolved.yaml", progress=False)
+    assert again.already_done and again.best_epoch == trained.best_epoch
+    assert again.history == trained.history
+
+
+# --- resume ------------------------------------------------------------------------------------------
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 epoch, then a crash in the middle of epoch 2, then resume == 2 epochs straight (``trained``)."""
+    import hierclf.train as train_mod
+
+    cfg = _config(tmp_path, out=str(tmp_path / "resumed"))
+    first = fit(cfg, progress=False, stop_after_epochs=1)
+    assert not first.finished and first.epochs_run == 1
+    assert not (tmp_path / "resumed" / "DONE").exists()
+
+    real_progress = train_mod._progress
+
+    def crash_after_one_batch(loader, epoch, epochs, disable):  # a kill during epoch 2
+        for i, batch in enumerate(real_progress(loader, epoch, epochs, disable)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(train_mod, "_progress", crash_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, progress=False)
+    monkeypatch.setattr(train_mod, "_progress", real_progress)
+    resumed = fit(cfg, progress=False)
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    straight = _weights(trained.out_dir / "checkpoint.pt")
+    again = _weights(tmp_path / "resumed" / "checkpoint.pt")
+    assert straight.keys() == again.keys()
+    for key in straight:
+        torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6, msg=key)
+    for split in ("val", "test"):
+        with np.load(trained.predictions[split]) as a, np.load(resumed.predictions[split]) as b:
+            np.testing.assert_allclose(b["probs"], a["probs"], rtol=0, atol=1e-6)
+            assert (a["ids"] == b["ids"]).all()
+    expected = [h["train_loss"] for h in trained.history]
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx(expected, abs=1e-6)
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1)
+    fit(cfg, progress=False, stop_after_epochs=1)
+    other = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1, lr=0.01)
+    with pytest.raises(HierclfError, match=r"cannot resume from .*checkpoint.pt: it was trained with other "
+                                           r"settings \(lr: 0.005 -> 0.01\)"):
+        fit(other, progress=False)
+    assert fit(other, progress=False, resume=False).epochs_run == 2  # --no-resume starts over
+
+
+# --- regimes -----------------------------------------------------------------------------------------
+
+def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
+    """Epoch 1 of gradual unfreezing and linear probing trains the head only: the backbone (weights and
+    BatchNorm statistics) stays at its seeded initialisation; per-block learning rates fall 10x per block."""
+    from hierclf.backbones import create_backbone
+    from hierclf.determinism import set_determinism
+    from hierclf.head import LeafHead
+
+    set_determinism(3)  # fit's order: seed, backbone, head
+    initial, n_features = create_backbone("small_cnn", in_size=28)
+    init_state = {f"backbone.{k}": v for k, v in initial.state_dict().items()}
+    head = LeafHead(n_features, Taxonomy.from_yaml(DERMAMNIST))
+    init_head = {f"head.{k}": v for k, v in head.state_dict().items()}
+    for regime in ("gradual_unfreeze", "linear_probe"):
+        out = tmp_path / regime
+        cfg = _config(tmp_path / f"cfg_{regime}", out=str(out), regime=regime, epochs=3,
+                      max_steps_per_epoch=2, schedule="constant", warmup_epochs=0)
+        fit(cfg, progress=False, stop_after_epochs=1)
+        ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        for key, value in init_state.items():
+            torch.testing.assert_close(ckpt["model"][key], value, rtol=0, atol=0, msg=key)
+        assert init_head and all(not torch.equal(ckpt["model"][k], v) for k, v in init_head.items()
+                                 if v.is_floating_point())  # the head trained
+        lrs = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
+        if regime == "gradual_unfreeze":
+            assert lrs == pytest.approx([0.005, 0.0005, 0.00005, 0.000005])  # head, stage3, stage2, stage1
+            assert ckpt["history"][0]["unfrozen_blocks"] == 0
+            # epoch 2 unfreezes the block nearest the head (stage3) only
+            fit(cfg, progress=False, stop_after_epochs=1)
+            ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+            changed = {k.split(".")[2] for k, v in init_state.items() if not torch.equal(ckpt["model"][k], v)}
+            assert changed == {"stage3"}
+        else:
+            assert lrs == pytest.approx([0.005])
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm) for s in range(total + 1)]
+    assert f[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])
+    for s in range(warm, total + 1):  # independent: 0.5 (1 + cos(pi t)), t the decay phase in [0, 1]
+        assert f[s] == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm))))
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+    assert lr_factor(100, 100, 0, min_ratio=0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_epoch_batches_shard_the_global_batch(weighted: bool) -> None:
+    weights = torch.linspace(0.1, 1.0, 50) if weighted else None
+    single = EpochBatchSampler(50, 12, weights, seed=5)
+    shards = [EpochBatchSampler(50, 12, weights, seed=5, world_size=3, rank=r) for r in range(3)]
+    for epoch in (0, 1):
+        for s in (single, *shards):
+            s.set_epoch(epoch)
+        global_batches = list(single)
+        assert len(global_batches) == 4  # 50 // 12, the incomplete last batch dropped
+        for step, parts in enumerate(zip(*shards)):
+            assert [len(p) for p in parts] == [4, 4, 4]
+            assert sum(parts, []) == global_batches[step]
+    single.set_epoch(0)
+    first = list(single)
+    single.set_epoch(1)
+    assert list(single) != first
+    single.set_epoch(0)
+    assert list(single) == first  # a pure function of (seed, epoch)
+    if not weighted:
+        assert len(set(sum(first, []))) == 48  # without replacement
+
+
+def test_balanced_draws_equalise_classes() -> None:
+    from hierclf.data import sampler_weights
+
+    targets = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    s = EpochBatchSampler(1000, 1000, sampler_weights(targets, "balanced"), seed=0)
+    drawn = np.bincount(targets[list(s)[0]], minlength=3)
+    assert np.all(np.abs(drawn / 1000 - 1 / 3) < 0.05), drawn
+
+
+def test_batch_size_must_split_evenly() -> None:
+    with pytest.raises(HierclfError, match="batch_size 10 .* divisible by the number of processes \\(3\\)"):
+        EpochBatchSampler(100, 10, world_size=3)
+
+
+# --- bad configurations ------------------------------------------------------------------------------
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"taxonomy: {DERMAMNIST}\n" + textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def test_unknown_backbone_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, "backbone: resnt18\n")
+    with pytest.raises(FileFormatError) as err:
+        load_train_config(path)
+    assert str(err.value) == (
+        f"{path}:2:11: error: backbone: unknown backbone 'resnt18' (known backbones: convnext_tiny, "
+        "efficientnet_b0, resnet18, resnet50, small_cnn, vit_b_16); did you mean 'resnet18' or 'resnet50'?")
+
+
+def test_negative_learning_rate_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs: 3\nlr: -0.001\n")
+    with pytest.raises(FileFormatError) as err:
+        load_train_config(path)
+    assert str(err.value) == f"{path}:3:5: error: lr: must be > 0.0, got -0.001"
+
+
+def test_unknown_node_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, """\
+        classes:
+          kind: cut
+          nodes: [benign, malignat]
+        """)
+    with pytest.raises(FileFormatError) as err:
+        load_train_config(path)
+    assert str(err.value) == (f"{path}:4:19: error: classes.nodes: unknown node 'malignat' in taxonomy "
+                              "'dermamnist'; did you mean 'malignant'?")
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    path = _write(tmp_path, """\
+        optimiser: adamw
+        regime: linear
+        early_stopping: {metric: val_los}
+        """)
+    with pytest.raises(FileFormatError) as err:
+        load_train_config(path)
+    messages = [str(p) for p in err.value.problems]
+    assert messages == [
+        f"{path}:2:12: error: unknown field 'optimiser' (expected one of "
+        + ", ".join(TrainConfig.model_fields) + "); did you mean 'optimizer'?",
+        f"{path}:3:9: error: regime: expected 'linear_probe', 'full' or 'gradual_unfreeze', got 'linear'; "
+        "did you mean 'linear_probe'?",
+        f"{path}:4:26: error: early_stopping.metric: unknown metric 'val_los' (expected one of val_loss, "
+        "val_accuracy, val_balanced_accuracy, val_auc:<node> or task_auc:<task>); did you mean 'val_loss'?",
+    ]
+
+
+def test_metric_node_is_checked(tmp_path: Path) -> None:
+    path = _write(tmp_path, "early_stopping: {metric: 'val_auc:melanomma'}\n")
+    with pytest.raises(FileFormatError, match="unknown node 'melanomma' .*did you mean 'melanoma'"):
+        load_train_config(path)
+
+
+def test_config_defaults_and_loss_shorthand() -> None:
+    cfg = config_from_text("taxonomy: t.yaml\nloss: focal\n")
+    assert cfg.loss.name == "focal" and cfg.regime == "full" and cfg.amp == "auto"
+    assert cfg.early_stopping.mode == "min"
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "lr: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "hierclf", "train", "--config", str(path)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    expected = f"hierclf train: error: {path}:2:5: error: lr: must be > 0.0, got -1"
+    assert proc.stderr.strip().splitlines() == [expected]
