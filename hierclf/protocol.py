@@ -20,6 +20,7 @@ Node names are resolved to ids (aliases allowed). ``docs/protocol-format.md`` do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -140,7 +141,8 @@ class Protocol(_Model):
                                      "e.g. 0.95. Thresholds are chosen on validation to reach it.")
     primary_metric: PrimaryMetric
     min_seeds: StrictInt = Field(5, ge=1, description="Fewer seeds than this is a loud warning (default 5).")
-    bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
+    bootstrap: BootstrapSpec = Field(BootstrapSpec(replicates=1000, ci_level=0.95, seed=0),
+                                     description="Confidence intervals (defaults apply).")
     group_column: StrictStr | None = Field(description="Column of patients or lesions that the bootstrap "
                                            "resamples (e.g. `lesion_id`); `null` = rows, with a warning.")
     min_group_size: StrictInt = Field(30, ge=1, description="Subgroups smaller than this are flagged.")
@@ -253,7 +255,9 @@ def _resolve(taxonomy: Taxonomy, name: str, doc: LocatedYAML, path: PathKey,
 def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAML) -> list[Problem]:
     """Every problem of a schema-valid protocol against the tree: nodes, disjoint tasks, cuts, names."""
     problems: list[Problem] = []
-    for kind, items in (("task", proto.tasks), ("partition", proto.partitions)):
+    named: tuple[tuple[str, Sequence[TaskSpec | PartitionSpec]], ...] = (
+        ("task", proto.tasks), ("partition", proto.partitions))
+    for kind, items in named:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if item.name in seen:
