@@ -56,8 +56,15 @@ def render_tree(tax: Any, depth: int | None = None, node: str | None = None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from hierclf.cli.validate import EXIT_USAGE, usage_problem
     from hierclf.taxonomy import Taxonomy
 
+    problem = usage_problem([args.file])
+    if problem:
+        print(f"hierclf show: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     tax = Taxonomy.from_yaml(args.file)
     print(f"{tax.name}: {len(tax.nodes)} nodes, {len(tax.leaves)} leaves, height {tax.height}")
     for line in render_tree(tax, args.depth, args.node):

@@ -1,6 +1,7 @@
 """``hierclf validate FILE...``: check taxonomy files, for people and for CI.
 
-Exit codes: 0 all files valid, 1 any file invalid, 2 usage error (argparse).
+Exit codes: 0 all files valid, 1 any file invalid, 2 usage error (bad options, or a FILE that does not exist
+or is a directory: nothing is validated then).
 """
 
 from __future__ import annotations
@@ -8,7 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+EXIT_USAGE = 2
+
+
+def usage_problem(files: list[str]) -> str | None:
+    """One line naming the FILE arguments that are not files, or ``None`` when all exist."""
+    missing = [f for f in files if not Path(f).exists()]
+    dirs = [f for f in files if Path(f).is_dir()]
+    parts = []
+    if missing:
+        parts.append(f"file not found: {', '.join(missing)}")
+    if dirs:
+        parts.append(f"is a directory, not a taxonomy file: {', '.join(dirs)} (e.g. give {dirs[0]}/*.yaml)")
+    return "; ".join(parts) or None
 
 
 def register(sub: Any) -> None:
@@ -26,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from hierclf.taxonomy import Taxonomy
     from hierclf.taxonomy_validation import validate_file
 
+    problem = usage_problem(args.files)
+    if problem:
+        print(f"hierclf validate: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     results = []
     for file in args.files:
         report = validate_file(file, strict=args.strict)
