@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -620,22 +623,30 @@ def _group_index(groups: Any, n: int) -> tuple[np.ndarray, int]:
     return inverse, int(inverse.max()) + 1 if n else 0
 
 
-def _draw_counts(rng: np.random.Generator, n_groups: int, rows: int, transposed: bool = False) -> np.ndarray:
+def _draw_counts(rng: np.random.Generator, n_groups: int, rows: int) -> np.ndarray:
     """Multinomial group counts of ``rows`` replicates: each draws ``n_groups`` groups with replacement.
 
-    Returns ``(rows, n_groups)`` int64, or ``(n_groups, rows)`` float64 when ``transposed`` (the layout the
-    bootstrap kernel uses; same draws). Counting uniform draws with ``bincount`` gives exactly the
+    Returns ``(rows, n_groups)`` int64. Counting uniform draws with ``bincount`` gives exactly the
     multinomial distribution and is much faster than ``Generator.multinomial`` over thousands of groups. The
     draws come from one ``rng.integers`` stream, so the result does not depend on how replicates are chunked.
     """
-    draws = rng.integers(0, n_groups, size=(rows, n_groups), dtype=np.int64)
-    if transposed:
-        draws *= rows
-        draws += np.arange(rows, dtype=np.int64)[:, None]
-        flat = np.bincount(draws.ravel(), minlength=rows * n_groups)
-        return flat.reshape(n_groups, rows).astype(np.float64)
-    draws += np.arange(rows, dtype=np.int64)[:, None] * n_groups
+    # 32-bit draws (one 32-bit word each, buffered in the bit generator across calls: chunk-invariant)
+    small = rows * n_groups < 2**32
+    draws = rng.integers(0, n_groups, size=(rows, n_groups), dtype=np.uint32 if small else np.int64)
+    draws += (np.arange(rows, dtype=draws.dtype) * n_groups)[:, None]
     return np.bincount(draws.ravel(), minlength=rows * n_groups).reshape(rows, n_groups)
+
+
+def _n_jobs(n_jobs: int | None) -> int:
+    if n_jobs is not None:
+        if int(n_jobs) < 1:
+            raise MetricError(f"n_jobs must be >= 1, got {n_jobs}")
+        return int(n_jobs)
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(4, available))
 
 
 def _chunk_rows(per_row_bytes: int, n_replicates: int) -> int:
@@ -781,28 +792,33 @@ class _BinaryBootstrapPlan:
         gt = n_neg - np.searchsorted(asc_n, self.pos_scores, side="right")
         tied = np.flatnonzero(self.ge > gt)
         self.tied, self.tied_gt = tied, gt[tied]
-        self.pos_per_group = np.bincount(self.pos_group, minlength=n_groups).astype(np.int64)
-        self.neg_per_group = np.bincount(self.neg_group, minlength=n_groups).astype(np.int64)
+        # a replicate weighs at most n_groups * (largest group) in total: int32 is exact below 2**31
+        largest = int(np.bincount(group, minlength=n_groups).max()) if group.size else 0
+        self.dtype = np.dtype(np.int32) if n_groups * largest < 2**31 - 1 else np.dtype(np.int64)
 
     def row_bytes(self) -> int:
         """Bytes of work arrays per replicate."""
         return 8 * (4 * self.pos_scores.size + 2 * self.neg_scores.size + 2 * self.n_groups)
 
     def evaluate(self, counts: np.ndarray, target: float, threshold: float | None) -> dict[str, np.ndarray]:
-        """Metrics of each replicate in a chunk. ``counts``: ``(chunk, n_groups)`` int64 group counts."""
+        """Metrics of each replicate in a chunk. ``counts``: ``(chunk, n_groups)`` group counts."""
+        counts = counts.astype(self.dtype, copy=False)
+        dt = self.dtype
         chunk = counts.shape[0]
         n_pos, n_neg = self.pos_scores.size, self.neg_scores.size
-        P = counts @ self.pos_per_group  # (chunk,)
-        N = counts @ self.neg_per_group
-        cn = np.empty((chunk, n_neg + 1), dtype=np.int64)
+        cn = np.empty((chunk, n_neg + 1), dtype=dt)
         cn[:, 0] = 0
-        np.cumsum(np.take(counts, self.neg_group, axis=1), axis=1, out=cn[:, 1:])
+        np.cumsum(np.take(counts, self.neg_group, axis=1), axis=1, dtype=dt, out=cn[:, 1:])
+        N = cn[:, -1].astype(np.int64)  # (chunk,)
         wp = np.take(counts, self.pos_group, axis=1)  # (chunk, n_pos)
+        cp = np.cumsum(wp, axis=1, dtype=dt)
+        P = cp[:, -1].astype(np.int64) if n_pos else np.zeros(chunk, dtype=np.int64)
         ge = np.take(cn, self.ge, axis=1)  # negatives scoring >= each positive
-        below2 = 2 * np.einsum("ij,ij->i", wp, ge)
+        below2 = 2 * np.einsum("ij,ij->i", wp, ge, dtype=np.int64)
         if self.tied.size:
             below2 += np.einsum("ij,ij->i", np.take(wp, self.tied, axis=1),
-                                np.take(cn, self.tied_gt, axis=1) - np.take(ge, self.tied, axis=1))
+                                np.take(cn, self.tied_gt, axis=1) - np.take(ge, self.tied, axis=1),
+                                dtype=np.int64)
         ok = (P > 0) & (N > 0)
         Pf, Nf = P.astype(np.float64), N.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -813,8 +829,7 @@ class _BinaryBootstrapPlan:
             need = np.ceil(target * safe_p)
             need = np.where((need - 1.0) / safe_p >= target, need - 1.0, need)
             need = np.where(need / safe_p < target, need + 1.0, need)
-        np.cumsum(wp, axis=1, out=wp)
-        k = np.minimum(np.sum(wp < need.astype(np.int64)[:, None], axis=1), max(n_pos - 1, 0))
+        k = np.minimum(np.count_nonzero(cp < need.astype(dt)[:, None], axis=1), max(n_pos - 1, 0))
         rows = np.arange(chunk)
         fp = ge[rows, k].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -824,7 +839,7 @@ class _BinaryBootstrapPlan:
             thr = float(threshold)
             kp = int(n_pos - np.searchsorted(self.pos_scores[::-1], thr, side="left"))
             kn = int(n_neg - np.searchsorted(self.neg_scores[::-1], thr, side="left"))
-            tp = wp[:, kp - 1].astype(np.float64) if kp else np.zeros(chunk)
+            tp = cp[:, kp - 1].astype(np.float64) if kp else np.zeros(chunk)
             fpt = cn[:, kn].astype(np.float64)
             fn = Pf - tp
             tn = Nf - fpt
@@ -838,7 +853,8 @@ class _BinaryBootstrapPlan:
 
 def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates: int = 1000,
                      seed: int = 0, target_sensitivity: float = 0.95, threshold: float | None = None,
-                     ci_level: float = 0.95, *, chunk_size: int | None = None) -> BootstrapResult:
+                     ci_level: float = 0.95, *, chunk_size: int | None = None,
+                     n_jobs: int | None = None) -> BootstrapResult:
     """Grouped bootstrap of a binary task, vectorised over replicates.
 
     Each replicate resamples GROUPS (patients or lesions; rows when ``groups`` is None) with replacement, as
@@ -861,6 +877,8 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
         threshold: optional fixed operating point (e.g. chosen on validation).
         ci_level: CI coverage.
         chunk_size: replicates per chunk (default: bounded memory, about 16 MB of work arrays).
+        n_jobs: threads evaluating chunks in parallel (numpy releases the GIL in every step); default: the
+            CPUs available, at most 4. Results do not depend on it: counts are drawn in order, one stream.
 
     Raises:
         MetricError: if either class is absent from the full data, or on invalid input.
@@ -895,10 +913,29 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
     rng = np.random.default_rng(seed)
     chunk = int(chunk_size) if chunk_size else _chunk_rows(plan.row_bytes(), n_replicates)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in points}
-    for start in range(0, n_replicates, chunk):  # a loop over chunks of replicates
-        counts = _draw_counts(rng, n_groups, min(chunk, n_replicates - start))
-        for key, value in plan.evaluate(counts, target, threshold).items():
+
+    def collect(values: dict[str, np.ndarray]) -> None:
+        for key, value in values.items():
             parts[key].append(value)
+
+    jobs = _n_jobs(n_jobs)
+    starts = range(0, n_replicates, chunk)  # a loop over chunks of replicates
+    if jobs == 1 or len(starts) == 1:
+        for start in starts:
+            collect(plan.evaluate(_draw_counts(rng, n_groups, min(chunk, n_replicates - start)), target,
+                                  threshold))
+    else:
+        # the main thread draws chunk after chunk (one random stream, in order) while workers evaluate;
+        # at most jobs + 1 chunks are in flight, so memory stays bounded
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pending: deque[Future[dict[str, np.ndarray]]] = deque()
+            for start in starts:
+                counts = _draw_counts(rng, n_groups, min(chunk, n_replicates - start))
+                pending.append(pool.submit(plan.evaluate, counts, target, threshold))
+                if len(pending) > jobs:
+                    collect(pending.popleft().result())
+            while pending:
+                collect(pending.popleft().result())
     estimates = {}
     for key, point in points.items():
         reps = np.concatenate(parts[key])

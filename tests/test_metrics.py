@@ -411,9 +411,27 @@ def test_bootstrap_does_not_depend_on_chunking() -> None:
     a = hm.bootstrap_binary(y, s, groups, n_replicates=30, seed=3, chunk_size=1)
     b = hm.bootstrap_binary(y, s, groups, n_replicates=30, seed=3, chunk_size=30)
     np.testing.assert_array_equal(a["auc"].replicates, b["auc"].replicates)
+    for jobs in (1, 3):  # threads evaluate chunks; the draws stay one ordered stream
+        c = hm.bootstrap_binary(y, s, groups, n_replicates=30, seed=3, chunk_size=4, n_jobs=jobs)
+        for key in ("auc", "specificity_at_sensitivity", "threshold_at_sensitivity"):
+            np.testing.assert_array_equal(c[key].replicates, a[key].replicates)
     c1 = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 30, seed=3, chunk_size=4)))
     c2 = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 30, seed=3, chunk_size=30)))
     np.testing.assert_array_equal(c1, c2)
+
+
+def test_int64_kernel_equals_int32_kernel() -> None:
+    # the kernel switches to int64 when a replicate could weigh 2**31 or more; same numbers either way
+    y, s, groups = _bootstrap_data(300, 40, seed=2, decimals=1)
+    group, n_groups = hm._group_index(groups, len(y))
+    plan = hm._BinaryBootstrapPlan(y, s, group, n_groups)
+    assert plan.dtype == np.int32
+    counts = next(hm.grouped_bootstrap_counts(np.arange(n_groups), 25, seed=0))
+    small = plan.evaluate(counts, 0.9, 0.3)
+    plan.dtype = np.dtype(np.int64)
+    big = plan.evaluate(counts, 0.9, 0.3)
+    for key in small:
+        np.testing.assert_array_equal(small[key], big[key])
 
 
 def test_group_counts_are_shared_within_groups() -> None:

@@ -1,0 +1,150 @@
+"""Grouped bootstrap benchmark: 1,000 replicates of ROC AUC and specificity at 95% sensitivity on 100,000
+predictions in 20,000 groups (patients), against a loop over scikit-learn on resampled data, same run.
+
+    python benchmarks/evaluate.py                 # full size, writes benchmarks/results/evaluate.json
+    python benchmarks/evaluate.py --quick         # small smoke run
+
+The scikit-learn loop is what a user would write: rebuild each replicate's data set by repeating rows by
+their group's draw count (the same draws as hierclf's), then call ``roc_auc_score`` (baseline 1), or
+``roc_auc_score`` plus ``roc_curve`` for the specificity at the target sensitivity (baseline 2). At full size
+it runs ``--baseline-replicates`` (default 20) replicates and is extrapolated per replicate to the full count
+(reported as such). The benchmark also checks that the point estimates and the timed baseline replicates
+equal hierclf's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from hierclf.io import atomic_write_text
+from hierclf.metrics import bootstrap_binary, grouped_bootstrap_counts, roc_auc, specificity_at_sensitivity
+
+ROOT = Path(__file__).resolve().parent
+
+
+def make_data(n: int, n_groups: int, prevalence: float, seed: int = 0):
+    """Predictions of a decent classifier: float32 probabilities (so some ties), every group non-empty."""
+    rng = np.random.default_rng(seed)
+    groups = np.r_[np.arange(n_groups), rng.integers(0, n_groups, n - n_groups)]
+    rng.shuffle(groups)
+    y = rng.random(n) < prevalence
+    logit = 1.5 * y + rng.normal(size=n) - 1.0
+    scores = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32).astype(np.float64)
+    return y, scores, groups
+
+
+def sk_spec_at_sens(y: np.ndarray, s: np.ndarray, target: float) -> float:
+    fpr, tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    return float(np.max(1.0 - fpr[tpr >= target]))
+
+
+def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int, repeats: int,
+             target: float) -> dict:
+    y, s, groups = make_data(n, n_groups, prevalence)
+    bootstrap_binary(y[:2000], s[:2000], groups[:2000], n_replicates=10, seed=0)  # warm-up (imports, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = bootstrap_binary(y, s, groups, n_replicates=reps, seed=0, target_sensitivity=target)
+        times.append(time.perf_counter() - t0)
+    ours = min(times)
+
+    # baselines on the same replicates (the first base_reps)
+    counts = next(grouped_bootstrap_counts(groups, base_reps, seed=0, chunk_size=base_reps))
+    t_auc = t_both = 0.0
+    max_diff = 0.0
+    for k in range(base_reps):
+        t0 = time.perf_counter()
+        idx = np.repeat(np.arange(n), counts[k])
+        yk, sk = y[idx], s[idx]
+        auc = roc_auc_score(yk, sk)
+        t1 = time.perf_counter()
+        spec = sk_spec_at_sens(yk, sk, target)
+        t2 = time.perf_counter()
+        t_auc += t1 - t0
+        t_both += t2 - t0
+        max_diff = max(max_diff, abs(auc - res["auc"].replicates[k]),
+                       abs(spec - res["specificity_at_sensitivity"].replicates[k]))
+    per_auc = t_auc / base_reps
+    per_both = t_both / base_reps
+    sk_point_auc = roc_auc_score(y, s)
+    point_spec = (res["specificity_at_sensitivity"].point, res["threshold_at_sensitivity"].point)
+    sk_point_spec = sk_spec_at_sens(y, s, target)
+    return {
+        "n": n, "n_groups": int(len(np.unique(groups))), "prevalence": prevalence, "replicates": reps,
+        "target_sensitivity": target,
+        "hierclf_s": ours, "hierclf_s_all_repeats": times, "hierclf_ms_per_replicate": 1000 * ours / reps,
+        "baseline_replicates_timed": base_reps,
+        "sklearn_auc_ms_per_replicate": 1000 * per_auc,
+        "sklearn_auc_s_extrapolated": per_auc * reps,
+        "sklearn_auc_spec_ms_per_replicate": 1000 * per_both,
+        "sklearn_auc_spec_s_extrapolated": per_both * reps,
+        "speedup_vs_sklearn_auc": per_auc * reps / ours,
+        "speedup_vs_sklearn_auc_spec": per_both * reps / ours,
+        "point_auc": res["auc"].point, "sklearn_point_auc": sk_point_auc,
+        "point_auc_identical": res["auc"].point == roc_auc(y, s),
+        "point_auc_abs_diff_vs_sklearn": abs(res["auc"].point - sk_point_auc),
+        "point_spec": res["specificity_at_sensitivity"].point, "sklearn_point_spec": sk_point_spec,
+        "point_spec_identical": point_spec == specificity_at_sensitivity(y, s, target),
+        "point_spec_abs_diff_vs_sklearn": abs(res["specificity_at_sensitivity"].point - sk_point_spec),
+        "replicates_max_abs_diff_vs_sklearn": max_diff,
+        "auc_ci": [res["auc"].low, res["auc"].high],
+        "spec_ci": [res["specificity_at_sensitivity"].low, res["specificity_at_sensitivity"].high],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="small smoke run (10,000 predictions, 100 replicates)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "evaluate.json")
+    ap.add_argument("--replicates", type=int, default=None)
+    ap.add_argument("--baseline-replicates", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed repeats of the hierclf run (best is reported)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        cases = [(10_000, 2_000, 0.2)]
+        reps, base = args.replicates or 100, args.baseline_replicates or 5
+    else:
+        cases = [(100_000, 20_000, 0.2), (100_000, 20_000, 0.5)]
+        reps, base = args.replicates or 1000, args.baseline_replicates or 20
+    rows = [run_case(n, g, p, reps, base, args.repeats, 0.95) for n, g, p in cases]
+
+    head = (f"{'n':>8} {'groups':>7} {'prev':>5} {'reps':>5} | {'hierclf s':>9} {'ms/rep':>7} | "
+            f"{'sk AUC ms/rep':>13} {'sk AUC s (extrap.)':>18} {'speedup':>8} | {'sk AUC+spec s':>13} "
+            f"{'speedup':>8} | {'point ==':>8} {'max |diff|':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        same = r["point_auc_identical"] and r["point_spec_identical"]
+        print(f"{r['n']:>8} {r['n_groups']:>7} {r['prevalence']:>5} {r['replicates']:>5} | "
+              f"{r['hierclf_s']:>9.3f} {r['hierclf_ms_per_replicate']:>7.3f} | "
+              f"{r['sklearn_auc_ms_per_replicate']:>13.2f} {r['sklearn_auc_s_extrapolated']:>18.2f} "
+              f"{r['speedup_vs_sklearn_auc']:>7.1f}x | {r['sklearn_auc_spec_s_extrapolated']:>13.2f} "
+              f"{r['speedup_vs_sklearn_auc_spec']:>7.1f}x | {str(same):>8} "
+              f"{max(r['replicates_max_abs_diff_vs_sklearn'], r['point_auc_abs_diff_vs_sklearn']):>10.1e}")
+    print(f"(scikit-learn timed on {rows[0]['baseline_replicates_timed']} replicates and extrapolated to "
+          f"{reps}; hierclf: best of {args.repeats} full runs)")
+    meta = {"benchmark": "evaluate", "python": sys.version.split()[0], "numpy": np.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "quick": args.quick, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
