@@ -39,7 +39,7 @@ from hierclf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESIDUAL_SUFFIX", "Partition", "partition", "residual_class", "residual_node"]
+__all__ = ["RESIDUAL_SUFFIX", "Partition", "above_cut_error", "partition", "residual_class", "residual_node"]
 
 #: suffix of the name of a residual class: the images labelled exactly at a split internal node
 RESIDUAL_SUFFIX = ":residual"
@@ -73,6 +73,22 @@ def _rows_by_depth(tax: Taxonomy) -> list[np.ndarray]:
     order = np.argsort(depth, kind="stable")
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
     return [order[bounds[d]:bounds[d + 1]] for d in range(len(bounds) - 1)]
+
+
+def above_cut_error(taxonomy: Taxonomy, classes: Iterable[str], label: str, node: str,
+                    hint: str = "relabel those images at a finer node") -> HierclfError:
+    """The error for a dataset label whose node lies above the training classes, naming the classes it
+    spans (shared by :class:`Partition` and :class:`~hierclf.head.LeafHead`)."""
+    spanned = []
+    for c in classes:
+        c_node = residual_node(c) or c
+        if c_node == node or node in taxonomy.ancestors(c_node):
+            spanned.append(c)
+    shown = ", ".join(map(repr, spanned[:10]))
+    if len(spanned) > 10:
+        shown += f" and {len(spanned) - 10} more"
+    return HierclfError(f"label {label!r} (node {node!r}) lies above the training classes: it spans "
+                        f"{len(spanned)} classes ({shown}); {hint}")
 
 
 @dataclass(frozen=True)
@@ -160,13 +176,8 @@ class Partition:
         if node in self.dropped:
             return HierclfError(f"label {label!r} (node {node!r}) lies above the training classes; its "
                                 f"{self.dropped[node]} images were dropped (internal_labels='drop')")
-        spanned = [c for c in self.cut if c == node or node in self.taxonomy.ancestors(c)]
-        shown = ", ".join(map(repr, spanned[:10]))
-        if len(spanned) > 10:
-            shown += f" and {len(spanned) - 10} more"
-        return HierclfError(f"label {label!r} (node {node!r}) lies above the training classes: it spans "
-                            f"{len(spanned)} classes ({shown}); relabel those images at a finer node, or "
-                            "choose a larger max_class_size")
+        return above_cut_error(self.taxonomy, self.classes, label, node,
+                               "relabel those images at a finer node, or choose a larger max_class_size")
 
     @property
     def _positions(self) -> dict[str, int]:
