@@ -209,3 +209,23 @@ def test_import_and_validate_do_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+# --- pre-commit hook ------------------------------------------------------------------------------
+
+def test_pre_commit_hook_definition() -> None:
+    import re
+
+    import yaml
+
+    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    (hook,) = [h for h in hooks if h["id"] == "hierclf-validate"]
+    assert hook["entry"] == "hierclf validate" and hook["language"] == "python"
+    pattern = re.compile(hook["files"])
+    for path in ("taxonomy/dermamnist.yaml", "taxonomy/sub/x.yml"):
+        assert pattern.search(path)
+    for path in (".github/workflows/ci.yml", "protocols/dermamnist.yaml", ".pre-commit-hooks.yaml",
+                 "taxonomy/notes.md"):
+        assert not pattern.search(path)
+    # the hook runs the entry with the matched files appended: the shipped files must pass it
+    assert main([*hook["entry"].split()[1:], *SHIPPED]) == 0
