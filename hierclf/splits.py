@@ -63,15 +63,26 @@ def _n_folds(fraction: float, what: str) -> int:
 def _first_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int, what: str
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held_out) of the first fold of ``StratifiedGroupKFold(k)``."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     n_groups = np.unique(groups).size
     if n_groups < k:
         raise HierclfError(f"cannot hold out a {what} split of 1/{k} of the groups: only {n_groups} groups")
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    largest_class = int(np.unique(labels, return_counts=True)[1].max())
+    splitter: Any
+    if largest_class < k:
+        # StratifiedGroupKFold refuses when no class has k members; stratification is moot there anyway
+        logger.warning("%s split: no class has %d samples, so the split is grouped but not stratified",
+                       what, k)
+        splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rest, held = next(splitter.split(np.zeros((labels.size, 1)), labels, groups))
+        try:
+            rest, held = next(splitter.split(np.zeros((labels.size, 1)), labels, groups))
+        except ValueError as err:
+            raise HierclfError(f"cannot make the {what} split: {err}") from err
     for w in caught:
         logger.warning("%s split: %s", what, w.message)
     return rest, held
@@ -161,7 +172,7 @@ def check_no_leakage(splits: Mapping[str, Sequence[int] | np.ndarray], groups: S
     total = np.unique(np.concatenate(list(leaks.values()))).size
     parts = []
     for (a, b), shared in leaks.items():
-        shown = ", ".join(repr(s) for s in shared[:5]) + (f", ... ({shared.size - 5} more)"
+        shown = ", ".join(repr(str(s)) for s in shared[:5]) + (f", ... ({shared.size - 5} more)"
                                                           if shared.size > 5 else "")
         parts.append(f"{a} & {b} share {shared.size} ({shown})")
     raise LeakageError(f"{total} {what}(s) appear in more than one split: " + "; ".join(parts)
