@@ -34,6 +34,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, but strings holding a Unicode line break are double-quoted (escaped).
+
+    With ``allow_unicode`` PyYAML writes U+0085 (NEL) raw inside a single-quoted scalar, and reading it back
+    folds it into a space; double quotes escape it as ``\\N``.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 @dataclass(frozen=True)
 class TaxonomyIndex:
     """Integer structure of a tree, computed once per taxonomy (what the roll-up needs).
@@ -182,8 +198,8 @@ class Taxonomy:
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The taxonomy as YAML text (comments of the source file are not kept); written atomically to
         ``path`` when given. ``Taxonomy.from_text(t.to_yaml()) == t`` for every taxonomy."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=10_000,
-                              default_flow_style=False)
+        text = yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10_000,
+                         default_flow_style=False)
         if path is not None:
             from hierclf.io import atomic_write_text
 

@@ -31,7 +31,9 @@ node_ids = st.builds(lambda head, tail: "_".join([head, *tail]), _WORD, st.lists
 
 #: display names and aliases: printable text with YAML-hostile characters (':', '#', quotes, 'yes', '1e3')
 _TRICKY = st.sampled_from(["yes", "no", "null", "~", "1e3", "0x10", "- x", "a: b", "#c", "'q'", '"dq"',
-                           "Melanoma, NOS", "T-Cell/NK", "CD30+", "Café-au-lait", "[x]", "{y}", "&a", "*b"])
+                           "Melanoma, NOS", "T-Cell/NK", "CD30+", "Café-au-lait", "[x]", "{y}", "&a", "*b",
+                           "a\x85b", "c\u2028d", "tab\there", "two\nlines", " lead", "trail ", "---", "%x",
+                           "\ufeffbom", "!tag", "? k", "|", ">"])
 _PLAIN = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=8)
 names = st.one_of(_TRICKY, _PLAIN).filter(lambda s: bool(s.strip()))
 

@@ -305,3 +305,14 @@ def test_unknown_name_suggestions_are_distinct_on_random_trees() -> None:
 def test_query_on_unknown_node_raises_with_suggestion(dermamnist: Taxonomy) -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'melanoma'"):
         dermamnist.children("melanomma")
+
+
+@pytest.mark.parametrize("text", ["a\x85b", "c\u2028d", "e\u2029f", "\x85"])
+def test_round_trip_keeps_unicode_line_breaks(text: str) -> None:
+    # regression: PyYAML writes U+0085 raw in single quotes with allow_unicode and reads it back as a space
+    data = {"name": "t", "root": {"id": "a", "name": "A" + text, "children": [
+        {"id": "b", "name": "B", "aliases": [text + "x"]},
+        {"id": "c", "name": "C", "metadata": {text: text}}]}}
+    tax = Taxonomy.from_dict(data)
+    assert Taxonomy.from_text(tax.to_yaml()) == tax
+    assert Taxonomy.from_text(tax.to_yaml()).display_name("a") == "A" + text
