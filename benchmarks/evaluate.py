@@ -27,7 +27,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from hierclf.io import atomic_write_text
-from hierclf.metrics import bootstrap_binary, grouped_bootstrap_counts, roc_auc, specificity_at_sensitivity
+from hierclf.metrics import (
+    _n_jobs,
+    bootstrap_binary,
+    grouped_bootstrap_counts,
+    roc_auc,
+    specificity_at_sensitivity,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -52,12 +58,19 @@ def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int
              target: float) -> dict:
     y, s, groups = make_data(n, n_groups, prevalence)
     bootstrap_binary(y[:2000], s[:2000], groups[:2000], n_replicates=10, seed=0)  # warm-up (imports, caches)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = bootstrap_binary(y, s, groups, n_replicates=reps, seed=0, target_sensitivity=target)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     ours = min(times)
+    single = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        one = bootstrap_binary(y, s, groups, n_replicates=reps, seed=0, target_sensitivity=target, n_jobs=1)
+        single.append(time.perf_counter() - t0)
+    assert np.array_equal(one["auc"].replicates, res["auc"].replicates)
 
     # baselines on the same replicates (the first base_reps)
     counts = next(grouped_bootstrap_counts(groups, base_reps, seed=0, chunk_size=base_reps))
@@ -84,6 +97,8 @@ def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int
         "n": n, "n_groups": int(len(np.unique(groups))), "prevalence": prevalence, "replicates": reps,
         "target_sensitivity": target,
         "hierclf_s": ours, "hierclf_s_all_repeats": times, "hierclf_ms_per_replicate": 1000 * ours / reps,
+        "hierclf_cpu_s_all_repeats": cpu, "hierclf_threads": _n_jobs(None),
+        "hierclf_one_thread_s": min(single),
         "baseline_replicates_timed": base_reps,
         "sklearn_auc_ms_per_replicate": 1000 * per_auc,
         "sklearn_auc_s_extrapolated": per_auc * reps,
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         reps, base = args.replicates or 1000, args.baseline_replicates or 20
     rows = [run_case(n, g, p, reps, base, args.repeats, 0.95) for n, g, p in cases]
 
-    head = (f"{'n':>8} {'groups':>7} {'prev':>5} {'reps':>5} | {'hierclf s':>9} {'ms/rep':>7} | "
+    head = (f"{'n':>8} {'groups':>7} {'prev':>5} {'reps':>5} | {'hierclf s':>9} {'1 thread':>8} | "
             f"{'sk AUC ms/rep':>13} {'sk AUC s (extrap.)':>18} {'speedup':>8} | {'sk AUC+spec s':>13} "
             f"{'speedup':>8} | {'point ==':>8} {'max |diff|':>10}")
     print(head)
@@ -129,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         same = r["point_auc_identical"] and r["point_spec_identical"]
         print(f"{r['n']:>8} {r['n_groups']:>7} {r['prevalence']:>5} {r['replicates']:>5} | "
-              f"{r['hierclf_s']:>9.3f} {r['hierclf_ms_per_replicate']:>7.3f} | "
+              f"{r['hierclf_s']:>9.3f} {r['hierclf_one_thread_s']:>8.3f} | "
               f"{r['sklearn_auc_ms_per_replicate']:>13.2f} {r['sklearn_auc_s_extrapolated']:>18.2f} "
               f"{r['speedup_vs_sklearn_auc']:>7.1f}x | {r['sklearn_auc_spec_s_extrapolated']:>13.2f} "
               f"{r['speedup_vs_sklearn_auc_spec']:>7.1f}x | {str(same):>8} "
               f"{max(r['replicates_max_abs_diff_vs_sklearn'], r['point_auc_abs_diff_vs_sklearn']):>10.1e}")
     print(f"(scikit-learn timed on {rows[0]['baseline_replicates_timed']} replicates and extrapolated to "
-          f"{reps}; hierclf: best of {args.repeats} full runs)")
+          f"{reps}; hierclf: best of {args.repeats} full runs with {rows[0]['hierclf_threads']} threads, and "
+          f"with 1; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     meta = {"benchmark": "evaluate", "python": sys.version.split()[0], "numpy": np.__version__,
             "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
