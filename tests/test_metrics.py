@@ -406,6 +406,49 @@ def test_bootstrap_replicates_equal_explicit_resampling(decimals: int | None,
         hm.specificity_at_sensitivity(y, s, 0.95)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(2, 30), n_groups=st.integers(1, 8), target=st.floats(0.05, 1.0),
+       threshold=st.sampled_from([None, 0.5, 1.0, 2.5]))
+def test_bootstrap_kernel_property(data: st.DataObject, n: int, n_groups: int, target: float,
+                                   threshold: float | None) -> None:
+    """Random small data with heavy ties: every replicate equals the metrics of its resampled data set."""
+    y = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    if y.all() or not y.any():
+        y[0] = not y[0]
+    s = np.asarray(data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), dtype=float)
+    groups = np.asarray(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=n, max_size=n)))
+    res = hm.bootstrap_binary(y, s, groups, n_replicates=6, seed=1, target_sensitivity=target,
+                              threshold=threshold, chunk_size=4)
+    counts = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 6, seed=1)))
+    for k in range(6):
+        idx = np.repeat(np.arange(n), counts[k])
+        yk, sk = y[idx], s[idx]
+        if yk.all() or not yk.any():
+            assert math.isnan(res["auc"].replicates[k])
+            assert math.isnan(res["specificity_at_sensitivity"].replicates[k])
+            continue
+        assert res["auc"].replicates[k] == pytest.approx(_brute_auc(yk.astype(int), sk), abs=1e-12)
+        spec, thr = _brute_spec_at_sens(yk, sk, target)
+        assert res["specificity_at_sensitivity"].replicates[k] == pytest.approx(spec, abs=1e-12)
+        assert res["threshold_at_sensitivity"].replicates[k] == thr
+        if threshold is not None:
+            m = hm.binary_metrics_at_threshold(yk, sk, threshold)
+            for key in ("sensitivity", "specificity", "ppv", "npv"):
+                assert res[key].replicates[k] == pytest.approx(m[key], abs=1e-12, nan_ok=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), n=st.integers(2, 25))
+def test_weighted_auc_property(data: st.DataObject, n: int) -> None:
+    y = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    y[0], y[1] = True, False
+    s = np.asarray(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)), dtype=float)
+    w = np.asarray(data.draw(st.lists(st.floats(0.0, 3.0), min_size=n, max_size=n)))
+    w[0] = w[1] = 1.0
+    assert hm.roc_auc(y, s, w) == pytest.approx(_brute_auc(y.astype(int), s, w), abs=1e-9)
+    assert hm.roc_auc(y, s, w) == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w), abs=1e-9)
+
+
 def test_bootstrap_does_not_depend_on_chunking() -> None:
     y, s, groups = _bootstrap_data(200, 50, seed=1)
     a = hm.bootstrap_binary(y, s, groups, n_replicates=30, seed=3, chunk_size=1)
