@@ -51,7 +51,8 @@ from hierclf.train_config import TrainConfig, load_train_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig", "fit", "lr_factor"]
+__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig", "balanced_accuracy",
+           "fit", "lr_factor"]
 
 CHECKPOINT, BEST, HISTORY, DONE, RESOLVED = "checkpoint.pt", "best.pt", "history.json", "DONE", \
     "config.resolved.yaml"
@@ -419,15 +420,27 @@ def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.
     return out
 
 
+def balanced_accuracy(targets: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``targets`` (scikit-learn's ``balanced_accuracy_score``).
+
+    Example:
+        >>> balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]))
+        0.8333333333333333
+    """
+    k = int(max(targets.max(initial=0), pred.max(initial=0))) + 1
+    total = np.bincount(targets, minlength=k)
+    hit = np.bincount(targets[pred == targets], minlength=k)
+    present = total > 0
+    return float((hit[present] / total[present]).mean()) if present.any() else float("nan")
+
+
 def _metrics(probs: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any
              ) -> dict[str, float]:
-    from sklearn.metrics import balanced_accuracy_score
-
     p_true = np.clip(probs[np.arange(len(targets)), targets].astype(np.float64), 1e-12, 1.0)
     pred = probs.argmax(axis=1)
     out = {"val_loss": float(-np.log(p_true).mean()),
            "val_accuracy": float((pred == targets).mean()),
-           "val_balanced_accuracy": float(balanced_accuracy_score(targets, pred))}
+           "val_balanced_accuracy": balanced_accuracy(targets, pred)}
     if metric not in out:
         out[metric] = scorer(probs, labels)
     return out
@@ -435,10 +448,9 @@ def _metrics(probs: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric:
 
 def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: tuple[str, ...]) -> Any:
     """For ``val_auc:<node>`` and ``task_auc:<task>``: a function ``(probs, labels) -> AUC``."""
-    from sklearn.metrics import roc_auc_score
-
     if ":" not in metric:
         return None
+    from sklearn.metrics import roc_auc_score
 
     def mask(nodes: list[str], what: str) -> np.ndarray:
         cols = np.zeros(len(classes), bool)
