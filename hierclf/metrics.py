@@ -319,6 +319,8 @@ def binary_metrics_at_threshold(y_true: Any, scores: Any, threshold: float, samp
         (2.0, 1.0, 0.6666666666666666, 0.6666666666666666)
     """
     y, s, w = _check_binary(y_true, scores, sample_weight)
+    if math.isnan(float(threshold)):
+        raise MetricError("threshold is NaN")
     if w is None:
         w = np.ones_like(s)
     called = s >= float(threshold)
@@ -618,7 +620,10 @@ def _group_index(groups: Any, n: int) -> tuple[np.ndarray, int]:
     g = np.asarray(groups)
     if g.shape != (n,):
         raise MetricError(f"groups has shape {g.shape}, expected ({n},)")
-    _, inverse = np.unique(g, return_inverse=True)
+    try:
+        _, inverse = np.unique(g, return_inverse=True)
+    except TypeError as exc:  # e.g. a mix of str and None
+        raise MetricError(f"group labels must be all strings or all numbers ({exc})") from None
     inverse = inverse.ravel().astype(np.int64)
     return inverse, int(inverse.max()) + 1 if n else 0
 
@@ -896,6 +901,8 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
     """
     target = _check_target(target_sensitivity)
     n_replicates = _check_replicates(n_replicates)
+    if threshold is not None and math.isnan(float(threshold)):
+        raise MetricError("threshold is NaN")
     y, s, _ = _check_binary(y_true, scores)
     n = y.size
     group, n_groups = _group_index(groups, n)

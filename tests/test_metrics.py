@@ -536,6 +536,10 @@ def test_bootstrap_nan_replicates_and_errors() -> None:
         hm.bootstrap_binary(y, s, groups=["a"], n_replicates=5)
     with pytest.raises(hm.MetricError, match="n_replicates"):
         hm.bootstrap_binary(y, s, n_replicates=0)
+    with pytest.raises(hm.MetricError, match="group labels"):
+        hm.bootstrap_binary(y, s, groups=["a", None, "b", "a", "b", "c"], n_replicates=5)
+    with pytest.raises(hm.MetricError, match="NaN"):
+        hm.bootstrap_binary(y, s, n_replicates=5, threshold=float("nan"))
 
 
 def test_percentile_ci() -> None:
