@@ -463,6 +463,24 @@ def test_bootstrap_does_not_depend_on_chunking() -> None:
     np.testing.assert_array_equal(c1, c2)
 
 
+@pytest.mark.parametrize("name", ["continuous", "ties", "integer_scores", "all_equal", "single_positive",
+                                  "perfect", "inverted"])
+def test_kernel_with_unit_counts_equals_point_functions(name: str) -> None:
+    y, s = _case(name)
+    y = np.asarray(y).astype(bool)
+    groups = np.arange(len(y)) // 3
+    group, n_groups = hm._group_index(groups, len(y))
+    plan = hm._BinaryBootstrapPlan(y, s, group, n_groups)
+    for target in (0.3, 0.95, 1.0):
+        out = plan.evaluate(np.ones((2, n_groups), dtype=np.int64), target, float(np.median(s)))
+        assert out["auc"][0] == pytest.approx(hm.roc_auc(y, s), abs=1e-15)
+        spec, thr = hm.specificity_at_sensitivity(y, s, target)
+        assert (out["specificity_at_sensitivity"][0], out["threshold_at_sensitivity"][0]) == (spec, thr)
+        at = hm.binary_metrics_at_threshold(y, s, float(np.median(s)))
+        for key in ("sensitivity", "specificity", "ppv", "npv"):
+            assert out[key][1] == pytest.approx(at[key], abs=1e-15, nan_ok=True)
+
+
 def test_int64_kernel_equals_int32_kernel() -> None:
     # the kernel switches to int64 when a replicate could weigh 2**31 or more; same numbers either way
     y, s, groups = _bootstrap_data(300, 40, seed=2, decimals=1)
