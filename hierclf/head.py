@@ -106,6 +106,7 @@ class LeafHead(nn.Module):
         self._node_set = frozenset(self._nodes)
         self._class_of_row = self._class_rows()
         self._residual_cache: dict[tuple[str, ...], Tensor] = {}
+        self._residual_spans = self._spans()
 
     @classmethod
     def from_partition(cls, in_features: int, partition: Partition, *, bias: bool = True,
@@ -132,6 +133,22 @@ class LeafHead(nn.Module):
     def nodes(self) -> tuple[str, ...]:
         """The nodes whose probability the head gives: those at or above its classes, pre-order."""
         return self._nodes
+
+    def _spans(self) -> tuple[tuple[int, int], ...]:
+        """For each residual class column ``j`` (pre-order), ``(j, stop)``: the classes under its node are
+        columns ``j + 1:stop`` (contiguous in pre-order)."""
+        idx = self.taxonomy.index
+        pos = idx.position
+        lo = np.array([idx.leaf_start[pos[residual_node(c) or c]] for c in self.classes])
+        hi = np.array([idx.leaf_end[pos[residual_node(c) or c]] for c in self.classes])
+        spans = []
+        for j, c in enumerate(self.classes):
+            base = residual_node(c)
+            if base is not None:
+                inside = (lo[j + 1:] >= lo[j]) & (hi[j + 1:] <= hi[j])
+                stop = j + 1 + (int(np.argmin(inside)) if not inside.all() else len(inside))
+                spans.append((j, stop))
+        return tuple(spans)
 
     def _class_rows(self) -> np.ndarray:
         """Class index of every tree row: the class at or above it, the residual class of its own node,
@@ -206,6 +223,30 @@ class LeafHead(nn.Module):
         out = rollup(p[:, cast(Tensor, self.cut_columns)], self.taxonomy, list(wanted), columns=self.cut)
         to_nodes = self._residual_matrix(wanted).to(device=p.device, dtype=p.dtype)
         return out + p[:, cast(Tensor, self.residual_columns)] @ to_nodes
+
+    def cut_probs(self, logits: Tensor) -> Tensor:
+        """Probabilities over :attr:`cut` (the classes that are tree nodes), ``(batch, len(cut))`` float32.
+
+        Equal to :meth:`probs` when the head has no residual classes. Otherwise each residual class's
+        probability is shared among the classes under its node in proportion to their probabilities (evenly
+        if they are all 0): "an image of node X, not otherwise specified, is one of X's diseases in the
+        proportions the model believes". The probability of X and of every node above or beside it is
+        unchanged, and so is every ratio between classes under X (hence every conditional task within X);
+        only nodes strictly under X gain mass. Use it where every column must be a tree node, as in
+        prediction files.
+        """
+        p = self.probs(logits)
+        if not self._residual_spans:
+            return p
+        for j, stop in self._residual_spans:  # pre-order: an outer residual reaches inner ones first
+            block = p[:, j + 1:stop]
+            total = block.sum(dim=1, keepdim=True)
+            share = torch.where(total > 0, block / total.clamp_min(torch.finfo(p.dtype).tiny),
+                                torch.full_like(block, 1.0 / block.shape[1]))
+            added = torch.zeros_like(p)
+            added[:, j + 1:stop] = share * p[:, j:j + 1]
+            p = p + added
+        return p[:, cast(Tensor, self.cut_columns)]
 
     def _residual_matrix(self, wanted: tuple[str, ...]) -> Tensor:
         """``(n_residual, len(wanted))``: 1 where the wanted node is the residual's node or an ancestor."""

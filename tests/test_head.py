@@ -283,3 +283,51 @@ def test_cuda_rollup_stays_on_device() -> None:
     out = head.rollup(logits)
     assert out.device.type == "cuda"
     np.testing.assert_allclose(out.cpu().numpy(), head.cpu().rollup(logits.cpu()).numpy(), rtol=1e-5)
+
+
+# --- cut_probs: residual classes folded into the cut ------------------------------------------------------
+
+
+def test_cut_probs_without_residual_is_softmax(dermamnist: Taxonomy) -> None:
+    head = LeafHead(8, dermamnist, classes=COARSE)
+    logits = torch.randn(4, 3)
+    torch.testing.assert_close(head.cut_probs(logits), torch.softmax(logits, -1))
+
+
+def test_cut_probs_shares_residual_mass_by_hand() -> None:
+    tax, counts = _residual_tree()
+    head = LeafHead.from_partition(4, partition(tax, {**counts, "root": 2}, max_class_size=10))
+    assert head.classes == ("root:residual", "a", "b:residual", "b1", "b2", "c")
+    assert head.cut == ("a", "b1", "b2", "c")
+    logits = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
+    out = head.cut_probs(logits)
+    p = torch.softmax(logits.detach().float(), -1).double().numpy()
+    r0, a, rb, b1, b2, c = p.T
+    # the root's residual is shared among everything under the root, then b's (grown) residual among b1, b2
+    rest = a + rb + b1 + b2 + c
+    a, rb, b1, b2, c = (x * (1 + r0 / rest) for x in (a, rb, b1, b2, c))
+    expected = np.stack([a, b1 + rb * b1 / (b1 + b2), b2 + rb * b2 / (b1 + b2), c], axis=1)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.detach().sum(1).numpy(), 1.0, rtol=1e-5)
+    # the ratio b1 : b2 within b is the model's own
+    np.testing.assert_allclose((out[:, 1] / out[:, 2]).detach().numpy(), p[:, 3] / p[:, 4], rtol=1e-4)
+    out.sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_cut_probs_even_split_when_children_have_no_mass() -> None:
+    tax, counts = _residual_tree()
+    head = LeafHead.from_partition(4, partition(tax, counts, max_class_size=10))  # a, b:res, b1, b2, c
+    logits = torch.tensor([[0.0, 0.0, -1e4, -1e4, 0.0]])
+    np.testing.assert_allclose(head.cut_probs(logits).numpy(), [[1 / 3, 1 / 6, 1 / 6, 1 / 3]], rtol=1e-5)
+
+
+@pytest.mark.usefixtures("functional")
+def test_cut_probs_keeps_every_node_at_or_above_a_residual() -> None:
+    tax, counts = _residual_tree()
+    head = LeafHead.from_partition(4, partition(tax, counts, max_class_size=10))
+    logits = torch.randn(5, 5)
+    from hierclf.functional import rollup
+
+    folded = rollup(head.cut_probs(logits), tax, ["root", "a", "b", "c"], columns=head.cut)
+    torch.testing.assert_close(folded, head.rollup(logits, ["root", "a", "b", "c"]))
