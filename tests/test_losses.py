@@ -316,3 +316,14 @@ def test_none_params_mean_default() -> None:
     loss = build_loss("focal", gamma=None, alpha=None)
     assert isinstance(loss, FocalLoss) and loss.gamma == 2.0
     assert math.isclose(build_loss("asymmetric").gamma_neg, 4.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name, params", ALL)
+def test_cuda_matches_cpu(name: str, params: dict) -> None:
+    logits, target = _batch(seed=10)
+    loss = build_loss(name, COUNTS, **params)
+    cpu = loss(logits.half().float(), target)
+    gpu = loss.cuda()(logits.half().cuda(), target.cuda())
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
