@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import tree_dicts
 
 from hierclf import Taxonomy, TaxonomyError
 from hierclf.taxonomy_validation import validate_file, validate_text
@@ -187,3 +190,42 @@ def test_merge_keys_and_anchors_are_resolved_like_safe_load() -> None:
     dup = "name: t\nroot:\n  id: a\n  id: b\n  <<: {name: A}\n"
     assert ("t.yaml:4:3: error: duplicate key 'id' (first at line 3); YAML would silently keep only the last "
             "value") in problems(dup)
+
+
+# --- properties on random trees ---------------------------------------------------------------------------
+
+def _id_lines(text: str) -> dict[str, tuple[int, int]]:
+    """id -> (line, column) of its value in block-style YAML written by Taxonomy.to_yaml."""
+    import re
+
+    out = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = re.fullmatch(r"(\s*(?:- )?id: )'?([a-z0-9_]+)'?", line)  # 'null', 'yes' come quoted
+        if match:
+            out[match.group(2)] = (number, len(match.group(1)) + 1)
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree_dicts(min_nodes=3, max_nodes=20), st.data())
+def test_injected_problems_are_all_found_at_their_lines(data: dict, draw: st.DataObject) -> None:
+    text = Taxonomy.from_dict(data).to_yaml()
+    assert [p for p in validate_text(text).problems if p.severity == "error"] == []
+    positions = _id_lines(text)
+    ids = list(positions)
+    assert len(ids) == len(Taxonomy.from_dict(data).nodes)
+    first, second = sorted(draw.draw(st.lists(st.integers(1, len(ids) - 1), min_size=2, max_size=2,
+                                               unique=True)))
+    # node `second` takes the id of node `first` (both non-root), and node `first` gets an unknown field
+    lines = text.splitlines()
+    line_2, col_2 = positions[ids[second]]
+    lines[line_2 - 1] = lines[line_2 - 1][:col_2 - 1] + f"'{ids[first]}'"
+    line_1, col_1 = positions[ids[first]]
+    indent = " " * (col_1 - 1 - len("id: "))
+    lines.insert(line_1, f"{indent}colour: red")
+    bad = "\n".join(lines) + "\n"
+    line_2 += 1 if line_2 > line_1 else 0
+    report = validate_text(bad, "t.yaml")
+    found = [(p.code, p.line, p.column) for p in report.problems if p.severity == "error"]
+    assert found == [("schema", line_1 + 1, col_1 - 4 + len("colour: ")),
+                     ("duplicate-id", line_2, col_2)]
