@@ -837,7 +837,8 @@ class _BinaryBootstrapPlan:
             need = np.ceil(target * safe_p)
             need = np.where((need - 1.0) / safe_p >= target, need - 1.0, need)
             need = np.where(need / safe_p < target, need + 1.0, need)
-        k = np.minimum(np.count_nonzero(cp < need.astype(dt)[:, None], axis=1), max(n_pos - 1, 0))
+        need_int: np.ndarray = need.astype(dt)[:, None]
+        k = np.minimum(np.count_nonzero(np.less(cp, need_int), axis=1), max(n_pos - 1, 0))
         rows = np.arange(chunk)
         fp = ge[rows, k].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
