@@ -163,7 +163,7 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
             node_path = _node_path(value_loc)
             node_id = _node_id(_get(doc.data, node_path) or {}) if node_path else None
             where = f"node {node_id!r}" if node_id else _dotted(node_path) or "top level"
-            message = _schema_message(err, value_loc, key_error, node_path, doc.data)
+            message = _schema_message(dict(err), value_loc, key_error, node_path, doc.data)
             problems.append(doc.problem(value_loc, f"{where}: {message}", code="schema", node=node_id))
         return problems
     return []
@@ -227,7 +227,7 @@ def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
 def check_aliases(doc: LocatedYAML) -> list[Problem]:
     """An alias names one node only and never shadows another node's id (compared case-insensitively)."""
     nodes = list(iter_raw_nodes(doc))
-    owner_of_id = {normalise_name(i): i for _, n in nodes if (i := _node_id(n))}
+    owner_of_id = {normalise_name(ident): ident for _, n in nodes if (ident := _node_id(n))}
     seen: dict[str, tuple[str, int | None]] = {}
     problems = []
     for path, node in nodes:

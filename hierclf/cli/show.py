@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from hierclf.cli.validate import EXIT_USAGE, usage_problem
     from hierclf.taxonomy import Taxonomy
 
-    problem = usage_problem([args.file])
-    if problem:
-        print(f"hierclf show: error: {problem}", file=sys.stderr)
+    usage = usage_problem([args.file])
+    if usage:
+        print(f"hierclf show: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     tax = Taxonomy.from_yaml(args.file)
     print(f"{tax.name}: {len(tax.nodes)} nodes, {len(tax.leaves)} leaves, height {tax.height}")

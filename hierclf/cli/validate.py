@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from hierclf.taxonomy import Taxonomy
     from hierclf.taxonomy_validation import validate_file
 
-    problem = usage_problem(args.files)
-    if problem:
-        print(f"hierclf validate: error: {problem}", file=sys.stderr)
+    usage = usage_problem(args.files)
+    if usage:
+        print(f"hierclf validate: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     results = []
     for file in args.files:
