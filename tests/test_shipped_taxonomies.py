@@ -188,3 +188,29 @@ def test_fitzpatrick17k_codes_are_sorted_canonical_labels(fitz: Taxonomy) -> Non
     assert set(codes.values()) == set(fitz.leaves)
     canonical = [fitz.display_name(leaf).lower() for leaf in codes.values()]
     assert canonical == sorted(canonical)
+
+
+# --- the generators' own examples ------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", ["build_isic_taxonomy", "build_fitzpatrick17k_taxonomy"])
+def test_generator_doctests(script: str) -> None:
+    import doctest
+    import importlib
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        module = importlib.import_module(script)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_isic_ids_spell_their_names(isic: Taxonomy) -> None:
+    import re
+
+    for node in isic.nodes:
+        if node == isic.root:
+            continue
+        words = re.findall(r"[a-z0-9]+", isic.display_name(node).lower().replace("+", " plus "))
+        assert node == "_".join(words), node  # no collisions in ISIC today: every id is its name's slug
