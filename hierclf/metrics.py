@@ -798,6 +798,8 @@ class _BinaryBootstrapPlan:
         n_neg = neg.size
         self.ge = n_neg - np.searchsorted(asc_n, self.pos_scores, side="left")
         gt = n_neg - np.searchsorted(asc_n, self.pos_scores, side="right")
+        # negatives behind a dummy group (index n_groups, count 0) so the cumulative sum starts at 0 in place
+        self.neg_take = np.r_[n_groups, self.neg_group]
         tied = np.flatnonzero(self.ge > gt)
         self.tied, self.tied_gt = tied, gt[tied]
         # a replicate weighs at most n_groups * (largest group) in total: int32 is exact below 2**31
@@ -810,13 +812,14 @@ class _BinaryBootstrapPlan:
 
     def evaluate(self, counts: np.ndarray, target: float, threshold: float | None) -> dict[str, np.ndarray]:
         """Metrics of each replicate in a chunk. ``counts``: ``(chunk, n_groups)`` group counts."""
-        counts = counts.astype(self.dtype, copy=False)
         dt = self.dtype
         chunk = counts.shape[0]
         n_pos, n_neg = self.pos_scores.size, self.neg_scores.size
-        cn = np.empty((chunk, n_neg + 1), dtype=dt)
-        cn[:, 0] = 0
-        np.cumsum(np.take(counts, self.neg_group, axis=1), axis=1, dtype=dt, out=cn[:, 1:])
+        padded = np.zeros((chunk, self.n_groups + 1), dtype=dt)  # last column: the dummy group
+        padded[:, :-1] = counts
+        counts = padded
+        cn = np.take(counts, self.neg_take, axis=1)  # (chunk, n_neg + 1), column 0 weighs 0
+        np.cumsum(cn, axis=1, dtype=dt, out=cn)
         N = cn[:, -1].astype(np.int64)  # (chunk,)
         wp = np.take(counts, self.pos_group, axis=1)  # (chunk, n_pos)
         cp = np.cumsum(wp, axis=1, dtype=dt)
