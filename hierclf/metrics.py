@@ -779,9 +779,10 @@ class _BinaryBootstrapPlan:
     * the target-sensitivity threshold is the score of the first positive ``k`` whose cumulative weight
       ``Cp[k] / P >= target``; the negatives scoring ``>=`` it weigh ``Cn[ge_k]``.
 
-    Every step is a row operation on ``(chunk, n_pos)`` / ``(chunk, n_neg)`` int64 matrices (gather of the
+    Every step is a row operation on ``(chunk, n_pos)`` / ``(chunk, n_neg)`` integer matrices (gather of the
     group counts, cumulative sum along the row, gather at precomputed positions), vectorised over the
-    replicates of a chunk; integer counts keep every sum exact.
+    replicates of a chunk; integer counts keep every sum exact (int32 while a replicate cannot weigh 2**31,
+    int64 beyond).
     """
 
     def __init__(self, y: np.ndarray, s: np.ndarray, group: np.ndarray, n_groups: int) -> None:
@@ -807,8 +808,10 @@ class _BinaryBootstrapPlan:
         self.dtype = np.dtype(np.int32) if n_groups * largest < 2**31 - 1 else np.dtype(np.int64)
 
     def row_bytes(self) -> int:
-        """Bytes of work arrays per replicate."""
-        return 8 * (4 * self.pos_scores.size + 2 * self.neg_scores.size + 2 * self.n_groups)
+        """Bytes of work arrays per replicate (cumulative negatives, positive weights, their cumulative sum,
+        the gathered negatives above each positive, the padded counts and the drawn counts)."""
+        n_pos, n_neg = self.pos_scores.size, self.neg_scores.size
+        return self.dtype.itemsize * (n_neg + 3 * n_pos + self.n_groups) + 8 * self.n_groups + n_pos
 
     def evaluate(self, counts: np.ndarray, target: float, threshold: float | None) -> dict[str, np.ndarray]:
         """Metrics of each replicate in a chunk. ``counts``: ``(chunk, n_groups)`` group counts."""
