@@ -225,9 +225,14 @@ def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
 
 
 def check_aliases(doc: LocatedYAML) -> list[Problem]:
-    """An alias names one node only and never shadows another node's id (compared case-insensitively)."""
+    """An alias names one node only and never shadows another node's id (compared case-insensitively); an
+    alias equal to another node's display name is a warning (``resolve`` would pick the alias's node)."""
     nodes = list(iter_raw_nodes(doc))
     owner_of_id = {normalise_name(ident): ident for _, n in nodes if (ident := _node_id(n))}
+    named: dict[str, list[str]] = {}
+    for _, n in nodes:
+        if isinstance(n.get("name"), str) and (ident := _node_id(n)):
+            named.setdefault(normalise_name(n["name"]), []).append(ident)
     seen: dict[str, tuple[str, int | None]] = {}
     problems = []
     for path, node in nodes:
@@ -250,6 +255,12 @@ def check_aliases(doc: LocatedYAML) -> list[Problem]:
                                             f"{line}) and {node_id!r}", code="alias-conflict", node=node_id))
             else:
                 seen.setdefault(key, (node_id, doc.position(alias_path)[0]))
+                others = [o for o in named.get(key, []) if o != node_id]
+                if others:
+                    problems.append(doc.problem(
+                        alias_path, f"alias {alias!r} of node {node_id!r} is the display name of node "
+                        f"{others[0]!r}; resolving {alias!r} gives {node_id!r}, not {others[0]!r}",
+                        severity="warning", code="alias-shadows-name", node=node_id))
     return problems
 
 

@@ -139,6 +139,16 @@ def test_single_child_is_an_error_with_strict() -> None:
         Taxonomy.from_text(SINGLE, strict=True)
 
 
+def test_alias_equal_to_another_display_name_is_a_warning() -> None:
+    text = ("name: t\nroot:\n  id: a\n  name: A\n  children:\n    - id: b\n      name: B\n"
+            "      aliases: [Nevus]\n    - id: c\n      name: nevus\n")
+    message = ("t.yaml:8:17: {}: alias 'Nevus' of node 'b' is the display name of node 'c'; resolving "
+               "'Nevus' gives 'b', not 'c'")
+    assert problems(text) == [message.format("warning")]
+    assert problems(text, strict=True) == [message.format("error") + " (an error with --strict)"]
+    assert Taxonomy.from_text(text).resolve("NEVUS") == "b"
+
+
 def test_acknowledged_single_child_passes_strict() -> None:
     text = SINGLE.replace("      name: B\n", "      name: B\n      metadata: {single_child_ok: true}\n")
     assert problems(text, strict=True) == []
