@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from hierclf import HierclfError
+from hierclf import HierclfError, Taxonomy
 from hierclf.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    AugmentParams,
+    BatchTransform,
     augmentation,
     check_matching_preprocessing,
     eval_transform,
     preprocess,
     preprocessing_of,
+    to_uint8,
     train_transform,
 )
 from hierclf.transforms import _flatten as flatten
@@ -125,3 +133,134 @@ def test_bad_statistics() -> None:
         preprocess(mean=(0.5,), std=(0.5,))
     with pytest.raises(HierclfError, match="positive"):
         preprocess(std=(0.2, 0.0, 0.2))
+
+
+# --- the batched pipeline ---------------------------------------------------------------------------------
+
+
+def _batch(n: int = 8, size: int = 28, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+
+
+def _identity_params(n: int, **changes: object) -> AugmentParams:
+    base = {"hflip": torch.zeros(n, dtype=torch.bool), "vflip": torch.zeros(n, dtype=torch.bool)}
+    base.update({k: torch.zeros(n, dtype=torch.float64) for k in ("angle", "centre_x", "centre_y", "hue")})
+    base.update({k: torch.ones(n, dtype=torch.float64)
+                 for k in ("crop_w", "crop_h", "brightness", "contrast", "saturation")})
+    base.update(changes)  # type: ignore[arg-type]
+    return AugmentParams(**base)  # type: ignore[arg-type]
+
+
+def test_batch_eval_equals_per_image_eval() -> None:
+    x = _batch()
+    images = [Image.fromarray(a) for a in x.permute(0, 2, 3, 1).numpy()]
+    expected = torch.stack([eval_transform(28)(im) for im in images])
+    torch.testing.assert_close(BatchTransform(28, augment=False)(x), expected, rtol=0, atol=1e-6)
+    assert preprocessing_of(BatchTransform(28)) == preprocessing_of(eval_transform(28))
+    check_matching_preprocessing(BatchTransform(28), eval_transform(28))
+    with pytest.raises(HierclfError, match="differ"):
+        check_matching_preprocessing(BatchTransform(28, mean=(0.5,) * 3, std=(0.5,) * 3), eval_transform(28))
+
+
+def test_batch_geometry_against_exact_references() -> None:
+    t = BatchTransform(28)
+    x = _batch(4).float() / 255
+    # identity parameters reproduce the input
+    torch.testing.assert_close(t.geometry(x, _identity_params(4)), x, rtol=0, atol=1e-5)
+    # flips are torch.flip
+    flips = _identity_params(4, hflip=torch.tensor([True, False, True, False]),
+                             vflip=torch.tensor([False, True, True, False]))
+    expected = torch.stack([x[0].flip(-1), x[1].flip(-2), x[2].flip(-1).flip(-2), x[3]])
+    torch.testing.assert_close(t.geometry(x, flips), expected, rtol=0, atol=1e-5)
+    # quarter turns are torch.rot90, one direction each
+    plus = t.geometry(x, _identity_params(4, angle=torch.full((4,), 90.0, dtype=torch.float64)))
+    minus = t.geometry(x, _identity_params(4, angle=torch.full((4,), -90.0, dtype=torch.float64)))
+    turns = [x.rot90(1, dims=(-2, -1)), x.rot90(-1, dims=(-2, -1))]
+    assert any(torch.allclose(plus, r, atol=1e-4) for r in turns)
+    assert any(torch.allclose(minus, r, atol=1e-4) for r in turns)
+    assert not torch.allclose(plus, minus, atol=1e-4)
+    # a centred half-size crop is bilinear upsampling of the central 14x14 pixels (away from the outermost
+    # output pixels, where F.interpolate clamps to the crop and the crop reads the neighbouring pixels)
+    half = _identity_params(4, crop_w=torch.full((4,), 0.5, dtype=torch.float64),
+                            crop_h=torch.full((4,), 0.5, dtype=torch.float64))
+    reference = F.interpolate(x[..., 7:21, 7:21], size=(28, 28), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(t.geometry(x, half)[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], rtol=0,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "factor", "reference"), [
+    ("brightness", 1.08, TF.adjust_brightness),
+    ("contrast", 0.92, TF.adjust_contrast),
+    ("saturation", 1.1, TF.adjust_saturation),
+])
+def test_batch_colour_matches_torchvision(name: str, factor: float, reference: object) -> None:
+    t = BatchTransform(28, hue=0.0)
+    x = _batch(3).float() / 255
+    p = _identity_params(3, **{name: torch.full((3,), factor, dtype=torch.float64)})
+    expected = torch.stack([reference(img, factor) for img in x])  # type: ignore[operator]
+    torch.testing.assert_close(t.colour(x, p), expected, rtol=0, atol=1e-5)
+
+
+def test_batch_hue_is_close_to_torchvision_hsv_shift() -> None:
+    t = BatchTransform(28)
+    x = _batch(3).float() / 255
+    p = _identity_params(3, hue=torch.full((3,), 0.02, dtype=torch.float64))
+    expected = torch.stack([TF.adjust_hue(img, 0.02) for img in x])
+    shifted = t.colour(x, p)
+    # the change it makes points the same way as torchvision's (YIQ rotation vs HSV shift)
+    ours, theirs = (shifted - x).flatten(), (expected - x).flatten()
+    assert float(torch.nn.functional.cosine_similarity(ours, theirs, dim=0)) > 0.6
+    assert 0.5 < float(ours.norm() / theirs.norm()) < 2.0
+
+
+def test_batch_augmentation_matches_per_sample_statistics() -> None:
+    rng = np.random.default_rng(1)
+    colours = rng.integers(40, 220, (256, 3)).astype(np.uint8)
+    x = torch.from_numpy(np.broadcast_to(colours[:, :, None, None], (256, 3, 28, 28)).copy())
+    batched = BatchTransform(28, rotation=0)(x, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    per_sample = torch.stack([train_transform(28, rotation=0)(Image.fromarray(a))
+                              for a in x.permute(0, 2, 3, 1).numpy()])
+    torch.testing.assert_close(batched.mean(dim=(0, 2, 3)), per_sample.mean(dim=(0, 2, 3)), rtol=0, atol=0.05)
+    torch.testing.assert_close(batched.std(dim=(0, 2, 3)), per_sample.std(dim=(0, 2, 3)), rtol=0.1, atol=0.05)
+
+
+def test_batch_is_reproducible_and_checks_shapes() -> None:
+    t = BatchTransform(32)
+    x = _batch(5)
+    a = t(x, generator=torch.Generator().manual_seed(3))
+    b = t(x, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (5, 3, 32, 32) and torch.equal(a, b)
+    with pytest.raises(HierclfError, match="expects 32x32 images"):
+        BatchTransform(32, augment=False)(x)
+    with pytest.raises(HierclfError, match=r"\(batch, 3, H, W\)"):
+        t(x[:, :1])
+    with pytest.raises(HierclfError, match="keep it mild"):
+        BatchTransform(28, saturation=0.9)
+
+
+def test_uint8_dataset_path_equals_eval_path(tmp_path: Path, dermamnist: Taxonomy) -> None:
+    from hierclf.data import TaxonomyImageDataset, load_dermamnist, make_synthetic_dermamnist
+
+    make_synthetic_dermamnist(tmp_path, n_train=14, n_val=14, n_test=14)
+    source = load_dermamnist(tmp_path, "val", taxonomy=dermamnist)
+    mapping = {leaf: i for i, leaf in enumerate(dermamnist.leaves)}
+    raw = TaxonomyImageDataset(source, mapping, transform=to_uint8(28))
+    assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (3, 28, 28)
+    xb, yb = next(iter(DataLoader(raw, batch_size=14)))
+    xe, ye = next(iter(DataLoader(TaxonomyImageDataset(source, mapping, transform=eval_transform(28)),
+                                  batch_size=14)))
+    torch.testing.assert_close(BatchTransform(28, augment=False)(xb), xe, rtol=0, atol=1e-6)
+    assert torch.equal(yb, ye)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_transform_on_cuda() -> None:
+    x = _batch(16)
+    t = BatchTransform(28)
+    p = t.sample(16, torch.Generator().manual_seed(0))
+    cpu = t(x, params=p)
+    gpu = t.to("cuda")(x.cuda(), params=p)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-4)
