@@ -71,7 +71,7 @@ def test_validate_strict_turns_warnings_into_errors(files: dict[str, str],
     assert main(["validate", files["single"]]) == 0
     out = capsys.readouterr().out
     assert ": warning: node 'a' has a single child 'b'" in out
-    assert "ok (2 nodes, 1 leaves, height 1, 1 warning(s))" in out
+    assert "ok (2 nodes, 1 leaf, height 1, 1 warning(s))" in out
     assert main(["validate", "--strict", files["single"]]) == 1
     assert ": error: node 'a' has a single child 'b'" in capsys.readouterr().out
 

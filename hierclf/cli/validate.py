@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if report.ok:
                 warn = f", {summary['warnings']} warning(s)" if summary["warnings"] else ""
-                print(f"{summary['file']}: ok ({summary['nodes']} nodes, {summary['leaves']} leaves, "
+                leaves = "1 leaf" if summary["leaves"] == 1 else f"{summary['leaves']} leaves"
+                print(f"{summary['file']}: ok ({summary['nodes']} nodes, {leaves}, "
                       f"height {summary['height']}{warn})")
             else:
                 print(f"{summary['file']}: invalid ({summary['errors']} error(s), "
