@@ -316,3 +316,15 @@ def test_round_trip_keeps_unicode_line_breaks(text: str) -> None:
     tax = Taxonomy.from_dict(data)
     assert Taxonomy.from_text(tax.to_yaml()) == tax
     assert Taxonomy.from_text(tax.to_yaml()).display_name("a") == "A" + text
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 300), st.integers(1, 9), st.integers(2, 8), st.integers(0, 1000))
+def test_random_taxonomy_shape(n_leaves: int, max_depth: int, max_fan_out: int, seed: int) -> None:
+    tax = random_taxonomy(n_leaves, max_depth=max_depth, max_fan_out=max_fan_out, seed=seed)
+    assert len(tax.leaves) == n_leaves
+    assert tax.height <= max_depth
+    assert all(len(tax.children(n)) != 1 for n in tax.nodes)  # no single-child nodes
+    assert list(tax.nodes) == [f"n{i}" for i in range(len(tax.nodes))]  # ids in pre-order
+    assert nx.is_arborescence(tax.graph)
+    assert tax == random_taxonomy(n_leaves, max_depth=max_depth, max_fan_out=max_fan_out, seed=seed)
