@@ -162,6 +162,13 @@ class ArrayImageDataset(_SourceDataset):
             array = array[..., 0]
         return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
 
+    def load_array(self, index: int) -> np.ndarray:
+        """The ``index``-th image as an ``(H, W, 3)`` uint8 array (no PIL round trip)."""
+        array = self.images[index]
+        if array.ndim == 2 or array.shape[-1] == 1:
+            return np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=-1)
+        return array
+
 
 class CsvImageDataset(_SourceDataset):
     """Users' own images listed in a CSV: one row per image with its path and label.
@@ -719,12 +726,16 @@ class TaxonomyImageDataset(Dataset):
 
             transform = eval_transform()
         self.transform = transform
+        self._arrays = bool(getattr(transform, "accepts_arrays", False)) and hasattr(source, "load_array")
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.transform(self.source.load_image(index))
+        if self._arrays:  # a transform that takes uint8 arrays and a source that holds them: skip PIL
+            image = self.transform(self.source.load_array(index))  # type: ignore[attr-defined]
+        else:
+            image = self.transform(self.source.load_image(index))
         return image, int(self.targets[index])
 
 

@@ -247,6 +247,7 @@ def test_uint8_dataset_path_equals_eval_path(tmp_path: Path, dermamnist: Taxonom
     source = load_dermamnist(tmp_path, "val", taxonomy=dermamnist)
     mapping = {leaf: i for i, leaf in enumerate(dermamnist.leaves)}
     raw = TaxonomyImageDataset(source, mapping, transform=to_uint8(28))
+    assert raw._arrays  # in-memory arrays reach the transform without a PIL round trip
     assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (3, 28, 28)
     xb, yb = next(iter(DataLoader(raw, batch_size=14)))
     xe, ye = next(iter(DataLoader(TaxonomyImageDataset(source, mapping, transform=eval_transform(28)),
@@ -264,3 +265,14 @@ def test_batch_transform_on_cuda() -> None:
     gpu = t.to("cuda")(x.cuda(), params=p)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-4)
+
+
+def test_to_uint8_array_fast_path_equals_pil_path() -> None:
+    array = np.random.default_rng(5).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    fast = to_uint8(28)(array)
+    slow = to_uint8(28)(Image.fromarray(array))
+    assert fast.dtype == slow.dtype == torch.uint8 and torch.equal(fast, slow)
+    assert torch.equal(to_uint8()(array), slow)
+    # resizing always goes through PIL, as in eval_transform
+    torch.testing.assert_close(BatchTransform(64, augment=False)(to_uint8(64)(array)[None]),
+                               eval_transform(64)(Image.fromarray(array))[None], rtol=0, atol=1e-6)
