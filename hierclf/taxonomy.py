@@ -388,7 +388,7 @@ class Taxonomy:
     def codes(self, dataset: str) -> dict[int, str]:
         """A dataset's integer labels -> node ids, sorted by code.
 
-        >>> tax = Taxonomy.from_text("name: d\nroot: {id: r, name: R, children: [{id: mel, name: Melanoma, "
+        >>> tax = Taxonomy.from_text("name: d\\nroot: {id: r, name: R, children: [{id: mel, name: Melanoma, "
         ...                          "codes: {ham: 1}}, {id: nv, name: Nevus, codes: {ham: 0}}]}")
         >>> tax.codes("ham")
         {0: 'nv', 1: 'mel'}
