@@ -239,3 +239,16 @@ def test_injected_problems_are_all_found_at_their_lines(data: dict, draw: st.Dat
     found = [(p.code, p.line, p.column) for p in report.problems if p.severity == "error"]
     assert found == [("schema", line_1 + 1, col_1 - 4 + len("colour: ")),
                      ("duplicate-id", line_2, col_2)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree_dicts(max_nodes=15))
+def test_libyaml_fast_path_equals_pure_python_parser(data: dict) -> None:
+    from hierclf import _yaml
+
+    if _yaml._FastLoader is None:
+        pytest.skip("PyYAML without libyaml: there is only one parser")
+    text = Taxonomy.from_dict(data).to_yaml()
+    fast = _yaml._load_with(_yaml._FastLoader, text, "t.yaml")
+    pure = _yaml._load_with(_yaml._SafeLoader, text, "t.yaml")
+    assert (fast.data, fast.positions, fast.problems) == (pure.data, pure.positions, pure.problems)
