@@ -229,3 +229,22 @@ def test_pre_commit_hook_definition() -> None:
         assert not pattern.search(path)
     # the hook runs the entry with the matched files appended: the shipped files must pass it
     assert main([*hook["entry"].split()[1:], *SHIPPED]) == 0
+
+
+# --- the format documentation ---------------------------------------------------------------------
+
+def test_docs_example_tree_loads_as_described() -> None:
+    import re
+
+    text = (REPO / "docs" / "taxonomy-format.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    tax = Taxonomy.from_text(blocks[0], strict=True)
+    assert tax.leaves == ("melanocytic_nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma")
+    assert tax.resolve("MEL") == tax.resolve("Melanoma, NOS") == "melanoma"
+    assert tax.codes("ham10000") == {0: "melanoma", 1: "melanocytic_nevus", 2: "seborrheic_keratosis",
+                                     3: "basal_cell_carcinoma"}
+    assert tax.cut(["malignant", "benign"]) == ("benign", "malignant")
+    import yaml
+
+    for block in blocks[1:]:
+        yaml.safe_load(block)  # the pre-commit and editor snippets are valid YAML
