@@ -1,0 +1,151 @@
+"""The ``nn.Module`` faces of the roll-up: :class:`RollUp` (probabilities), :class:`LogRollUp` (log-probs).
+
+Both compute the same thing as :func:`hierclf.functional.rollup` / :func:`~hierclf.functional.log_rollup` with
+the index computed once in ``__init__`` and kept as buffers, so ``.to(device)``, ``torch.jit.script``,
+``torch.export`` and ``torch.compile`` work and autograd flows through.
+
+The buffers are *non-persistent*: the index is a pure function of the constructor's arguments (taxonomy,
+nodes, columns), so it is rebuilt rather than stored, ``state_dict()`` is empty, and a checkpoint can never
+carry an index that disagrees with the tree the module was built from. A module holding a ``RollUp``
+(e.g. a head) saves and loads exactly as without it.
+"""
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from hierclf.functional import _pairs, _plan, _range_sums_blocked
+
+if TYPE_CHECKING:
+    from hierclf.taxonomy import Taxonomy
+
+__all__ = ["LogRollUp", "RollUp"]
+
+
+class _RollUpBase(nn.Module):
+    """Shared construction: the plan as buffers and plain attributes."""
+
+    def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
+                 columns: "Sequence[str] | None" = None) -> None:
+        super().__init__()
+        plan = _plan(taxonomy, nodes, columns)
+        #: node ids of the output columns, in order
+        self.nodes: tuple[str, ...] = plan.nodes
+        #: node ids of the input columns, in order
+        self.columns: tuple[str, ...] = plan.columns
+        self.taxonomy_name: str = taxonomy.name
+        self.n_columns: int = len(plan.columns)
+        self.n_out: int = len(plan.nodes)
+        self.has_perm: bool = plan.perm is not None
+        self.single: bool = len(plan.nodes) == 1
+        self.first: int = int(plan.start[0])
+        self.stop: int = int(plan.end[0])
+        perm = torch.as_tensor(plan.perm) if plan.perm is not None else torch.arange(self.n_columns)
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("start", torch.as_tensor(plan.start), persistent=False)
+        self.register_buffer("end", torch.as_tensor(plan.end), persistent=False)
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(self.nodes[:4]) + (", ..." if self.n_out > 4 else "")
+        cut = f", columns={self.n_columns}"
+        return f"taxonomy={self.taxonomy_name!r}, nodes=[{shown}] ({self.n_out}){cut}"
+
+    def _check(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.n_columns:
+            raise ValueError(f"expected input of shape (..., {self.n_columns}), got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating-point input, got {x.dtype}")
+        flat = x.reshape(-1, self.n_columns)
+        if self.has_perm:
+            flat = flat.index_select(1, self.perm)
+        return flat
+
+    def _out_shape(self, x: Tensor) -> list[int]:
+        shape = [int(s) for s in x.shape[:-1]]
+        shape.append(self.n_out)
+        return shape
+
+
+class RollUp(_RollUpBase):
+    """Node probabilities from leaf (or cut-class) probabilities: ``(..., n_columns) -> (..., len(nodes))``.
+
+    Args:
+        taxonomy: the tree.
+        nodes: node names wanted, in order (aliases resolve); ``None`` for every node the input determines,
+            in pre-order (see :func:`hierclf.functional.rollup`).
+        columns: input column names when the input is over a cut of the tree (any order); ``None`` for
+            ``taxonomy.leaves``.
+
+    Attributes:
+        nodes: output node ids, in order. columns: input column node ids, in order.
+
+    Example:
+        >>> from hierclf import Taxonomy
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> head = RollUp(tax, ["malignant", "benign"])
+        >>> head(torch.tensor([[0.1, 0.2, 0.3, 0.05, 0.05, 0.25, 0.05]]))
+        tensor([[0.3500, 0.6500]])
+    """
+
+    def forward(self, probs: Tensor) -> Tensor:
+        x = self._check(probs)
+        if self.single:
+            acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+            out = x[:, self.first:self.stop].sum(1, keepdim=True, dtype=acc).to(x.dtype)
+        elif not torch.jit.is_scripting() and self._eager_blocked(x):
+            out = self._blocked(x)
+        else:
+            acc = torch.float32 if x.device.type == "mps" else torch.float64
+            prefix = torch.nn.functional.pad(torch.cumsum(x, 1, dtype=acc), [1, 0])
+            out = (prefix.index_select(1, self.end) - prefix.index_select(1, self.start)).to(x.dtype)
+        return out.reshape(self._out_shape(probs))
+
+    @torch.jit.unused
+    def _eager_blocked(self, x: Tensor) -> bool:
+        compiling = bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
+        return not compiling and not (x.requires_grad and torch.is_grad_enabled())
+
+    @torch.jit.unused
+    def _blocked(self, x: Tensor) -> Tensor:
+        return _range_sums_blocked(x, None, self.start, self.end)
+
+
+class LogRollUp(_RollUpBase):
+    """``log P(node)`` from leaf (or cut-class) log-probabilities, stable for very negative inputs.
+
+    Same arguments as :class:`RollUp`; see :func:`hierclf.functional.log_rollup` for the numerics (each node
+    shifted by its own maximum, float64 accumulation).
+
+    Example:
+        >>> from hierclf import Taxonomy
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> lp = torch.log(torch.full((1, 7), 1 / 7, dtype=torch.float64))
+        >>> LogRollUp(tax, ["skin_lesion", "malignant"])(lp).exp()  # 7/7 and 3/7
+        tensor([[1.0000, 0.4286]], dtype=torch.float64)
+    """
+
+    def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
+                 columns: "Sequence[str] | None" = None) -> None:
+        super().__init__(taxonomy, nodes, columns=columns)
+        pair_col, pair_node = _pairs(_plan(taxonomy, nodes, columns))
+        self.register_buffer("pair_col", torch.as_tensor(pair_col), persistent=False)
+        self.register_buffer("pair_node", torch.as_tensor(pair_node), persistent=False)
+
+    def forward(self, log_probs: Tensor) -> Tensor:
+        x = self._check(log_probs)
+        acc = torch.float32 if x.device.type == "mps" else torch.float64
+        if self.single:
+            out = torch.logsumexp(x[:, self.first:self.stop].to(acc), dim=1, keepdim=True)
+        else:
+            vals = x.index_select(1, self.pair_col).to(acc)
+            index = self.pair_node.expand(x.shape[0], self.pair_node.shape[0])
+            with torch.no_grad():
+                shift = torch.full([x.shape[0], self.n_out], float("-inf"), dtype=acc, device=x.device)
+                shift = shift.scatter_reduce(1, index, vals.detach(), reduce="amax", include_self=True)
+                shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+            terms = torch.exp(vals - shift.index_select(1, self.pair_node))
+            sums = torch.zeros([x.shape[0], self.n_out], dtype=acc, device=x.device)
+            out = torch.log(sums.index_add(1, self.pair_node, terms)) + shift
+        return out.to(x.dtype).reshape(self._out_shape(log_probs))
