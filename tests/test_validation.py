@@ -252,3 +252,14 @@ def test_libyaml_fast_path_equals_pure_python_parser(data: dict) -> None:
     fast = _yaml._load_with(_yaml._FastLoader, text, "t.yaml")
     pure = _yaml._load_with(_yaml._SafeLoader, text, "t.yaml")
     assert (fast.data, fast.positions, fast.problems) == (pure.data, pure.positions, pure.problems)
+
+
+def test_bom_and_crlf_files(tmp_path: Path) -> None:
+    path = tmp_path / "windows.yaml"
+    path.write_bytes(b"\xef\xbb\xbfname: t\r\nroot:\r\n  id: a\r\n  name: A\r\n  name: B\r\n"
+                     b"  children: [{id: b, name: B}, {id: c, name: C}]\r\n")
+    assert [str(p) for p in validate_file(path).problems] == [
+        f"{path}:5:3: error: duplicate key 'name' (first at line 4); YAML would silently keep only the last "
+        "value"]
+    path.write_bytes(path.read_bytes().replace(b"  name: B\r\n  children", b"  children"))
+    assert Taxonomy.from_yaml(path).leaves == ("b", "c")
