@@ -1,0 +1,1176 @@
+"""Clinically partitioned evaluation: the numbers a protocol pre-registered, with their provenance.
+
+:func:`evaluate` takes validation and test predictions (one file or :class:`~hierclf.predictions.Predictions`
+per seed) and a :class:`~hierclf.protocol.Protocol`, and returns an :class:`EvaluationReport`:
+
+* **binary tasks** -- samples whose true label lies under the task's positive or negative nodes; score =
+  conditional roll-up ``P(pos) / (P(pos) + P(neg))``; ROC, AUC, partial AUC above the target sensitivity; the
+  threshold chosen on **validation** at the target sensitivity, then applied to **test** (sensitivity,
+  specificity, PPV, NPV); the optimistic specificity at the target sensitivity chosen on test itself,
+  reported separately and labelled so; calibration; reader comparison;
+* **partitions** (cuts) -- confusion matrix, per-class recall, balanced accuracy (Esteva's "mean of
+  per-class accuracies"), macro one-vs-rest AUC and cancer sensitivity (recall of ``malignant``);
+* **hierarchical** -- mistake severity and hierarchical precision / recall / F1 of the predicted column;
+* **subgroups** -- task metrics broken down by metadata columns, with counts and CIs, small groups flagged;
+* **uncertainty** -- percentile bootstrap CIs that resample the protocol's groups (patients, lesions), and
+  across seeds the mean, the sample standard deviation (``ddof=1``) and a pooled CI (the bootstrap
+  replicates of all seeds together, so it carries both sampling and training variation).
+
+The numeric kernels live in :mod:`hierclf.metrics`; this module decides *which* samples, scores and
+thresholds go into them and records where each number came from. :mod:`hierclf.report` writes the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierclf import metrics as M
+from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.functional import conditional, rollup
+from hierclf.predictions import Predictions, read_predictions
+from hierclf.protocol import Protocol, TaskSpec
+from hierclf.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EvaluationError",
+    "EvaluationReport",
+    "Estimate",
+    "Metadata",
+    "PartitionResult",
+    "ReaderPoint",
+    "TaskResult",
+    "evaluate",
+    "read_metadata",
+    "read_readers",
+    "reader_dominance",
+    "task_scores",
+]
+
+#: metadata CSV columns (case-insensitive) that hold the sample id, in order of preference
+METADATA_ID_COLUMNS = ("id", "image_id", "image")
+SYNTHETIC_BANNER = "SYNTHETIC DATA — not a clinical result"
+PRIMARY_KEYS = {
+    "specificity_at_target_sensitivity": "specificity",
+    "sensitivity_at_target_sensitivity": "sensitivity",
+    "auc": "auc",
+    "partial_auc": "partial_auc",
+    "ppv": "ppv",
+    "npv": "npv",
+    "balanced_accuracy": "balanced_accuracy",
+    "macro_auc": "macro_auc",
+    "cancer_sensitivity": "cancer_sensitivity",
+}
+
+
+class EvaluationError(HierclfError, ValueError):
+    """Inputs that cannot be evaluated under the protocol (missing labels, empty task sides, NaN, ...)."""
+
+
+# --- result records ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Estimate:
+    """One reported number across seeds.
+
+    Attributes:
+        value: mean over seeds (NaN seeds ignored; NaN if every seed is NaN).
+        std: sample standard deviation over seeds (``ddof=1``); NaN with one seed.
+        per_seed: the value of each seed.
+        ci: pooled percentile bootstrap interval (the replicates of all seeds together); NaN when the number
+            has no bootstrap.
+        ci_level: level of ``ci``.
+        n: samples the number is computed on (per seed when the seeds differ).
+        n_groups: groups (patients, lesions) the bootstrap resampled (per seed when they differ).
+        provenance: where the number comes from, e.g. ``"test, at the threshold chosen on validation"``.
+    """
+
+    value: float
+    std: float
+    per_seed: list[float]
+    ci: tuple[float, float] = (math.nan, math.nan)
+    ci_level: float = 0.95
+    n: int | list[int] | None = None
+    n_groups: int | list[int] | None = None
+    provenance: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass
+class ReaderPoint:
+    """One reader's operating point and whether the model's ROC curve dominates it (per seed)."""
+
+    reader: str
+    sensitivity: float
+    specificity: float
+    dominated: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class TaskResult:
+    """Everything measured for one binary task."""
+
+    name: str
+    positive: list[str]
+    negative: list[str]
+    threshold_source: str
+    counts: dict[str, list[int]]
+    thresholds: Estimate
+    metrics: dict[str, Estimate]
+    roc: list[dict[str, np.ndarray]]
+    operating_points: list[dict[str, float]]
+    calibration: dict[str, Any]
+    readers: list[ReaderPoint] = field(default_factory=list)
+    reader_fraction_dominated: Estimate | None = None
+
+
+@dataclass
+class PartitionResult:
+    """Multi-class summary at one cut of the tree."""
+
+    name: str
+    classes: list[str]
+    n: list[int]
+    excluded: list[int]
+    confusion: list[np.ndarray]
+    per_class_recall: dict[str, Estimate]
+    metrics: dict[str, Estimate]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvaluationReport:
+    """The result of :func:`evaluate`; :func:`hierclf.report.write_report` renders it."""
+
+    taxonomy: str
+    protocol: dict[str, Any]
+    seeds: list[str]
+    synthetic: bool
+    threshold_source: str
+    group_column: str | None
+    warnings: list[str]
+    notes: list[str]
+    primary: dict[str, Any]
+    tasks: dict[str, TaskResult]
+    partitions: dict[str, PartitionResult]
+    hierarchical: dict[str, Estimate]
+    calibration_nodes: dict[str, dict[str, Any]]
+    subgroups: dict[str, list[dict[str, Any]]]
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (NaN -> ``None``, arrays -> lists)."""
+        return _clean(
+            {
+                "synthetic": self.synthetic,
+                "banner": SYNTHETIC_BANNER if self.synthetic else None,
+                "taxonomy": self.taxonomy,
+                "protocol": self.protocol,
+                "seeds": self.seeds,
+                "n_seeds": self.n_seeds,
+                "threshold_source": self.threshold_source,
+                "group_column": self.group_column,
+                "warnings": self.warnings,
+                "notes": self.notes,
+                "primary": self.primary,
+                "tasks": {k: asdict(v) for k, v in self.tasks.items()},
+                "partitions": {k: asdict(v) for k, v in self.partitions.items()},
+                "hierarchical": {k: asdict(v) for k, v in self.hierarchical.items()},
+                "calibration_nodes": self.calibration_nodes,
+                "subgroups": self.subgroups,
+            }
+        )
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf -> None, numpy scalars and arrays -> Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _clean(asdict(obj))
+    return obj
+
+
+def _estimate(
+    per_seed: Sequence[float] | np.ndarray,
+    replicates: Sequence[np.ndarray] | None = None,
+    *,
+    level: float = 0.95,
+    n: Sequence[int] | None = None,
+    n_groups: Sequence[int] | None = None,
+    provenance: str = "",
+) -> Estimate:
+    """Aggregate per-seed values: mean, sample std (ddof=1), pooled percentile CI of all replicates."""
+    vals = np.asarray(per_seed, dtype=np.float64)
+    finite = vals[np.isfinite(vals)]
+    value = float(finite.mean()) if finite.size else math.nan
+    std = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
+    ci = (math.nan, math.nan)
+    if replicates:
+        pooled = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in replicates])
+        if np.isfinite(pooled).any():
+            lo, hi = M.percentile_ci(pooled, level)
+            ci = (float(lo), float(hi))
+    return Estimate(value, std, [float(v) for v in vals], ci, level, _one(n), _one(n_groups), provenance)
+
+
+def _one(values: Sequence[int] | None) -> int | list[int] | None:
+    if values is None:
+        return None
+    values = [int(v) for v in values]
+    return values[0] if len(set(values)) == 1 else values
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metadata:
+    """A metadata table keyed by sample id (e.g. HAM10000_metadata.csv keyed by ``image_id``)."""
+
+    file: str
+    id_column: str
+    ids: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def lookup(self, ids: np.ndarray | None, what: str) -> np.ndarray:
+        """Row of each id in this table; unknown ids are an error listing examples."""
+        if ids is None:
+            raise EvaluationError(
+                f"{what} has no sample ids, so it cannot be joined with the metadata "
+                f"{self.file}; write an 'id' column / 'ids' array"
+            )
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[order]
+        pos = np.searchsorted(sorted_ids, ids)
+        pos = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[pos] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
+        if not found.all():
+            missing = ids[~found]
+            examples = ", ".join(repr(str(x)) for x in missing[:5])
+            raise EvaluationError(
+                f"{len(missing)} of {len(ids)} sample ids of {what} are not in the metadata "
+                f"{self.file} (column {self.id_column!r}), e.g. {examples}"
+            )
+        return order[pos]
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise UnknownNameError("metadata column", name, list(self.columns), f"in {self.file}")
+        return self.columns[name]
+
+
+def read_metadata(path: str | Path) -> Metadata:
+    """Read a metadata CSV whose id column is ``id``, ``image_id`` or ``image`` (case-insensitive).
+
+    Values are kept as text; empty cells become ``"(missing)"``.
+    """
+    file = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as exc:
+        raise EvaluationError(f"{file}: cannot read metadata ({exc.strerror or exc})") from None
+    if not rows:
+        raise EvaluationError(f"{file}: the metadata file is empty; expected a header row")
+    header = [h.strip() for h in rows[0]]
+    lowered = [h.casefold() for h in header]
+    id_col = next((lowered.index(c) for c in METADATA_ID_COLUMNS if c in lowered), None)
+    if id_col is None:
+        raise EvaluationError(
+            f"{file}:1: no sample id column; expected one of "
+            f"{', '.join(METADATA_ID_COLUMNS)} (found {', '.join(header)})"
+        )
+    body = [r for r in rows[1:] if r]
+    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise EvaluationError(
+            f"{file}:{bad + 2}: row has {len(body[bad])} fields, the header has {len(header)}"
+        )
+    table = np.array(body, dtype=str).reshape(len(body), len(header))
+    table = np.char.strip(table)
+    table = np.where(table == "", "(missing)", table)
+    ids = table[:, id_col]
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise EvaluationError(
+            f"{file}: sample id {str(uniq[counts > 1][0])!r} appears "
+            f"{int(counts[counts > 1][0])} times in column {header[id_col]!r}; ids must be unique"
+        )
+    return Metadata(file, header[id_col], ids, {h: table[:, k] for k, h in enumerate(header) if k != id_col})
+
+
+def read_readers(path: str | Path) -> list[dict[str, Any]]:
+    """Read reader operating points: CSV ``reader,sensitivity,specificity`` and an optional ``task`` column.
+
+    Values are fractions in [0, 1].
+    """
+    file = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = [f.strip().casefold() for f in (reader.fieldnames or [])]
+    except OSError as exc:
+        raise EvaluationError(f"{file}: cannot read readers ({exc.strerror or exc})") from None
+    need = {"reader", "sensitivity", "specificity"}
+    if not need <= set(fields):
+        raise EvaluationError(
+            f"{file}:1: reader file needs columns reader, sensitivity, specificity "
+            f"(and optionally task); found {', '.join(fields) or 'nothing'}"
+        )
+    out = []
+    for i, row in enumerate(rows):
+        row = {k.strip().casefold(): (v or "").strip() for k, v in row.items() if k is not None}
+        values = {}
+        for key in ("sensitivity", "specificity"):
+            try:
+                values[key] = float(row[key])
+            except ValueError:
+                raise EvaluationError(f"{file}:{i + 2}: {key} {row[key]!r} is not a number") from None
+            if not 0.0 <= values[key] <= 1.0:
+                raise EvaluationError(
+                    f"{file}:{i + 2}: {key} {values[key]} is outside [0, 1]; write fractions, not percentages"
+                )
+        out.append({"reader": row["reader"], "task": row.get("task") or None, **values})
+    return out
+
+
+def _as_predictions(item: str | Path | Predictions, taxonomy: Taxonomy, what: str) -> tuple[Predictions, str]:
+    if isinstance(item, Predictions):
+        preds, name = item, what
+        columns = tuple(taxonomy.resolve(c) for c in preds.columns)
+        taxonomy.cut(columns)  # the columns must partition the leaves
+        labels = preds.labels
+        if labels is not None:
+            uniq, inv = np.unique(labels, return_inverse=True)
+            labels = (
+                np.asarray([taxonomy.resolve(str(u)) for u in uniq], dtype=str)[inv.reshape(-1)]
+                if len(uniq)
+                else labels
+            )
+        preds = Predictions(preds.probs, columns, preds.ids, labels, preds.groups)
+    else:
+        preds, name = read_predictions(item, taxonomy), str(item)
+    probs = np.asarray(preds.probs)
+    if not np.isfinite(probs).all():
+        r, c = np.argwhere(~np.isfinite(probs))[0]
+        raise EvaluationError(
+            f"{name}: row {int(r)}, column {preds.columns[c]!r}: probability {probs[r, c]} is "
+            "not a finite number (NaN or inf)"
+        )
+    if preds.labels is None:
+        raise EvaluationError(
+            f"{name}: the predictions carry no true labels ('label' column / 'labels' "
+            "array); evaluation needs them"
+        )
+    return preds, name
+
+
+# --- label bookkeeping ---------------------------------------------------------------------------------
+
+
+def _under(taxonomy: Taxonomy, label: str, nodes: Sequence[str]) -> bool:
+    """True when ``label`` is one of ``nodes`` or lies below one of them."""
+    return any(label == n or n in taxonomy.ancestors(label) for n in nodes)
+
+
+def _task_labels(taxonomy: Taxonomy, labels: np.ndarray, task: TaskSpec) -> np.ndarray:
+    """Per sample: 1 positive, 0 negative, -1 not in the task (label elsewhere or above both sides)."""
+    uniq, inv = np.unique(labels, return_inverse=True)
+    code = np.array(
+        [
+            1 if _under(taxonomy, u, task.positive) else 0 if _under(taxonomy, u, task.negative) else -1
+            for u in uniq.tolist()
+        ],
+        dtype=np.int64,
+    )
+    return code[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def _cut_labels(taxonomy: Taxonomy, labels: np.ndarray, cut: Sequence[str]) -> np.ndarray:
+    """Per sample: index of the cut class containing its label, -1 when the label lies above the cut."""
+    uniq, inv = np.unique(labels, return_inverse=True)
+    cls = []
+    for u in uniq.tolist():
+        chain = (u, *taxonomy.ancestors(u))
+        cls.append(next((cut.index(c) for c in chain if c in cut), -1))
+    return np.asarray(cls, dtype=np.int64)[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def _covered(taxonomy: Taxonomy, nodes: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """The nodes that lie strictly below the prediction columns (their probability is unknown)."""
+    start, _ = taxonomy.column_ranges(columns)
+    pos = taxonomy.index.position
+    return [n for n in nodes if start[pos[n]] < 0]
+
+
+def _roc_envelope(fpr: np.ndarray, tpr: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Height of the ROC polyline at false-positive rates ``x``: at a vertical step, its top.
+
+    Args:
+        fpr, tpr: ROC points sorted by increasing ``fpr`` (ties: increasing ``tpr``), from (0, 0) to (1, 1).
+        x: ``(k,)`` false-positive rates.
+    """
+    ux, first = np.unique(fpr, return_index=True)
+    hi, lo = np.maximum.reduceat(tpr, first), np.minimum.reduceat(tpr, first)  # top / bottom of each step
+    tol = 1e-12  # 1 - specificity is rarely exact in floating point (1 - 0.8 = 0.19999999999999996)
+    k = np.clip(np.searchsorted(ux, x + tol, side="right") - 1, 0, len(ux) - 1)
+    at = np.abs(ux[k] - x) <= tol
+    nxt = np.minimum(k + 1, len(ux) - 1)
+    span = np.where(nxt > k, ux[nxt] - ux[k], 1.0)
+    frac = np.where(nxt > k, np.clip((x - ux[k]) / span, 0.0, 1.0), 0.0)
+    between = hi[k] + frac * (lo[nxt] - hi[k])
+    return np.where(at, hi[k], between)
+
+
+def reader_dominance(
+    fpr: np.ndarray, tpr: np.ndarray, sensitivity: np.ndarray, specificity: np.ndarray
+) -> np.ndarray:
+    """Which reader points lie on or below the model's ROC curve (the model is at least as good there).
+
+    A reader with sensitivity ``s`` and specificity ``p`` is dominated when the ROC polyline (points joined
+    by straight lines, as Esteva's figures draw it) reaches a true-positive rate ``>= s`` at false-positive
+    rate ``1 - p``.
+
+    Example:
+        >>> fpr, tpr = np.array([0.0, 0.0, 0.5, 1.0]), np.array([0.0, 0.6, 0.9, 1.0])
+        >>> reader_dominance(fpr, tpr, np.array([0.5, 0.75, 0.95]), np.array([1.0, 0.75, 0.5])).tolist()
+        [True, True, False]
+    """
+    x = 1.0 - np.asarray(specificity, dtype=np.float64)
+    return (
+        _roc_envelope(np.asarray(fpr, np.float64), np.asarray(tpr, np.float64), x)
+        >= np.asarray(sensitivity, dtype=np.float64) - 1e-12
+    )
+
+
+# --- bootstrap adapters --------------------------------------------------------------------------------
+
+
+def _boot_binary(
+    y: np.ndarray, s: np.ndarray, groups: np.ndarray, proto: Protocol, threshold: float | None
+) -> dict[str, tuple[float, np.ndarray]]:
+    """Point estimate and replicates of each binary metric (grouped bootstrap, see :mod:`hierclf.metrics`)."""
+    res = M.bootstrap_binary(
+        y,
+        s,
+        groups,
+        n_replicates=proto.bootstrap.replicates,
+        seed=proto.bootstrap.seed,
+        target_sensitivity=proto.target_sensitivity,
+        threshold=threshold,
+        ci_level=proto.bootstrap.ci_level,
+    )
+    return {k: (float(e.point), np.asarray(e.replicates, dtype=np.float64)) for k, e in res.estimates.items()}
+
+
+def _boot_partition(
+    y: np.ndarray,
+    pred: np.ndarray,
+    groups: np.ndarray,
+    n_classes: int,
+    cancer: np.ndarray | None,
+    proto: Protocol,
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of per-class recall ``(R, C)``, balanced accuracy ``(R,)`` and cancer sensitivity.
+
+    Each replicate weights every sample by its group's draw count, so recall_c = sum of weights of correct
+    class-c samples / sum of weights of class-c samples: two matrix products per chunk of replicates.
+    """
+    onehot = np.zeros((len(y), n_classes))
+    onehot[np.arange(len(y)), y] = 1.0
+    correct = onehot * (pred == y)[:, None]
+    present = onehot.sum(0) > 0
+    recalls, cancers = [], []
+    if cancer is not None:
+        truth_c, hit_c = cancer[0].astype(np.float64), (cancer[0] & cancer[1]).astype(np.float64)
+    for counts in M.grouped_bootstrap_counts(groups, proto.bootstrap.replicates, proto.bootstrap.seed):
+        w = np.asarray(counts, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append((w @ correct) / (w @ onehot))
+            if cancer is not None:
+                cancers.append((w @ hit_c) / (w @ truth_c))
+    rec = np.concatenate(recalls) if recalls else np.zeros((0, n_classes))
+    rec[:, ~present] = np.nan
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates stay NaN ('mean of empty slice')
+        bal = np.nanmean(rec[:, present], axis=1) if present.any() else np.full(len(rec), np.nan)
+    out = {"recall": rec, "balanced_accuracy": bal}
+    if cancer is not None:
+        out["cancer_sensitivity"] = np.concatenate(cancers) if cancers else np.zeros(0)
+    return out
+
+
+# --- the evaluation ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    """One prediction set, ready for the metrics."""
+
+    name: str
+    preds: Predictions
+    groups: np.ndarray
+    meta_rows: np.ndarray | None
+
+
+def _prepare(
+    items: Sequence[str | Path | Predictions],
+    taxonomy: Taxonomy,
+    proto: Protocol,
+    metadata: Metadata | None,
+    split: str,
+) -> list[_Split]:
+    out = []
+    for k, item in enumerate(items):
+        preds, name = _as_predictions(item, taxonomy, f"{split} predictions of seed {k}")
+        rows = metadata.lookup(preds.ids, name) if metadata is not None else None
+        gc = proto.group_column
+        if gc is None:
+            groups = np.arange(len(preds)).astype(str)
+        elif metadata is not None and gc in metadata.columns:
+            groups = metadata.columns[gc][rows]
+        elif preds.groups is not None:
+            groups = preds.groups
+        else:
+            where = f"the metadata {metadata.file} has no column {gc!r} and " if metadata is not None else ""
+            raise EvaluationError(
+                f"{name}: the protocol resamples groups by {gc!r} but {where}the predictions "
+                "carry no groups; pass --metadata with that column, write a 'group' column, "
+                "or set group_column: null in the protocol"
+            )
+        out.append(_Split(name, preds, np.asarray(groups).astype(str), rows))
+    return out
+
+
+def _warn(warnings_: list[str], message: str) -> None:
+    """A loud warning: at the top of the report, and logged."""
+    warnings_.append(message)
+    logger.warning("%s", message)
+
+
+def evaluate(
+    taxonomy: Taxonomy,
+    protocol: Protocol,
+    val: Sequence[str | Path | Predictions] | None,
+    test: Sequence[str | Path | Predictions],
+    *,
+    metadata: str | Path | Metadata | None = None,
+    readers: str | Path | Sequence[Mapping[str, Any]] | None = None,
+    synthetic: bool = False,
+    allow_test_thresholds: bool | None = None,
+) -> EvaluationReport:
+    """Evaluate predictions under a pre-registered protocol.
+
+    Args:
+        taxonomy: the disease tree.
+        protocol: a protocol loaded with :func:`hierclf.protocol.load_protocol` (node names resolved).
+        val: validation predictions, one per seed (paths or :class:`Predictions`), paired with ``test`` by
+            position; thresholds are chosen on them. ``None`` or empty: thresholds would be chosen on test,
+            which is refused unless ``allow_test_thresholds`` (or the protocol's flag) allows it.
+        test: test predictions, one per seed. Each needs ``labels``; the columns may be leaves or any cut.
+        metadata: a metadata CSV (or :class:`Metadata`) keyed by sample id: groups for the bootstrap and
+            subgroup columns. Every prediction id must be in it.
+        readers: a reader CSV (``reader,sensitivity,specificity[,task]``) or its rows; readers without a task
+            belong to the primary task (or the first task).
+        synthetic: mark every section of the report "SYNTHETIC DATA — not a clinical result".
+        allow_test_thresholds: overrides the protocol's ``allow_test_thresholds``.
+
+    Returns:
+        The :class:`EvaluationReport`.
+
+    Raises:
+        EvaluationError: unequal numbers of val and test files, missing labels, NaN, a task with no
+            positives or no negatives in a split, ids not in the metadata, a task node below the columns.
+    """
+    warnings_: list[str] = []
+    notes: list[str] = []
+    allow = protocol.allow_test_thresholds if allow_test_thresholds is None else allow_test_thresholds
+    val = list(val or [])
+    test = list(test)
+    if not test:
+        raise EvaluationError("no test predictions given")
+    if not val:
+        if not allow:
+            raise EvaluationError(
+                "no validation predictions: the operating point would be chosen on test, which "
+                "makes test sensitivity and specificity optimistic; pass validation predictions "
+                "(--val) or allow it explicitly (--allow-test-thresholds / "
+                "allow_test_thresholds: true)"
+            )
+        source = "test (no validation predictions; optimistic, allowed by allow_test_thresholds)"
+        _warn(
+            warnings_,
+            "THRESHOLDS CHOSEN ON TEST: no validation predictions were given, so every "
+            "sensitivity/specificity/PPV/NPV at the operating point is optimistic.",
+        )
+    else:
+        source = "validation"
+        if len(val) != len(test):
+            raise EvaluationError(
+                f"{len(val)} validation and {len(test)} test prediction sets: give one of each "
+                "per seed, in the same order"
+            )
+    meta = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
+    test_splits = _prepare(test, taxonomy, protocol, meta, "test")
+    val_splits = _prepare(val, taxonomy, protocol, meta, "validation") if val else test_splits
+    n_seeds = len(test_splits)
+    if n_seeds < protocol.min_seeds:
+        _warn(
+            warnings_,
+            f"ONLY {n_seeds} SEED{'S' if n_seeds != 1 else ''}: the protocol asks for at least "
+            f"{protocol.min_seeds}; the seed mean ± std is not the pre-registered estimate.",
+        )
+    if protocol.group_column is None:
+        _warn(
+            warnings_,
+            "ROW-LEVEL CONFIDENCE INTERVALS: the protocol has no group_column, so the bootstrap "
+            "resamples images, not patients or lesions; intervals are too narrow when a patient "
+            "contributes several images.",
+        )
+
+    tasks = {
+        t.name: _evaluate_task(taxonomy, protocol, t, val_splits, test_splits, source) for t in protocol.tasks
+    }
+    partitions = {}
+    for part in protocol.partitions:
+        res = _evaluate_partition(taxonomy, protocol, part.name, part.nodes, test_splits, warnings_)
+        if res is not None:
+            partitions[part.name] = res
+    hier = _evaluate_hierarchical(taxonomy, test_splits, notes)
+    calib = {n: _calibration_node(taxonomy, protocol, n, test_splits) for n in protocol.calibration_nodes}
+    if readers is not None:
+        rows = read_readers(readers) if isinstance(readers, (str, Path)) else [dict(r) for r in readers]
+        _attach_readers(protocol, tasks, rows)
+    subgroups: dict[str, list[dict[str, Any]]] = {}
+    if protocol.subgroups:
+        if meta is None:
+            _warn(
+                warnings_,
+                f"SUBGROUPS NOT COMPUTED: the protocol lists {', '.join(protocol.subgroups)} but no "
+                "metadata was given (--metadata).",
+            )
+        else:
+            quiet = logging.getLogger("hierclf.metrics")
+            old_level = quiet.level
+            quiet.setLevel(logging.ERROR)  # small subgroups miss a class in many replicates: expected there
+            try:
+                for col in protocol.subgroups:
+                    subgroups[col] = _subgroups(taxonomy, protocol, meta, col, tasks, test_splits)
+            finally:
+                quiet.setLevel(old_level)
+    for col, rows_ in subgroups.items():
+        small = [str(r["value"]) for r in rows_ if r["small"]]
+        if small:
+            notes.append(
+                f"subgroups of {col!r} with fewer than {protocol.min_group_size} test samples (flagged "
+                f"small): {', '.join(small)}"
+            )
+    primary = _primary(protocol, tasks, partitions)
+    return EvaluationReport(
+        taxonomy=taxonomy.name,
+        protocol=protocol.model_dump(mode="json"),
+        seeds=[s.name for s in test_splits],
+        synthetic=synthetic,
+        threshold_source=source,
+        group_column=protocol.group_column,
+        warnings=warnings_,
+        notes=notes,
+        primary=primary,
+        tasks=tasks,
+        partitions=partitions,
+        hierarchical=hier,
+        calibration_nodes=calib,
+        subgroups=subgroups,
+    )
+
+
+def task_scores(
+    taxonomy: Taxonomy,
+    task: TaskSpec,
+    predictions: Predictions | str | Path,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples of a binary task and their conditional scores.
+
+    Returns:
+        ``(rows, y, scores)``: ``rows`` ``(m,)`` indices of the samples whose true label lies under the
+        task's positive or negative nodes, ``y`` ``(m,)`` 1 for positive / 0 for negative, and ``scores``
+        ``(m,)`` = ``P(positive) / (P(positive) + P(negative))`` from the rolled-up probabilities.
+    """
+    preds, name = _as_predictions(predictions, taxonomy, "predictions")
+    split = _Split(name, preds, np.arange(len(preds)).astype(str), None)
+    rows, y, scores = _task_data(taxonomy, task, split, "given")
+    return rows, y, scores
+
+
+def _task_data(taxonomy: Taxonomy, task: TaskSpec, split: _Split, role: str) -> tuple[np.ndarray, ...]:
+    """(rows in the task, y in {0,1}, conditional score) of one split; errors for empty sides."""
+    below = _covered(taxonomy, task.positive + task.negative, split.preds.columns)
+    if below:
+        raise EvaluationError(
+            f"{split.name}: task {task.name!r}: node(s) {', '.join(map(repr, below))} lie "
+            f"below the prediction columns ({', '.join(split.preds.columns)}), so their "
+            "probability is unknown"
+        )
+    code = _task_labels(taxonomy, _labels(split), task)
+    rows = np.flatnonzero(code >= 0)
+    y = code[rows]
+    for value, side, nodes in ((1, "positive", task.positive), (0, "negative", task.negative)):
+        if not (y == value).any():
+            raise EvaluationError(
+                f"{split.name}: task {task.name!r} has no {side} samples in the {role} split "
+                f"(no true label under {', '.join(nodes)}); its metrics are undefined"
+            )
+    probs = np.asarray(split.preds.probs[rows], dtype=np.float64)
+    score = np.asarray(
+        conditional(probs, taxonomy, task.positive, task.negative, columns=list(split.preds.columns)),
+        dtype=np.float64,
+    )
+    return rows, y, score
+
+
+def _evaluate_task(
+    taxonomy: Taxonomy,
+    proto: Protocol,
+    task: TaskSpec,
+    val: list[_Split],
+    test: list[_Split],
+    source: str,
+) -> TaskResult:
+    level = proto.bootstrap.ci_level
+    target = proto.target_sensitivity
+    per: dict[str, list[float]] = {}
+    reps: dict[str, list[np.ndarray]] = {}
+    counts: dict[str, list[int]] = {
+        k: [] for k in ("val_positive", "val_negative", "test_positive", "test_negative", "test_groups")
+    }
+    thresholds, rocs, points, eces, curves = [], [], [], [], []
+    n_test, n_groups = [], []
+    for v, t in zip(val, test):
+        _, yv, sv = _task_data(taxonomy, task, v, "validation" if source == "validation" else "test")
+        rows, yt, st = _task_data(taxonomy, task, t, "test")
+        threshold = float(M.threshold_at_sensitivity(yv, sv, target))
+        thresholds.append(threshold)
+        val_at = M.binary_metrics_at_threshold(yv, sv, threshold)
+        boot = _boot_binary(yt, st, t.groups[rows], proto, threshold)
+        at = M.binary_metrics_at_threshold(yt, st, threshold)
+        opt_spec, opt_thr = M.specificity_at_sensitivity(yt, st, target)
+        values = {
+            "auc": (float(M.roc_auc(yt, st)), boot.get("auc")),
+            "partial_auc": (float(M.partial_auc_above_sensitivity(yt, st, target)), None),
+            "sensitivity": (float(at["sensitivity"]), boot.get("sensitivity")),
+            "specificity": (float(at["specificity"]), boot.get("specificity")),
+            "ppv": (float(at["ppv"]), boot.get("ppv")),
+            "npv": (float(at["npv"]), boot.get("npv")),
+            "validation_sensitivity": (float(val_at["sensitivity"]), None),
+            "specificity_at_target_chosen_on_test": (
+                float(opt_spec),
+                _first(boot, "specificity_at_sensitivity"),
+            ),
+            "threshold_chosen_on_test": (float(opt_thr), None),
+        }
+        for k, (value, rep) in values.items():
+            per.setdefault(k, []).append(value)
+            if rep is not None:
+                reps.setdefault(k, []).append(rep[1])
+        counts["val_positive"].append(int((yv == 1).sum()))
+        counts["val_negative"].append(int((yv == 0).sum()))
+        counts["test_positive"].append(int((yt == 1).sum()))
+        counts["test_negative"].append(int((yt == 0).sum()))
+        counts["test_groups"].append(int(len(np.unique(t.groups[rows]))))
+        n_test.append(len(yt))
+        n_groups.append(counts["test_groups"][-1])
+        fpr, tpr, _ = M.roc_curve(yt, st)
+        rocs.append({"fpr": np.asarray(fpr, np.float64), "tpr": np.asarray(tpr, np.float64)})
+        points.append(
+            {
+                "threshold": threshold,
+                "sensitivity": float(at["sensitivity"]),
+                "specificity": float(at["specificity"]),
+            }
+        )
+        eces.append(float(M.expected_calibration_error(yt, st, n_bins=proto.calibration_bins)))
+        conf, acc, cnt = M.reliability_curve(yt, st, n_bins=proto.calibration_bins)
+        curves.append({"confidence": np.asarray(conf), "accuracy": np.asarray(acc), "count": np.asarray(cnt)})
+    at_val = f"test, at the threshold chosen on {source}"
+    prov = {
+        "auc": "test (threshold-free)",
+        "partial_auc": f"test, ROC area above sensitivity {target} "
+        "(normalised to 1 for a perfect classifier)",
+        "sensitivity": at_val,
+        "specificity": at_val,
+        "ppv": at_val,
+        "npv": at_val,
+        "validation_sensitivity": f"{source}, at the threshold chosen there",
+        "specificity_at_target_chosen_on_test": "OPTIMISTIC: test, threshold chosen on test itself "
+        f"at sensitivity {target} (for comparison only)",
+        "threshold_chosen_on_test": "OPTIMISTIC: test",
+    }
+    metrics = {
+        k: _estimate(per[k], reps.get(k), level=level, n=n_test, n_groups=n_groups, provenance=prov[k])
+        for k in per
+    }
+    thr = _estimate(thresholds, level=level, provenance=f"chosen on {source} at sensitivity {target}")
+    calibration = {
+        "ece": _estimate(eces, level=level, n=n_test, provenance="test, conditional task score"),
+        "reliability": curves,
+        "n_bins": proto.calibration_bins,
+    }
+    return TaskResult(
+        task.name,
+        list(task.positive),
+        list(task.negative),
+        source,
+        counts,
+        thr,
+        metrics,
+        rocs,
+        points,
+        calibration,
+    )
+
+
+def _first(boot: dict[str, tuple[float, np.ndarray]], *keys: str) -> tuple[float, np.ndarray] | None:
+    return next((boot[k] for k in keys if k in boot), None)
+
+
+def _attach_readers(proto: Protocol, tasks: dict[str, TaskResult], rows: list[dict[str, Any]]) -> None:
+    default = proto.primary_metric.task or proto.tasks[0].name
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        name = r.get("task") or default
+        if name not in tasks:
+            raise UnknownNameError("task", name, list(tasks), "in the reader file")
+        by_task.setdefault(name, []).append(r)
+    for name, rs in by_task.items():
+        res = tasks[name]
+        sens = np.array([float(r["sensitivity"]) for r in rs])
+        spec = np.array([float(r["specificity"]) for r in rs])
+        dom = np.stack(
+            [reader_dominance(roc["fpr"], roc["tpr"], sens, spec) for roc in res.roc]
+        )  # (seeds, r)
+        res.readers = [
+            ReaderPoint(str(r["reader"]), float(s), float(p), dom[:, i].tolist())
+            for i, (r, s, p) in enumerate(zip(rs, sens, spec))
+        ]
+        res.reader_fraction_dominated = _estimate(
+            dom.mean(axis=1),
+            level=proto.bootstrap.ci_level,
+            n=[len(rs)],
+            provenance="fraction of readers on or below the test ROC curve",
+        )
+
+
+def _cancer_node(taxonomy: Taxonomy) -> str | None:
+    try:
+        return taxonomy.resolve("malignant")
+    except UnknownNameError:
+        return None
+
+
+def _evaluate_partition(
+    taxonomy: Taxonomy, proto: Protocol, name: str, cut: list[str], test: list[_Split], warnings_: list[str]
+) -> PartitionResult | None:
+    below = sorted({n for s in test for n in _covered(taxonomy, cut, s.preds.columns)})
+    if below:
+        _warn(
+            warnings_,
+            f"PARTITION {name!r} SKIPPED: its node(s) {', '.join(below)} lie below the prediction "
+            "columns, whose probabilities cannot be split.",
+        )
+        return None
+    level = proto.bootstrap.ci_level
+    C = len(cut)
+    cancer = _cancer_node(taxonomy)
+    cancer_cls = None
+    notes: list[str] = []
+    if cancer is not None:
+        inside = [i for i, c in enumerate(cut) if c == cancer or cancer in taxonomy.ancestors(c)]
+        if inside and sorted(taxonomy.leaves_under(cancer)) == sorted(
+            leaf for i in inside for leaf in taxonomy.leaves_under(cut[i])
+        ):
+            cancer_cls = np.zeros(C, bool)
+            cancer_cls[inside] = True
+        else:
+            notes.append(f"cancer sensitivity not reported: {cancer!r} lies inside a class of this cut")
+    per: dict[str, list[float]] = {"balanced_accuracy": [], "macro_auc": [], "accuracy": []}
+    reps: dict[str, list[np.ndarray]] = {"balanced_accuracy": []}
+    rec_per: list[np.ndarray] = []
+    rec_reps: list[np.ndarray] = []
+    cms, ns, excl, groups_n = [], [], [], []
+    if cancer_cls is not None:
+        per["cancer_sensitivity"], reps["cancer_sensitivity"] = [], []
+    for s in test:
+        y_all = _cut_labels(taxonomy, _labels(s), cut)
+        rows = np.flatnonzero(y_all >= 0)
+        y = y_all[rows]
+        probs = np.asarray(
+            rollup(
+                np.asarray(s.preds.probs[rows], dtype=np.float64),
+                taxonomy,
+                list(cut),
+                columns=list(s.preds.columns),
+            ),
+            dtype=np.float64,
+        )
+        pred = probs.argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
+        cms.append(np.asarray(M.confusion_matrix(y, pred, C)))
+        rec_per.append(np.asarray(M.per_class_recall(y, pred, C), dtype=np.float64))
+        per["balanced_accuracy"].append(float(M.balanced_accuracy(y, pred, C)))
+        per["accuracy"].append(float((y == pred).mean()) if len(y) else math.nan)
+        present = np.unique(y)
+        per["macro_auc"].append(float(M.macro_ovr_auc(y, probs)) if len(present) > 1 else math.nan)
+        cancer_pair = None
+        if cancer_cls is not None:
+            cancer_pair = (cancer_cls[y], cancer_cls[pred])
+            truth = cancer_cls[y]
+            per["cancer_sensitivity"].append(
+                float((cancer_cls[pred] & truth).sum() / truth.sum()) if truth.any() else math.nan
+            )
+        boot = _boot_partition(
+            y, pred, s.groups[rows], C, None if cancer_pair is None else np.stack(cancer_pair), proto
+        )
+        rec_reps.append(boot["recall"])
+        reps["balanced_accuracy"].append(boot["balanced_accuracy"])
+        if cancer_cls is not None:
+            reps["cancer_sensitivity"].append(boot["cancer_sensitivity"])
+        ns.append(len(rows))
+        excl.append(int(len(y_all) - len(rows)))
+        groups_n.append(int(len(np.unique(s.groups[rows]))))
+    if any(excl):
+        notes.append(
+            f"{max(excl)} test sample(s) per seed at most have a label above this cut and are left out"
+        )
+    prov = "test, argmax of the rolled-up cut probabilities"
+    metrics = {
+        k: _estimate(
+            v,
+            reps.get(k),
+            level=level,
+            n=ns,
+            n_groups=groups_n,
+            provenance=prov + (" (one-vs-rest, classes present)" if k == "macro_auc" else ""),
+        )
+        for k, v in per.items()
+    }
+    rec = np.stack(rec_per)  # (seeds, C)
+    per_class = {
+        c: _estimate(
+            rec[:, i],
+            [r[:, i] for r in rec_reps],
+            level=level,
+            n=[int(cm[i].sum()) for cm in cms],
+            provenance=prov,
+        )
+        for i, c in enumerate(cut)
+    }
+    return PartitionResult(name, list(cut), ns, excl, cms, per_class, metrics, notes)
+
+
+def _labels(split: _Split) -> np.ndarray:
+    labels = split.preds.labels
+    if labels is None:  # pragma: no cover - _as_predictions refuses predictions without labels
+        raise EvaluationError(f"{split.name}: no true labels")
+    return labels
+
+
+def _lookup(values: np.ndarray, table: Mapping[str, int]) -> np.ndarray:
+    """``table[v]`` for every ``v`` in ``values``, looked up once per distinct value."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    found = np.asarray([table[u] for u in uniq.tolist()], dtype=np.int64)
+    return found[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def _evaluate_hierarchical(taxonomy: Taxonomy, test: list[_Split], notes: list[str]) -> dict[str, Estimate]:
+    """Mistake severity (leaf columns only) and hierarchical P/R/F1 of the predicted column."""
+    pos = taxonomy.index.position
+    leaf_pos = {leaf: i for i, leaf in enumerate(taxonomy.leaves)}
+    per: dict[str, list[float]] = {}
+    ns: list[int] = []
+    skipped = False
+    for s in test:
+        cols = s.preds.columns
+        pred_node = np.asarray([pos[c] for c in cols])[np.asarray(s.preds.probs).argmax(axis=1)]
+        labels = _labels(s)
+        true_node = _lookup(labels, pos)
+        p, r, f = M.hierarchical_prf(true_node, pred_node, taxonomy)
+        for k, v in (("hierarchical_precision", p), ("hierarchical_recall", r), ("hierarchical_f1", f)):
+            per.setdefault(k, []).append(float(v))
+        ns.append(len(s.preds))
+        if all(taxonomy.is_leaf(c) for c in cols):
+            is_leaf = np.isin(labels, np.asarray(taxonomy.leaves))
+            lab = labels[is_leaf]
+            t_idx = _lookup(lab, leaf_pos)
+            col_leaf = np.asarray([leaf_pos[c] for c in cols])
+            p_idx = col_leaf[np.asarray(s.preds.probs)[is_leaf].argmax(axis=1)] if len(lab) else t_idx
+            dist, lca_h = M.mistake_severity(t_idx, p_idx, taxonomy)
+            wrong = t_idx != p_idx
+            per.setdefault("mistake_distance", []).append(float(np.mean(dist[wrong])) if wrong.any() else 0.0)
+            per.setdefault("mistake_lca_height", []).append(
+                float(np.mean(lca_h[wrong])) if wrong.any() else 0.0
+            )
+            per.setdefault("error_rate", []).append(float(wrong.mean()) if len(wrong) else math.nan)
+        else:
+            skipped = True
+    if skipped:
+        notes.append("mistake severity needs leaf-level prediction columns; not computed for coarser columns")
+    prov = {
+        "hierarchical_precision": "test, predicted column vs true label; ancestor sets without the root "
+        "(HiClass), micro-averaged",
+        "mistake_distance": "test, mean tree distance between true and predicted leaf over the mistakes",
+        "mistake_lca_height": "test, mean height of the lowest common "
+        "ancestor over the mistakes (making-better-mistakes)",
+        "error_rate": "test, leaf-level top-1 error",
+    }
+    prov["hierarchical_recall"] = prov["hierarchical_f1"] = prov["hierarchical_precision"]
+    return {k: _estimate(v, n=ns, provenance=prov[k]) for k, v in per.items() if len(v) == len(test)}
+
+
+def _calibration_node(taxonomy: Taxonomy, proto: Protocol, node: str, test: list[_Split]) -> dict[str, Any]:
+    """ECE and reliability of P(node) against 'true label under node' (labels above the node left out)."""
+    eces, curves, ns = [], [], []
+    for s in test:
+        if _covered(taxonomy, [node], s.preds.columns):
+            return {"note": f"{node!r} lies below the prediction columns; not computed"}
+        uniq, inv = np.unique(_labels(s), return_inverse=True)
+        anc = set(taxonomy.ancestors(node))
+        code = np.array([1 if _under(taxonomy, u, [node]) else -1 if u in anc else 0 for u in uniq.tolist()])
+        code = code[inv.reshape(-1)]
+        rows = np.flatnonzero(code >= 0)
+        p = np.asarray(
+            rollup(
+                np.asarray(s.preds.probs[rows], dtype=np.float64),
+                taxonomy,
+                [node],
+                columns=list(s.preds.columns),
+            ),
+            dtype=np.float64,
+        )[:, 0]
+        y = code[rows]
+        eces.append(float(M.expected_calibration_error(y, p, n_bins=proto.calibration_bins)))
+        conf, acc, cnt = M.reliability_curve(y, p, n_bins=proto.calibration_bins)
+        curves.append({"confidence": np.asarray(conf), "accuracy": np.asarray(acc), "count": np.asarray(cnt)})
+        ns.append(len(rows))
+    return {
+        "ece": _estimate(eces, n=ns, provenance=f"test, rolled-up P({node})"),
+        "reliability": curves,
+        "n_bins": proto.calibration_bins,
+    }
+
+
+def _subgroups(
+    taxonomy: Taxonomy,
+    proto: Protocol,
+    meta: Metadata,
+    column: str,
+    tasks: dict[str, TaskResult],
+    test: list[_Split],
+) -> list[dict[str, Any]]:
+    """Per value of a metadata column: test counts and, per task, AUC / sensitivity / specificity with CIs."""
+    values_all = meta.column(column)
+    level = proto.bootstrap.ci_level
+    values = sorted(set(np.unique(np.concatenate([values_all[s.meta_rows] for s in test])).tolist()))
+    scored = {
+        (t.name, k): _task_data(taxonomy, t, s, "test")  # task samples and scores, computed once
+        for t in proto.tasks
+        for k, s in enumerate(test)
+    }
+    out = []
+    for value in values:
+        row: dict[str, Any] = {"value": value, "n": [], "tasks": {}}
+        for s in test:
+            row["n"].append(int((values_all[s.meta_rows] == value).sum()))
+        row["small"] = min(row["n"]) < proto.min_group_size
+        for task in proto.tasks:
+            per: dict[str, list[float]] = {"auc": [], "sensitivity": [], "specificity": []}
+            reps: dict[str, list[np.ndarray]] = {k: [] for k in per}
+            npos, nneg, ngroups = [], [], []
+            for k, s in enumerate(test):
+                rows, y, score = scored[task.name, k]
+                sel = values_all[s.meta_rows][rows] == value
+                ys, ss, gs = y[sel], score[sel], s.groups[rows][sel]
+                thr = tasks[task.name].thresholds.per_seed[k]
+                npos.append(int((ys == 1).sum()))
+                nneg.append(int((ys == 0).sum()))
+                ngroups.append(int(len(np.unique(gs))))
+                if len(ys) == 0:
+                    for key in per:
+                        per[key].append(math.nan)
+                    continue
+                at = M.binary_metrics_at_threshold(ys, ss, thr)
+                both = npos[-1] > 0 and nneg[-1] > 0
+                per["auc"].append(float(M.roc_auc(ys, ss)) if both else math.nan)
+                per["sensitivity"].append(float(at["sensitivity"]))
+                per["specificity"].append(float(at["specificity"]))
+                if both:
+                    boot = _boot_binary(ys, ss, gs, proto, thr)
+                    for key in per:
+                        if key in boot:
+                            reps[key].append(boot[key][1])
+            source = tasks[task.name].threshold_source.split(" ")[0]
+            row["tasks"][task.name] = {
+                "n_positive": _one(npos),
+                "n_negative": _one(nneg),
+                "n_groups": _one(ngroups),
+                **{
+                    k: _estimate(
+                        v,
+                        reps[k] or None,
+                        level=level,
+                        n=[a + b for a, b in zip(npos, nneg)],
+                        n_groups=ngroups,
+                        provenance=f"test subgroup {column}={value}"
+                        + ("" if k == "auc" else f", at the threshold chosen on {source}"),
+                    ).to_dict()
+                    for k, v in per.items()
+                },
+            }
+        out.append(row)
+    return out
+
+
+def _primary(
+    proto: Protocol, tasks: dict[str, TaskResult], partitions: dict[str, PartitionResult]
+) -> dict[str, Any]:
+    pm = proto.primary_metric
+    key = PRIMARY_KEYS[pm.metric]
+    est: Estimate | None
+    if pm.task is not None:
+        est = tasks[pm.task].metrics.get(key)
+    else:
+        part = partitions.get(pm.target)
+        est = part.metrics.get(key) if part is not None else None
+    return {
+        "metric": pm.metric,
+        "task": pm.task,
+        "partition": pm.partition,
+        "estimate": est.to_dict() if est is not None else None,
+    }

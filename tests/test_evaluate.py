@@ -1,0 +1,554 @@
+"""evaluate(): every number checked against an independent reference (scikit-learn, brute-force tree sums)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from hierclf import Taxonomy
+from hierclf.evaluate import (
+    EvaluationError,
+    evaluate,
+    read_metadata,
+    reader_dominance,
+    task_scores,
+)
+from hierclf.predictions import Predictions, write_predictions
+from hierclf.protocol import Protocol, protocol_from_dict
+from hierclf.report import write_report
+
+REPLICATES = 40
+
+
+def _protocol(tax: Taxonomy, **over: Any) -> Protocol:
+    data: dict[str, Any] = {
+        "name": "test_protocol",
+        "target_sensitivity": 0.9,
+        "group_column": "lesion_id",
+        "min_seeds": 3,
+        "bootstrap": {"replicates": REPLICATES, "ci_level": 0.9, "seed": 3},
+        "primary_metric": {"metric": "specificity_at_target_sensitivity", "task": "mel_vs_nv"},
+        "tasks": [
+            {"name": "mel_vs_nv", "positive": ["malignant_melanocytic"], "negative": ["benign_melanocytic"]},
+            {
+                "name": "kc_vs_bk",
+                "positive": ["malignant_keratinocytic"],
+                "negative": ["benign_keratinocytic"],
+            },
+            {"name": "malignant_vs_benign", "positive": ["malignant"], "negative": ["benign"]},
+        ],
+        "partitions": [
+            {"name": "three_way", "nodes": ["benign", "melanoma", "keratinocyte_carcinoma"]},
+            {"name": "leaves", "nodes": ["nv", "bkl", "df", "vasc", "mel", "bcc", "akiec"]},
+        ],
+        "calibration_nodes": ["malignant"],
+    }
+    data.update(over)
+    return protocol_from_dict(data, tax)
+
+
+def _preds(tax: Taxonomy, n: int, seed: int, *, signal: float = 1.2, prefix: str = "s") -> Predictions:
+    """Random leaf probabilities with a signal towards the true leaf, two images per lesion.
+
+    Probabilities are multiples of 1/1024, so every sum over leaves is exact in float64 whatever the order
+    of summation: tied scores stay tied in the API and in the brute-force references alike.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(tax.leaves), n)
+    logits = rng.normal(size=(n, len(tax.leaves)))
+    logits[np.arange(n), y] += signal
+    p = np.exp(logits)
+    k = np.floor(1024 * p / p.sum(1, keepdims=True))
+    k[np.arange(n), k.argmax(1)] += 1024 - k.sum(1)
+    ids = np.array([f"{prefix}{seed}_{i}" for i in range(n)])
+    groups = np.array([f"lesion{seed}_{i // 2}" for i in range(n)])
+    return Predictions(k / 1024, tax.leaves, ids, np.asarray(tax.leaves)[y], groups)
+
+
+@pytest.fixture(scope="module")
+def tax() -> Taxonomy:
+    return Taxonomy.from_yaml(Path(__file__).resolve().parents[1] / "taxonomy" / "dermamnist.yaml")
+
+
+@pytest.fixture(scope="module")
+def data(tax: Taxonomy) -> tuple[list[Predictions], list[Predictions]]:
+    val = [_preds(tax, 300, s, prefix="v") for s in range(3)]
+    test = [_preds(tax, 400, 50 + s, prefix="t") for s in range(3)]
+    return val, test
+
+
+@pytest.fixture(scope="module")
+def report(tax: Taxonomy, data: tuple[list[Predictions], list[Predictions]]) -> Any:
+    return evaluate(tax, _protocol(tax), *data)
+
+
+# --- brute-force references ---------------------------------------------------------------------------
+
+
+def _node_prob(tax: Taxonomy, p: Predictions, node: str) -> np.ndarray:
+    """P(node) = sum of the leaf columns under it (python loop over leaves: the slow reference)."""
+    out = np.zeros(len(p))
+    for leaf in tax.leaves_under(node):
+        out += p.probs[:, p.columns.index(leaf)]
+    return out
+
+
+def _bf_task(tax: Taxonomy, p: Predictions, pos: list[str], neg: list[str]) -> tuple[np.ndarray, ...]:
+    pos_leaves = {leaf for n in pos for leaf in tax.leaves_under(n)}
+    neg_leaves = {leaf for n in neg for leaf in tax.leaves_under(n)}
+    rows = np.array([i for i, lab in enumerate(p.labels) if lab in pos_leaves | neg_leaves])
+    y = np.array([1 if p.labels[i] in pos_leaves else 0 for i in rows])
+    pp = sum(_node_prob(tax, p, n) for n in pos)[rows]
+    pn = sum(_node_prob(tax, p, n) for n in neg)[rows]
+    return rows, y, pp / (pp + pn)
+
+
+def _sk_threshold(y: np.ndarray, s: np.ndarray, target: float) -> float:
+    """The largest threshold whose sensitivity reaches the target, from scikit-learn's ROC points."""
+    _, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    return float(thr[np.argmax(tpr >= target)])
+
+
+TASKS = [
+    ("mel_vs_nv", ["melanoma"], ["melanocytic_nevus"]),
+    ("kc_vs_bk", ["keratinocyte_carcinoma"], ["benign_keratosis"]),
+    ("malignant_vs_benign", ["malignant"], ["benign"]),
+]
+
+
+# --- tasks ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "pos", "neg"), TASKS)
+def test_task_scores_equal_brute_force_conditional(
+    tax: Taxonomy, data: Any, name: str, pos: list[str], neg: list[str]
+) -> None:
+    proto = _protocol(tax)
+    for p in data[1]:
+        rows, y, s = task_scores(tax, proto.task(name), p)
+        bf_rows, bf_y, bf_s = _bf_task(tax, p, pos, neg)
+        np.testing.assert_array_equal(rows, bf_rows)
+        np.testing.assert_array_equal(y, bf_y)
+        np.testing.assert_array_equal(s, bf_s)  # exact: the probabilities are dyadic
+
+
+@pytest.mark.parametrize(("name", "pos", "neg"), TASKS)
+def test_task_metrics_against_sklearn(
+    tax: Taxonomy, data: Any, report: Any, name: str, pos: list[str], neg: list[str]
+) -> None:
+    res = report.tasks[name]
+    target = 0.9
+    for k, (v, t) in enumerate(zip(*data)):
+        _, yv, sv = _bf_task(tax, v, pos, neg)
+        _, yt, score_t = _bf_task(tax, t, pos, neg)
+        thr = _sk_threshold(yv, sv, target)
+        assert res.thresholds.per_seed[k] == pytest.approx(thr, rel=1e-12)
+        called = score_t >= thr
+        tp, fn = int((called & (yt == 1)).sum()), int((~called & (yt == 1)).sum())
+        tn, fp = int((~called & (yt == 0)).sum()), int((called & (yt == 0)).sum())
+        m = res.metrics
+        assert m["sensitivity"].per_seed[k] == pytest.approx(tp / (tp + fn))
+        assert m["specificity"].per_seed[k] == pytest.approx(tn / (tn + fp))
+        assert m["ppv"].per_seed[k] == pytest.approx(tp / (tp + fp))
+        assert m["npv"].per_seed[k] == pytest.approx(tn / (tn + fn))
+        assert m["auc"].per_seed[k] == pytest.approx(roc_auc_score(yt, score_t), rel=1e-12)
+        # the optimistic number re-chooses the threshold on test
+        opt = _sk_threshold(yt, score_t, target)
+        spec_opt = ((score_t < opt) & (yt == 0)).sum() / (yt == 0).sum()
+        assert m["specificity_at_target_chosen_on_test"].per_seed[k] == pytest.approx(spec_opt)
+        assert m["validation_sensitivity"].per_seed[k] >= target
+        fpr, tpr, _ = roc_curve(yt, score_t, drop_intermediate=False)
+        np.testing.assert_allclose(res.roc[k]["fpr"], fpr)
+        np.testing.assert_allclose(res.roc[k]["tpr"], tpr)
+        assert res.counts["test_positive"][k] == int(yt.sum())
+        assert res.counts["test_groups"][k] == len(set(t.groups[_bf_task(tax, t, pos, neg)[0]]))
+        if name == "malignant_vs_benign":
+            assert len(np.unique(score_t)) < len(score_t)  # the case has tied scores
+    assert res.threshold_source == "validation"
+    assert "threshold chosen on validation" in res.metrics["specificity"].provenance
+    assert res.metrics["specificity_at_target_chosen_on_test"].provenance.startswith("OPTIMISTIC")
+
+
+def test_seed_aggregation_is_numpy_mean_and_std(report: Any) -> None:
+    for res in report.tasks.values():
+        for est in res.metrics.values():
+            vals = np.asarray(est.per_seed)
+            assert est.value == pytest.approx(np.mean(vals))
+            assert est.std == pytest.approx(np.std(vals, ddof=1))
+    assert report.n_seeds == 3
+
+
+def test_pooled_ci_brackets_and_has_group_counts(report: Any) -> None:
+    auc = report.tasks["malignant_vs_benign"].metrics["auc"]
+    assert auc.ci[0] < auc.value < auc.ci[1] and auc.ci_level == 0.9
+    assert auc.n == 400 or auc.n == [400, 400, 400] or isinstance(auc.n, int)
+    assert (
+        auc.n_groups == report.tasks["malignant_vs_benign"].counts["test_groups"][0]
+        or auc.n_groups == report.tasks["malignant_vs_benign"].counts["test_groups"]
+    )
+
+
+def test_bootstrap_resamples_groups_not_rows(tax: Taxonomy, data: Any) -> None:
+    """With every sample in its own group the CI is the row-level one; with all samples of a seed in two
+    huge groups it cannot be the same (a different resampling unit)."""
+    val, test = data
+    test_one = [test[0]]
+    rows = evaluate(tax, _protocol(tax, group_column=None), [val[0]], test_one)
+    t = test[0]
+    coarse = Predictions(t.probs, t.columns, t.ids, t.labels, np.array([f"g{i % 5}" for i in range(len(t))]))
+    grouped = evaluate(tax, _protocol(tax), [val[0]], [coarse])
+    a = rows.tasks["malignant_vs_benign"].metrics["auc"]
+    b = grouped.tasks["malignant_vs_benign"].metrics["auc"]
+    assert a.value == b.value and a.n_groups == 400 - 0 or a.n_groups > 100
+    assert b.n_groups == 5
+    assert a.ci != b.ci
+    assert any("ROW-LEVEL" in w for w in rows.warnings)
+
+
+def test_few_seeds_warn(tax: Taxonomy, data: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hierclf.evaluate"):
+        rep = evaluate(tax, _protocol(tax, min_seeds=5), data[0][:2], data[1][:2])
+    assert any("ONLY 2 SEEDS" in w and "at least 5" in w for w in rep.warnings)
+    assert any("ONLY 2 SEEDS" in r.getMessage() for r in caplog.records)
+    enough = evaluate(tax, _protocol(tax, min_seeds=2), data[0][:2], data[1][:2])
+    assert not any("SEED" in w for w in enough.warnings)
+
+
+# --- partitions, hierarchy, calibration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["three_way", "leaves"])
+def test_partition_metrics_against_sklearn(tax: Taxonomy, data: Any, report: Any, name: str) -> None:
+    part = report.partitions[name]
+    cut = part.classes
+    for k, t in enumerate(data[1]):
+        probs = np.stack([_node_prob(tax, t, c) for c in cut], axis=1)
+        pred = probs.argmax(1)
+        y = np.array([next(i for i, c in enumerate(cut) if lab in tax.leaves_under(c)) for lab in t.labels])
+        np.testing.assert_array_equal(part.confusion[k], confusion_matrix(y, pred, labels=range(len(cut))))
+        assert part.metrics["balanced_accuracy"].per_seed[k] == pytest.approx(
+            balanced_accuracy_score(y, pred)
+        )
+        recall = recall_score(y, pred, labels=range(len(cut)), average=None, zero_division=np.nan)
+        for i, c in enumerate(cut):
+            assert part.per_class_recall[c].per_seed[k] == pytest.approx(recall[i])
+        assert part.metrics["macro_auc"].per_seed[k] == pytest.approx(
+            roc_auc_score(y, probs, multi_class="ovr", average="macro")
+        )
+        malignant = np.array(
+            [
+                tax.is_leaf(c)
+                and "malignant" in tax.ancestors(c)
+                or c == "malignant"
+                or "malignant" in tax.ancestors(c)
+                for c in cut
+            ]
+        )
+        truth, called = malignant[y], malignant[pred]
+        assert part.metrics["cancer_sensitivity"].per_seed[k] == pytest.approx(
+            (truth & called).sum() / truth.sum()
+        )
+    assert part.per_class_recall[cut[0]].ci[0] <= part.per_class_recall[cut[0]].value
+
+
+def test_hierarchical_metrics_against_brute_force(tax: Taxonomy, data: Any, report: Any) -> None:
+    for k, t in enumerate(data[1]):
+        pred = np.asarray(t.columns)[t.probs.argmax(1)]
+
+        def anc(n: str) -> set[str]:
+            return {n, *tax.ancestors(n)} - {tax.root}
+
+        common = sum(len(anc(a) & anc(b)) for a, b in zip(t.labels, pred))
+        hp = common / sum(len(anc(b)) for b in pred)
+        hr = common / sum(len(anc(a)) for a in t.labels)
+        h = report.hierarchical
+        assert h["hierarchical_precision"].per_seed[k] == pytest.approx(hp)
+        assert h["hierarchical_recall"].per_seed[k] == pytest.approx(hr)
+        assert h["hierarchical_f1"].per_seed[k] == pytest.approx(2 * hp * hr / (hp + hr))
+        wrong = [(a, b) for a, b in zip(t.labels, pred) if a != b]
+        assert h["mistake_distance"].per_seed[k] == pytest.approx(
+            np.mean([tax.distance(a, b) for a, b in wrong])
+        )
+        assert h["error_rate"].per_seed[k] == pytest.approx(len(wrong) / len(t))
+
+
+def test_calibration_uses_task_scores_and_node_probabilities(tax: Taxonomy, data: Any, report: Any) -> None:
+    from hierclf.metrics import expected_calibration_error
+
+    t = data[1][0]
+    _, y, s = _bf_task(tax, t, ["malignant"], ["benign"])
+    ece = report.tasks["malignant_vs_benign"].calibration["ece"].per_seed[0]
+    assert ece == pytest.approx(expected_calibration_error(y, s, n_bins=15))
+    node = report.calibration_nodes["malignant"]["ece"].per_seed[0]
+    assert node == pytest.approx(ece)  # P(malignant) = P(malignant | malignant or benign) for every leaf
+
+
+# --- coarse prediction columns -------------------------------------------------------------------------
+
+
+def test_coarse_columns(tax: Taxonomy, data: Any) -> None:
+    """Predictions over a cut (training classes): tasks at or above it work, a finer partition is skipped."""
+    cut = ["benign", "melanoma", "keratinocyte_carcinoma"]
+
+    def coarse(p: Predictions) -> Predictions:
+        probs = np.stack([_node_prob(tax, p, c) for c in cut], axis=1)
+        return Predictions(probs, tuple(cut), p.ids, p.labels, p.groups)
+
+    val, test = data
+    proto = _protocol(tax, tasks=[{"name": "mel_vs_nv", "positive": ["melanoma"], "negative": ["benign"]}])
+    rep = evaluate(tax, proto, [coarse(val[0])], [coarse(test[0])])
+    _, y, s = _bf_task(tax, test[0], ["melanoma"], ["benign"])
+    assert rep.tasks["mel_vs_nv"].metrics["auc"].per_seed[0] == pytest.approx(roc_auc_score(y, s))
+    assert "leaves" not in rep.partitions and "three_way" in rep.partitions
+    assert any("PARTITION 'leaves' SKIPPED" in w for w in rep.warnings)
+    with pytest.raises(EvaluationError, match="below the prediction columns"):
+        evaluate(tax, _protocol(tax), [coarse(val[0])], [coarse(test[0])])
+
+
+# --- thresholds on test --------------------------------------------------------------------------------
+
+
+def test_thresholds_on_test_refused_unless_allowed(tax: Taxonomy, data: Any) -> None:
+    with pytest.raises(EvaluationError, match="allow"):
+        evaluate(tax, _protocol(tax), None, data[1])
+    rep = evaluate(tax, _protocol(tax), None, data[1], allow_test_thresholds=True)
+    assert rep.threshold_source.startswith("test")
+    assert any("THRESHOLDS CHOSEN ON TEST" in w for w in rep.warnings)
+    res = rep.tasks["mel_vs_nv"]
+    _, y, s = _bf_task(tax, data[1][0], ["melanoma"], ["melanocytic_nevus"])
+    assert res.thresholds.per_seed[0] == pytest.approx(_sk_threshold(y, s, 0.9))
+    assert "chosen on test" in res.metrics["specificity"].provenance
+    rep2 = evaluate(tax, _protocol(tax, allow_test_thresholds=True), [], data[1][:1])
+    assert rep2.threshold_source.startswith("test")
+
+
+# --- bad inputs ----------------------------------------------------------------------------------------
+
+
+def test_val_test_count_mismatch(tax: Taxonomy, data: Any) -> None:
+    with pytest.raises(EvaluationError, match="2 validation and 3 test"):
+        evaluate(tax, _protocol(tax), data[0][:2], data[1])
+
+
+def test_split_without_positives(tax: Taxonomy, data: Any) -> None:
+    t = data[1][0]
+    keep = t.labels != "melanoma"
+    no_mel = t.select(np.flatnonzero(keep))
+    with pytest.raises(EvaluationError, match="task 'mel_vs_nv' has no positive samples in the test split"):
+        evaluate(tax, _protocol(tax), [data[0][0]], [no_mel])
+    no_nv = data[0][0].select(np.flatnonzero(data[0][0].labels != "melanocytic_nevus"))
+    with pytest.raises(EvaluationError, match="no negative samples in the validation split"):
+        evaluate(tax, _protocol(tax), [no_nv], [t])
+
+
+def test_nan_probabilities(tax: Taxonomy, data: Any) -> None:
+    t = data[1][0]
+    probs = t.probs.copy()
+    probs[7, 2] = np.nan
+    bad = Predictions(probs, t.columns, t.ids, t.labels, t.groups)
+    with pytest.raises(EvaluationError, match="row 7.*not a finite number"):
+        evaluate(tax, _protocol(tax), [data[0][0]], [bad])
+
+
+def test_missing_labels_and_groups(tax: Taxonomy, data: Any) -> None:
+    t = data[1][0]
+    with pytest.raises(EvaluationError, match="no true labels"):
+        evaluate(tax, _protocol(tax), [data[0][0]], [Predictions(t.probs, t.columns, t.ids)])
+    with pytest.raises(EvaluationError, match="resamples groups by 'lesion_id'"):
+        evaluate(tax, _protocol(tax), [data[0][0]], [Predictions(t.probs, t.columns, t.ids, t.labels)])
+
+
+# --- metadata and subgroups ----------------------------------------------------------------------------
+
+
+def _write_metadata(path: Path, preds: list[Predictions], seed: int = 0) -> dict[str, dict[str, str]]:
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for p in preds:
+        for i, g in zip(p.ids, p.groups):
+            rows[str(i)] = {
+                "lesion_id": str(g),
+                "sex": str(rng.choice(["female", "male"])),
+                "site": str(rng.choice(["back", "face", "ear"], p=[0.6, 0.36, 0.04])),
+            }
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "lesion_id", "sex", "site"])
+        for i, r in rows.items():
+            w.writerow([i, r["lesion_id"], r["sex"], r["site"]])
+    return rows
+
+
+def test_subgroup_counts_equal_manual_counts(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
+    val, test = data
+    meta = _write_metadata(tmp_path / "meta.csv", val + test)
+    rep = evaluate(
+        tax,
+        _protocol(tax, subgroups=["sex", "site"], min_group_size=40),
+        val,
+        test,
+        metadata=tmp_path / "meta.csv",
+    )
+    for col in ("sex", "site"):
+        rows = {r["value"]: r for r in rep.subgroups[col]}
+        for k, t in enumerate(test):
+            counts = Counter(meta[i][col] for i in t.ids)
+            for value, n in counts.items():
+                n_seed = rows[value]["n"][k]
+                assert n_seed == n
+                assert rows[value]["small"] == (min(rows[value]["n"]) < 40)
+            # per-task positives within the subgroup
+            pos = {leaf for leaf in tax.leaves_under("malignant")}
+            for value in counts:
+                n_pos = sum(1 for i, lab in zip(t.ids, t.labels) if meta[i][col] == value and lab in pos)
+                got = rows[value]["tasks"]["malignant_vs_benign"]["n_positive"]
+                assert (got[k] if isinstance(got, list) else got) == n_pos
+    assert any(r["small"] for r in rep.subgroups["site"])
+    assert any("flagged small" in n and "ear" in n for n in rep.notes)
+    # the metadata's lesion_id is the group column: the group count matches
+    t = test[0]
+    assert rep.tasks["malignant_vs_benign"].counts["test_groups"][0] == len(set(t.groups))
+
+
+def test_metadata_errors(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
+    val, test = data
+    _write_metadata(tmp_path / "meta.csv", [test[0]])  # validation ids missing
+    with pytest.raises(
+        EvaluationError, match=r"300 of 300 sample ids .* are not in the metadata.*e\.g\. 'v0_0'"
+    ):
+        evaluate(tax, _protocol(tax), [val[0]], [test[0]], metadata=tmp_path / "meta.csv")
+    (tmp_path / "noid.csv").write_text("name,sex\na,male\n")
+    with pytest.raises(EvaluationError, match="no sample id column"):
+        read_metadata(tmp_path / "noid.csv")
+    (tmp_path / "dup.csv").write_text("image_id,sex\na,male\na,female\n")
+    with pytest.raises(EvaluationError, match="appears 2 times"):
+        read_metadata(tmp_path / "dup.csv")
+    _write_metadata(tmp_path / "all.csv", [val[0], test[0]])
+    with pytest.raises(KeyError, match="unknown metadata column 'sexx'.*did you mean 'sex'"):
+        evaluate(tax, _protocol(tax, subgroups=["sexx"]), [val[0]], [test[0]], metadata=tmp_path / "all.csv")
+
+
+# --- readers -------------------------------------------------------------------------------------------
+
+
+def test_reader_dominance_constructed_case() -> None:
+    # ROC through (0, 0), (0, 0.5), (0.2, 0.8), (0.2, 0.9), (1, 1)
+    fpr = np.array([0.0, 0.0, 0.2, 0.2, 1.0])
+    tpr = np.array([0.0, 0.5, 0.8, 0.9, 1.0])
+    sens = np.array([0.5, 0.51, 0.65, 0.66, 0.9, 0.91, 0.95, 1.0])
+    spec = np.array([1.0, 1.0, 0.9, 0.9, 0.8, 0.8, 0.4, 0.0])
+    # at fpr 0.1 the curve is halfway from (0, 0.5) to (0.2, 0.8): 0.65; at fpr 0.6 halfway to (1, 1): 0.95
+    expected = [True, False, True, False, True, False, True, True]
+    assert reader_dominance(fpr, tpr, sens, spec).tolist() == expected
+
+
+def test_readers_in_report(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
+    val, test = data
+    (tmp_path / "readers.csv").write_text(
+        "reader,sensitivity,specificity,task\nA,0.0,1.0,mel_vs_nv\n"
+        "B,1.0,0.0,\nC,1.0,0.999,malignant_vs_benign\n"
+    )
+    rep = evaluate(tax, _protocol(tax), val, test, readers=tmp_path / "readers.csv")
+    mel = rep.tasks["mel_vs_nv"]
+    assert [r.reader for r in mel.readers] == ["A", "B"]  # B has no task: the primary task
+    assert all(r.dominated == [True] * 3 for r in mel.readers)  # trivial corners are always dominated
+    assert mel.reader_fraction_dominated.value == 1.0
+    mal = rep.tasks["malignant_vs_benign"]
+    assert mal.readers[0].dominated == [False] * 3 and mal.reader_fraction_dominated.value == 0.0
+    (tmp_path / "bad.csv").write_text("reader,sensitivity,specificity\nA,95,80\n")
+    with pytest.raises(EvaluationError, match="fractions"):
+        evaluate(tax, _protocol(tax), val, test, readers=tmp_path / "bad.csv")
+    (tmp_path / "task.csv").write_text("reader,sensitivity,specificity,task\nA,0.9,0.8,mel_vs_nevus\n")
+    with pytest.raises(KeyError, match="did you mean 'mel_vs_nv'"):
+        evaluate(tax, _protocol(tax), val, test, readers=tmp_path / "task.csv")
+
+
+# --- the written report --------------------------------------------------------------------------------
+
+
+def test_report_files_and_json_numbers(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
+    val, test = data
+    paths = []
+    for k, (v, t) in enumerate(zip(val, test)):
+        pv, pt = tmp_path / f"val{k}.npz", tmp_path / f"test{k}.csv"
+        write_predictions(pv, v)
+        write_predictions(pt, t)
+        paths.append((pv, pt))
+    readers = [{"reader": "r1", "sensitivity": 0.8, "specificity": 0.7}]
+    rep = evaluate(
+        tax,
+        _protocol(tax, min_seeds=5),
+        [p[0] for p in paths],
+        [p[1] for p in paths],
+        readers=readers,
+        synthetic=True,
+    )
+    out = tmp_path / "out"
+    written = write_report(rep, out)
+    for name in (
+        "report.md",
+        "report.json",
+        "roc_mel_vs_nv",
+        "reliability_mel_vs_nv",
+        "confusion_three_way",
+        "confusion_leaves",
+        "reliability_malignant",
+    ):
+        assert written[name].is_file() and written[name].stat().st_size > 0
+    assert (out / "figures" / "roc_kc_vs_bk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data_json = json.loads((out / "report.json").read_text())
+    api = rep.tasks["mel_vs_nv"].metrics["specificity"]
+    js = data_json["tasks"]["mel_vs_nv"]["metrics"]["specificity"]
+    assert js["value"] == api.value and js["per_seed"] == api.per_seed and js["std"] == api.std
+    assert js["ci"] == list(api.ci) and js["n"] == api.n and "validation" in js["provenance"]
+    assert data_json["tasks"]["mel_vs_nv"]["threshold_source"] == "validation"
+    assert (
+        data_json["tasks"]["mel_vs_nv"]["thresholds"]["per_seed"]
+        == rep.tasks["mel_vs_nv"].thresholds.per_seed
+    )
+    assert (
+        data_json["partitions"]["three_way"]["confusion"][0]
+        == rep.partitions["three_way"].confusion[0].tolist()
+    )
+    assert data_json["primary"]["estimate"]["value"] == api.value
+    assert data_json["synthetic"] is True and data_json["banner"].startswith("SYNTHETIC DATA")
+    assert any("ONLY 3 SEEDS" in w for w in data_json["warnings"])
+    md = (out / "report.md").read_text()
+    sections = md.split("\n## ")
+    assert all("SYNTHETIC DATA — not a clinical result" in s for s in sections)
+    assert md.index("ONLY 3 SEEDS") < md.index("## Task")
+    assert "OPTIMISTIC" in md and "thresholds chosen on: **validation**" in md
+    assert "| melanoma | " in md  # per-class recall next to AUC in the same report
+    assert not list(out.rglob("*.tmp"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(4, 60))
+def test_reader_dominance_property(seed: int, n: int) -> None:
+    """Readers on the curve's ROC points are dominated; a reader just above the top of a step is not."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    s = np.round(rng.random(n), 1)  # many ties
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert reader_dominance(fpr, tpr, tpr, 1 - fpr).all()
+    top = np.array([tpr[fpr == f].max() for f in fpr])
+    above = top + 0.01
+    ok = above <= 1
+    assert not reader_dominance(fpr, tpr, above[ok], (1 - fpr)[ok]).any()
