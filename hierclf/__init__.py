@@ -56,12 +56,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from hierclf.backbones import create_backbone
-    from hierclf.determinism import set_determinism
-    from hierclf.evaluate import evaluate
-    from hierclf.head import LeafHead
-    from hierclf.partition import Partition, partition
-    from hierclf.protocol import Protocol, load_protocol
-    from hierclf.rollup import LogRollUp, RollUp
-    from hierclf.train import TrainConfig, fit
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names above are imported lazily
+    from hierclf.backbones import create_backbone as create_backbone
+    from hierclf.determinism import set_determinism as set_determinism
+    from hierclf.evaluate import evaluate as evaluate
+    from hierclf.head import LeafHead as LeafHead
+    from hierclf.partition import Partition as Partition
+    from hierclf.partition import partition as partition
+    from hierclf.protocol import Protocol as Protocol
+    from hierclf.protocol import load_protocol as load_protocol
+    from hierclf.rollup import LogRollUp as LogRollUp
+    from hierclf.rollup import RollUp as RollUp
+    from hierclf.train import TrainConfig as TrainConfig
+    from hierclf.train import fit as fit

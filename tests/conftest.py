@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent) and the shipped trees."""
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent), the shipped trees."""
 
 from __future__ import annotations
 
