@@ -60,8 +60,18 @@ def test_shipped_protocol_loads_and_resolves_aliases(dermamnist: Taxonomy) -> No
     assert proto.target_sensitivity == 0.95 and proto.group_column == "lesion_id"
     assert proto.primary_metric.metric == "specificity_at_target_sensitivity"
     assert proto.primary_metric.task == "melanoma_vs_nevus"
-    assert isinstance(proto.training, dict) and proto.training["backbone"] == "small_cnn"
     assert proto.min_seeds == 5 and proto.bootstrap.replicates == 1000
+
+
+def test_shipped_training_settings_are_a_valid_train_config(dermamnist: Taxonomy) -> None:
+    """`hierclf study` turns the protocol's training mapping into one TrainConfig per seed."""
+    from hierclf.train_config import TrainConfig
+
+    training = dict(load_protocol(SHIPPED, dermamnist).training or {})
+    assert (SHIPPED.parent / training["taxonomy"]).resolve() == (REPO / "taxonomy" / "dermamnist.yaml")
+    cfg = TrainConfig.model_validate({**training, "taxonomy": str(SHIPPED.parent / training["taxonomy"])})
+    assert (cfg.backbone, cfg.data.size, cfg.sampler, cfg.loss.name, cfg.schedule) == (
+        "small_cnn", 28, "balanced", "ce", "cosine")
 
 
 def test_defaults(dermamnist: Taxonomy) -> None:
