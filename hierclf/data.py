@@ -243,7 +243,7 @@ class CsvImageDataset(_SourceDataset):
                                         file=str(csv_path), code="missing-file"))
         if problems:
             raise FileFormatError(problems, what="image list")
-        self.csv_path = csv_path
+        self.csv_path: Path | None = csv_path
         self.paths = paths
         self.labels = _str_array([resolved[lab] for lab in raw_labels])
         if id_column is not None:
@@ -360,8 +360,8 @@ def _synthetic_images(labels: np.ndarray, group_codes: np.ndarray, size: int, rn
         sl = slice(start, min(n, start + chunk))
         lab, grp = labels[sl], group_codes[sl]
         m = lab.shape[0]
-        cy = centre + offset[grp, 0] + rng.normal(0, 0.02 * size, m).astype(np.float32)
-        cx = centre + offset[grp, 1] + rng.normal(0, 0.02 * size, m).astype(np.float32)
+        cy = centre + offset[grp, 0] + np.asarray(rng.normal(0, 0.02 * size, m), dtype=np.float32)
+        cx = centre + offset[grp, 1] + np.asarray(rng.normal(0, 0.02 * size, m), dtype=np.float32)
         radius = _SYN_RADII[lab] * radius_scale[grp] * size
         dist = np.sqrt((grid[None, :, None] - cy[:, None, None]) ** 2
                        + (grid[None, None, :] - cx[:, None, None]) ** 2)
@@ -471,7 +471,7 @@ def make_synthetic_dermamnist(path: str | Path, size: int = 28, n_train: int | N
     ordered = {k: arrays[k] for s in SPLITS for k in (f"{s}_images",)}
     ordered.update({k: arrays[k] for s in SPLITS for k in (f"{s}_labels",)})
     with atomic_open(npz_path, "wb") as handle:
-        np.savez(handle, **ordered)
+        np.savez(handle, **ordered)  # type: ignore[arg-type]
     if write_ids:
         with atomic_open(npz_path.with_name(_ids_filename(npz_path.name)), "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -763,7 +763,7 @@ def sampler_weights(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: s
     from hierclf.losses import class_weights
 
     counts = np.bincount(codes, minlength=k)
-    w = class_weights(torch.as_tensor(counts), scheme=_SAMPLER_SCHEMES[scheme], beta=beta)
+    w = class_weights(torch.as_tensor(counts), scheme=str(_SAMPLER_SCHEMES[scheme]), beta=beta)
     w = torch.as_tensor(w, dtype=torch.float64).cpu()
     if w.shape != (k,) or not torch.isfinite(w).all():
         raise HierclfError(f"class weights for counts {counts.tolist()} are not {k} finite numbers: "
@@ -814,4 +814,5 @@ def make_sampler(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: str 
     n = int(weights.shape[0]) if num_samples is None else int(num_samples)
     if n <= 0:
         raise HierclfError(f"num_samples must be positive; got {n}")
-    return WeightedRandomSampler(weights, num_samples=n, replacement=True, generator=generator)
+    return WeightedRandomSampler(weights, num_samples=n, replacement=True,  # type: ignore[arg-type]
+                                 generator=generator)

@@ -259,6 +259,12 @@ class BatchTransform(torch.nn.Module):
         torch.Size([2, 3, 28, 28])
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    grey: torch.Tensor
+    rgb_to_yiq: torch.Tensor
+    yiq_to_rgb: torch.Tensor
+
     def __init__(self, size: int, augment: bool = True, *, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, scale: tuple[float, float] = (0.6, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), rotation: float = 180.0, flips: bool = True,
