@@ -34,6 +34,7 @@ from hierclf.protocol import Protocol, protocol_from_dict
 from hierclf.report import write_report
 
 REPLICATES = 40
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _protocol(tax: Taxonomy, **over: Any) -> Protocol:
@@ -552,3 +553,45 @@ def test_reader_dominance_property(seed: int, n: int) -> None:
     above = top + 0.01
     ok = above <= 1
     assert not reader_dominance(fpr, tpr, above[ok], (1 - fpr)[ok]).any()
+
+
+# --- real HAM10000 metadata ----------------------------------------------------------------------------
+
+def test_ham10000_metadata_groups_and_subgroups(tax: Taxonomy, shared_data: Path, tmp_path: Path) -> None:
+    """The shipped protocol on predictions keyed by real HAM10000 image ids: lesions are the bootstrap unit
+    and sex / localization subgroups are counted from the real metadata file."""
+    from hierclf.protocol import load_protocol
+
+    path = shared_data / "HAM10000_metadata.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rng = np.random.default_rng(0)
+    lesions = sorted({r["lesion_id"] for r in rows})
+    split_of = dict(zip(lesions, rng.permutation(len(lesions)) % 5))  # lesion-disjoint splits
+    val_rows = [r for r in rows if split_of[r["lesion_id"]] == 0][:1500]
+    test_rows = [r for r in rows if split_of[r["lesion_id"]] == 1][:1500]
+
+    def preds(rs: list[dict[str, str]], seed: int) -> Predictions:
+        labels = np.array([tax.resolve(r["dx"]) for r in rs])
+        y = np.array([tax.leaves.index(lab) for lab in labels])
+        r = np.random.default_rng(seed)
+        logits = r.normal(size=(len(rs), 7))
+        logits[np.arange(len(rs)), y] += 2.0
+        p = np.exp(logits)
+        ids = np.array([x["image_id"] for x in rs])
+        return Predictions(p / p.sum(1, keepdims=True), tax.leaves, ids, labels)
+
+    proto = load_protocol(REPO / "taxonomy" / "protocols" / "dermamnist.yaml", tax)
+    proto = proto.model_copy(update={"bootstrap": proto.bootstrap.model_copy(update={"replicates": 20})})
+    rep = evaluate(tax, proto, [preds(val_rows, 1)], [preds(test_rows, 2)], metadata=path)
+    mel = rep.tasks["melanoma_vs_nevus"]
+    in_task = [r for r in test_rows if r["dx"] in ("mel", "nv")]
+    assert mel.counts["test_groups"] == [len({r["lesion_id"] for r in in_task})]
+    assert mel.metrics["specificity"].n_groups == len({r["lesion_id"] for r in in_task})
+    assert rep.primary["estimate"]["value"] == mel.metrics["specificity"].value
+    for col in ("sex", "localization"):
+        got = {r["value"]: r["n"][0] for r in rep.subgroups[col]}
+        want = Counter(r[col] or "(missing)" for r in test_rows)
+        assert got == dict(want)
+    assert any(r["small"] for r in rep.subgroups["localization"])
+    assert not any("ROW-LEVEL" in w for w in rep.warnings)
