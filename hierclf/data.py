@@ -186,12 +186,20 @@ class CsvImageDataset(_SourceDataset):
         id_column: optional column of unique sample ids; default the path as written in the CSV.
         transform: applied to the PIL image in ``__getitem__``.
         check_files: verify that every image file exists (one ``stat`` per row, at construction).
+        path_suffix: appended to every path, for lists that name images by id (HAM10000's ``image_id``
+            with ``path_suffix=".jpg"``).
+
+    Example (HAM10000 images with their metadata, lesion-grouped)::
+
+        ds = CsvImageDataset("HAM10000_metadata.csv", tax, image_root="HAM10000_images/",
+                             path_column="image_id", path_suffix=".jpg", label_column="dx",
+                             group_column="lesion_id", id_column="image_id")
     """
 
     def __init__(self, csv_path: str | Path, taxonomy: Taxonomy, image_root: str | Path | None = None,
                  path_column: str = "path", label_column: str = "label", group_column: str | None = None,
                  id_column: str | None = None, transform: Callable[[Any], Any] | None = None,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, path_suffix: str = "") -> None:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise HierclfError(f"image list {csv_path} not found")
@@ -230,7 +238,7 @@ class CsvImageDataset(_SourceDataset):
             if not text:
                 problems.append(Problem(f"empty image path in column {path_column!r}", file=str(csv_path),
                                         line=line, column=col_of[path_column], code="missing-path"))
-            path = Path(text)
+            path = Path(text + path_suffix)
             path = path if path.is_absolute() else root / path
             paths.append(path)
         if check_files:

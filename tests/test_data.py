@@ -414,3 +414,20 @@ def test_sampler_accepts_names_and_rejects_bad_input() -> None:
         make_sampler([0, 3], "balanced", n_classes=2)
     with pytest.raises(HierclfError, match="zero samples"):
         make_sampler([], "balanced")
+
+
+def test_ham10000_metadata_as_an_image_list(shared_data: Path, dermamnist: Taxonomy) -> None:
+    """The real HAM10000 metadata names images by id; every `dx` code resolves through the shipped tree's
+    aliases and lesion ids become groups."""
+    metadata = shared_data / "HAM10000_metadata.csv"
+    ds = CsvImageDataset(metadata, dermamnist, image_root=shared_data / "HAM10000_images",
+                         path_column="image_id", path_suffix=".jpg", label_column="dx",
+                         group_column="lesion_id", id_column="image_id", check_files=False)
+    with open(metadata, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(ds) == len(rows) == 10_015 and np.unique(ds.groups).size == 7_470
+    codes = dermamnist.codes("dermamnist")
+    dx_to_leaf = {dx: codes[i] for i, dx in enumerate(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])}
+    assert ds.labels.tolist() == [dx_to_leaf[r["dx"]] for r in rows]  # HAM code order = DermaMNIST code order
+    assert ds.paths[0] == shared_data / "HAM10000_images" / f"{rows[0]['image_id']}.jpg"
+    assert ds.ids.tolist() == [r["image_id"] for r in rows]
