@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -62,6 +61,7 @@ def _config(tmp: Path, out: str = "out", **extra: object) -> Path:
                  "synthetic": {"n_train": 210, "n_val": 70, "n_test": 70, "seed": 0}},
         "backbone": "small_cnn", "epochs": 2, "batch_size": 30, "lr": 0.005, "warmup_epochs": 0.5,
         "sampler": "balanced", "out_dir": out, "seed": 3, "device": "cpu",
+        "early_stopping": {"metric": "val_auc:malignant"},
     }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -78,6 +78,9 @@ def _config(tmp: Path, out: str = "out", **extra: object) -> Path:
 def trained(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("fit") / "run"
     return fit(_config(tmp), progress=False)
+
+
+SELECT = "val_auc:malignant"
 
 
 # --- the loop learns ---------------------------------------------------------------------------------
@@ -102,7 +105,8 @@ def test_outputs_layout(trained) -> None:
         assert (out / name).is_file(), name
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] == [h["epoch"] for h in trained.history]
-    assert trained.best_epoch == 1 + int(np.argmin([h["val_loss"] for h in history]))
+    assert trained.metric == SELECT
+    assert trained.best_epoch == 1 + int(np.argmax([h[SELECT] for h in history]))
     # the resolved config reads back as the same config (paths absolute)
     resolved = load_train_config(out / "config.resolved.yaml")
     assert resolved.out_dir == out and resolved.epochs == 2 and resolved.taxonomy == DERMAMNIST
@@ -111,13 +115,36 @@ def test_outputs_layout(trained) -> None:
         assert z["probs"].shape == (70, 7)
 
 
-def test_val_loss_is_cross_entropy_of_saved_predictions(trained) -> None:
-    """The history's best val_loss equals -mean log p(true class) of predictions/val.npz (from best.pt)."""
+def test_history_metrics_match_saved_predictions(trained) -> None:
+    """The best epoch's validation metrics, recomputed independently from predictions/val.npz (written
+    from best.pt): cross-entropy by hand, balanced accuracy and node AUC by scikit-learn, nx.descendants."""
+    import networkx as nx
+    from sklearn.metrics import roc_auc_score
+
     from hierclf.predictions import read_predictions
 
+    tax = Taxonomy.from_yaml(DERMAMNIST)
     val = read_predictions(trained.predictions["val"])
-    p = val.probs[np.arange(len(val)), [val.columns.index(lab) for lab in val.labels]]
-    assert math.isclose(-np.log(p.astype(np.float64)).mean(), trained.best_metric, rel_tol=1e-5)
+    record = trained.history[trained.best_epoch - 1]
+    truth = np.array([val.columns.index(lab) for lab in val.labels])
+    p = val.probs[np.arange(len(val)), truth].astype(np.float64)
+    assert math.isclose(-np.log(p).mean(), record["val_loss"], rel_tol=1e-5)
+    assert math.isclose(balanced_accuracy_score(truth, val.probs.argmax(1)), record["val_balanced_accuracy"])
+    malignant = nx.descendants(tax.graph, "malignant") | {"malignant"}
+    cols = [i for i, c in enumerate(val.columns) if c in malignant]
+    auc = roc_auc_score(np.isin(val.labels, sorted(malignant)), val.probs[:, cols].sum(axis=1))
+    assert math.isclose(auc, record[SELECT], rel_tol=1e-5) and auc == pytest.approx(trained.best_metric)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("seed", range(5))
+def test_balanced_accuracy_matches_sklearn(seed: int) -> None:
+    from hierclf.train import balanced_accuracy
+
+    rng = np.random.default_rng(seed)
+    y, pred = rng.integers(0, 5, 200), rng.integers(0, 6, 200)
+    y[y == 3] = 0  # a class absent from the truth but predicted
+    assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
 
 
 def test_finished_run_returns_at_once(trained) -> None:
@@ -213,6 +240,43 @@ def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
             assert changed == {"stage3"}
         else:
             assert lrs == pytest.approx([0.005])
+
+
+@pytest.mark.parametrize("kind", ["cut", "partition"])
+def test_coarser_classes(kind: str, tmp_path: Path) -> None:
+    """The head's classes follow classes.kind; predictions are over those classes, labels stay leaves."""
+    from hierclf.partition import partition
+    from hierclf.predictions import read_predictions
+
+    tax = Taxonomy.from_yaml(DERMAMNIST)
+    classes = ({"kind": "cut", "nodes": ["malignant", "nv", "benign_keratosis", "benign_dermal"]}
+               if kind == "cut" else {"kind": "partition", "max_class_size": 30})
+    result = fit(_config(tmp_path, out=str(tmp_path / "o"), classes=classes, epochs=1, max_steps_per_epoch=1,
+                         early_stopping={"metric": "val_loss"}), progress=False)
+    if kind == "cut":
+        expected = tax.cut(["malignant", "melanocytic_nevus", "benign_keratosis", "benign_dermal"])
+    else:  # the partition of the training split's counts, computed here from the generated file
+        with np.load(next((tmp_path.parent / "data").glob("synthetic_dermamnist_28px_210-*.npz"))) as z:
+            codes = z["train_labels"][:, 0]
+        names = tax.codes("dermamnist")
+        counts: dict[str, int] = {}
+        for code in codes.tolist():
+            counts[names[code]] = counts.get(names[code], 0) + 1
+        expected = partition(tax, counts, max_class_size=30).classes
+        assert len(expected) not in (1, 7)  # the test is only meaningful when some leaves merge
+    assert result.classes == tuple(expected)
+    test = read_predictions(result.predictions["test"], tax)
+    assert test.columns == tuple(expected) and set(test.labels) <= set(tax.leaves)
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    """With a learning rate too small to change any prediction, accuracy cannot improve after epoch 1:
+    patience 1 stops after epoch 2 and the predictions come from epoch 1."""
+    result = fit(_config(tmp_path, out=str(tmp_path / "o"), lr=1e-12, epochs=5, max_steps_per_epoch=1,
+                         early_stopping={"metric": "val_accuracy", "patience": 1}), progress=False)
+    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
+    assert result.history[0]["val_accuracy"] == result.history[1]["val_accuracy"]
+    assert json.loads((tmp_path / "o" / "DONE").read_text())["stopped_early"] is True
 
 
 # --- building blocks ---------------------------------------------------------------------------------
@@ -331,10 +395,14 @@ def test_config_defaults_and_loss_shorthand() -> None:
     assert cfg.early_stopping.mode == "min"
 
 
-def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``hierclf train`` with a bad config: one line on stderr, exit status 1 (the subprocess path of the
+    CLI is exercised by tests/test_ddp.py)."""
+    from hierclf.cli import main
+
     path = _write(tmp_path, "lr: -1\n")
-    proc = subprocess.run([sys.executable, "-m", "hierclf", "train", "--config", str(path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 1
+    assert main(["train", "--config", str(path)]) == 1
+    captured = capsys.readouterr()
     expected = f"hierclf train: error: {path}:2:5: error: lr: must be > 0.0, got -1"
-    assert proc.stderr.strip().splitlines() == [expected]
+    assert captured.err.strip().splitlines() == [expected]
+    assert captured.out == ""
