@@ -73,7 +73,7 @@ def seed_worker(worker_id: int) -> None:
 def get_rng_state() -> dict[str, Any]:
     """The states of ``random``, NumPy, torch CPU and CUDA generators, for checkpoints (picklable by
     ``torch.save`` and loadable with ``weights_only=True``: tensors, ints, strings and lists only)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": _to_plain(random.getstate()),
         "numpy": {"key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),

@@ -643,7 +643,7 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
 
     model.to(device)
     if ddp.enabled and device.type == "cuda" and config.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     groups, blocks = _param_groups(model, config)
     optimizer = _make_optimizer(groups, config)
     weights = None if config.sampler == "uniform" else sampler_weights(
@@ -729,7 +729,7 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
             loss_sum += loss.detach().double() * len(targets)
             n_seen += len(targets)
             if not tqdm_off:
-                bar.set_postfix(loss=f"{loss.item():.4f}")  # type: ignore[attr-defined]
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         if ddp.enabled:
             totals = torch.stack([loss_sum, torch.tensor(float(n_seen), dtype=torch.float64, device=device)])
             dist.all_reduce(totals)
@@ -778,9 +778,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         src = sources[split]
         path = out / "predictions" / f"{split}.npz"
         if ddp.main:
-            groups = None if src.groups is None else np.asarray(src.groups)
+            sample_groups = None if src.groups is None else np.asarray(src.groups)
             write_predictions(path, Predictions(probs, classes, ids=np.asarray(src.ids),
-                                                labels=np.asarray(src.labels), groups=groups))
+                                                labels=np.asarray(src.labels), groups=sample_groups))
         paths[split] = path
     result = FitResult(out_dir=out, classes=classes, epochs_run=len(history), best_epoch=best_epoch,
                        best_metric=float(best) if best is not None else float("nan"), metric=metric,

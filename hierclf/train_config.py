@@ -71,7 +71,7 @@ class DataConfig(_Model):
     size: int = Field(28, ge=8)
     download: bool = False
     augment: bool = True
-    synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)
+    synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)  # type: ignore[arg-type]
     csv: CsvOptions | None = None
 
 
@@ -148,8 +148,8 @@ class TrainConfig(_Model):
     """
 
     taxonomy: Path
-    data: DataConfig = Field(default_factory=DataConfig)
-    classes: ClassesConfig = Field(default_factory=ClassesConfig)
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    classes: ClassesConfig = Field(default_factory=ClassesConfig)  # type: ignore[arg-type]
     backbone: str = "small_cnn"
     pretrained: bool = False
     regime: Literal["linear_probe", "full", "gradual_unfreeze"] = "full"
@@ -167,12 +167,12 @@ class TrainConfig(_Model):
     warmup_epochs: float = Field(1.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)  # type: ignore[arg-type]
     sampler: Literal["uniform", "balanced", "effective"] = "uniform"
     sampler_beta: float = Field(0.999, gt=0, lt=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto"] | bool = "auto"
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)  # type: ignore[arg-type]
     protocol: Path | None = None
     seed: int = Field(0, ge=0)
     deterministic: bool = False
@@ -218,9 +218,9 @@ class TrainConfig(_Model):
         """A copy with relative paths taken from ``base`` (made absolute)."""
         data = self.model_dump()
         for key in _PATH_FIELDS:
-            holder = data
+            holder: Any = data
             for part in key[:-1]:
-                holder = holder.get(part) if isinstance(holder, dict) else None  # type: ignore[assignment]
+                holder = holder.get(part) if isinstance(holder, dict) else None
             if isinstance(holder, dict) and holder.get(key[-1]) is not None:
                 value = Path(holder[key[-1]]).expanduser()
                 holder[key[-1]] = value if value.is_absolute() else (base / value).resolve()
