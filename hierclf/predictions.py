@@ -215,7 +215,7 @@ def check_probabilities(probs: np.ndarray, *, file: str | None = None, offset: i
 
     def problem(row: int, what: str, code: str) -> PredictionsError:
         line = None if lines is None else int(lines[row])
-        ident = f" (id {ids[row]!r})" if ids is not None else ""
+        ident = f" (id {str(ids[row])!r})" if ids is not None else ""
         where = f"row {row + offset}{ident}: "
         return PredictionsError([Problem(where + what, file, line, code=code)])
 
@@ -355,12 +355,16 @@ class PredictionReader:
         row_bytes = m * self._npz_dtype.itemsize
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
-            buf = self._npz_fh.read(k * row_bytes)
-            if len(buf) != k * row_bytes:
-                got = start + len(buf) // max(row_bytes, 1)
-                raise _error(f"'probs' is truncated: expected {n} rows, the data ends after row {got}",
-                             self.file, code="truncated")
-            block = np.frombuffer(buf, dtype=self._npz_dtype).reshape(k, m)
+            block = np.empty((k, m), dtype=self._npz_dtype)  # read straight into a writable array
+            view = memoryview(block).cast("B")
+            filled = 0
+            while filled < len(view):
+                got = self._npz_fh.readinto(view[filled:])
+                if not got:
+                    rows = start + filled // max(row_bytes, 1)
+                    raise _error(f"'probs' is truncated: expected {n} rows, the data ends after row {rows}",
+                                 self.file, code="truncated")
+                filled += got
             yield block, {key: v[start:start + k] for key, v in self._npz_small.items()}, None
         if n == 0:
             yield np.zeros((0, m), self._npz_dtype), dict(self._npz_small), None
