@@ -548,26 +548,43 @@ def _prepare(
     proto: Protocol,
     metadata: Metadata | None,
     split: str,
+    warnings_: list[str],
 ) -> list[_Split]:
+    """Read and check one split's prediction sets, join the metadata, and find each sample's group.
+
+    Groups come from the metadata's ``group_column`` when it has one, else from the predictions' ``groups``.
+    When neither carries them (e.g. MedMNIST's DermaMNIST has no lesion ids), the bootstrap falls back to
+    rows and the report opens with a warning naming the missing column.
+    """
     out = []
+    missing_groups = []
     for k, item in enumerate(items):
         preds, name = _as_predictions(item, taxonomy, f"{split} predictions of seed {k}")
         rows = metadata.lookup(preds.ids, name) if metadata is not None else None
         gc = proto.group_column
-        if gc is None:
-            groups = np.arange(len(preds)).astype(str)
-        elif metadata is not None and gc in metadata.columns:
+        if metadata is not None and gc is not None and gc in metadata.columns:
             groups = metadata.columns[gc][rows]
-        elif preds.groups is not None:
+        elif gc is not None and preds.groups is not None:
             groups = preds.groups
         else:
-            where = f"the metadata {metadata.file} has no column {gc!r} and " if metadata is not None else ""
-            raise EvaluationError(
-                f"{name}: the protocol resamples groups by {gc!r} but {where}the predictions "
-                "carry no groups; pass --metadata with that column, write a 'group' column, "
-                "or set group_column: null in the protocol"
-            )
+            groups = np.arange(len(preds)).astype(str)
+            if gc is not None:
+                missing_groups.append(name)
         out.append(_Split(name, preds, np.asarray(groups).astype(str), rows))
+    gc = proto.group_column
+    if missing_groups and split == "test" and gc is not None:
+        why = (
+            f"neither the metadata {metadata.file} nor the predictions carry it"
+            if metadata is not None
+            else "the predictions carry no groups and no metadata was given"
+        )
+        _warn(
+            warnings_,
+            f"NO {gc.upper()} GROUPS: the protocol resamples {gc!r}, but {why} "
+            f"({', '.join(missing_groups)}); confidence intervals resample rows and are too narrow when a "
+            "patient or lesion contributes several images. Pass --metadata with that column or write a "
+            "'group' column into the predictions.",
+        )
     return out
 
 
@@ -640,8 +657,8 @@ def evaluate(
                 "per seed, in the same order"
             )
     meta = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
-    test_splits = _prepare(test, taxonomy, protocol, meta, "test")
-    val_splits = _prepare(val, taxonomy, protocol, meta, "validation") if val else test_splits
+    test_splits = _prepare(test, taxonomy, protocol, meta, "test", warnings_)
+    val_splits = _prepare(val, taxonomy, protocol, meta, "validation", warnings_) if val else test_splits
     n_seeds = len(test_splits)
     if n_seeds < protocol.min_seeds:
         _warn(
