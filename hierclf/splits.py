@@ -60,12 +60,13 @@ def _n_folds(fraction: float, what: str) -> int:
     return max(2, int(round(1.0 / fraction)))
 
 
-def _first_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int, what: str
+def _first_fold(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int, what: str
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, held_out) of the first fold of ``StratifiedGroupKFold(k)``."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+    """Indices (rest, held_out) of the first fold of ``StratifiedGroupKFold(k)`` (``StratifiedKFold`` when
+    every sample is its own group: the same folds' contract, without the per-group Python loop)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
-    n_groups = np.unique(groups).size
+    n_groups = labels.size if groups is None else np.unique(groups).size
     if n_groups < k:
         raise HierclfError(f"cannot hold out a {what} split of 1/{k} of the groups: only {n_groups} groups")
     largest_class = int(np.unique(labels, return_counts=True)[1].max())
@@ -74,7 +75,10 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int, what:
         # StratifiedGroupKFold refuses when no class has k members; stratification is moot there anyway
         logger.warning("%s split: no class has %d samples, so the split is grouped but not stratified",
                        what, k)
-        splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splitter = (KFold(n_splits=k, shuffle=True, random_state=seed) if groups is None
+                    else GroupKFold(n_splits=k, shuffle=True, random_state=seed))
+    elif groups is None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
@@ -115,8 +119,8 @@ def grouped_split(labels: Sequence[Any] | np.ndarray, groups: Sequence[Any] | np
     y = np.asarray(labels).reshape(-1)
     y = y.astype(str) if not np.issubdtype(y.dtype, np.integer) else y
     n = y.size
-    g = np.arange(n).astype(str) if groups is None else np.asarray(groups).reshape(-1).astype(str)
-    if g.size != n:
+    g = None if groups is None else np.asarray(groups).reshape(-1).astype(str)
+    if g is not None and g.size != n:
         raise HierclfError(f"groups has {g.size} entries but labels has {n}")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
         raise HierclfError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
@@ -130,7 +134,7 @@ def grouped_split(labels: Sequence[Any] | np.ndarray, groups: Sequence[Any] | np
     val = empty
     if val_fraction > 0:
         k = _n_folds(val_fraction / (1.0 - test_fraction), "val_fraction / (1 - test_fraction)")
-        keep, held = _first_fold(y[rest], g[rest], k, seed + 1, "val")
+        keep, held = _first_fold(y[rest], None if g is None else g[rest], k, seed + 1, "val")
         rest, val = rest[keep], rest[held]
     return {"train": np.sort(rest), "val": np.sort(val), "test": np.sort(test)}
 

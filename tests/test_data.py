@@ -10,6 +10,8 @@ import medmnist
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -431,3 +433,19 @@ def test_ham10000_metadata_as_an_image_list(shared_data: Path, dermamnist: Taxon
     assert ds.labels.tolist() == [dx_to_leaf[r["dx"]] for r in rows]  # HAM code order = DermaMNIST code order
     assert ds.paths[0] == shared_data / "HAM10000_images" / f"{rows[0]['image_id']}.jpg"
     assert ds.ids.tolist() == [r["image_id"] for r in rows]
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(0, 50), min_size=2, max_size=8).filter(lambda c: sum(c) > 0),
+       beta=st.sampled_from([0.9, 0.99, 0.999, 0.9999]))
+def test_property_sampler_class_probabilities(counts: list[int], beta: float) -> None:
+    pytest.importorskip("hierclf.losses")
+    n = np.asarray(counts)
+    labels = np.repeat(np.arange(n.size), n)
+    present = n > 0
+    balanced = _class_probabilities(sampler_weights(labels, "balanced", n_classes=n.size), labels, n.size)
+    np.testing.assert_allclose(balanced, np.where(present, 1 / present.sum(), 0.0), rtol=1e-5, atol=1e-12)
+    effective = _class_probabilities(sampler_weights(labels, "effective", beta=beta, n_classes=n.size),
+                                     labels, n.size)
+    by_hand = np.where(present, n * (1 - beta) / (1 - beta ** np.maximum(n, 1)), 0.0)
+    np.testing.assert_allclose(effective, by_hand / by_hand.sum(), rtol=1e-4, atol=1e-12)
