@@ -71,7 +71,9 @@ class FitResult:
 
     Attributes:
         out_dir: the run folder.
-        classes: the head's classes (prediction columns), node ids in pre-order.
+        classes: the head's classes (its logits), pre-order. These are the prediction files' columns, except
+            for a partition with residual classes, whose files are over ``head.cut`` (residuals folded in
+            by ``LeafHead.cut_probs``, so every column is a tree node).
         epochs_run: epochs finished (fewer than ``config.epochs`` after early stopping).
         best_epoch: the epoch (1-based) whose weights made the predictions.
         best_metric: its value of ``metric``.
@@ -394,7 +396,7 @@ def _make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
 @torch.no_grad()
 def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.device, ddp: _Dist,
              autocast: Any) -> np.ndarray:
-    """Probabilities ``(n, n_classes)`` float32 over the whole dataset, gathered from every rank."""
+    """Logits ``(n, n_classes)`` float32 over the whole dataset in its order, gathered from every rank."""
     from torch.utils.data import DataLoader, Subset
 
     n = len(dataset)
@@ -408,16 +410,32 @@ def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.
     for images, _ in loader:
         with autocast():
             logits = model(images.to(device, non_blocking=True))
-        chunks.append(torch.softmax(logits.double(), dim=1).float().cpu().numpy())
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        chunks.append(logits.float().cpu().numpy())
+    logits_np = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if not ddp.enabled:
-        return probs
-    parts = ddp.gather((mine, probs))
+        return logits_np
+    parts = ddp.gather((mine, logits_np))
     out = np.zeros((n, max(p.shape[1] for _, p in parts)), np.float32)
     for idx, p in parts:
         if len(idx):
             out[idx] = p
     return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(n, C)`` float32, computed in float64 (rows sum to 1 within float32 rounding)."""
+    return torch.softmax(torch.from_numpy(logits).double(), dim=1).float().numpy()
+
+
+def _file_probs(head: Any, logits: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Probabilities for prediction files and node metrics: over the head's classes, or, when the head has
+    residual classes (a partition), over ``head.cut`` with each residual folded in (``LeafHead.cut_probs``),
+    so that every column is a tree node."""
+    if not getattr(head, "residual", ()):
+        return _softmax(logits), tuple(head.classes)
+    with torch.no_grad():
+        probs = head.cut_probs(torch.from_numpy(logits)).cpu().numpy().astype(np.float32)
+    return probs, tuple(head.cut)
 
 
 def balanced_accuracy(targets: np.ndarray, pred: np.ndarray) -> float:
@@ -434,15 +452,16 @@ def balanced_accuracy(targets: np.ndarray, pred: np.ndarray) -> float:
     return float((hit[present] / total[present]).mean()) if present.any() else float("nan")
 
 
-def _metrics(probs: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any
-             ) -> dict[str, float]:
+def _metrics(logits: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any,
+             head: Any) -> dict[str, float]:
+    probs = _softmax(logits)
     p_true = np.clip(probs[np.arange(len(targets)), targets].astype(np.float64), 1e-12, 1.0)
     pred = probs.argmax(axis=1)
     out = {"val_loss": float(-np.log(p_true).mean()),
            "val_accuracy": float((pred == targets).mean()),
            "val_balanced_accuracy": balanced_accuracy(targets, pred)}
     if metric not in out:
-        out[metric] = scorer(probs, labels)
+        out[metric] = scorer(_file_probs(head, logits)[0], labels)
     return out
 
 
@@ -635,7 +654,8 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
                 counts.tolist())
 
     metric = config.early_stopping.metric
-    scorer = _auc_scorer(metric, config, taxonomy, classes)
+    file_columns = tuple(getattr(head, "cut", classes))
+    scorer = _auc_scorer(metric, config, taxonomy, file_columns)
     loss_params = config.loss.params()
     if config.label_smoothing:
         loss_params["label_smoothing"] = config.label_smoothing
@@ -734,9 +754,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
             totals = torch.stack([loss_sum, torch.tensor(float(n_seen), dtype=torch.float64, device=device)])
             dist.all_reduce(totals)
             loss_sum, n_seen = totals[0], int(totals[1].item())
-        probs = _predict(model, datasets["val"], config, device, ddp, autocast)
+        val_logits = _predict(model, datasets["val"], config, device, ddp, autocast)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(loss_sum.item()) / max(1, n_seen)}
-        record.update(_metrics(probs, val_targets, val_labels, metric, scorer))
+        record.update(_metrics(val_logits, val_targets, val_labels, metric, scorer, head))
         record.update({"lr": optimizer.param_groups[0]["lr"], "unfrozen_blocks": n_unfrozen,
                        "seconds": round(time.perf_counter() - started, 3)})
         history.append(record)
@@ -774,12 +794,12 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         best_epoch = len(history)
     paths = {}
     for split in ("val", "test"):
-        probs = _predict(model, datasets[split], config, device, ddp, autocast)
+        probs, columns = _file_probs(head, _predict(model, datasets[split], config, device, ddp, autocast))
         src = sources[split]
         path = out / "predictions" / f"{split}.npz"
         if ddp.main:
             sample_groups = None if src.groups is None else np.asarray(src.groups)
-            write_predictions(path, Predictions(probs, classes, ids=np.asarray(src.ids),
+            write_predictions(path, Predictions(probs, columns, ids=np.asarray(src.ids),
                                                 labels=np.asarray(src.labels), groups=sample_groups))
         paths[split] = path
     result = FitResult(out_dir=out, classes=classes, epochs_run=len(history), best_epoch=best_epoch,

@@ -269,6 +269,39 @@ def test_coarser_classes(kind: str, tmp_path: Path) -> None:
     assert test.columns == tuple(expected) and set(test.labels) <= set(tax.leaves)
 
 
+def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
+    """Own images from CSV files, some labelled at an internal node that the partition splits: the head gets
+    a residual class, and the prediction files are over the cut (every column a node, rows summing to 1)."""
+    from PIL import Image
+
+    from hierclf.partition import partition
+    from hierclf.predictions import read_predictions
+
+    labels = (["nv"] * 12 + ["mel"] * 6 + ["bcc"] * 4 + ["akiec"] * 3 + ["keratinocyte_carcinoma"] * 3
+              + ["bkl"] * 4 + ["df"] * 2 + ["vasc"] * 2)
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = ["path,label,patient"]
+    for i, label in enumerate(labels):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{label},p{i // 2}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    csv = {"train": "list.csv", "val": "list.csv", "test": "list.csv", "group_column": "patient"}
+    cfg = _config(tmp_path, out=str(tmp_path / "o"), epochs=1, max_steps_per_epoch=1, batch_size=12,
+                  data={"source": "csv", "csv": csv}, classes={"kind": "partition", "max_class_size": 8},
+                  early_stopping={"metric": "val_auc:malignant"})
+    result = fit(cfg, progress=False)
+    tax = Taxonomy.from_yaml(DERMAMNIST)
+    part = partition(tax, {tax.resolve(k): labels.count(k) for k in set(labels)}, max_class_size=8)
+    assert "keratinocyte_carcinoma:residual" in part.classes  # the case this test is about
+    assert result.classes == part.classes
+    test = read_predictions(result.predictions["test"], tax)  # with a taxonomy: columns must form a cut
+    assert test.columns == part.cut
+    np.testing.assert_allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert test.groups is not None and test.groups[0] == "p0"
+    assert sorted(test.labels.tolist()) == sorted(tax.resolve(k) for k in labels)
+
+
 def test_early_stopping(tmp_path: Path) -> None:
     """With a learning rate too small to change any prediction, accuracy cannot improve after epoch 1:
     patience 1 stops after epoch 2 and the predictions come from epoch 1."""
