@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,32 +21,6 @@ from hierclf import Taxonomy
 from hierclf.errors import FileFormatError, HierclfError
 from hierclf.train import EpochBatchSampler, fit, lr_factor
 from hierclf.train_config import TrainConfig, config_from_text, load_train_config
-
-try:
-    import hierclf.head  # noqa: F401
-except ModuleNotFoundError:  # TEMPORARY stand-in until hierclf/head.py (contract 4) lands
-    import types
-
-    from torch import nn
-
-    class _StandInHead(nn.Module):
-        def __init__(self, in_features, taxonomy, classes=None):
-            super().__init__()
-            self.taxonomy = taxonomy
-            self.classes = tuple(classes) if classes is not None else tuple(taxonomy.leaves)
-            self.linear = nn.Linear(in_features, len(self.classes))
-
-        def forward(self, x):
-            return self.linear(x)
-
-        def class_index(self, labels):
-            pos = {c: i for i, c in enumerate(self.classes)}
-            return torch.tensor([pos[lab] if lab in pos else pos[next(a for a in self.taxonomy.ancestors(lab)
-                                                                       if a in pos)] for lab in labels])
-
-    _mod = types.ModuleType("hierclf.head")
-    _mod.LeafHead = _StandInHead  # type: ignore[attr-defined]
-    sys.modules["hierclf.head"] = _mod
 
 REPO = Path(__file__).resolve().parents[1]
 DERMAMNIST = REPO / "taxonomy" / "dermamnist.yaml"
