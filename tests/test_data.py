@@ -449,3 +449,18 @@ def test_property_sampler_class_probabilities(counts: list[int], beta: float) ->
                                      labels, n.size)
     by_hand = np.where(present, n * (1 - beta) / (1 - beta ** np.maximum(n, 1)), 0.0)
     np.testing.assert_allclose(effective, by_hand / by_hand.sum(), rtol=1e-4, atol=1e-12)
+
+
+def test_loader_workers_and_split_transforms(small_npz: Path, dermamnist: Taxonomy) -> None:
+    from hierclf.transforms import eval_transform, train_transform
+
+    data = DermaMNISTData.load(small_npz.parent, taxonomy=dermamnist, train_transform=train_transform(28),
+                               eval_transform=eval_transform(28))
+    mapping = {leaf: i for i, leaf in enumerate(dermamnist.leaves)}
+    val = TaxonomyImageDataset(data.val, mapping)  # the source's eval transform is used
+    serial = torch.stack([val[i][0] for i in range(len(val))])
+    batches = list(DataLoader(val, batch_size=32, num_workers=2))  # the dataset pickles into workers
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), serial)
+    assert torch.equal(torch.cat([b[1] for b in batches]), val.targets)
+    train = TaxonomyImageDataset(data.train, mapping)
+    assert train.transform is data.train.transform and train[0][0].shape == (3, 28, 28)
