@@ -135,7 +135,10 @@ def test_full_run(files: dict[str, Path], tmp_path: Path, capsys: pytest.Capture
 
 
 def test_test_thresholds_need_the_flag(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     args = [
         "--taxonomy",
@@ -151,7 +154,9 @@ def test_test_thresholds_need_the_flag(
     assert code == 1 and "no validation predictions" in err and len(err.strip().splitlines()) == 1
     code, stdout, err = _run(args + ["--allow-test-thresholds"], capsys)
     assert code == 0, err
-    assert "THRESHOLDS CHOSEN ON TEST" in stdout and "ONLY 1 SEED" in stdout
+    assert "THRESHOLDS CHOSEN ON TEST" in caplog.text and "ONLY 1 SEED" in caplog.text  # logged, not printed
+    assert "THRESHOLDS CHOSEN ON TEST" not in stdout
+    assert "3 warning(s): see the top of report.md" in stdout  # + subgroups without metadata
     assert json.loads((tmp_path / "o" / "report.json").read_text())["threshold_source"].startswith("test")
 
 

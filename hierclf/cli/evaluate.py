@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if report.synthetic:
         print("SYNTHETIC DATA — not a clinical result")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
+    if report.warnings:  # each was logged to stderr as it arose
+        print(f"{len(report.warnings)} warning(s): see the top of report.md")
     print(
         f"primary metric {primary['metric']} on {target}: {show} ({report.n_seeds} seed(s), thresholds "
         f"chosen on {report.threshold_source.split(' ')[0]})"
