@@ -41,6 +41,7 @@ __all__ = [
     "ArrayImageDataset",
     "CsvImageDataset",
     "DermaMNISTData",
+    "DermaMNISTSplit",
     "ImageSource",
     "TaxonomyImageDataset",
     "check_no_leakage",
@@ -50,6 +51,7 @@ __all__ = [
     "load_dermamnist",
     "make_sampler",
     "make_synthetic_dermamnist",
+    "sampler_weights",
 ]
 
 SPLITS = ("train", "val", "test")
