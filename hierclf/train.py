@@ -395,7 +395,7 @@ def _make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
 
 @torch.no_grad()
 def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.device, ddp: _Dist,
-             autocast: Any) -> np.ndarray:
+             autocast: Any, batch_tf: nn.Module | None = None) -> np.ndarray:
     """Logits ``(n, n_classes)`` float32 over the whole dataset in its order, gathered from every rank."""
     from torch.utils.data import DataLoader, Subset
 
@@ -408,8 +408,11 @@ def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.
     model.eval()
     chunks = []
     for images, _ in loader:
+        images = images.to(device, non_blocking=True)
+        if batch_tf is not None:  # batched pipeline: uint8 in, preprocessing on the device
+            images = batch_tf(images)
         with autocast():
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images)
         chunks.append(logits.float().cpu().numpy())
     logits_np = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if not ddp.enabled:
@@ -612,7 +615,7 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
     from hierclf.head import LeafHead
     from hierclf.losses import build_loss
     from hierclf.predictions import Predictions, write_predictions
-    from hierclf.transforms import eval_transform, train_transform
+    from hierclf.transforms import BatchTransform, eval_transform, to_uint8, train_transform
 
     if resume and (out / DONE).is_file():
         logger.info("%s is finished (DONE exists); nothing to train", out)
@@ -644,10 +647,22 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
     else:
         class_index = head.class_index
     size = config.data.size
-    train_tf = train_transform(size) if config.data.augment else eval_transform(size)
+    pipeline = config.data.pipeline
+    if pipeline == "auto":
+        pipeline = "batched" if device.type == "cuda" else "per_sample"
+    train_batch_tf: nn.Module | None = None
+    eval_batch_tf: nn.Module | None = None
+    if pipeline == "batched":  # datasets give uint8 tensors; augmentation + preprocessing run on the device
+        train_tf: Any = to_uint8(size)
+        eval_tf: Any = to_uint8(size)
+        train_batch_tf = BatchTransform(size, augment=config.data.augment).to(device)
+        eval_batch_tf = BatchTransform(size, augment=False).to(device)
+    else:
+        train_tf = train_transform(size) if config.data.augment else eval_transform(size)
+        eval_tf = eval_transform(size)
     datasets = {"train": TaxonomyImageDataset(sources["train"], class_index, transform=train_tf)}
     for split in ("val", "test"):
-        datasets[split] = TaxonomyImageDataset(sources[split], class_index, transform=eval_transform(size))
+        datasets[split] = TaxonomyImageDataset(sources[split], class_index, transform=eval_tf)
     train_targets = datasets["train"].targets.numpy()
     counts = np.bincount(train_targets, minlength=len(classes))
     logger.info("classes (%d): %s; training images per class: %s", len(classes), ", ".join(classes),
@@ -732,11 +747,15 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         loader = DataLoader(datasets["train"], batch_sampler=sampler, num_workers=config.workers,
                             worker_init_fn=seed_worker, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        # batched augmentation draws from a generator seeded by (seed, epoch, rank): exact on resume
+        augment_gen = torch.Generator().manual_seed((config.seed * 1_000_003 + epoch) * 4099 + ddp.rank)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         n_seen = 0
         bar = _progress(loader, epoch, config.epochs, tqdm_off)
         for images, targets in bar:
             images = images.to(device, non_blocking=True)
+            if train_batch_tf is not None:
+                images = train_batch_tf(images, generator=augment_gen)
             targets = targets.to(device, non_blocking=True)
             with autocast():
                 logits = wrapped(images)
@@ -754,7 +773,7 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
             totals = torch.stack([loss_sum, torch.tensor(float(n_seen), dtype=torch.float64, device=device)])
             dist.all_reduce(totals)
             loss_sum, n_seen = totals[0], int(totals[1].item())
-        val_logits = _predict(model, datasets["val"], config, device, ddp, autocast)
+        val_logits = _predict(model, datasets["val"], config, device, ddp, autocast, eval_batch_tf)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(loss_sum.item()) / max(1, n_seen)}
         record.update(_metrics(val_logits, val_targets, val_labels, metric, scorer, head))
         record.update({"lr": optimizer.param_groups[0]["lr"], "unfrozen_blocks": n_unfrozen,
@@ -794,7 +813,8 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         best_epoch = len(history)
     paths = {}
     for split in ("val", "test"):
-        probs, columns = _file_probs(head, _predict(model, datasets[split], config, device, ddp, autocast))
+        probs, columns = _file_probs(head, _predict(model, datasets[split], config, device, ddp, autocast,
+                                                 eval_batch_tf))
         src = sources[split]
         path = out / "predictions" / f"{split}.npz"
         if ddp.main:

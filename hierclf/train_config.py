@@ -71,6 +71,7 @@ class DataConfig(_Model):
     size: int = Field(28, ge=8)
     download: bool = False
     augment: bool = True
+    pipeline: Literal["auto", "per_sample", "batched"] = "auto"
     synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)  # type: ignore[arg-type]
     csv: CsvOptions | None = None
 

@@ -168,6 +168,24 @@ def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.M
     assert [h["train_loss"] for h in resumed.history] == pytest.approx(expected, abs=1e-6)
 
 
+def test_batched_augmentation_resumes_exactly(tmp_path: Path) -> None:
+    """The batched pipeline (uint8 batches, augmentation on the device, as used on GPUs) with augmentation on:
+    a run stopped after epoch 1 and resumed equals one that never stopped; and augmentation really ran."""
+    def run(out: str, augment: bool, stop: int | None) -> Path:
+        cfg = _config(tmp_path / out, out=str(tmp_path / out / "o"), epochs=2, max_steps_per_epoch=2,
+                      data={"pipeline": "batched", "augment": augment}, early_stopping={"metric": "val_loss"})
+        fit(cfg, progress=False, stop_after_epochs=stop)
+        if stop is not None:
+            fit(cfg, progress=False)
+        return tmp_path / out / "o" / "checkpoint.pt"
+
+    straight, resumed = _weights(run("a", True, None)), _weights(run("b", True, 1))
+    plain = _weights(run("c", False, None))
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)
+    assert any(not torch.allclose(plain[k], straight[k]) for k in straight if plain[k].is_floating_point())
+
+
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     cfg = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1)
     fit(cfg, progress=False, stop_after_epochs=1)
