@@ -65,7 +65,6 @@ DERMAMNIST_COUNTS: dict[str, tuple[int, ...]] = {
 }
 _N_CODES = 7
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-_SHIPPED_TAXONOMY = Path(__file__).resolve().parents[1] / "taxonomy" / "dermamnist.yaml"
 
 
 class ImageSource(Protocol):
@@ -503,10 +502,9 @@ def _missing_file_error(root: Path, name: str, size: int, failure: str = "") -> 
 
 
 def _default_taxonomy() -> Taxonomy:
-    if not _SHIPPED_TAXONOMY.is_file():
-        raise HierclfError("load_dermamnist needs a taxonomy with 'dermamnist' codes: pass taxonomy= "
-                           "(e.g. Taxonomy.from_yaml('taxonomy/dermamnist.yaml'))")
-    return Taxonomy.from_yaml(_SHIPPED_TAXONOMY)
+    from hierclf.shipped import shipped_taxonomy
+
+    return Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
 
 
 def _check_layout(npz: Any, file: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
