@@ -46,6 +46,7 @@ __all__ = [
     "EvaluationError",
     "EvaluationReport",
     "Estimate",
+    "Evaluator",
     "Metadata",
     "PartitionResult",
     "ReaderPoint",
@@ -1191,3 +1192,73 @@ def _primary(
         "partition": pm.partition,
         "estimate": est.to_dict() if est is not None else None,
     }
+
+
+class Evaluator:
+    """The stateful face of :func:`evaluate`: add one seed at a time, then compute the report.
+
+    Useful when seeds finish one after another (e.g. at the end of each training run); the result is the
+    same as calling :func:`evaluate` with all seeds at once.
+
+    Example:
+        >>> from hierclf import Taxonomy
+        >>> from hierclf.protocol import protocol_from_dict
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> proto = protocol_from_dict({"name": "demo", "target_sensitivity": 0.9, "group_column": None,
+        ...     "min_seeds": 1, "bootstrap": {"replicates": 20},
+        ...     "primary_metric": {"metric": "auc", "task": "mel_vs_nv"},
+        ...     "tasks": [{"name": "mel_vs_nv", "positive": ["mel"], "negative": ["nv"]}]}, tax)
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.array(["melanoma", "melanocytic_nevus"] * 20)
+        >>> probs = rng.dirichlet(np.ones(7), size=40)
+        >>> ev = Evaluator(tax, proto)
+        >>> preds = Predictions(probs, tax.leaves, labels=labels)
+        >>> ev.add(preds, preds)
+        >>> report = ev.compute()
+        >>> report.n_seeds, report.tasks["mel_vs_nv"].threshold_source
+        (1, 'validation')
+    """
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        protocol: Protocol,
+        *,
+        metadata: str | Path | Metadata | None = None,
+        readers: str | Path | Sequence[Mapping[str, Any]] | None = None,
+        synthetic: bool = False,
+        allow_test_thresholds: bool | None = None,
+    ) -> None:
+        self.taxonomy = taxonomy
+        self.protocol = protocol
+        self.metadata = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
+        self.readers = readers
+        self.synthetic = synthetic
+        self.allow_test_thresholds = allow_test_thresholds
+        self.val: list[str | Path | Predictions] = []
+        self.test: list[str | Path | Predictions] = []
+
+    def add(self, val: str | Path | Predictions | None, test: str | Path | Predictions) -> None:
+        """Add one seed's validation (``None`` only if every seed has none) and test predictions."""
+        if (val is None) != (not self.val) and self.test:
+            raise EvaluationError("give validation predictions for every seed or for none")
+        if val is not None:
+            self.val.append(val)
+        self.test.append(test)
+
+    def reset(self) -> None:
+        """Forget the seeds added so far."""
+        self.val, self.test = [], []
+
+    def compute(self) -> EvaluationReport:
+        """The :class:`EvaluationReport` of every seed added so far."""
+        return evaluate(
+            self.taxonomy,
+            self.protocol,
+            self.val or None,
+            self.test,
+            metadata=self.metadata,
+            readers=self.readers,
+            synthetic=self.synthetic,
+            allow_test_thresholds=self.allow_test_thresholds,
+        )

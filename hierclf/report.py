@@ -110,6 +110,7 @@ def render_markdown(report: EvaluationReport, figures: dict[str, str] | None = N
         lines += [f"- error profile: {proto['error_profile']}"]
     lines.append("")
     lines += _primary_section(report)
+    lines += _summary_section(report)
     for task in report.tasks.values():
         lines += _task_section(report, task, figures)
     for part in report.partitions.values():
@@ -149,6 +150,36 @@ def _primary_section(report: EvaluationReport) -> list[str]:
         f"**{p['metric']}** on {where}: **{_fmt_dict(est)}** (n = {_n(est['n'])}; {est['provenance']})",
         "",
     ]
+
+
+def _summary_section(report: EvaluationReport) -> list[str]:
+    """AUC beside the operating point, and per-class recall beside balanced accuracy, in one place:
+    seed 003's best-AUC model caught 41 % of melanomas, which an AUC alone hides."""
+    lines = ["## Summary (test)", ""] + _banner(report)
+    lines += [
+        "| task | AUC | sensitivity | specificity | threshold chosen on |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in report.tasks.values():
+        m = t.metrics
+        lines.append(
+            f"| {t.name} | {format_estimate(m['auc'])} | {format_estimate(m['sensitivity'])} | "
+            f"{format_estimate(m['specificity'])} | {t.threshold_source.split(' ')[0]} |"
+        )
+    lines.append("")
+    if report.partitions:
+        lines += [
+            "| partition | balanced accuracy | macro AUC | per-class recall |",
+            "| --- | --- | --- | --- |",
+        ]
+        for p in report.partitions.values():
+            recalls = ", ".join(f"{c} {_num(e.value)}" for c, e in p.per_class_recall.items())
+            lines.append(
+                f"| {p.name} | {format_estimate(p.metrics['balanced_accuracy'])} | "
+                f"{format_estimate(p.metrics['macro_auc'])} | {recalls} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str, str]) -> list[str]:

@@ -537,7 +537,10 @@ def test_report_files_and_json_numbers(tax: Taxonomy, data: Any, tmp_path: Path)
     assert all("SYNTHETIC DATA — not a clinical result" in s for s in sections)
     assert md.index("ONLY 3 SEEDS") < md.index("## Task")
     assert "OPTIMISTIC" in md and "thresholds chosen on: **validation**" in md
-    assert "| melanoma | " in md  # per-class recall next to AUC in the same report
+    assert "| melanoma | " in md  # per-class recall in the partition tables ...
+    summary = md[md.index("## Summary") : md.index("## Task")]  # ... and beside AUC at the top
+    recall = rep.partitions["three_way"].per_class_recall["melanoma"].value
+    assert f"melanoma {recall:.3f}" in summary and "| mel_vs_nv | " in summary
     assert not list(out.rglob("*.tmp"))
 
 
@@ -597,3 +600,22 @@ def test_ham10000_metadata_groups_and_subgroups(tax: Taxonomy, shared_data: Path
         assert got == dict(want)
     assert any(r["small"] for r in rep.subgroups["localization"])
     assert not any("ROW-LEVEL" in w for w in rep.warnings)
+
+
+def test_evaluator_class_equals_function(tax: Taxonomy, data: Any, report: Any) -> None:
+    from hierclf.evaluate import Evaluator
+
+    ev = Evaluator(tax, _protocol(tax))
+    for v, t in zip(*data):
+        ev.add(v, t)
+    rep = ev.compute()
+    for name, res in report.tasks.items():
+        for key, est in res.metrics.items():
+            assert rep.tasks[name].metrics[key].to_dict() == est.to_dict()
+    assert rep.partitions["three_way"].metrics["balanced_accuracy"].to_dict() == \
+        report.partitions["three_way"].metrics["balanced_accuracy"].to_dict()
+    with pytest.raises(EvaluationError, match="every seed or for none"):
+        ev.add(None, data[1][0])
+    ev.reset()
+    with pytest.raises(EvaluationError, match="no test predictions"):
+        ev.compute()
