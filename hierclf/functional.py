@@ -155,10 +155,23 @@ def _sum_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _block_rows(x: Tensor, n_columns: int, n_out: int) -> int:
+def _block_rows(x: Tensor, n_columns: int, n_sums: int) -> int:
     budget = _CPU_BLOCK_BYTES if x.device.type == "cpu" else _DEVICE_BLOCK_BYTES
-    per_row = 8 * (n_columns + 1 + 2 * n_out)
-    return max(8, budget // max(per_row, 1))
+    per_row = 8 * (n_columns + 1 + 3 * n_sums) + x.element_size() * (n_columns + n_sums)
+    return max(8, min(4096, budget // max(per_row, 1)))
+
+
+def _split(start: Tensor, end: Tensor, n_columns: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Separate the outputs that are one input column (copied exactly) from those that need a sum.
+
+    Returns ``(sum_start, sum_end, take)``: the ranges that need a sum, and for each output the column of
+    ``Z = [x, sums]`` holding it (``take[k] = start[k]`` for a one-column output, ``n_columns + i`` for the
+    ``i``-th sum).
+    """
+    multi = (end - start) > 1
+    rank = torch.cumsum(multi.to(torch.int64), 0) - 1
+    take = torch.where(multi, rank + n_columns, start)
+    return start[multi], end[multi], take
 
 
 def _range_sums(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor) -> Tensor:
@@ -170,43 +183,55 @@ def _range_sums(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor) -> T
         start, end: ``(n_out,)`` pre-order column ranges.
 
     Returns:
-        ``(batch, n_out)`` in ``x.dtype``.
+        ``(batch, n_out)`` in ``x.dtype``; one-column outputs are exact copies of their column.
     """
     if perm is not None:
         x = x.index_select(1, perm)
-    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    sum_start, sum_end, take = _split(start, end, x.shape[1])
+    acc = _acc_dtype(x)
     prefix = torch.nn.functional.pad(torch.cumsum(x, 1, dtype=acc), (1, 0))
-    return (prefix.index_select(1, end) - prefix.index_select(1, start)).to(x.dtype)
+    sums = (prefix.index_select(1, sum_end) - prefix.index_select(1, sum_start)).to(x.dtype)
+    return torch.cat([x, sums], 1).index_select(1, take)
 
 
 def _range_sums_blocked(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor,
                         out: Tensor | None = None) -> Tensor:
-    """As :func:`_range_sums`, computed in cache-sized row blocks into one output (no autograd)."""
+    """As :func:`_range_sums`, computed in cache-sized row blocks into one output (no autograd).
+
+    Per block: float64 prefix of the block, one gather of both ends of every multi-column range, one
+    subtraction, then one gather of the output columns from ``[block, sums]``. (``torch.gather`` with an
+    expanded index is used: on CPU it is several times faster than ``index_select`` along dim 1.)
+    """
     batch, n_out = x.shape[0], start.shape[0]
     n_cols = x.shape[1]
-    rows = _block_rows(x, n_cols, n_out)
     if out is None:
         out = torch.empty((batch, n_out), dtype=x.dtype, device=x.device)
     if batch == 0:
         return out
+    sum_start, sum_end, take = _split(start, end, n_cols)
+    n_sums = sum_start.shape[0]
+    rows = min(_block_rows(x, n_cols, n_sums), batch)
     acc = _acc_dtype(x)
-    rows = min(rows, batch)
-    prefix = torch.zeros((rows, n_cols + 1), dtype=acc, device=x.device)
-    ends = torch.cat([end, start])
-    gathered = torch.empty((rows, 2 * n_out), dtype=acc, device=x.device)
-    same = out.dtype == acc
-    diff = None if same else torch.empty((rows, n_out), dtype=acc, device=x.device)
+    dev = x.device
+    prefix = torch.zeros((rows, n_cols + 1), dtype=acc, device=dev)
+    ends = torch.cat([sum_end, sum_start]).expand(rows, 2 * n_sums)
+    gathered = torch.empty((rows, 2 * n_sums), dtype=acc, device=dev)
+    diff = torch.empty((rows, n_sums), dtype=acc, device=dev)
+    z = torch.empty((rows, n_cols + n_sums), dtype=x.dtype, device=dev)
+    take_rows = take.expand(rows, n_out)
     for b0 in range(0, batch, rows):  # loop over row blocks (a handful), never over samples or nodes
         b1 = min(batch, b0 + rows)
         n = b1 - b0
-        block = x[b0:b1] if perm is None else x[b0:b1].index_select(1, perm)
-        torch.cumsum(block, 1, dtype=acc, out=prefix[:n, 1:])
-        torch.index_select(prefix[:n], 1, ends, out=gathered[:n])
-        if diff is None:
-            torch.sub(gathered[:n, :n_out], gathered[:n, n_out:], out=out[b0:b1])
+        if perm is None:
+            z[:n, :n_cols].copy_(x[b0:b1])
         else:
-            torch.sub(gathered[:n, :n_out], gathered[:n, n_out:], out=diff[:n])
-            out[b0:b1].copy_(diff[:n])
+            torch.index_select(x[b0:b1], 1, perm, out=z[:n, :n_cols])
+        if n_sums:
+            torch.cumsum(z[:n, :n_cols], 1, dtype=acc, out=prefix[:n, 1:])
+            torch.gather(prefix[:n], 1, ends[:n], out=gathered[:n])
+            torch.sub(gathered[:n, :n_sums], gathered[:n, n_sums:], out=diff[:n])
+            z[:n, n_cols:].copy_(diff[:n])
+        torch.gather(z[:n], 1, take_rows[:n], out=out[b0:b1])
     return out
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from hierclf.functional import _pairs, _plan, _range_sums_blocked
+from hierclf.functional import _pairs, _plan, _range_sums_blocked, _split
 
 if TYPE_CHECKING:
     from hierclf.taxonomy import Taxonomy
@@ -46,6 +46,10 @@ class _RollUpBase(nn.Module):
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("start", torch.as_tensor(plan.start), persistent=False)
         self.register_buffer("end", torch.as_tensor(plan.end), persistent=False)
+        sum_start, sum_end, take = _split(self.start, self.end, self.n_columns)
+        self.register_buffer("sum_start", sum_start, persistent=False)
+        self.register_buffer("sum_end", sum_end, persistent=False)
+        self.register_buffer("take", take, persistent=False)
 
     def extra_repr(self) -> str:
         shown = ", ".join(self.nodes[:4]) + (", ..." if self.n_out > 4 else "")
@@ -99,7 +103,8 @@ class RollUp(_RollUpBase):
         else:
             acc = torch.float32 if x.device.type == "mps" else torch.float64
             prefix = torch.nn.functional.pad(torch.cumsum(x, 1, dtype=acc), [1, 0])
-            out = (prefix.index_select(1, self.end) - prefix.index_select(1, self.start)).to(x.dtype)
+            sums = (prefix.index_select(1, self.sum_end) - prefix.index_select(1, self.sum_start)).to(x.dtype)
+            out = torch.cat([x, sums], 1).index_select(1, self.take)
         return out.reshape(self._out_shape(probs))
 
     @torch.jit.unused

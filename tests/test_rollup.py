@@ -97,7 +97,9 @@ def test_esteva_scale_tree_matches_brute_force_and_blocks_agree() -> None:
     blocked = rollup(torch.from_numpy(probs), tax)  # eager, no grad: cache-sized row blocks
     whole = rollup(torch.from_numpy(probs).requires_grad_(), tax).detach()  # autograd path: whole batch
     np.testing.assert_allclose(blocked.double().numpy(), expected, atol=1e-6)
-    assert torch.equal(blocked, whole)
+    assert torch.equal(blocked, whole)  # same formulation: bit-identical
+    leaves = list(tax.index.leaf_rows)
+    assert torch.equal(blocked[:, leaves], torch.from_numpy(probs))  # one-column outputs are exact copies
 
 
 def test_small_nodes_keep_relative_precision_in_float32() -> None:
@@ -344,7 +346,8 @@ def test_module_state_dict_round_trip_and_buffers(dermamnist: Taxonomy) -> None:
     fresh.load_state_dict(module.state_dict())
     x = torch.from_numpy(random_probs(3, 7))
     assert torch.equal(fresh(x), module(x))
-    assert {name for name, _ in module.named_buffers()} == {"perm", "start", "end"}
+    buffers = {name for name, _ in module.named_buffers()}
+    assert buffers == {"perm", "start", "end", "sum_start", "sum_end", "take"}
     assert "malignant" in repr(module)
 
 
