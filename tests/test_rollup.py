@@ -397,3 +397,24 @@ def test_compile_traces_without_graph_breaks(dermamnist: Taxonomy) -> None:
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     x = torch.from_numpy(random_probs(6, 7, seed=10))
     torch.testing.assert_close(compiled(x), module(x))
+
+
+def test_benchmark_smoke_run(tmp_path: Path) -> None:
+    """The benchmark script runs end to end at tiny sizes and writes its JSON (no timing is asserted)."""
+    import importlib.util
+    import json
+
+    script = TAXONOMY_DIR.parent / "benchmarks" / "rollup.py"
+    spec = importlib.util.spec_from_file_location("bench_rollup", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--leaves", "12", "--batch", "8", "--threads", "1",
+                           "--out", str(tmp_path / "r.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "r.json").read_text())
+    methods = {r["method"] for r in report["results"]}
+    assert {"copy floor", "hierclf rollup()", "dense probs @ A", "Python loop over nodes"} <= methods
