@@ -26,7 +26,7 @@ import csv
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -403,27 +403,18 @@ def _under(taxonomy: Taxonomy, label: str, nodes: Sequence[str]) -> bool:
     return any(label == n or n in taxonomy.ancestors(label) for n in nodes)
 
 
-def _task_labels(taxonomy: Taxonomy, labels: np.ndarray, task: TaskSpec) -> np.ndarray:
+def _task_labels(taxonomy: Taxonomy, split: _Split, task: TaskSpec) -> np.ndarray:
     """Per sample: 1 positive, 0 negative, -1 not in the task (label elsewhere or above both sides)."""
-    uniq, inv = np.unique(labels, return_inverse=True)
-    code = np.array(
-        [
-            1 if _under(taxonomy, u, task.positive) else 0 if _under(taxonomy, u, task.negative) else -1
-            for u in uniq.tolist()
-        ],
-        dtype=np.int64,
+    return split.per_label(
+        lambda u: 1 if _under(taxonomy, u, task.positive) else 0 if _under(taxonomy, u, task.negative) else -1
     )
-    return code[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
 
 
-def _cut_labels(taxonomy: Taxonomy, labels: np.ndarray, cut: Sequence[str]) -> np.ndarray:
+def _cut_labels(taxonomy: Taxonomy, split: _Split, cut: Sequence[str]) -> np.ndarray:
     """Per sample: index of the cut class containing its label, -1 when the label lies above the cut."""
-    uniq, inv = np.unique(labels, return_inverse=True)
-    cls = []
-    for u in uniq.tolist():
-        chain = (u, *taxonomy.ancestors(u))
-        cls.append(next((cut.index(c) for c in chain if c in cut), -1))
-    return np.asarray(cls, dtype=np.int64)[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+    return split.per_label(
+        lambda u: next((cut.index(c) for c in (u, *taxonomy.ancestors(u)) if c in cut), -1)
+    )
 
 
 def _covered(taxonomy: Taxonomy, nodes: Sequence[str], columns: Sequence[str]) -> list[str]:
@@ -503,30 +494,44 @@ def _boot_partition(
 ) -> dict[str, np.ndarray]:
     """Bootstrap replicates of per-class recall ``(R, C)``, balanced accuracy ``(R,)`` and cancer sensitivity.
 
-    Each replicate weights every sample by its group's draw count, so recall_c = sum of weights of correct
-    class-c samples / sum of weights of class-c samples: two matrix products per chunk of replicates.
+    A replicate draws groups with replacement (:func:`hierclf.metrics.grouped_bootstrap_counts` over the
+    distinct groups, the same draws as for the samples) and counts each group's samples as often as it was
+    drawn. Samples are first summed per group, so a chunk of replicates costs two ``(chunk, n_groups) @
+    (n_groups, C + 1)`` products: recall_c = drawn correct class-c samples / drawn class-c samples.
+
+    Args:
+        y, pred: ``(n,)`` true and predicted class indices.
+        groups: ``(n,)`` int group codes ``0..n_groups-1``.
+        n_classes: C.
+        cancer: optional ``(2, n)`` bool: truth under ``malignant``, prediction under ``malignant``.
+        proto: replicates, seed.
     """
-    onehot = np.zeros((len(y), n_classes))
-    onehot[np.arange(len(y)), y] = 1.0
-    correct = onehot * (pred == y)[:, None]
-    present = onehot.sum(0) > 0
-    recalls, cancers = [], []
+    codes, g = np.unique(groups, return_inverse=True)
+    g = g.reshape(-1)
+    n_groups = len(codes)
+    extra = 1 if cancer is not None else 0
+    total = np.zeros((n_groups, n_classes + extra))
+    hits = np.zeros((n_groups, n_classes + extra))
+    np.add.at(total, (g, y), 1.0)
+    np.add.at(hits, (g, y), (pred == y).astype(np.float64))
     if cancer is not None:
-        truth_c, hit_c = cancer[0].astype(np.float64), (cancer[0] & cancer[1]).astype(np.float64)
-    for counts in M.grouped_bootstrap_counts(groups, proto.bootstrap.replicates, proto.bootstrap.seed):
-        w = np.asarray(counts, dtype=np.float64)
+        np.add.at(total[:, n_classes], g, cancer[0].astype(np.float64))
+        np.add.at(hits[:, n_classes], g, (cancer[0] & cancer[1]).astype(np.float64))
+    present = total[:, :n_classes].sum(0) > 0
+    parts = []
+    for counts in M.grouped_bootstrap_counts(codes, proto.bootstrap.replicates, proto.bootstrap.seed):
+        w = np.asarray(counts, dtype=np.float64)  # (chunk, n_groups): draws of each group
         with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append((w @ correct) / (w @ onehot))
-            if cancer is not None:
-                cancers.append((w @ hit_c) / (w @ truth_c))
-    rec = np.concatenate(recalls) if recalls else np.zeros((0, n_classes))
+            parts.append((w @ hits) / (w @ total))
+    ratios = np.concatenate(parts) if parts else np.zeros((0, n_classes + extra))
+    rec = ratios[:, :n_classes]
     rec[:, ~present] = np.nan
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates stay NaN ('mean of empty slice')
         bal = np.nanmean(rec[:, present], axis=1) if present.any() else np.full(len(rec), np.nan)
     out = {"recall": rec, "balanced_accuracy": bal}
     if cancer is not None:
-        out["cancer_sensitivity"] = np.concatenate(cancers) if cancers else np.zeros(0)
+        out["cancer_sensitivity"] = ratios[:, n_classes]
     return out
 
 
@@ -535,12 +540,30 @@ def _boot_partition(
 
 @dataclass
 class _Split:
-    """One prediction set, ready for the metrics."""
+    """One prediction set, ready for the metrics.
+
+    ``groups`` are ``(n,)`` int64 group codes (the bootstrap unit); ``label_names`` / ``label_codes`` are the
+    distinct true labels and each sample's index into them, computed once (string sorting is the slow part).
+    """
 
     name: str
     preds: Predictions
     groups: np.ndarray
     meta_rows: np.ndarray | None
+    label_names: list[str] = field(default_factory=list)
+    label_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        labels = self.preds.labels
+        if labels is not None and not self.label_names:
+            uniq, inv = np.unique(labels, return_inverse=True)
+            self.label_names, self.label_codes = uniq.tolist(), inv.reshape(-1).astype(np.int64)
+        self.groups = np.unique(np.asarray(self.groups), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+    def per_label(self, value: Callable[[str], int]) -> np.ndarray:
+        """``(n,)`` int64: ``value(label)`` of each sample, computed once per distinct label."""
+        table = np.asarray([value(u) for u in self.label_names], dtype=np.int64)
+        return table[self.label_codes] if len(table) else np.zeros(len(self.label_codes), np.int64)
 
 
 def _prepare(
@@ -758,7 +781,7 @@ def _task_data(taxonomy: Taxonomy, task: TaskSpec, split: _Split, role: str) -> 
             f"below the prediction columns ({', '.join(split.preds.columns)}), so their "
             "probability is unknown"
         )
-    code = _task_labels(taxonomy, _labels(split), task)
+    code = _task_labels(taxonomy, split, task)
     rows = np.flatnonzero(code >= 0)
     y = code[rows]
     for value, side, nodes in ((1, "positive", task.positive), (0, "negative", task.negative)):
@@ -947,7 +970,7 @@ def _evaluate_partition(
     if cancer_cls is not None:
         per["cancer_sensitivity"], reps["cancer_sensitivity"] = [], []
     for s in test:
-        y_all = _cut_labels(taxonomy, _labels(s), cut)
+        y_all = _cut_labels(taxonomy, s, cut)
         rows = np.flatnonzero(y_all >= 0)
         y = y_all[rows]
         probs = np.asarray(
@@ -1013,20 +1036,6 @@ def _evaluate_partition(
     return PartitionResult(name, list(cut), ns, excl, cms, per_class, metrics, notes)
 
 
-def _labels(split: _Split) -> np.ndarray:
-    labels = split.preds.labels
-    if labels is None:  # pragma: no cover - _as_predictions refuses predictions without labels
-        raise EvaluationError(f"{split.name}: no true labels")
-    return labels
-
-
-def _lookup(values: np.ndarray, table: Mapping[str, int]) -> np.ndarray:
-    """``table[v]`` for every ``v`` in ``values``, looked up once per distinct value."""
-    uniq, inv = np.unique(values, return_inverse=True)
-    found = np.asarray([table[u] for u in uniq.tolist()], dtype=np.int64)
-    return found[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
-
-
 def _evaluate_hierarchical(taxonomy: Taxonomy, test: list[_Split], notes: list[str]) -> dict[str, Estimate]:
     """Mistake severity (leaf columns only) and hierarchical P/R/F1 of the predicted column."""
     pos = taxonomy.index.position
@@ -1037,18 +1046,17 @@ def _evaluate_hierarchical(taxonomy: Taxonomy, test: list[_Split], notes: list[s
     for s in test:
         cols = s.preds.columns
         pred_node = np.asarray([pos[c] for c in cols])[np.asarray(s.preds.probs).argmax(axis=1)]
-        labels = _labels(s)
-        true_node = _lookup(labels, pos)
+        true_node = s.per_label(pos.__getitem__)
         p, r, f = M.hierarchical_prf(true_node, pred_node, taxonomy)
         for k, v in (("hierarchical_precision", p), ("hierarchical_recall", r), ("hierarchical_f1", f)):
             per.setdefault(k, []).append(float(v))
         ns.append(len(s.preds))
         if all(taxonomy.is_leaf(c) for c in cols):
-            is_leaf = np.isin(labels, np.asarray(taxonomy.leaves))
-            lab = labels[is_leaf]
-            t_idx = _lookup(lab, leaf_pos)
+            leaf_code = s.per_label(lambda u: leaf_pos.get(u, -1))
+            is_leaf = leaf_code >= 0  # samples labelled at a leaf
+            t_idx = leaf_code[is_leaf]
             col_leaf = np.asarray([leaf_pos[c] for c in cols])
-            p_idx = col_leaf[np.asarray(s.preds.probs)[is_leaf].argmax(axis=1)] if len(lab) else t_idx
+            p_idx = col_leaf[np.asarray(s.preds.probs)[is_leaf].argmax(axis=1)] if len(t_idx) else t_idx
             dist, lca_h = M.mistake_severity(t_idx, p_idx, taxonomy)
             wrong = t_idx != p_idx
             per.setdefault("mistake_distance", []).append(float(np.mean(dist[wrong])) if wrong.any() else 0.0)
@@ -1078,10 +1086,8 @@ def _calibration_node(taxonomy: Taxonomy, proto: Protocol, node: str, test: list
     for s in test:
         if _covered(taxonomy, [node], s.preds.columns):
             return {"note": f"{node!r} lies below the prediction columns; not computed"}
-        uniq, inv = np.unique(_labels(s), return_inverse=True)
         anc = set(taxonomy.ancestors(node))
-        code = np.array([1 if _under(taxonomy, u, [node]) else -1 if u in anc else 0 for u in uniq.tolist()])
-        code = code[inv.reshape(-1)]
+        code = s.per_label(lambda u, anc=anc: 1 if _under(taxonomy, u, [node]) else -1 if u in anc else 0)
         rows = np.flatnonzero(code >= 0)
         p = np.asarray(
             rollup(

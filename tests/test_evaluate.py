@@ -619,3 +619,28 @@ def test_evaluator_class_equals_function(tax: Taxonomy, data: Any, report: Any) 
     ev.reset()
     with pytest.raises(EvaluationError, match="no test predictions"):
         ev.compute()
+
+
+def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) -> None:
+    """Each replicate's per-class recall equals scikit-learn's recall with the replicate's per-sample draw
+    counts (grouped_bootstrap_counts on the samples' groups) as sample weights."""
+    from hierclf.evaluate import _boot_partition
+    from hierclf.metrics import grouped_bootstrap_counts
+
+    rng = np.random.default_rng(5)
+    n, C = 300, 3
+    y = rng.integers(0, C, n)
+    pred = np.where(rng.random(n) < 0.6, y, rng.integers(0, C, n))
+    groups = rng.integers(0, 90, n)  # some group numbers unused: codes are not contiguous
+    cancer = np.stack([y == 2, pred == 2])
+    proto = _protocol(tax, bootstrap={"replicates": 25, "seed": 11})
+    out = _boot_partition(y, pred, groups, C, cancer, proto)
+    counts = np.concatenate(list(grouped_bootstrap_counts(groups, 25, 11)))
+    for r in range(25):
+        w = counts[r]
+        keep = w > 0
+        want = recall_score(y[keep], pred[keep], labels=range(C), average=None, sample_weight=w[keep],
+                            zero_division=np.nan)
+        np.testing.assert_allclose(out["recall"][r], want, rtol=1e-12)
+        assert out["balanced_accuracy"][r] == pytest.approx(np.nanmean(want))
+        assert out["cancer_sensitivity"][r] == pytest.approx(want[2])
