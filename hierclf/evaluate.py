@@ -190,13 +190,28 @@ class EvaluationReport:
                 "warnings": self.warnings,
                 "notes": self.notes,
                 "primary": self.primary,
-                "tasks": {k: asdict(v) for k, v in self.tasks.items()},
+                "tasks": {k: _task_json(v) for k, v in self.tasks.items()},
                 "partitions": {k: asdict(v) for k, v in self.partitions.items()},
                 "hierarchical": {k: asdict(v) for k, v in self.hierarchical.items()},
                 "calibration_nodes": self.calibration_nodes,
                 "subgroups": self.subgroups,
             }
         )
+
+
+#: ROC curves in report.json keep at most this many points (evenly spaced along the curve, ends kept)
+JSON_ROC_POINTS = 1001
+
+
+def _task_json(task: TaskResult) -> dict[str, Any]:
+    out = asdict(task)
+    for roc in out["roc"]:
+        n = len(roc["fpr"])
+        if n > JSON_ROC_POINTS:
+            keep = np.unique(np.linspace(0, n - 1, JSON_ROC_POINTS).round().astype(np.int64))
+            roc["fpr"], roc["tpr"] = roc["fpr"][keep], roc["tpr"][keep]
+            roc["downsampled_from"] = n
+    return out
 
 
 def _clean(obj: Any) -> Any:
@@ -879,7 +894,10 @@ def _evaluate_task(
         k: _estimate(per[k], reps.get(k), level=level, n=n_test, n_groups=n_groups, provenance=prov[k])
         for k in per
     }
-    thr = _estimate(thresholds, level=level, provenance=f"chosen on {source} at sensitivity {target}")
+    n_val = [a + b for a, b in zip(counts["val_positive"], counts["val_negative"])]
+    thr = _estimate(
+        thresholds, level=level, n=n_val, provenance=f"chosen on {source} at sensitivity {target}"
+    )
     calibration = {
         "ece": _estimate(eces, level=level, n=n_test, provenance="test, conditional task score"),
         "reliability": curves,
@@ -1083,11 +1101,15 @@ def _evaluate_hierarchical(taxonomy: Taxonomy, test: list[_Split], notes: list[s
 def _calibration_node(taxonomy: Taxonomy, proto: Protocol, node: str, test: list[_Split]) -> dict[str, Any]:
     """ECE and reliability of P(node) against 'true label under node' (labels above the node left out)."""
     eces, curves, ns = [], [], []
+    above = set(taxonomy.ancestors(node))
+
+    def side(label: str) -> int:  # 1 under the node, -1 above it (unknown), 0 elsewhere
+        return 1 if _under(taxonomy, label, [node]) else -1 if label in above else 0
+
     for s in test:
         if _covered(taxonomy, [node], s.preds.columns):
             return {"note": f"{node!r} lies below the prediction columns; not computed"}
-        anc = set(taxonomy.ancestors(node))
-        code = s.per_label(lambda u, anc=anc: 1 if _under(taxonomy, u, [node]) else -1 if u in anc else 0)
+        code = s.per_label(side)
         rows = np.flatnonzero(code >= 0)
         p = np.asarray(
             rollup(

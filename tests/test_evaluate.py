@@ -644,3 +644,18 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
         np.testing.assert_allclose(out["recall"][r], want, rtol=1e-12)
         assert out["balanced_accuracy"][r] == pytest.approx(np.nanmean(want))
         assert out["cancer_sensitivity"][r] == pytest.approx(want[2])
+
+
+def test_json_roc_is_downsampled_for_large_curves(tax: Taxonomy, data: Any, report: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import hierclf.evaluate as ev
+
+    monkeypatch.setattr(ev, "JSON_ROC_POINTS", 11)
+    roc = report.tasks["malignant_vs_benign"].roc[0]
+    js = report.to_dict()["tasks"]["malignant_vs_benign"]["roc"][0]
+    assert len(js["fpr"]) == 11 and js["downsampled_from"] == len(roc["fpr"])
+    assert js["fpr"][0] == 0.0 and js["tpr"][-1] == 1.0
+    assert set(js["fpr"]) <= set(roc["fpr"].tolist())
+    c = report.tasks["malignant_vs_benign"].counts
+    n_val = [a + b for a, b in zip(c["val_positive"], c["val_negative"])]
+    assert report.tasks["malignant_vs_benign"].thresholds.n in (n_val, n_val[0])
