@@ -567,13 +567,16 @@ class _Split:
     meta_rows: np.ndarray | None
     label_names: list[str] = field(default_factory=list)
     label_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    group_names: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
+    grouped: bool = True
 
     def __post_init__(self) -> None:
         labels = self.preds.labels
         if labels is not None and not self.label_names:
             uniq, inv = np.unique(labels, return_inverse=True)
             self.label_names, self.label_codes = uniq.tolist(), inv.reshape(-1).astype(np.int64)
-        self.groups = np.unique(np.asarray(self.groups), return_inverse=True)[1].reshape(-1).astype(np.int64)
+        names, codes = np.unique(np.asarray(self.groups).astype(str), return_inverse=True)
+        self.group_names, self.groups = names, codes.reshape(-1).astype(np.int64)
 
     def per_label(self, value: Callable[[str], int]) -> np.ndarray:
         """``(n,)`` int64: ``value(label)`` of each sample, computed once per distinct label."""
@@ -609,7 +612,8 @@ def _prepare(
             groups = np.arange(len(preds)).astype(str)
             if gc is not None:
                 missing_groups.append(name)
-        out.append(_Split(name, preds, np.asarray(groups).astype(str), rows))
+        grouped = gc is not None and name not in missing_groups
+        out.append(_Split(name, preds, np.asarray(groups).astype(str), rows, grouped=grouped))
     gc = proto.group_column
     if missing_groups and split == "test" and gc is not None:
         why = (
@@ -625,6 +629,29 @@ def _prepare(
             "'group' column into the predictions.",
         )
     return out
+
+
+def _check_leakage(
+    val: list[_Split], test: list[_Split], group_column: str | None, warnings_: list[str]
+) -> None:
+    """Warn when a validation and a test set of the same seed share sample ids or patients/lesions: the
+    threshold would then be chosen partly on test data (seed 001: split by patient, never by image)."""
+    for k, (v, t) in enumerate(zip(val, test)):
+        shared = []
+        if v.preds.ids is not None and t.preds.ids is not None:
+            ids = np.intersect1d(v.preds.ids, t.preds.ids)
+            if len(ids):
+                shared.append(f"{len(ids)} sample id(s), e.g. {str(ids[0])!r}")
+        if v.grouped and t.grouped:
+            groups = np.intersect1d(v.group_names, t.group_names)
+            if len(groups):
+                shared.append(f"{len(groups)} {group_column} group(s), e.g. {str(groups[0])!r}")
+        if shared:
+            _warn(
+                warnings_,
+                f"LEAKAGE: validation and test of seed {k} share {' and '.join(shared)}; the "
+                "threshold chosen on validation has seen test patients, so test results are optimistic.",
+            )
 
 
 def _warn(warnings_: list[str], message: str) -> None:
@@ -698,6 +725,8 @@ def evaluate(
     meta = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
     test_splits = _prepare(test, taxonomy, protocol, meta, "test", warnings_)
     val_splits = _prepare(val, taxonomy, protocol, meta, "validation", warnings_) if val else test_splits
+    if val:
+        _check_leakage(val_splits, test_splits, protocol.group_column, warnings_)
     n_seeds = len(test_splits)
     if n_seeds < protocol.min_seeds:
         _warn(

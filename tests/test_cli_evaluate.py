@@ -41,7 +41,7 @@ def _preds(tax: Taxonomy, n: int, seed: int, prefix: str) -> Predictions:
     p /= p.sum(1, keepdims=True)
     ids = np.array([f"{prefix}{seed}_{i}" for i in range(n)])
     return Predictions(
-        p, tax.leaves, ids, np.asarray(tax.leaves)[y], np.array([f"L{i // 2}" for i in range(n)])
+        p, tax.leaves, ids, np.asarray(tax.leaves)[y], np.array([f"{prefix}L{i // 2}" for i in range(n)])
     )
 
 

@@ -659,3 +659,18 @@ def test_json_roc_is_downsampled_for_large_curves(tax: Taxonomy, data: Any, repo
     c = report.tasks["malignant_vs_benign"].counts
     n_val = [a + b for a, b in zip(c["val_positive"], c["val_negative"])]
     assert report.tasks["malignant_vs_benign"].thresholds.n in (n_val, n_val[0])
+
+
+def test_leakage_between_validation_and_test_is_a_warning(tax: Taxonomy, data: Any) -> None:
+    val, test = data
+    t = test[0]
+    assert not any("LEAKAGE" in w for w in evaluate(tax, _protocol(tax), [val[0]], [t]).warnings)
+    # the same lesions in validation and test (ids differ): the threshold has seen test patients
+    v = val[0]
+    shared = Predictions(v.probs, v.columns, v.ids, v.labels, t.groups[: len(v)])
+    rep = evaluate(tax, _protocol(tax), [shared], [t])
+    leak = [w for w in rep.warnings if w.startswith("LEAKAGE")]
+    assert len(leak) == 1 and f"{len(set(t.groups[: len(v)]))} lesion_id group(s)" in leak[0]
+    # the same images
+    same = evaluate(tax, _protocol(tax, group_column=None), [t], [t])
+    assert any("LEAKAGE" in w and f"{len(t)} sample id(s)" in w for w in same.warnings)
