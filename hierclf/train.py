@@ -249,6 +249,8 @@ def _init_distributed(device: torch.device) -> _Dist:
     if not dist.is_available():
         raise HierclfError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives (all_gather_object, barrier) use the current device
     if backend == "gloo" and not dist.is_gloo_available():
         raise HierclfError("distributed training on CPU needs the gloo backend, which this torch lacks")
     dist.init_process_group(backend=backend)

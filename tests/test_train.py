@@ -186,6 +186,20 @@ def test_batched_augmentation_resumes_exactly(tmp_path: Path) -> None:
     assert any(not torch.allclose(plain[k], straight[k]) for k in straight if plain[k].is_floating_point())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_amp_run(tmp_path: Path) -> None:
+    """On a GPU: AMP (float16 autocast + GradScaler) and the batched pipeline are on by default; the run
+    finishes with finite weights and a checkpoint that resumes."""
+    cfg = _config(tmp_path, out=str(tmp_path / "o"), device="cuda", epochs=2, max_steps_per_epoch=2,
+                  data={"augment": True})
+    first = fit(cfg, progress=False, stop_after_epochs=1)
+    result = fit(cfg, progress=False)
+    assert first.epochs_run == 1 and result.resumed_from == 1 and result.epochs_run == 2
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0  # the GradScaler was enabled and saved
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     cfg = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1)
     fit(cfg, progress=False, stop_after_epochs=1)
