@@ -259,8 +259,9 @@ def _subgroup_section(report: EvaluationReport, column: str, rows: list[dict[str
     for row in rows:
         for t in tasks:
             r = row["tasks"][t]
+            value = str(row["value"]).replace("|", "/")  # a '|' would split the Markdown cell
             lines.append(
-                f"| {row['value']} | {_n(row['n'])} | {t} | {_n(r['n_positive'])} / {_n(r['n_negative'])} | "
+                f"| {value} | {_n(row['n'])} | {t} | {_n(r['n_positive'])} / {_n(r['n_negative'])} | "
                 f"{_fmt_dict(r['auc'])} | {_fmt_dict(r['sensitivity'])} | {_fmt_dict(r['specificity'])} | "
                 f"{'SMALL' if row['small'] else ''} |"
             )
