@@ -307,6 +307,29 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
     assert sorted(test.labels.tolist()) == sorted(tax.resolve(k) for k in labels)
 
 
+def test_protocol_task_metric(tmp_path: Path) -> None:
+    """task_auc:<task> selects on a protocol task; its value is the AUC of P(pos) / (P(pos) + P(neg)) on the
+    samples under either side, recomputed here with scikit-learn from the saved validation predictions."""
+    from sklearn.metrics import roc_auc_score
+
+    from hierclf.predictions import read_predictions
+
+    protocol = str(REPO / "taxonomy" / "protocols" / "dermamnist.yaml")
+    cfg = _config(tmp_path, out=str(tmp_path / "o"), epochs=1, max_steps_per_epoch=2, protocol=protocol,
+                  early_stopping={"metric": "task_auc:melanoma_vs_nevus"})
+    result = fit(cfg, progress=False)
+    val = read_predictions(result.predictions["val"])
+    keep = np.isin(val.labels, ["melanoma", "melanocytic_nevus"])
+    mel = val.probs[keep, val.columns.index("melanoma")].astype(np.float64)
+    nev = val.probs[keep, val.columns.index("melanocytic_nevus")].astype(np.float64)
+    auc = roc_auc_score(val.labels[keep] == "melanoma", mel / (mel + nev))
+    assert result.history[0]["task_auc:melanoma_vs_nevus"] == pytest.approx(auc, rel=1e-6)
+
+    bad = _write(tmp_path, f"protocol: {protocol}\nearly_stopping: {{metric: 'task_auc:mel_vs_nevus'}}\n")
+    with pytest.raises(FileFormatError, match="unknown task 'mel_vs_nevus' .*did you mean 'melanoma_vs_nev"):
+        load_train_config(bad)
+
+
 def test_early_stopping(tmp_path: Path) -> None:
     """With a learning rate too small to change any prediction, accuracy cannot improve after epoch 1:
     patience 1 stops after epoch 2 and the predictions come from epoch 1."""
