@@ -170,6 +170,7 @@ class EvaluationReport:
     hierarchical: dict[str, Estimate]
     calibration_nodes: dict[str, dict[str, Any]]
     subgroups: dict[str, list[dict[str, Any]]]
+    validation: list[str] = field(default_factory=list)
 
     @property
     def n_seeds(self) -> int:
@@ -184,6 +185,7 @@ class EvaluationReport:
                 "taxonomy": self.taxonomy,
                 "protocol": self.protocol,
                 "seeds": self.seeds,
+                "validation": self.validation,
                 "n_seeds": self.n_seeds,
                 "threshold_source": self.threshold_source,
                 "group_column": self.group_column,
@@ -784,6 +786,7 @@ def evaluate(
         taxonomy=taxonomy.name,
         protocol=protocol.model_dump(mode="json"),
         seeds=[s.name for s in test_splits],
+        validation=[s.name for s in val_splits] if val else [],
         synthetic=synthetic,
         threshold_source=source,
         group_column=protocol.group_column,

@@ -135,7 +135,10 @@ def render_markdown(report: EvaluationReport, figures: dict[str, str] | None = N
     if report.notes:
         lines += ["## Notes", ""] + _banner(report) + [f"- {n}" for n in report.notes] + [""]
     lines += ["## Inputs", ""] + _banner(report)
-    lines += [f"- seed {i}: `{name}`" for i, name in enumerate(report.seeds)] + [""]
+    for i, name in enumerate(report.seeds):
+        val = f"validation `{report.validation[i]}`, " if i < len(report.validation) else "no validation, "
+        lines.append(f"- seed {i}: {val}test `{name}`")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -531,6 +531,8 @@ def test_report_files_and_json_numbers(tax: Taxonomy, data: Any, tmp_path: Path)
     )
     assert data_json["primary"]["estimate"]["value"] == api.value
     assert data_json["synthetic"] is True and data_json["banner"].startswith("SYNTHETIC DATA")
+    assert data_json["validation"] == [str(p[0]) for p in paths]
+    assert data_json["seeds"] == [str(p[1]) for p in paths]
     assert any("ONLY 3 SEEDS" in w for w in data_json["warnings"])
     md = (out / "report.md").read_text()
     sections = md.split("\n## ")
@@ -541,6 +543,7 @@ def test_report_files_and_json_numbers(tax: Taxonomy, data: Any, tmp_path: Path)
     summary = md[md.index("## Summary") : md.index("## Task")]  # ... and beside AUC at the top
     recall = rep.partitions["three_way"].per_class_recall["melanoma"].value
     assert f"melanoma {recall:.3f}" in summary and "| mel_vs_nv | " in summary
+    assert f"- seed 1: validation `{paths[1][0]}`, test `{paths[1][1]}`" in md
     assert not list(out.rglob("*.tmp"))
 
 
