@@ -14,19 +14,19 @@ from hierclf.taxonomy import Taxonomy, TaxonomyIndex
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it; imported lazily (these modules import torch)
+# public name -> module that defines it; imported lazily (these modules import torch). Functions named like
+# their module (hierclf.partition.partition, hierclf.evaluate.evaluate) are not re-exported here: once the
+# submodule is imported, Python binds its name on the package and would shadow the function.
 _LAZY = {
     "RollUp": "hierclf.rollup",
     "LogRollUp": "hierclf.rollup",
     "LeafHead": "hierclf.head",
-    "partition": "hierclf.partition",
     "Partition": "hierclf.partition",
     "create_backbone": "hierclf.backbones",
     "fit": "hierclf.train",
     "TrainConfig": "hierclf.train",
     "Protocol": "hierclf.protocol",
     "load_protocol": "hierclf.protocol",
-    "evaluate": "hierclf.evaluate",
     "set_determinism": "hierclf.determinism",
 }
 
@@ -59,10 +59,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names above are imported lazily
     from hierclf.backbones import create_backbone as create_backbone
     from hierclf.determinism import set_determinism as set_determinism
-    from hierclf.evaluate import evaluate as evaluate
     from hierclf.head import LeafHead as LeafHead
     from hierclf.partition import Partition as Partition
-    from hierclf.partition import partition as partition
     from hierclf.protocol import Protocol as Protocol
     from hierclf.protocol import load_protocol as load_protocol
     from hierclf.rollup import LogRollUp as LogRollUp
