@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,7 +582,8 @@ def _finished_result(out: Path) -> FitResult:
 # --------------------------------------------------------------------------------------------------------
 
 def fit(config: TrainConfig | str | Path, resume: bool = True, progress: bool = True,
-        stop_after_epochs: int | None = None) -> FitResult:
+        stop_after_epochs: int | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     """Train backbone + LeafHead as ``config`` says and write the run's outputs into ``config.out_dir``.
 
     Args:
@@ -593,6 +594,8 @@ def fit(config: TrainConfig | str | Path, resume: bool = True, progress: bool = 
         progress: show a tqdm progress bar (only on a terminal, only on rank 0).
         stop_after_epochs: train at most this many epochs in this call, then return without predictions
             or ``DONE`` (``FitResult.finished`` is False); a later call resumes. For time-boxed jobs.
+        on_epoch: called on rank 0 with each finished epoch's record (as in ``history.json``), e.g. to
+            drive one progress display over several runs (``hierclf study``).
 
     Returns:
         A :class:`FitResult`.
@@ -605,14 +608,15 @@ def fit(config: TrainConfig | str | Path, resume: bool = True, progress: bool = 
     device = _pick_device(config.device)
     ddp = _init_distributed(device)
     try:
-        return _fit(config, out, device, ddp, resume, progress, stop_after_epochs)
+        return _fit(config, out, device, ddp, resume, progress, stop_after_epochs, on_epoch)
     finally:
         if ddp.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resume: bool,
-         progress: bool, stop_after_epochs: int | None) -> FitResult:
+         progress: bool, stop_after_epochs: int | None,
+         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     from hierclf.data import TaxonomyImageDataset, sampler_weights
     from hierclf.head import LeafHead
     from hierclf.losses import build_loss
@@ -798,6 +802,8 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         ddp.barrier()
         logger.info("epoch %d/%d: train loss %.4f, %s %.4f (best %s at epoch %d)", epoch + 1, config.epochs,
                     record["train_loss"], metric, value, best, best_epoch)
+        if on_epoch is not None and ddp.main:
+            on_epoch(dict(record))
     if best is not None and config.early_stopping.patience and stale >= config.early_stopping.patience \
             and len(history) < config.epochs:
         stopped_early = True

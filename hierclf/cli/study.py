@@ -1,0 +1,76 @@
+"""``hierclf study PROTOCOL``: train the protocol's seeds, predict, evaluate, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "study", help="run a whole pre-registered study: train seeds, predict, evaluate, report",
+        description="Train the protocol's number of seeds, predict validation and test, evaluate under the "
+        "protocol and write report.md, report.json, figures/ and predictions/ into --out. An interrupted "
+        "study resumes: finished seeds are not retrained, a half-trained seed continues from its checkpoint.")
+    p.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file (its training: mapping holds the "
+                   "training settings and the taxonomy path)")
+    p.add_argument("--data", default="dermamnist", metavar="dermamnist|synthetic|PATH",
+                   help="dermamnist (downloaded through medmnist into --data-root), synthetic (a small "
+                   "learnable dataset generated offline; the report is marked SYNTHETIC), or a "
+                   "DermaMNIST-layout .npz file or folder (default dermamnist)")
+    p.add_argument("--data-root", default=None, help="folder for datasets (default: OUT/data for synthetic)")
+    p.add_argument("--out", default="runs/study", help="study folder (default runs/study)")
+    p.add_argument("--taxonomy", default=None,
+                   help="taxonomy file (default: the protocol's training.taxonomy)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds (default: the protocol's min_seeds)")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's training epochs")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the protocol's, auto)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
+    p.add_argument("--metadata", default=None, help="metadata CSV keyed by sample id (groups, subgroups)")
+    p.add_argument("--readers", default=None,
+                   help="reader operating points CSV (reader,sensitivity,specificity)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hierclf.study import run_study, study_configs, summary_rows
+
+    _, _, configs = study_configs(args.protocol, data=args.data, data_root=args.data_root, out_dir=args.out,
+                                  seeds=args.seeds, epochs=args.epochs, device=args.device,
+                                  workers=args.workers, taxonomy=args.taxonomy)
+    total = sum(c.epochs for c in configs)
+    bar = tqdm(total=total, desc="study", unit="epoch", disable=args.no_progress or not sys.stderr.isatty(),
+               file=sys.stderr)
+
+    def on_epoch(seed: int, record: dict[str, Any]) -> None:
+        bar.set_postfix_str(f"seed {seed} epoch {record.get('epoch', '?')}")
+        bar.update(1)
+
+    try:
+        result = run_study(args.protocol, data=args.data, data_root=args.data_root, out_dir=args.out,
+                           seeds=args.seeds, epochs=args.epochs, device=args.device, workers=args.workers,
+                           taxonomy=args.taxonomy, metadata=args.metadata, readers=args.readers,
+                           on_epoch=on_epoch)
+    finally:
+        bar.close()
+    if result.report is None:  # a torchrun rank other than 0
+        return 0
+    rows = summary_rows(result.report)
+    if result.report.synthetic:
+        print("SYNTHETIC DATA: these numbers test the pipeline; they are not a clinical result.")
+    print(f"study: {len(result.trained)} seed(s) trained, {len(result.reused)} reused; "
+          f"report: {result.files.get('report.md', result.out_dir / 'report.md')}")
+    if rows:
+        headers = list(rows[0])
+        widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+        for r in rows:
+            print("  ".join(r[h].ljust(w) for h, w in zip(headers, widths)))
+    for warning in result.report.warnings:
+        print(f"warning: {warning}")
+    return 0

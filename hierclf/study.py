@@ -1,0 +1,243 @@
+"""One pre-registered study, from protocol to report: train every seed, predict, evaluate, write the report.
+
+``hierclf study PROTOCOL`` is the command a user meets first. The protocol names the tasks, the operating
+point and the number of seeds; its ``training:`` mapping holds the training settings (any
+:class:`~hierclf.train_config.TrainConfig` field, paths relative to the protocol file). The study:
+
+1. trains seeds ``0 .. n-1`` into ``OUT/seeds/seed_<k>/`` (a finished seed is not retrained, a half-trained
+   seed resumes from its checkpoint: :func:`hierclf.train.fit` with ``resume=True``);
+2. copies each seed's validation and test predictions to ``OUT/predictions/`` (files that
+   ``hierclf rollup`` and ``hierclf evaluate`` read);
+3. evaluates them under the protocol (:func:`hierclf.evaluate.evaluate`) and writes ``report.md``,
+   ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.report.write_report`);
+4. saves the resolved settings of the whole study as ``OUT/study.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hierclf.errors import HierclfError, Problem
+from hierclf.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+DATA_CHOICES = ("dermamnist", "synthetic")
+
+
+class StudyError(HierclfError, ValueError):
+    """A study cannot run as asked (bad protocol training settings, data, or folder)."""
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` did.
+
+    Attributes:
+        out_dir: the study folder.
+        report: the :class:`~hierclf.evaluate.EvaluationReport` (``None`` on torchrun ranks other than 0).
+        files: the report's files (``report.md``, ``report.json``, figures).
+        predictions: ``{"val": [paths per seed], "test": [paths per seed]}``.
+        trained: seeds trained (fully or partly) by this call.
+        reused: seeds that had finished before and were not retrained.
+    """
+
+    out_dir: Path
+    report: Any
+    files: dict[str, Path] = field(default_factory=dict)
+    predictions: dict[str, list[Path]] = field(default_factory=dict)
+    trained: list[int] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)
+
+
+def _protocol_training(protocol_path: Path) -> dict[str, Any]:
+    """The protocol's raw ``training:`` mapping (read before the protocol, which needs the taxonomy)."""
+    from hierclf._yaml import load_located_file
+
+    doc = load_located_file(protocol_path)
+    if doc.problems:
+        from hierclf.protocol import ProtocolError
+
+        raise ProtocolError(doc.problems)
+    training = doc.data.get("training") if isinstance(doc.data, dict) else None
+    if training is None:
+        return {}
+    if not isinstance(training, dict):
+        line, column = doc.position(("training",))
+        raise StudyError(str(Problem("training: expected a mapping of training settings", str(protocol_path),
+                                     line, column)))
+    return dict(training)
+
+
+def _data_settings(data: str, data_root: Path | None, out: Path, training: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(training.get("data") or {})
+    if data == "synthetic":
+        settings["source"] = "synthetic"
+        settings["root"] = str(data_root or out / "data")
+    elif data == "dermamnist":
+        settings["source"] = "dermamnist"
+        settings.setdefault("download", True)
+        if data_root is not None:
+            settings["root"] = str(data_root)
+    else:
+        path = Path(data).expanduser()
+        if path.suffix == ".npz" and path.is_file():
+            settings.update(source="dermamnist", npz=str(path.resolve()), download=False)
+        elif path.is_dir():
+            settings.update(source="dermamnist", root=str(path.resolve()), download=False)
+        else:
+            raise StudyError(f"--data {data!r}: expected 'dermamnist', 'synthetic', a DermaMNIST .npz file "
+                             "or a folder holding one; no such file or folder")
+    return settings
+
+
+def study_configs(protocol: str | Path, *, data: str = "dermamnist", data_root: str | Path | None = None,
+                  out_dir: str | Path = "runs/study", seeds: int | None = None, epochs: int | None = None,
+                  device: str | None = None, workers: int | None = None,
+                  taxonomy: str | Path | None = None) -> tuple[Any, Any, list[Any]]:
+    """Resolve a study's settings without running anything: ``(taxonomy, protocol, [TrainConfig per seed])``.
+
+    The taxonomy is ``taxonomy`` when given, else the protocol's ``training.taxonomy``.
+    """
+    from hierclf.protocol import load_protocol
+    from hierclf.taxonomy import Taxonomy
+    from hierclf.train_config import TrainConfig
+
+    protocol_path = Path(protocol)
+    if not protocol_path.is_file():
+        raise StudyError(f"protocol file {str(protocol_path)!r} not found")
+    base = protocol_path.resolve().parent
+    out = Path(out_dir).resolve()
+    training = _protocol_training(protocol_path)
+    tax_path = Path(taxonomy).resolve() if taxonomy is not None else None
+    if tax_path is None:
+        if "taxonomy" not in training:
+            raise StudyError(f"{protocol_path}: the protocol's training: mapping names no taxonomy; add "
+                             "`taxonomy: <path relative to the protocol>` there or pass --taxonomy")
+        tax_path = (base / str(training["taxonomy"])).resolve()
+    tax = Taxonomy.from_yaml(tax_path)
+    proto = load_protocol(protocol_path, tax)
+    n_seeds = seeds if seeds is not None else proto.min_seeds
+    if n_seeds < 1:
+        raise StudyError(f"--seeds must be at least 1, got {n_seeds}")
+    settings = {k: v for k, v in training.items() if k not in ("taxonomy", "seed", "out_dir")}
+    settings["taxonomy"] = str(tax_path)
+    settings["data"] = _data_settings(data, Path(data_root).resolve() if data_root else None, out, training)
+    settings.setdefault("protocol", str(protocol_path.resolve()))
+    if epochs is not None:
+        settings["epochs"] = epochs
+    if device is not None:
+        settings["device"] = device
+    if workers is not None:
+        settings["workers"] = workers
+    configs = []
+    for seed in range(n_seeds):
+        try:
+            seed_dir = str(out / "seeds" / f"seed_{seed}")
+            cfg = TrainConfig.model_validate({**settings, "seed": seed, "out_dir": seed_dir})
+        except Exception as exc:  # pydantic's ValidationError: point at the protocol's training mapping
+            raise StudyError(f"{protocol_path}: training: {' '.join(str(exc).split())}") from None
+        configs.append(cfg.resolved(base))
+    return tax, proto, configs
+
+
+def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str | Path | None = None,
+              out_dir: str | Path = "runs/study", seeds: int | None = None, epochs: int | None = None,
+              device: str | None = None, workers: int | None = None, taxonomy: str | Path | None = None,
+              metadata: str | Path | None = None, readers: str | Path | None = None,
+              on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> StudyResult:
+    """Run (or resume) a whole study and write its report; see the module docstring.
+
+    Args:
+        protocol: the protocol YAML file.
+        data: ``"dermamnist"`` (downloaded through medmnist into ``data_root``), ``"synthetic"`` (a small
+            learnable dataset in DermaMNIST's layout, generated offline; the report says SYNTHETIC on every
+            section), or the path of a DermaMNIST-layout ``.npz`` or of a folder holding one.
+        data_root: where datasets live (default: ``OUT/data`` for synthetic, the training default otherwise).
+        out_dir: the study folder.
+        seeds: number of seeds (default: the protocol's ``min_seeds``).
+        epochs, device, workers: override the protocol's training settings.
+        taxonomy: the taxonomy file (default: the protocol's ``training.taxonomy``).
+        metadata, readers: passed to :func:`hierclf.evaluate.evaluate`.
+        on_epoch: called as ``on_epoch(seed, record)`` after every finished epoch (progress displays).
+
+    Returns:
+        A :class:`StudyResult`.
+    """
+    from hierclf.evaluate import evaluate
+    from hierclf.report import write_report
+    from hierclf.train import fit
+
+    out = Path(out_dir).resolve()
+    tax, proto, configs = study_configs(protocol, data=data, data_root=data_root, out_dir=out, seeds=seeds,
+                                        epochs=epochs, device=device, workers=workers, taxonomy=taxonomy)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        study = {"protocol": str(Path(protocol).resolve()), "taxonomy": str(configs[0].taxonomy),
+                 "data": data, "seeds": len(configs),
+                 "training": configs[0].model_dump(mode="json", exclude={"seed", "out_dir"})}
+        header = "# written by hierclf study: the resolved settings of this study\n"
+        atomic_write_text(out / "study.yaml", header + yaml.safe_dump(study, sort_keys=False))
+    result = StudyResult(out_dir=out, report=None)
+    pred_dir = out / "predictions"
+    val_paths: list[Path] = []
+    test_paths: list[Path] = []
+    for cfg in configs:
+        seed = cfg.seed
+        reported = [0]
+
+        def report_epoch(record: dict[str, Any], seed: int = seed, reported: list[int] = reported) -> None:
+            reported[0] += 1
+            if on_epoch is not None:
+                on_epoch(seed, record)
+
+        fitted = fit(cfg, resume=True, progress=False, on_epoch=report_epoch)
+        if on_epoch is not None:  # epochs done before (resumed, finished) or skipped by early stopping
+            for _ in range(cfg.epochs - reported[0]):
+                on_epoch(seed, {"epoch": None, "skipped": True})
+        (result.reused if fitted.already_done else result.trained).append(seed)
+        if not main_rank:
+            continue
+        for split, paths in (("val", val_paths), ("test", test_paths)):
+            source = Path(fitted.predictions[split])
+            target = pred_dir / f"{split}_seed{seed}{source.suffix}"
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)  # atomic: a reader never sees half a file
+            paths.append(target)
+    if not main_rank:
+        return result
+    result.predictions = {"val": val_paths, "test": test_paths}
+    report = evaluate(tax, proto, val_paths, test_paths, metadata=metadata, readers=readers,
+                      synthetic=data == "synthetic")
+    result.report = report
+    result.files = write_report(report, out)
+    return result
+
+
+def summary_rows(report: Any) -> list[dict[str, str]]:
+    """One row per task for the end-of-study table: AUC with CI, sensitivity and specificity at the
+    validation-chosen threshold, and the recall of each class at the protocol's partitions."""
+    from hierclf.report import format_estimate
+
+    rows = []
+    for name, task in report.tasks.items():
+        rows.append({"task": name, "AUC [CI]": format_estimate(task.metrics.get("auc")),
+                     "sensitivity": format_estimate(task.metrics.get("sensitivity")),
+                     "specificity": format_estimate(task.metrics.get("specificity")),
+                     "threshold from": task.threshold_source})
+    for name, part in report.partitions.items():
+        for cls, est in part.per_class_recall.items():
+            rows.append({"task": f"{name}: recall of {cls}", "AUC [CI]": "",
+                         "sensitivity": format_estimate(est), "specificity": "", "threshold from": "argmax"})
+    return rows
