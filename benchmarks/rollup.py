@@ -68,6 +68,17 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[f
     return statistics.median(times), n
 
 
+HEADER = f"{'tree':>13} {'dev':>4}  {'case':<11} {'method':<35} {'ms':>10} {'x floor':>8}  note"
+
+
+def print_row(r: dict) -> None:
+    ms = "skipped" if r["seconds"] is None else f"{r['seconds'] * 1e3:.1f}"
+    ratio = "" if r["ratio_to_floor"] is None else f"{r['ratio_to_floor']:.2f}"
+    tree = f"{r['tree_leaves']}/{r['tree_nodes']}"
+    print(f"{tree:>13} {r['device']:>4}  {r['case']:<11} {r['method']:<35} {ms:>10} {ratio:>8}  {r['note']}",
+          flush=True)
+
+
 def ancestor_matrix(tax: Taxonomy) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) of the leaves x nodes 0/1 matrix: leaf j is under node i."""
     idx = tax.index
@@ -92,6 +103,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
         results.append({"tree_leaves": n_leaves, "tree_nodes": n_nodes, "batch": batch, "device": device.type,
                         "case": case, "method": method, "seconds": seconds, "repeats": n,
                         "ratio_to_floor": None if seconds is None else seconds / floor, "note": note})
+        print_row(results[-1])
 
     # --- all nodes ---
     flat_out, flat_x = out.view(-1), x.view(-1)
@@ -183,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"roll-up benchmark: batch {args.batch}, float32, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load average {load_before}")
+    print(HEADER)
+    print("-" * len(HEADER), flush=True)
     results: list[dict] = []
     for leaves in args.leaves:
         tax = random_taxonomy(leaves, max_depth=9, seed=0)
@@ -193,17 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
                "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    header = f"{'tree':>13} {'dev':>4}  {'case':<11} {'method':<35} {'ms':>10} {'x floor':>8}  note"
-    print(f"roll-up benchmark: batch {args.batch}, float32, torch {torch.__version__}, "
-          f"{machine['torch_threads']} threads, load average {load_before}")
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        ms = "skipped" if r["seconds"] is None else f"{r['seconds'] * 1e3:.1f}"
-        ratio = "" if r["ratio_to_floor"] is None else f"{r['ratio_to_floor']:.2f}"
-        tree = f"{r['tree_leaves']}/{r['tree_nodes']}"
-        print(f"{tree:>13} {r['device']:>4}  {r['case']:<11} {r['method']:<35} {ms:>10} {ratio:>8}  "
-              f"{r['note']}")
+    print(f"load average after: {machine['load_average_after']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": machine, "batch": args.batch, "dtype": "float32",
