@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hierclf import metrics
 from hierclf.backbones import Backbone, backbone_parameters_by_block, create_backbone
 from hierclf.determinism import get_rng_state, seed_worker, set_determinism, set_rng_state
 from hierclf.errors import HierclfError
@@ -51,7 +52,7 @@ from hierclf.train_config import TrainConfig, load_train_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig", "balanced_accuracy",
+__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig",
            "fit", "lr_factor"]
 
 CHECKPOINT, BEST, HISTORY, DONE, RESOLVED = "checkpoint.pt", "best.pt", "history.json", "DONE", \
@@ -443,20 +444,6 @@ def _file_probs(head: Any, logits: np.ndarray) -> tuple[np.ndarray, tuple[str, .
     return probs, tuple(head.cut)
 
 
-def balanced_accuracy(targets: np.ndarray, pred: np.ndarray) -> float:
-    """Mean recall over the classes present in ``targets`` (scikit-learn's ``balanced_accuracy_score``).
-
-    Example:
-        >>> balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]))
-        0.8333333333333333
-    """
-    k = int(max(targets.max(initial=0), pred.max(initial=0))) + 1
-    total = np.bincount(targets, minlength=k)
-    hit = np.bincount(targets[pred == targets], minlength=k)
-    present = total > 0
-    return float((hit[present] / total[present]).mean()) if present.any() else float("nan")
-
-
 def _metrics(logits: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any,
              head: Any) -> dict[str, float]:
     probs = _softmax(logits)
@@ -464,28 +451,26 @@ def _metrics(logits: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric
     pred = probs.argmax(axis=1)
     out = {"val_loss": float(-np.log(p_true).mean()),
            "val_accuracy": float((pred == targets).mean()),
-           "val_balanced_accuracy": balanced_accuracy(targets, pred)}
+           "val_balanced_accuracy": metrics.balanced_accuracy(targets, pred, probs.shape[1])}
     if metric not in out:
         out[metric] = scorer(_file_probs(head, logits)[0], labels)
     return out
 
 
 def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: tuple[str, ...]) -> Any:
-    """For ``val_auc:<node>`` and ``task_auc:<task>``: a function ``(probs, labels) -> AUC``."""
+    """For ``val_auc:<node>`` and ``task_auc:<task>``: a function ``(probs, labels) -> AUC``, with ``probs``
+    over ``classes`` (tree nodes). Node and task scores come from the roll-up engine, AUC from
+    :mod:`hierclf.metrics`, so model selection measures what the evaluation reports."""
     if ":" not in metric:
         return None
-    from sklearn.metrics import roc_auc_score
+    from hierclf.functional import conditional, rollup
 
-    def mask(nodes: list[str], what: str) -> np.ndarray:
-        cols = np.zeros(len(classes), bool)
+    def check_above(nodes: list[str], what: str) -> None:
         for node in nodes:
-            under = set(taxonomy.descendants(node)) | {node}
-            hit = np.array([c in under or node in taxonomy.ancestors(c) for c in classes])
-            if not hit.any() or any(node in taxonomy.descendants(c) for c in classes):
-                raise HierclfError(f"{what}: node {node!r} lies below the head's classes "
-                                   f"({', '.join(classes)}); its probability is not defined")
-            cols |= hit
-        return cols
+            above = taxonomy.cut_node_above(node, classes)
+            if above is not None:
+                raise HierclfError(f"{what}: node {node!r} lies below the head's classes (under {above!r}); "
+                                   "its probability is not defined")
 
     def under(labels: np.ndarray, nodes: list[str]) -> np.ndarray:
         members = set().union(*({n, *taxonomy.descendants(n)} for n in nodes))
@@ -494,30 +479,28 @@ def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: t
     kind, name = metric.split(":", 1)
     if kind == "val_auc":
         node = taxonomy.resolve(name)
-        cols = mask([node], f"early_stopping.metric {metric!r}")
+        check_above([node], f"early_stopping.metric {metric!r}")
 
         def node_auc(probs: np.ndarray, labels: np.ndarray) -> float:
             y = under(labels, [node])
             if y.all() or not y.any():
                 return float("nan")
-            return float(roc_auc_score(y, probs[:, cols].sum(axis=1)))
+            return metrics.roc_auc(y, rollup(probs, taxonomy, [node], columns=classes)[:, 0])
         return node_auc
     from hierclf.protocol import load_protocol
 
     if config.protocol is None:
         raise HierclfError(f"early_stopping.metric {metric!r} names a protocol task but no protocol is set")
     task = load_protocol(config.protocol, taxonomy).task(name)
-    pos_cols = mask(list(task.positive), f"task {name!r}")
-    neg_cols = mask(list(task.negative), f"task {name!r}")
+    check_above([*task.positive, *task.negative], f"task {name!r}")
 
     def task_auc(probs: np.ndarray, labels: np.ndarray) -> float:
         pos, neg = under(labels, list(task.positive)), under(labels, list(task.negative))
         keep = pos | neg
         if pos.sum() == 0 or neg.sum() == 0:
             return float("nan")
-        pp = probs[keep][:, pos_cols].sum(axis=1).astype(np.float64)
-        pn = probs[keep][:, neg_cols].sum(axis=1).astype(np.float64)
-        return float(roc_auc_score(pos[keep], pp / np.maximum(pp + pn, 1e-300)))
+        score = conditional(probs[keep], taxonomy, list(task.positive), list(task.negative), columns=classes)
+        return metrics.roc_auc(pos[keep], score)
     return task_auc
 
 
