@@ -40,7 +40,7 @@ from hierclf.rollup import RollUp
 from hierclf.synthetic import random_taxonomy
 from hierclf.taxonomy import Taxonomy
 
-#: skip a baseline whose first (warm-up) run took longer than this many seconds after one repeat
+#: a function whose first run takes longer than this many seconds is timed by that run alone
 SLOW_S = 20.0
 #: dense matmul is skipped above this many floating-point operations (estimated time is reported)
 DENSE_MAX_FLOP = 2e12
@@ -58,7 +58,9 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[f
     fn()
     _sync(device)
     first = time.perf_counter() - t0
-    n = 1 if first > SLOW_S else repeats
+    if first > SLOW_S:  # one run is enough for a baseline this slow: report it as measured
+        return first, 1
+    n = repeats
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
