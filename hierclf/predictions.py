@@ -302,7 +302,7 @@ class PredictionReader:
         extra = sorted(set(members) - {"probs", "leaves", "ids", "labels", "groups"})
         if extra:
             logger.warning("%s: ignoring unknown arrays %s", self.file, ", ".join(extra))
-        small = {}
+        small: dict[str, np.ndarray] = {}
         for key in ("leaves", "ids", "labels", "groups"):
             if key in members:
                 with zf.open(members[key]) as fh:
@@ -324,7 +324,8 @@ class PredictionReader:
                          code="bad-array")
         if not np.issubdtype(dtype, np.floating):
             raise _error(f"'probs' must be floating point, got dtype {dtype}", self.file, code="bad-array")
-        self._npz_fh, self._npz_dtype, self._npz_fortran = fh, dtype, fortran
+        self._npz_fh: Any = fh
+        self._npz_dtype, self._npz_fortran = dtype, fortran
         self._npz_shape = shape
         self.n_rows = int(shape[0])
         if "leaves" in small:
@@ -342,7 +343,8 @@ class PredictionReader:
             if key in small and np.asarray(small[key]).shape != (shape[0],):
                 raise _error(f"{key!r} has shape {np.asarray(small[key]).shape}, expected ({shape[0]},) to "
                              "match 'probs'", self.file, code="bad-array")
-        self._npz_small = {k: np.asarray(v).astype(str) for k, v in small.items() if k != "leaves"}
+        self._npz_small: dict[str, np.ndarray] = {k: np.asarray(v).astype(str) for k, v in small.items()
+                                                  if k != "leaves"}
         self.has_ids, self.has_labels = "ids" in small, "labels" in small
         self.has_groups = "groups" in small
 
@@ -356,7 +358,7 @@ class PredictionReader:
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
             block = np.empty((k, m), dtype=self._npz_dtype)  # read straight into a writable array
-            view = memoryview(block).cast("B")
+            view = memoryview(block).cast("B")  # type: ignore[arg-type]
             filled = 0
             while filled < len(view):
                 got = self._npz_fh.readinto(view[filled:])

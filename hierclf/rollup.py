@@ -27,6 +27,13 @@ __all__ = ["LogRollUp", "RollUp"]
 class _RollUpBase(nn.Module):
     """Shared construction: the plan as buffers and plain attributes."""
 
+    perm: Tensor
+    start: Tensor
+    end: Tensor
+    sum_start: Tensor
+    sum_end: Tensor
+    take: Tensor
+
     def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
                  columns: "Sequence[str] | None" = None) -> None:
         super().__init__()
@@ -130,6 +137,9 @@ class LogRollUp(_RollUpBase):
         >>> LogRollUp(tax, ["skin_lesion", "malignant"])(lp).exp()  # 7/7 and 3/7
         tensor([[1.0000, 0.4286]], dtype=torch.float64)
     """
+
+    pair_col: Tensor
+    pair_node: Tensor
 
     def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
                  columns: "Sequence[str] | None" = None) -> None:
