@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierclf import _rollup_kernel
 from hierclf.functional import rollup
 from hierclf.rollup import RollUp
 from hierclf.synthetic import random_taxonomy
@@ -123,6 +124,20 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     row("all nodes", "hierclf rollup()", t, floor, n)
     t, n = timeit(lambda: module(x), device, repeats)
     row("all nodes", "hierclf RollUp module", t, floor, n)
+    result = torch.empty(batch, n_nodes, device=device)
+    t, n = timeit(lambda: rollup(x, tax, out=result), device, repeats)
+    row("all nodes", "hierclf rollup(out=preallocated)", t, floor, n,
+        "the floor writes into a preallocated buffer too")
+    if device.type == "cpu" and _rollup_kernel.AVAILABLE:
+        os.environ["HIERCLF_NO_NUMBA"] = "1"
+        try:
+            t, n = timeit(lambda: rollup(x, tax, out=result), device, repeats)
+        finally:
+            del os.environ["HIERCLF_NO_NUMBA"]
+        row("all nodes", "hierclf torch path (no numba), out=", t, floor, n, "cumsum + gather")
+    t, n = timeit(lambda: torch.empty(batch, n_nodes, device=device).copy_(expected), device, repeats)
+    row("all nodes", "fresh output: torch.empty + copy", t, floor, n,
+        "what allocating a result costs before any arithmetic")
 
     rows_, cols_ = ancestor_matrix(tax)
     values = torch.ones(len(rows_))

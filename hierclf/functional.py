@@ -203,6 +203,10 @@ def _range_sums_blocked(x: Tensor, perm: Tensor | None, start: Tensor, end: Tens
     subtraction, then one gather of the output columns from ``[block, sums]``. (``torch.gather`` with an
     expanded index is used: on CPU it is several times faster than ``index_select`` along dim 1.)
     """
+    from hierclf import _rollup_kernel
+
+    if _rollup_kernel.usable(x):  # one fused pass per row; bit-identical to the code below
+        return _rollup_kernel.range_sums(x, perm, start, end, out)
     batch, n_out = x.shape[0], start.shape[0]
     n_cols = x.shape[1]
     if out is None:
@@ -249,15 +253,19 @@ def _is_tracing() -> bool:
         return False
 
 
-def _rollup_tensor(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor) -> Tensor:
+def _rollup_tensor(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor,
+                   out: Tensor | None = None) -> Tensor:
     """Dispatch: single-node slice sum, blocked (no grad, eager) or whole-batch differentiable path."""
+    needs_grad = x.requires_grad and torch.is_grad_enabled()
+    if out is not None and needs_grad:
+        raise RollUpError("out= is for inference: a roll-up that records gradients allocates its result")
     if start.shape[0] == 1:
         s, e = int(start[0]), int(end[0])
-        return _slice_sum(x, perm, s, e)
-    needs_grad = x.requires_grad and torch.is_grad_enabled()
+        result = _slice_sum(x, perm, s, e)
+        return result if out is None else out.copy_(result)
     if needs_grad or _is_tracing():
         return _range_sums(x, perm, start, end)
-    return _range_sums_blocked(x, perm, start, end)
+    return _range_sums_blocked(x, perm, start, end, out)
 
 
 def _log_range_sums(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor, pair_col: Tensor,
@@ -316,7 +324,7 @@ def _tensors(plan: _Plan, device: torch.device) -> tuple[Tensor | None, Tensor, 
 
 
 def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
-           columns: Sequence[str] | None = None) -> ArrayT:
+           columns: Sequence[str] | None = None, out: Tensor | None = None) -> ArrayT:
     """Probabilities of tree nodes: each node is the sum of its leaves' (or cut classes') probabilities.
 
     Args:
@@ -328,9 +336,14 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
             in pre-order (all of ``taxonomy.nodes`` for leaf inputs; the nodes at or above the cut for a cut).
         columns: names of the input columns when they are a cut of the tree (e.g. training classes), in
             any order; ``None`` means ``taxonomy.leaves`` in pre-order.
+        out: a preallocated, contiguous result tensor (same dtype and device as ``probs``) to write into,
+            for inference over many batches: a fresh result of millions of values costs the operating system
+            more to hand out (page faults) than the roll-up costs to compute. Not with autograd.
 
     Returns:
-        ``(..., len(nodes))`` in the input's dtype and device. Accumulation is in float64 (float32 on MPS).
+        ``(..., len(nodes))`` in the input's dtype and device (``out`` when given). Accumulation is in
+        float64 (float32 on MPS). On CPU, float32/float64 inputs without autograd run through a fused kernel
+        (``hierclf._rollup_kernel``, numba) whose results are bit-identical to the torch path.
 
     Raises:
         RollUpError: wrong shape or dtype, or a node below the cut (the message names the cut node above it).
@@ -349,8 +362,16 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
     x, was_numpy = _as_tensor(probs, "probs")
     flat = _flatten(x, len(plan.columns), "probs", plan.columns)
     perm, start, end = _tensors(plan, flat.device)
-    out = _rollup_tensor(flat, perm, start, end).reshape(*x.shape[:-1], len(plan.nodes))
-    return out.numpy() if was_numpy else out  # type: ignore[return-value]
+    shape = (*x.shape[:-1], len(plan.nodes))
+    if out is not None and (not isinstance(out, Tensor) or tuple(out.shape) != shape
+                            or out.dtype != flat.dtype or out.device != flat.device
+                            or not out.is_contiguous()):
+        raise RollUpError(f"out must be a contiguous {flat.dtype} tensor of shape {shape} on {flat.device}")
+    flat_out = None if out is None else out.view(-1, len(plan.nodes))
+    result = _rollup_tensor(flat, perm, start, end, flat_out).reshape(shape)
+    if out is not None:
+        return out  # type: ignore[return-value]
+    return result.numpy() if was_numpy else result  # type: ignore[return-value]
 
 
 def _pairs(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:

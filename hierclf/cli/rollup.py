@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         fmt = f"%.{args.digits}g"
         out_cm = atomic_open(args.out, "w", newline="") if args.out else _Stdout()
         n_rows = 0
+        buffer: Any = None
         with out_cm as fh:
             writer = csv.writer(fh, lineterminator="\n")
             header = ["id", *plan.nodes]
@@ -106,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
                         raise HierclfError(f"{args.probs}: row {n_rows + r}{ident}: probabilities sum to 0; "
                                            "cannot renormalise it")
                     probs = probs / sums
-                values = _rollup_tensor(probs, perm, start, end).numpy()
+                probs = probs.contiguous()
+                if buffer is None or buffer.shape[0] < len(probs) or buffer.dtype != probs.dtype:
+                    buffer = torch.empty((len(probs), len(start)), dtype=probs.dtype)
+                # one output buffer for every block: fresh pages for each block cost as much as the roll-up
+                values = _rollup_tensor(probs, perm, start, end, buffer[:len(probs)]).numpy()
                 ids = block.ids
                 if ids is None:  # no id column: rows are numbered from 0
                     ids = np.arange(n_rows, n_rows + len(block)).astype(str)
