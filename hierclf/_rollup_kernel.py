@@ -79,7 +79,7 @@ def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, 
     r0 = x.shape[1] + 1  # where the row's copy starts in z
     hi = np.where(single, r0 + start_np, end_np).astype(np.int64)
     lo = np.where(single, 0, start_np).astype(np.int64)
-    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))
+    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
     numba.set_num_threads(threads)
     _kernel(x.numpy(), perm_np, hi, lo, out.numpy())
     return out

@@ -362,7 +362,7 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
     x, was_numpy = _as_tensor(probs, "probs")
     flat = _flatten(x, len(plan.columns), "probs", plan.columns)
     perm, start, end = _tensors(plan, flat.device)
-    shape = (*x.shape[:-1], len(plan.nodes))
+    shape: tuple[int, ...] = tuple(x.shape[:-1]) + (len(plan.nodes),)
     if out is not None and (not isinstance(out, Tensor) or tuple(out.shape) != shape
                             or out.dtype != flat.dtype or out.device != flat.device
                             or not out.is_contiguous()):

@@ -29,7 +29,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _available_commands() -> dict[str, object]:
-    found = {}
+    found: dict[str, object] = {}
     for name, module in COMMANDS.items():
         try:
             found[name] = importlib.import_module(module)
