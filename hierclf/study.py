@@ -153,6 +153,7 @@ def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str 
               out_dir: str | Path = "runs/study", seeds: int | None = None, epochs: int | None = None,
               device: str | None = None, workers: int | None = None, taxonomy: str | Path | None = None,
               metadata: str | Path | None = None, readers: str | Path | None = None,
+              on_start: Callable[[int], None] | None = None,
               on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> StudyResult:
     """Run (or resume) a whole study and write its report; see the module docstring.
 
@@ -167,6 +168,8 @@ def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str 
         epochs, device, workers: override the protocol's training settings.
         taxonomy: the taxonomy file (default: the protocol's ``training.taxonomy``).
         metadata, readers: passed to :func:`hierclf.evaluate.evaluate`.
+        on_start: called once with the study's total number of epochs (seeds x epochs), once the settings
+            are resolved and before any training (progress displays).
         on_epoch: called as ``on_epoch(seed, record)`` after every finished epoch (progress displays).
 
     Returns:
@@ -179,6 +182,8 @@ def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str 
     out = Path(out_dir).resolve()
     tax, proto, configs = study_configs(protocol, data=data, data_root=data_root, out_dir=out, seeds=seeds,
                                         epochs=epochs, device=device, workers=workers, taxonomy=taxonomy)
+    if on_start is not None:
+        on_start(sum(c.epochs for c in configs))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)

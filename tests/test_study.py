@@ -87,8 +87,13 @@ def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> No
 
 def test_rerun_reuses_finished_seeds(study: Path) -> None:
     before = json.loads((study / "report.json").read_text(encoding="utf-8"))
-    result = run_study(PROTOCOL, data="synthetic", out_dir=study, seeds=2, epochs=1)
+    totals: list[int] = []
+    ticks: list[tuple[int, dict[str, Any]]] = []
+    result = run_study(PROTOCOL, data="synthetic", out_dir=study, seeds=2, epochs=1, on_start=totals.append,
+                       on_epoch=lambda seed, record: ticks.append((seed, record)))
     assert result.trained == [] and result.reused == [0, 1]
+    assert totals == [2]  # one progress display: seeds x epochs, announced once
+    assert [seed for seed, _ in ticks] == [0, 1] and all(r.get("skipped") for _, r in ticks)
     _assert_same(_numbers(before), _numbers(result.report.to_dict()), tol=0.0)
 
 

@@ -38,14 +38,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hierclf.study import run_study, study_configs, summary_rows
+    from hierclf.study import run_study, summary_rows
 
-    _, _, configs = study_configs(args.protocol, data=args.data, data_root=args.data_root, out_dir=args.out,
-                                  seeds=args.seeds, epochs=args.epochs, device=args.device,
-                                  workers=args.workers, taxonomy=args.taxonomy)
-    total = sum(c.epochs for c in configs)
-    bar = tqdm(total=total, desc="study", unit="epoch", disable=args.no_progress or not sys.stderr.isatty(),
+    bar = tqdm(total=0, desc="study", unit="epoch", disable=args.no_progress or not sys.stderr.isatty(),
                file=sys.stderr)
+
+    def on_start(total: int) -> None:  # the settings are resolved once, inside run_study
+        bar.total = total
+        bar.refresh()
 
     def on_epoch(seed: int, record: dict[str, Any]) -> None:
         bar.set_postfix_str(f"seed {seed} epoch {record.get('epoch', '?')}")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_study(args.protocol, data=args.data, data_root=args.data_root, out_dir=args.out,
                            seeds=args.seeds, epochs=args.epochs, device=args.device, workers=args.workers,
                            taxonomy=args.taxonomy, metadata=args.metadata, readers=args.readers,
-                           on_epoch=on_epoch)
+                           on_start=on_start, on_epoch=on_epoch)
     finally:
         bar.close()
     if result.report is None:  # a torchrun rank other than 0
