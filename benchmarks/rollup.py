@@ -11,8 +11,11 @@ the same process as its baselines:
 * ``node loop``: a Python loop over nodes summing each node's columns (hierarchicalsoftmax's, HiClass's way);
 * single node: ``slice copy`` (read the node's columns, write them once) is the floor.
 
-Times are medians of ``--repeats`` runs after one warm-up; baselines that would take more than a minute
-(the dense product over the 20,000-leaf tree) are estimated from their FLOP count and marked skipped.
+Times are medians of ``--repeats`` runs after one warm-up. Each method is timed alternately with its floor
+(method, floor, method, floor, ...) and its ratio is the median of its runs over the median of the floor's
+runs in that same series, so a change in the machine's load during the run moves both alike (the machine
+is shared). Baselines that would take more than a minute (the dense product over the 20,000-leaf tree) are
+estimated from their FLOP count and marked skipped.
 
     python benchmarks/rollup.py --threads 2 --out benchmarks/results/rollup.json
     python benchmarks/rollup.py --quick              # seconds: tiny sizes, for a smoke test
@@ -71,6 +74,33 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[f
     return statistics.median(times), n
 
 
+def timeit_paired(fn: Callable[[], Any], floor_fn: Callable[[], Any], device: torch.device,
+                  repeats: int) -> tuple[float, float, int]:
+    """Medians of ``fn`` and ``floor_fn`` over ``repeats`` alternating runs (each warmed up once).
+
+    A function slower than ``SLOW_S`` is run once, against the floor's median over ``repeats`` runs.
+    """
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    first = time.perf_counter() - t0
+    if first > SLOW_S:
+        floor, _ = timeit(floor_fn, device, repeats)
+        return first, floor, 1
+    floor_fn()
+    times: list[float] = []
+    floors: list[float] = []
+    for _ in range(repeats):
+        for f, into in ((fn, times), (floor_fn, floors)):
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            into.append(time.perf_counter() - t0)
+    return statistics.median(times), statistics.median(floors), repeats
+
+
 HEADER = f"{'tree':>13} {'dev':>4}  {'case':<11} {'method':<35} {'ms':>10} {'x floor':>8}  note"
 
 
@@ -103,6 +133,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     results: list[dict] = []
 
     def row(case: str, method: str, seconds: float | None, floor: float, n: int, note: str = "") -> None:
+        """One result; ``floor``: the floor's median in the series this method was timed against."""
         results.append({"tree_leaves": n_leaves, "tree_nodes": n_nodes, "batch": batch, "device": device.type,
                         "case": case, "method": method, "seconds": seconds, "repeats": n,
                         "ratio_to_floor": None if seconds is None else seconds / floor, "note": note})
@@ -120,24 +151,25 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
 
     module = RollUp(tax).to(device)
     expected = rollup(x, tax)
-    t, n = timeit(lambda: rollup(x, tax), device, repeats)
-    row("all nodes", "hierclf rollup()", t, floor, n)
-    t, n = timeit(lambda: module(x), device, repeats)
-    row("all nodes", "hierclf RollUp module", t, floor, n)
+    def paired(case: str, method: str, fn: Callable[[], Any], note: str = "") -> None:
+        t, f, n = timeit_paired(fn, copy_floor, device, repeats)
+        row(case, method, t, f, n, note)
+
     result = torch.empty(batch, n_nodes, device=device)
-    t, n = timeit(lambda: rollup(x, tax, out=result), device, repeats)
-    row("all nodes", "hierclf rollup(out=preallocated)", t, floor, n,
-        "the floor writes into a preallocated buffer too")
+    paired("all nodes", "hierclf rollup(out=preallocated)", lambda: rollup(x, tax, out=result),
+           "the floor writes into a preallocated buffer too")
+    paired("all nodes", "hierclf rollup()", lambda: rollup(x, tax))
+    paired("all nodes", "hierclf RollUp module", lambda: module(x))
     if device.type == "cpu" and _rollup_kernel.AVAILABLE:
         os.environ["HIERCLF_NO_NUMBA"] = "1"
         try:
-            t, n = timeit(lambda: rollup(x, tax, out=result), device, repeats)
+            paired("all nodes", "hierclf torch path (no numba), out=", lambda: rollup(x, tax, out=result),
+                   "cumsum + gather")
         finally:
             del os.environ["HIERCLF_NO_NUMBA"]
-        row("all nodes", "hierclf torch path (no numba), out=", t, floor, n, "cumsum + gather")
-    t, n = timeit(lambda: torch.empty(batch, n_nodes, device=device).copy_(expected), device, repeats)
-    row("all nodes", "fresh output: torch.empty + copy", t, floor, n,
-        "what allocating a result costs before any arithmetic")
+    paired("all nodes", "fresh output: torch.empty + copy",
+           lambda: torch.empty(batch, n_nodes, device=device).copy_(expected),
+           "what allocating a result costs before any arithmetic")
 
     rows_, cols_ = ancestor_matrix(tax)
     values = torch.ones(len(rows_))
@@ -148,8 +180,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
         dense = dense.to(device)
         got = x @ dense
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-        t, n = timeit(lambda: torch.matmul(x, dense, out=out), device, repeats)
-        row("all nodes", "dense probs @ A", t, floor, n)
+        paired("all nodes", "dense probs @ A", lambda: torch.matmul(x, dense, out=out))
         del dense
     else:
         row("all nodes", "dense probs @ A", None, floor, 0,
@@ -159,8 +190,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     a_t = a_t.to_sparse_csr().to(device)
     got = torch.sparse.mm(a_t, x.t()).t()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    t, n = timeit(lambda: torch.sparse.mm(a_t, x.t()).t(), device, repeats)
-    row("all nodes", "torch.sparse A^T @ probs^T", t, floor, n)
+    paired("all nodes", "torch.sparse A^T @ probs^T", lambda: torch.sparse.mm(a_t, x.t()).t())
 
     starts, ends = idx.leaf_start.tolist(), idx.leaf_end.tolist()
 
@@ -170,8 +200,8 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
 
     node_loop()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    t, n = timeit(node_loop, device, max(1, repeats // 2))
-    row("all nodes", "Python loop over nodes", t, floor, n)
+    t, f, n = timeit_paired(node_loop, copy_floor, device, max(1, repeats // 2))
+    row("all nodes", "Python loop over nodes", t, f, n)
 
     # --- single node: the root's largest child (the "malignant" of a real tree) ---
     kids = [i for i in range(n_nodes) if idx.parent[i] == 0]
@@ -179,16 +209,18 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     node = idx.nodes[j]
     s, e = starts[j], ends[j]
     buf = torch.empty(batch, e - s, device=device)
-    floor1, n = timeit(lambda: buf.copy_(x[:, s:e]), device, repeats)
+    def slice_floor() -> None:
+        buf.copy_(x[:, s:e])
+
+    floor1, n = timeit(slice_floor, device, repeats)
     note = f"node {node}: {e - s} of {n_leaves} leaves"
     row("single node", "slice copy floor", floor1, floor1, n, note)
     single = RollUp(tax, [node]).to(device)
-    t, n = timeit(lambda: rollup(x, tax, [node]), device, repeats)
-    row("single node", "hierclf rollup()", t, floor1, n, note)
-    t, n = timeit(lambda: single(x), device, repeats)
-    row("single node", "hierclf RollUp module", t, floor1, n, note)
-    t, n = timeit(lambda: torch.sparse.mm(a_t, x.t()).t()[:, j], device, repeats)
-    row("single node", "torch.sparse (all nodes, take one)", t, floor1, n, note)
+    for method, fn in (("hierclf rollup()", lambda: rollup(x, tax, [node])),
+                       ("hierclf RollUp module", lambda: single(x)),
+                       ("torch.sparse (all nodes, take one)", lambda: torch.sparse.mm(a_t, x.t()).t()[:, j])):
+        t, f, n = timeit_paired(fn, slice_floor, device, repeats)
+        row("single node", method, t, f, n, note)
     return results
 
 

@@ -1,66 +1,251 @@
 """A fused CPU kernel for the roll-up's range sums (numba), used when numba is installed.
 
 The torch path (:func:`hierclf.functional._range_sums_blocked`) builds a float64 prefix with ``cumsum`` and
-reads the outputs back with ``gather``; on CPU both run well below memory speed (``cumsum`` along a row is a
-scalar scan, ``gather`` reads an index per element and its kernel is generic). This kernel does the same
-arithmetic per row with the row's float64 prefix in cache and writes every output once, in order and without
-branches. The results are bit-identical to the torch path (the same additions in the same order, the same
-rounding to the input dtype), which the tests check. float16/bfloat16 inputs, CUDA tensors and autograd stay
-on the torch path. Measured: about 4x faster than the torch path on CPU (``docs/rollup.md``).
+reads the outputs back with ``gather``; on CPU both run well below memory speed. This kernel does the same
+arithmetic (the same additions in the same order, the same rounding), so its results are bit-identical to
+the torch path, which the tests check. How it gets close to memory speed:
 
-Set ``HIERCLF_NO_NUMBA=1`` to disable the kernel (e.g. to compare the two paths).
+* **Four rows at a time.** The rows of a tile are scanned together: their four float64 prefixes sit side
+  by side (``z[j] = [prefix of row 0, ..., row 3]``), so one vector addition advances all four, and four
+  independent chains hide the addition's latency (a single row's scan waits on every addition).
+* **One read of each input.** The scan loads each input value once and also writes it to its output
+  column (a leaf or cut class is copied, bit for bit); only ranges of two or more columns need the prefix.
+* **Sums while the prefix is in cache.** The columns are scanned in blocks; after each block, the ranges
+  ending in it are written (``prefix[end] - prefix[start]``, four rows per vector subtraction), so the
+  prefix is read back from L1/L2 rather than from memory, also for 20,000-leaf trees.
+* **SLP vectorisation.** numba turns LLVM's SLP vectoriser off by default; the four-row statements above
+  need it, so this module compiles its kernel with it switched on (:func:`_compiling_with_slp`), without
+  changing numba's settings for anything else.
+
+float16/bfloat16 inputs, CUDA tensors and autograd stay on the torch path. Set ``HIERCLF_NO_NUMBA=1`` to
+disable the kernel (e.g. to compare the two paths). Measured figures: ``docs/rollup.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-_ROWS_PER_TASK = 64  # rows a thread handles per task: one prefix buffer per task, not per row
+_TILE = 4  # rows scanned together: one 256-bit vector of float64 prefixes
+_TASKS_PER_THREAD = 4  # row ranges per thread: some balance on a shared machine, few prefix buffers
+_BLOCK_COLUMNS = 1024  # columns per scan block: the block's prefix (32 KB) stays in L1/L2 for its sums
+_PROGRAMS_KEPT = 32
 
 try:  # pragma: no branch - numba is a declared dependency; the fallback keeps hierclf usable without it
     import numba
 
+    @numba.njit(inline="always")
+    def _scan_column(x0: Any, x1: Any, x2: Any, x3: Any, col: Any, a0: Any, a1: Any, a2: Any, a3: Any,
+                     prefix: Any, to: Any, o0: Any, o1: Any, o2: Any,
+                     o3: Any) -> tuple[Any, Any, Any, Any]:  # pragma: no cover - compiled
+        """One input column of a four-row tile: advance the prefixes, store them, copy the values out."""
+        v0, v1, v2, v3 = x0[col], x1[col], x2[col], x3[col]
+        a0 += v0
+        a1 += v1
+        a2 += v2
+        a3 += v3
+        prefix[0] = a0
+        prefix[1] = a1
+        prefix[2] = a2
+        prefix[3] = a3
+        o0[to] = v0
+        o1[to] = v1
+        o2[to] = v2
+        o3[to] = v3
+        return a0, a1, a2, a3
+
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _kernel(x: Any, perm: Any, hi: Any, lo: Any, out: Any) -> None:  # pragma: no cover - compiled
-        """``out[b, k] = z[hi[k]] - z[lo[k]]`` with ``z = [prefix of row b (float64), row b]``."""
-        batch, n_cols = x.shape
-        n_out = hi.shape[0]
-        r0 = n_cols + 1  # z: the prefix (n_cols + 1 cells, z[0] = 0), then the row in pre-order
-        n_tasks = (batch + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    def _kernel(x: Any, permuted: Any, perm: Any, copy_to: Any, extra_col: Any, extra_to: Any, block_end: Any,
+                block_ptr: Any, sum_to: Any, sum_start: Any, sum_end: Any, scan_end: Any,
+                n_threads: Any, out: Any) -> None:  # pragma: no cover - compiled
+        """Write ``out[b, sum_to[i]] = z[sum_end[i]] - z[sum_start[i]]`` (z: float64 prefix of row b over the
+        pre-order columns ``x[b, perm]``, ``z[0] = 0``) and the one-column outputs, copied from ``x``.
+
+        The scan writes pre-order column ``j`` to output ``copy_to[j]``; ``extra_col``/``extra_to`` are
+        copied after the scan. Block ``k`` scans columns up to ``block_end[k]`` and then writes the sums
+        ``block_ptr[k]:block_ptr[k + 1]``. ``scan_end``: columns to scan. Index arrays are unsigned, which
+        spares every indexing numba's negative-index check.
+        """
+        batch = x.shape[0]
+        n_blocks = block_end.shape[0]
+        n_extra = extra_col.shape[0]
+        n_tasks = min(n_threads * _TASKS_PER_THREAD, (batch + _TILE - 1) // _TILE)
+        rows_per_task = (batch + n_tasks - 1) // n_tasks
+        rows_per_task = (rows_per_task + _TILE - 1) // _TILE * _TILE  # whole tiles
         for task in numba.prange(n_tasks):
-            z = np.zeros(2 * n_cols + 1, np.float64)
-            for b in range(task * _ROWS_PER_TASK, min(batch, (task + 1) * _ROWS_PER_TASK)):
-                acc = 0.0  # the same additions in the same order as torch.cumsum(float64): same bits
-                if perm.shape[0] > 0:
-                    for j in range(n_cols):
-                        v = x[b, perm[j]]
-                        z[r0 + j] = v
-                        acc += v
-                        z[j + 1] = acc
-                else:
-                    for j in range(n_cols):
-                        v = x[b, j]
-                        z[r0 + j] = v
-                        acc += v
-                        z[j + 1] = acc
-                # one sequential, branch-free pass over the outputs in order: a multi-column range is
-                # prefix[end] - prefix[start]; a one-column output is its input value minus z[0] = 0, exact
-                for k in range(n_out):
-                    out[b, k] = z[hi[k]] - z[lo[k]]
+            z = np.empty((scan_end + 1, _TILE), np.float64)
+            z[0, :] = 0.0
+            prefix = z[1:]  # prefix[j]: sum of the pre-order columns 0..j
+            first = task * rows_per_task
+            last = min(batch, first + rows_per_task) - 1
+            for b in range(first, last + 1, _TILE):
+                # the tile's rows; past the batch end the last row is repeated (same values, same thread)
+                b1, b2, b3 = min(b + 1, last), min(b + 2, last), min(b + 3, last)
+                x0, x1, x2, x3 = x[b], x[b1], x[b2], x[b3]
+                o0, o1, o2, o3 = out[b], out[b1], out[b2], out[b3]
+                a0 = a1 = a2 = a3 = 0.0  # the four running prefixes (float64)
+                j0 = np.uint64(0)
+                for k in range(n_blocks):
+                    if permuted:  # two copies of the loop, so that neither tests the flag per column
+                        for j in range(j0, block_end[k]):
+                            a0, a1, a2, a3 = _scan_column(x0, x1, x2, x3, perm[j], a0, a1, a2, a3, prefix[j],
+                                                          copy_to[j], o0, o1, o2, o3)
+                    else:
+                        for j in range(j0, block_end[k]):
+                            a0, a1, a2, a3 = _scan_column(x0, x1, x2, x3, j, a0, a1, a2, a3, prefix[j],
+                                                          copy_to[j], o0, o1, o2, o3)
+                    j0 = block_end[k]
+                    for i in range(block_ptr[k], block_ptr[k + 1]):
+                        to, e, s = sum_to[i], sum_end[i], sum_start[i]
+                        d0 = z[e, 0] - z[s, 0]
+                        d1 = z[e, 1] - z[s, 1]
+                        d2 = z[e, 2] - z[s, 2]
+                        d3 = z[e, 3] - z[s, 3]
+                        o0[to] = d0
+                        o1[to] = d1
+                        o2[to] = d2
+                        o3[to] = d3
+                for i in range(n_extra):
+                    col, to = extra_col[i], extra_to[i]
+                    o0[to] = x0[col]
+                    o1[to] = x1[col]
+                    o2[to] = x2[col]
+                    o3[to] = x3[col]
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
 
+_COMPILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _compiling_with_slp() -> Iterator[None]:
+    """Compile (first call of a signature) with LLVM's SLP vectoriser on, then restore numba's setting.
+
+    numba reads ``config.SLP_VECTORIZE`` each time it builds a pass manager, under its global compiler
+    lock; holding that lock while the setting is changed keeps other threads' compilations unaffected.
+    Without the setting (another numba version) the kernel is still correct, only slower.
+    """
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with _COMPILE_LOCK, global_compiler_lock:
+        if not hasattr(config, "SLP_VECTORIZE"):
+            yield
+            return
+        saved = config.SLP_VECTORIZE
+        setattr(config, "SLP_VECTORIZE", 1)  # noqa: B010 - a module attribute the type stubs do not list
+        try:
+            yield
+        finally:
+            setattr(config, "SLP_VECTORIZE", saved)  # noqa: B010
+
+
+_compiled: set[Any] = set()
+
+
+def _run(*args: Any) -> None:
+    key = tuple(a.dtype for a in (args[0], args[-1]))
+    if key in _compiled:
+        _kernel(*args)
+        return
+    with _compiling_with_slp():
+        _kernel(*args)
+    _compiled.add(key)
+
+
+@dataclass(frozen=True)
+class _Program:
+    """The kernel's index arrays for one (perm, start, end) request, built once with numpy and cached."""
+
+    perm: np.ndarray
+    copy_to: np.ndarray
+    extra_col: np.ndarray
+    extra_to: np.ndarray
+    block_end: np.ndarray
+    block_ptr: np.ndarray
+    sum_to: np.ndarray
+    sum_start: np.ndarray
+    sum_end: np.ndarray
+    scan_end: int
+
+
+_PROGRAMS: OrderedDict[tuple[bytes, ...], _Program] = OrderedDict()
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def _program(n_cols: int, perm: np.ndarray | None, start: np.ndarray, end: np.ndarray) -> _Program:
+    key = (n_cols.to_bytes(8, "little"), b"" if perm is None else perm.tobytes(), start.tobytes(),
+           end.tobytes())
+    with _PROGRAMS_LOCK:
+        found = _PROGRAMS.get(key)
+        if found is not None:
+            _PROGRAMS.move_to_end(key)
+            return found
+    program = _build_program(n_cols, perm, start, end)
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = program
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _build_program(n_cols: int, perm: np.ndarray | None, start: np.ndarray, end: np.ndarray) -> _Program:
+    in_col = np.arange(n_cols, dtype=np.int64) if perm is None else perm.astype(np.int64)
+    single = (end - start) == 1
+    outputs = np.arange(start.shape[0], dtype=np.int64)
+    copy_cols, copy_outs = start[single], outputs[single]
+    multi = ~single
+    order = np.argsort(end[multi], kind="stable")
+    sum_to, sum_start, sum_end = outputs[multi][order], start[multi][order], end[multi][order]
+    cols_first, first = np.unique(copy_cols, return_index=True)
+    if len(cols_first) == n_cols:
+        # every column is an output (all nodes over leaves or a cut): the scan writes each column's first
+        # output as it reads the column; the others (single-child chains) are copied after the scan
+        copy_to = np.empty(n_cols, np.int64)
+        copy_to[cols_first] = copy_outs[first]
+        rest = np.ones(len(copy_cols), bool)
+        rest[first] = False
+        extra_col, extra_to = in_col[copy_cols[rest]], copy_outs[rest]
+        scan_end = n_cols
+        final = -1
+    else:
+        # a few nodes: the copies are made after the scan, and the scan's branch-free stores all go to one
+        # output that is written last (a copy, made after the scan, or else the sum moved to the end)
+        extra_col, extra_to = in_col[copy_cols], copy_outs
+        scan_end = int(sum_end.max()) if len(sum_end) else 0
+        target = int(copy_outs[0]) if len(copy_outs) else int(sum_to[-1]) if len(sum_to) else 0
+        copy_to = np.full(n_cols, target, np.int64)
+        final = -1 if len(copy_outs) else len(sum_to) - 1
+    block_end = np.unique(np.minimum(np.arange(1, scan_end // _BLOCK_COLUMNS + 2) * _BLOCK_COLUMNS, scan_end))
+    block_end = block_end[block_end > 0]
+    # a sum is written after the block holding its last column; ``final`` after the last block
+    block = np.searchsorted(block_end, sum_end - 1, side="right")
+    if final >= 0:
+        block[final] = len(block_end) - 1
+    by_block = np.argsort(block, kind="stable")
+    sum_to, sum_start, sum_end = sum_to[by_block], sum_start[by_block], sum_end[by_block]
+    block_ptr = np.concatenate(([0], np.cumsum(np.bincount(block, minlength=len(block_end)))))
+    u32, u64 = np.uint32, np.uint64
+    return _Program(perm=in_col.astype(u32), copy_to=copy_to.astype(u32), extra_col=extra_col.astype(u32),
+                    extra_to=extra_to.astype(u32), block_end=block_end.astype(u64),
+                    block_ptr=block_ptr.astype(u64), sum_to=sum_to.astype(u32),
+                    sum_start=sum_start.astype(u32), sum_end=sum_end.astype(u32), scan_end=scan_end)
+
 
 def usable(x: torch.Tensor) -> bool:
     """Whether the fused kernel can compute the range sums of ``x`` (CPU, float32/64, no autograd)."""
     return (AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.dim() == 2 and not os.environ.get("HIERCLF_NO_NUMBA"))
+            and x.dim() == 2 and max(x.shape[1], 1) < 2**31 and not os.environ.get("HIERCLF_NO_NUMBA"))
 
 
 def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, end: torch.Tensor,
@@ -70,16 +255,14 @@ def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, 
     x = x.detach().contiguous()
     if out is None:
         out = torch.empty((x.shape[0], start.shape[0]), dtype=x.dtype)
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 or start.shape[0] == 0:
         return out
-    perm_np = np.empty(0, np.int64) if perm is None else perm.cpu().numpy().astype(np.int64, copy=False)
-    start_np = start.cpu().numpy().astype(np.int64, copy=False)
-    end_np = end.cpu().numpy().astype(np.int64, copy=False)
-    single = (end_np - start_np) == 1
-    r0 = x.shape[1] + 1  # where the row's copy starts in z
-    hi = np.where(single, r0 + start_np, end_np).astype(np.int64)
-    lo = np.where(single, 0, start_np).astype(np.int64)
+    program = _program(x.shape[1], None if perm is None else perm.cpu().numpy(),
+                       start.cpu().numpy().astype(np.int64, copy=False),
+                       end.cpu().numpy().astype(np.int64, copy=False))
     threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
     numba.set_num_threads(threads)
-    _kernel(x.numpy(), perm_np, hi, lo, out.numpy())
+    p = program
+    _run(x.numpy(), perm is not None, p.perm, p.copy_to, p.extra_col, p.extra_to, p.block_end, p.block_ptr,
+         p.sum_to, p.sum_start, p.sum_end, p.scan_end, threads, out.numpy())
     return out

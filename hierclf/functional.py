@@ -205,7 +205,7 @@ def _range_sums_blocked(x: Tensor, perm: Tensor | None, start: Tensor, end: Tens
     """
     from hierclf import _rollup_kernel
 
-    if _rollup_kernel.usable(x):  # one fused pass per row; bit-identical to the code below
+    if _rollup_kernel.usable(x):  # fused, four rows at a time; bit-identical to the code below
         return _rollup_kernel.range_sums(x, perm, start, end, out)
     batch, n_out = x.shape[0], start.shape[0]
     n_cols = x.shape[1]
