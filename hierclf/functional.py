@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RollUpError", "conditional", "log_rollup", "rollup"]
+__all__ = ["RollUpError", "conditional", "log_rollup", "rollup", "rollup_nodes"]
 
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 
@@ -372,6 +372,24 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
     if out is not None:
         return out  # type: ignore[return-value]
     return result.numpy() if was_numpy else result  # type: ignore[return-value]
+
+
+def rollup_nodes(taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
+                 columns: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The node ids of :func:`rollup`'s output columns, in order (names resolved, ``None`` expanded).
+
+    Same arguments and errors as :func:`rollup`, without the probabilities: use it to label a result, or
+    to size an ``out=`` buffer before the first batch arrives.
+
+    Example:
+        >>> from hierclf import Taxonomy
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> rollup_nodes(tax, ["mel", "benign"])
+        ('melanoma', 'benign')
+        >>> len(rollup_nodes(tax)) == len(tax.nodes)
+        True
+    """
+    return _plan(taxonomy, nodes, columns).nodes
 
 
 def _pairs(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hierclf.errors import HierclfError
-    from hierclf.functional import _plan, _rollup_tensor
+    from hierclf.functional import rollup, rollup_nodes
     from hierclf.io import atomic_open
     from hierclf.predictions import open_predictions, write_csv_rows
     from hierclf.taxonomy import Taxonomy
@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
     check = not args.logits
     tol = None if args.normalize else args.tolerance
     with open_predictions(args.probs, tax, check_probs=check, tol=tol) as reader:
-        plan = _plan(tax, None if args.all else args.node, reader.columns)
-        perm = None if plan.perm is None else torch.as_tensor(plan.perm)
-        start, end = torch.as_tensor(plan.start), torch.as_tensor(plan.end)
+        wanted = None if args.all else args.node
+        out_nodes = rollup_nodes(tax, wanted, columns=reader.columns)
         cells = AUTO_CELLS.get(reader.path.suffix.lower(), AUTO_CELLS[".csv"])
         rows = args.chunk_size or max(1, cells // max(len(reader.columns), 1))
         fmt = f"%.{args.digits}g"
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         buffer: Any = None
         with out_cm as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            header = ["id", *plan.nodes]
+            header = ["id", *out_nodes]
             for block in reader.chunks(rows):
                 if header:  # written once the first block passed its checks: a bad file prints nothing
                     writer.writerow(header)
@@ -109,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
                     probs = probs / sums
                 probs = probs.contiguous()
                 if buffer is None or buffer.shape[0] < len(probs) or buffer.dtype != probs.dtype:
-                    buffer = torch.empty((len(probs), len(start)), dtype=probs.dtype)
-                # one output buffer for every block: fresh pages for each block cost as much as the roll-up
-                values = _rollup_tensor(probs, perm, start, end, buffer[:len(probs)]).numpy()
+                    buffer = torch.empty((len(probs), len(out_nodes)), dtype=probs.dtype)
+                # one output buffer for every block: fresh pages for each block cost more than the roll-up
+                values = rollup(probs, tax, wanted, columns=reader.columns, out=buffer[:len(probs)]).numpy()
                 ids = block.ids
                 if ids is None:  # no id column: rows are numbered from 0
                     ids = np.arange(n_rows, n_rows + len(block)).astype(str)
@@ -119,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
                 n_rows += len(block)
             if header:  # no rows at all
                 writer.writerow(header)
-    logger.info("rolled %d rows up to %d nodes", n_rows, len(plan.nodes))
+    logger.info("rolled %d rows up to %d nodes", n_rows, len(out_nodes))
     if args.out:
-        print(f"wrote {n_rows} rows x {len(plan.nodes)} nodes to {args.out}", file=sys.stderr)
+        print(f"wrote {n_rows} rows x {len(out_nodes)} nodes to {args.out}", file=sys.stderr)
     return 0
 
 
