@@ -90,10 +90,13 @@ class LossConfig(_Model):
     """Arguments of ``hierclf.losses.build_loss`` (unset options keep that function's defaults)."""
 
     name: Literal["ce", "weighted_ce", "focal", "asymmetric"] = "ce"
-    weights: Literal["inverse", "effective"] | None = None
+    #: ``weighted_ce`` class weights: a scheme, ``none``, or one weight per class
+    weights: Literal["inverse", "effective", "none"] | list[float] | None = None
     beta: float | None = Field(None, gt=0, lt=1)
     gamma: float | None = Field(None, ge=0)
-    alpha: float | None = Field(None, gt=0, lt=1)
+    #: ``focal`` per-class weights: a scheme or one weight per class (Lin et al.'s scalar alpha is for
+    #: binary detection; in a softmax over classes only per-class weights change the optimum)
+    alpha: Literal["inverse", "effective"] | list[float] | None = None
     gamma_pos: float | None = Field(None, ge=0)
     gamma_neg: float | None = Field(None, ge=0)
     clip: float | None = Field(None, ge=0, lt=1)
@@ -103,6 +106,28 @@ class LossConfig(_Model):
     def _name_only(cls, value: Any) -> Any:
         # `loss: focal` is short for `loss: {name: focal}`
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("weights", "alpha", mode="before")
+    @classmethod
+    def _per_class(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"expected a scheme name (inverse, effective) or a list with one weight per "
+                             f"class, got the single number {value!r}")
+        if isinstance(value, list) and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise ValueError(f"{info.field_name} must list non-negative numbers, one per class")
+        return value
+
+    @model_validator(mode="after")
+    def _options_of_this_loss(self) -> LossConfig:
+        # build_loss would refuse these at the start of training; say so where the file sets them
+        takes = {"ce": (), "weighted_ce": ("weights", "beta"), "focal": ("gamma", "alpha", "beta"),
+                 "asymmetric": ("gamma_pos", "gamma_neg", "clip")}[self.name]
+        given = [k for k, v in self.params().items() if k not in takes]
+        if given:
+            raise ValueError(f"loss {self.name!r} does not take {', '.join(given)} (it takes: "
+                             f"{', '.join(takes) or 'no options besides label_smoothing'})")
+        return self
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
@@ -193,6 +218,14 @@ class TrainConfig(_Model):
             raise ValueError(str(UnknownNameError("backbone", value, known,
                                                   context=f"(known backbones: {', '.join(known)})")))
         return key
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_needs_cross_entropy(cls, value: float, info: Any) -> float:
+        loss = info.data.get("loss")
+        if value and loss is not None and loss.name not in ("ce", "weighted_ce"):
+            raise ValueError(f"label_smoothing applies to the ce and weighted_ce losses, not {loss.name!r}")
+        return value
 
     @field_validator("device")
     @classmethod

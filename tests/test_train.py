@@ -445,6 +445,36 @@ def test_config_defaults_and_loss_shorthand() -> None:
     assert cfg.early_stopping.mode == "min"
 
 
+@pytest.mark.parametrize(("body", "where", "message"), [
+    ("loss: {name: focal, alpha: 0.25}\n", "2:28", "loss.alpha: expected a scheme name (inverse, effective) "
+     "or a list with one weight per class, got the single number 0.25"),
+    ("loss: {name: weighted_ce, weights: [1, -2]}\n", "2:36",
+     "loss.weights: weights must list non-negative numbers, one per class"),
+    ("loss: {name: ce, gamma: 2}\n", "2:7",
+     "loss: loss 'ce' does not take gamma (it takes: no options besides label_smoothing)"),
+    ("loss: {name: asymmetric, alpha: inverse}\n", "2:7",
+     "loss: loss 'asymmetric' does not take alpha (it takes: gamma_pos, gamma_neg, clip)"),
+    ("loss: focal\nlabel_smoothing: 0.1\n", "3:18",
+     "label_smoothing: label_smoothing applies to the ce and weighted_ce losses, not 'focal'"),
+])
+def test_loss_options_that_build_loss_would_refuse_are_refused_in_the_file(
+        tmp_path: Path, body: str, where: str, message: str) -> None:
+    path = _write(tmp_path, body)
+    with pytest.raises(FileFormatError) as err:
+        load_train_config(path)
+    assert str(err.value).splitlines() == [f"{path}:{where}: error: {message}"]
+
+
+def test_per_class_loss_weights_reach_the_loss(tmp_path: Path) -> None:
+    from hierclf.losses import build_loss
+
+    cfg = load_train_config(_write(tmp_path, "loss: {name: focal, alpha: [1, 2, 0.5, 1, 1, 1, 1]}\n"))
+    loss = build_loss(cfg.loss.name, class_counts=[10] * 7, **cfg.loss.params())
+    assert loss.alpha.tolist() == [1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 1.0]
+    cfg = load_train_config(_write(tmp_path, "loss: {name: weighted_ce, weights: none}\n"))
+    assert build_loss(cfg.loss.name, class_counts=[10, 1], **cfg.loss.params()).weight.tolist() == [1.0, 1.0]
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``hierclf train`` with a bad config: one line on stderr, exit status 1 (the subprocess path of the
     CLI is exercised by tests/test_ddp.py)."""
