@@ -151,16 +151,22 @@ def _compiling_with_slp() -> Iterator[None]:
 
 
 _compiled: set[Any] = set()
+#: one kernel at a time: each call already uses every thread it is given, and numba's ``workqueue``
+#: threading layer (used where neither TBB nor OpenMP is installed) aborts on concurrent parallel calls
+_RUN_LOCK = threading.Lock()
 
 
 def _run(*args: Any) -> None:
-    key = tuple(a.dtype for a in (args[0], args[-1]))
-    if key in _compiled:
-        _kernel(*args)
-        return
-    with _compiling_with_slp():
-        _kernel(*args)
-    _compiled.add(key)
+    # what selects a compiled signature (both arrays are C-contiguous and 2-d): any new one compiles inside
+    # the SLP setting. Lock order, always: _RUN_LOCK, then the compile locks.
+    key = tuple((a.dtype, a.flags.writeable, a.flags.aligned) for a in (args[0], args[-1]))
+    with _RUN_LOCK:
+        if key in _compiled:
+            _kernel(*args)
+            return
+        with _compiling_with_slp():
+            _kernel(*args)
+        _compiled.add(key)
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,16 @@ def test_compiling_with_slp_restores_numba_setting() -> None:
     with pytest.raises(RuntimeError), _rollup_kernel._compiling_with_slp():
         raise RuntimeError("a failed compilation")
     assert setting() == before
+
+
+def test_calls_from_several_threads_at_once() -> None:
+    # e.g. a server answering requests in threads: every call gets its own, correct result
+    from concurrent.futures import ThreadPoolExecutor
+
+    tax = random_taxonomy(200, max_depth=6, seed=8)
+    inputs = [torch.rand(37, 200, generator=torch.Generator().manual_seed(k)) for k in range(8)]
+    expected = [rollup(x, tax) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda x: rollup(x, tax), inputs * 3))
+    for k, got in enumerate(results):
+        assert torch.equal(got, expected[k % len(inputs)])
