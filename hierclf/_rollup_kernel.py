@@ -11,8 +11,8 @@ the torch path, which the tests check. How it gets close to memory speed:
 * **One read of each input.** The scan loads each input value once and also writes it to its output
   column (a leaf or cut class is copied, bit for bit); only ranges of two or more columns need the prefix.
 * **Sums while the prefix is in cache.** The columns are scanned in blocks; after each block, the ranges
-  ending in it are written (``prefix[end] - prefix[start]``, four rows per vector subtraction), so the
-  prefix is read back from L1/L2 rather than from memory, also for 20,000-leaf trees.
+  ending in it are written (``prefix[end] - prefix[start]`` for the tile's four rows), so the prefix is
+  read back from L1/L2 rather than from memory, also for 20,000-leaf trees.
 * **SLP vectorisation.** numba turns LLVM's SLP vectoriser off by default; the four-row statements above
   need it, so this module compiles its kernel with it switched on (:func:`_compiling_with_slp`), without
   changing numba's settings for anything else.
