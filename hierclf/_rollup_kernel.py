@@ -120,6 +120,50 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
                     o2[to] = x2[col]
                     o3[to] = x3[col]
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _log_kernel(x: Any, column: Any, parent: Any, wanted: Any, n_threads: Any,
+                    out: Any) -> None:  # pragma: no cover - compiled
+        """``out[b, i] = log sum exp`` over the columns under node ``wanted[i]``, for every row ``b``.
+
+        The nodes are those of the tree above the input columns, in pre-order; ``column[k]`` is the input
+        column of node ``k`` when it is one (-1 for inner nodes) and ``parent[k]`` its parent (-1: the
+        root). Two passes in reverse pre-order (children before parents): each node's maximum ``m``, then
+        ``s = sum exp(x - m)`` over its columns, from its children's sums scaled by ``exp(m_child - m)`` (at
+        most 1). So every node is shifted by its own maximum, as the torch path does.
+        """
+        batch = x.shape[0]
+        n_nodes = parent.shape[0]
+        n_out = wanted.shape[0]
+        n_tasks = min(n_threads * _TASKS_PER_THREAD, batch)
+        rows_per_task = (batch + n_tasks - 1) // n_tasks
+        for task in numba.prange(n_tasks):
+            m = np.empty(n_nodes, np.float64)
+            s = np.empty(n_nodes, np.float64)
+            for b in range(task * rows_per_task, min(batch, (task + 1) * rows_per_task)):
+                row = x[b]
+                for k in range(n_nodes):
+                    c = column[k]
+                    if c >= 0:
+                        m[k] = row[c]
+                        s[k] = 1.0
+                    else:
+                        m[k] = -np.inf
+                        s[k] = 0.0
+                for k in range(n_nodes - 1, 0, -1):  # each node's maximum, children first
+                    p = parent[k]
+                    m[p] = max(m[p], m[k])
+                for k in range(n_nodes - 1, 0, -1):  # then its sum, every term scaled by that maximum
+                    mk = m[k]
+                    if mk != -np.inf:  # a child at -inf adds exp(-inf) = 0 (and -inf - -inf is NaN)
+                        p = parent[k]
+                        s[p] += s[k] * np.exp(mk - m[p])
+                o = out[b]
+                for i in range(n_out):
+                    k = wanted[i]
+                    mk = m[k]
+                    # -inf: every column at -inf; +inf or NaN: passed on as they are
+                    o[i] = mk + np.log(s[k]) if np.isfinite(mk) else mk
+
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
@@ -271,4 +315,19 @@ def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, 
     p = program
     _run(x.numpy(), perm is not None, p.perm, p.copy_to, p.extra_col, p.extra_to, p.block_end, p.block_ptr,
          p.sum_to, p.sum_start, p.sum_end, p.scan_end, threads, out.numpy())
+    return out
+
+
+def log_range_sums(x: torch.Tensor, column: np.ndarray, parent: np.ndarray,
+                   wanted: np.ndarray) -> torch.Tensor:
+    """``(batch, len(wanted))`` log-sum-exps of the nodes ``wanted`` (see ``_log_kernel``), float64 inside,
+    in ``x``'s dtype."""
+    x = x.detach().contiguous()
+    out = torch.empty((x.shape[0], wanted.shape[0]), dtype=x.dtype)
+    if x.shape[0] == 0 or wanted.shape[0] == 0:
+        return out
+    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
+    numba.set_num_threads(threads)
+    with _RUN_LOCK:
+        _log_kernel(x.numpy(), column, parent, wanted, threads, out.numpy())
     return out

@@ -400,6 +400,32 @@ def _pairs(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     return pair_col, pair_node
 
 
+def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CPU log kernel's tree: for every node at or above the input columns (pre-order) its input column
+    (-1 for inner nodes) and parent position (-1 for the root), and the positions of ``plan.nodes``."""
+    key = ("log-tree", plan.nodes, None if columns is None else tuple(columns))
+    plans = _plans_for(taxonomy)
+    found = plans.get(key)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    full = _plan(taxonomy, None, columns)
+    idx = taxonomy.index
+    rows = np.array([idx.position[n] for n in full.nodes], dtype=np.int64)
+    to_full = np.full(idx.n_nodes, -1, dtype=np.int64)
+    to_full[rows] = np.arange(len(rows))
+    parent_rows = np.asarray(idx.parent, dtype=np.int64)[rows]
+    parent = np.where(parent_rows >= 0, to_full[np.maximum(parent_rows, 0)], -1)
+    has_children = np.bincount(parent[parent >= 0], minlength=len(rows)) > 0
+    pre_col = full.start
+    in_col = pre_col if full.perm is None else full.perm[pre_col]
+    column = np.where(has_children, -1, in_col).astype(np.int64)
+    wanted = to_full[np.array([idx.position[n] for n in plan.nodes], dtype=np.int64)]
+    tree = (column, parent.astype(np.int64), wanted.astype(np.int64))
+    plans[key] = tree  # type: ignore[assignment]
+    return tree
+
+
 def log_rollup(log_probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
                columns: Sequence[str] | None = None) -> ArrayT:
     """``log P(node)`` from leaf (or cut-class) log-probabilities: a log-sum-exp over each node's columns.
@@ -420,9 +446,16 @@ def log_rollup(log_probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str
     plan = _plan(taxonomy, nodes, columns)
     x, was_numpy = _as_tensor(log_probs, "log_probs")
     flat = _flatten(x, len(plan.columns), "log_probs", plan.columns)
+    needs_grad = flat.requires_grad and torch.is_grad_enabled()
+    from hierclf import _rollup_kernel
+
+    if not needs_grad and len(plan.nodes) > 1 and _rollup_kernel.usable(flat) and not _is_tracing():
+        # CPU, no autograd: one pass over the tree per row (each node still shifted by its own maximum)
+        out = _rollup_kernel.log_range_sums(flat, *_log_tree(taxonomy, plan, columns))
+        out = out.reshape(*x.shape[:-1], len(plan.nodes))
+        return out.numpy() if was_numpy else out  # type: ignore[return-value]
     perm, start, end = _tensors(plan, flat.device)
     pair_col, pair_node = (torch.as_tensor(a, device=flat.device) for a in _pairs(plan))
-    needs_grad = flat.requires_grad and torch.is_grad_enabled()
     if needs_grad or len(plan.nodes) == 1 or flat.shape[0] == 0:
         out = _log_range_sums(flat, perm, start, end, pair_col, pair_node)
     else:  # bound the (rows, n_pairs) temporaries

@@ -200,3 +200,90 @@ def test_calls_from_several_threads_at_once() -> None:
         results = list(pool.map(lambda x: rollup(x, tax), inputs * 3))
     for k, got in enumerate(results):
         assert torch.equal(got, expected[k % len(inputs)])
+
+
+# --- log_rollup's CPU kernel (no autograd): one pass over the tree per row --------------------------------
+
+
+def _log_torch_path(x: torch.Tensor, tax: Taxonomy, nodes: object = None,
+                    columns: object = None) -> torch.Tensor:
+    from hierclf.functional import log_rollup
+
+    os.environ["HIERCLF_NO_NUMBA"] = "1"
+    try:
+        return log_rollup(x, tax, nodes, columns=columns)  # type: ignore[arg-type]
+    finally:
+        del os.environ["HIERCLF_NO_NUMBA"]
+
+
+def _log_brute_force(x: np.ndarray, tax: Taxonomy, nodes: list[str], columns: list[str]) -> np.ndarray:
+    out = np.empty((x.shape[0], len(nodes)))
+    for k, node in enumerate(nodes):
+        under = {node, *tax.descendants(node)}
+        cols = [i for i, c in enumerate(columns) if c in under]
+        out[:, k] = np.logaddexp.reduce(x[:, cols], axis=1)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 60), st.integers(0, 2**16), st.data())
+def test_log_kernel_matches_logaddexp_and_the_torch_path(n_leaves: int, seed: int,
+                                                          data: st.DataObject) -> None:
+    from hierclf.functional import log_rollup, rollup_nodes
+
+    tax = random_taxonomy(n_leaves, max_depth=5, seed=seed)
+    use_cut = data.draw(st.booleans())
+    columns = list(tax.leaves)
+    if use_cut:  # the root's children, in shuffled order
+        columns = list(tax.children(tax.root))
+        columns = [columns[i] for i in np.random.default_rng(seed).permutation(len(columns))]
+    nodes = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(rollup_nodes(tax, columns=columns)),
+                                                     min_size=2, max_size=10)))
+    rng = np.random.default_rng(seed)
+    # log-probabilities spread over hundreds of units: per-node shifts matter
+    x = rng.normal(0, 1, (data.draw(st.integers(1, 9)), len(columns))) * rng.choice([1, 300])
+    xt = torch.from_numpy(x)
+    got = log_rollup(xt, tax, nodes, columns=columns if use_cut else None)
+    names = list(rollup_nodes(tax, nodes, columns=columns if use_cut else None))
+    np.testing.assert_allclose(got.numpy(), _log_brute_force(x, tax, names, columns), rtol=1e-12, atol=1e-12)
+    reference = _log_torch_path(xt, tax, nodes, columns if use_cut else None)
+    np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_log_kernel_is_stable_far_below_the_row_maximum() -> None:
+    from hierclf.functional import log_rollup
+
+    tax = Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
+    lp = torch.tensor([[0.0, -1000.0, -1001.0, -2000.0, -1e6, -1e6, -1e6]], dtype=torch.float64)
+    assert _rollup_kernel.usable(lp)
+    out = log_rollup(lp, tax, ["melanocytic_nevus", "benign_keratosis", "benign_dermal", "malignant"])
+    expected = [0.0, -1000.0, float(np.logaddexp(-1001.0, -2000.0)), -1e6 + np.log(3)]
+    np.testing.assert_allclose(out.numpy()[0], expected, rtol=1e-12)
+
+
+def test_log_kernel_infinities_and_nan_as_the_torch_path() -> None:
+    from hierclf.functional import log_rollup
+
+    tax = Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
+    rows = torch.tensor([[float("-inf")] * 7,
+                         [0.0] + [float("-inf")] * 6,
+                         [float("inf"), 0.0, -1.0, float("-inf"), 2.0, 3.0, 4.0],
+                         [float("nan"), 0.0, -1.0, -2.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    got = log_rollup(rows, tax)
+    assert torch.equal(torch.isnan(got), torch.isnan(_log_torch_path(rows, tax)))
+    assert torch.allclose(got, _log_torch_path(rows, tax), equal_nan=True)
+    assert torch.isneginf(got[0]).all()  # every column at -inf: every node at -inf
+    assert got[1, 0].item() == 0.0 and got[1, tax.nodes.index(tax.root)].item() == 0.0
+
+
+def test_log_kernel_float32_and_leaves_exact() -> None:
+    from hierclf.functional import log_rollup
+
+    tax = random_taxonomy(500, max_depth=7, seed=2)
+    x = torch.randn(300, 500, generator=torch.Generator().manual_seed(2)) * 20
+    got = log_rollup(x, tax)
+    assert got.dtype == torch.float32
+    leaf_pos = [tax.nodes.index(leaf) for leaf in tax.leaves]
+    assert torch.equal(got[:, leaf_pos], x)  # a one-column node is its column, bit for bit
+    reference = _log_torch_path(x.double(), tax)
+    np.testing.assert_allclose(got.double().numpy(), reference.numpy(), rtol=2e-7, atol=1e-5)
