@@ -400,11 +400,14 @@ def _pairs(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     return pair_col, pair_node
 
 
-def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None
+def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None, *, permuted: bool = True
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CPU log kernel's tree: for every node at or above the input columns (pre-order) its input column
-    (-1 for inner nodes) and parent position (-1 for the root), and the positions of ``plan.nodes``."""
-    key = ("log-tree", plan.nodes, None if columns is None else tuple(columns))
+    (-1 for inner nodes) and parent position (-1 for the root), and the positions of ``plan.nodes``.
+
+    ``permuted=False``: columns counted in pre-order, for an input already put in pre-order (the modules).
+    """
+    key = ("log-tree", plan.nodes, None if columns is None else tuple(columns), permuted)
     plans = _plans_for(taxonomy)
     found = plans.get(key)
     if found is not None:
@@ -418,7 +421,7 @@ def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None
     parent = np.where(parent_rows >= 0, to_full[np.maximum(parent_rows, 0)], -1)
     has_children = np.bincount(parent[parent >= 0], minlength=len(rows)) > 0
     pre_col = full.start
-    in_col = pre_col if full.perm is None else full.perm[pre_col]
+    in_col = pre_col if full.perm is None or not permuted else full.perm[pre_col]
     column = np.where(has_children, -1, in_col).astype(np.int64)
     wanted = to_full[np.array([idx.position[n] for n in plan.nodes], dtype=np.int64)]
     tree = (column, parent.astype(np.int64), wanted.astype(np.int64))

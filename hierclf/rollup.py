@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from hierclf.functional import _pairs, _plan, _range_sums_blocked, _split
+from hierclf.functional import _log_tree, _pairs, _plan, _range_sums_blocked, _split
 
 if TYPE_CHECKING:
     from hierclf.taxonomy import Taxonomy
@@ -140,19 +140,29 @@ class LogRollUp(_RollUpBase):
 
     pair_col: Tensor
     pair_node: Tensor
+    tree_column: Tensor
+    tree_parent: Tensor
+    tree_wanted: Tensor
 
     def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
                  columns: "Sequence[str] | None" = None) -> None:
         super().__init__(taxonomy, nodes, columns=columns)
-        pair_col, pair_node = _pairs(_plan(taxonomy, nodes, columns))
+        plan = _plan(taxonomy, nodes, columns)
+        pair_col, pair_node = _pairs(plan)
         self.register_buffer("pair_col", torch.as_tensor(pair_col), persistent=False)
         self.register_buffer("pair_node", torch.as_tensor(pair_node), persistent=False)
+        # the CPU kernel's tree (eager, no autograd): see hierclf.functional.log_rollup
+        tree = _log_tree(taxonomy, plan, columns, permuted=False)  # _check puts the input in pre-order
+        for name, array in zip(("tree_column", "tree_parent", "tree_wanted"), tree):
+            self.register_buffer(name, torch.as_tensor(array), persistent=False)
 
     def forward(self, log_probs: Tensor) -> Tensor:
         x = self._check(log_probs)
         acc = torch.float32 if x.device.type == "mps" else torch.float64
         if self.single:
             out = torch.logsumexp(x[:, self.first:self.stop].to(acc), dim=1, keepdim=True)
+        elif not torch.jit.is_scripting() and self._eager_cpu_kernel(x):
+            out = self._cpu_kernel(x)
         else:
             vals = x.index_select(1, self.pair_col).to(acc)
             index = self.pair_node.expand(x.shape[0], self.pair_node.shape[0])
@@ -164,3 +174,18 @@ class LogRollUp(_RollUpBase):
             sums = torch.zeros([x.shape[0], self.n_out], dtype=acc, device=x.device)
             out = torch.log(sums.index_add(1, self.pair_node, terms)) + shift
         return out.to(x.dtype).reshape(self._out_shape(log_probs))
+
+    @torch.jit.unused
+    def _eager_cpu_kernel(self, x: Tensor) -> bool:
+        from hierclf import _rollup_kernel
+
+        compiling = bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
+        return (not compiling and not (x.requires_grad and torch.is_grad_enabled())
+                and _rollup_kernel.usable(x) and self.tree_column.device.type == "cpu")
+
+    @torch.jit.unused
+    def _cpu_kernel(self, x: Tensor) -> Tensor:
+        from hierclf import _rollup_kernel
+
+        return _rollup_kernel.log_range_sums(x, self.tree_column.numpy(), self.tree_parent.numpy(),
+                                             self.tree_wanted.numpy())

@@ -287,3 +287,23 @@ def test_log_kernel_float32_and_leaves_exact() -> None:
     assert torch.equal(got[:, leaf_pos], x)  # a one-column node is its column, bit for bit
     reference = _log_torch_path(x.double(), tax)
     np.testing.assert_allclose(got.double().numpy(), reference.numpy(), rtol=2e-7, atol=1e-5)
+
+
+def test_log_module_uses_the_kernel_and_agrees_with_the_function() -> None:
+    from hierclf.functional import log_rollup
+    from hierclf.rollup import LogRollUp
+
+    tax = random_taxonomy(150, max_depth=6, seed=6)
+    cut = list(reversed(tax.children(tax.root)))  # a cut in another order than pre-order
+    for nodes, columns in ((None, None), ([tax.root, tax.leaves[3], tax.children(tax.root)[0]], None),
+                           (None, cut), ([tax.root, cut[0]], cut)):
+        n = 150 if columns is None else len(cut)
+        x = torch.randn(40, n, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 50
+        module = LogRollUp(tax, nodes, columns=columns)
+        assert module.state_dict() == {}  # the kernel's tree is rebuilt, never stored
+        assert module._eager_cpu_kernel(x)
+        torch.testing.assert_close(module(x), log_rollup(x, tax, nodes, columns=columns), rtol=0, atol=0)
+        with torch.enable_grad():  # autograd goes through the torch path, to the same values
+            graded = module(x.clone().requires_grad_())
+        assert not module._eager_cpu_kernel(x.clone().requires_grad_())
+        torch.testing.assert_close(graded.detach(), module(x), rtol=1e-13, atol=1e-13)
