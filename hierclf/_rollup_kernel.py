@@ -43,6 +43,14 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
     import numba
 
     @numba.njit(inline="always")
+    def _task_rows(batch: Any, n_threads: Any, multiple: Any) -> tuple[Any, Any]:  # pragma: no cover
+        """(tasks, rows per task): a few contiguous row ranges per thread, each a multiple of ``multiple``
+        rows (some balance on a shared machine, few scratch buffers)."""
+        n_tasks = min(n_threads * _TASKS_PER_THREAD, (batch + multiple - 1) // multiple)
+        rows = (batch + n_tasks - 1) // n_tasks
+        return n_tasks, (rows + multiple - 1) // multiple * multiple
+
+    @numba.njit(inline="always")
     def _scan_column(x0: Any, x1: Any, x2: Any, x3: Any, col: Any, a0: Any, a1: Any, a2: Any, a3: Any,
                      prefix: Any, to: Any, o0: Any, o1: Any, o2: Any,
                      o3: Any) -> tuple[Any, Any, Any, Any]:  # pragma: no cover - compiled
@@ -77,9 +85,7 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
         batch = x.shape[0]
         n_blocks = block_end.shape[0]
         n_extra = extra_col.shape[0]
-        n_tasks = min(n_threads * _TASKS_PER_THREAD, (batch + _TILE - 1) // _TILE)
-        rows_per_task = (batch + n_tasks - 1) // n_tasks
-        rows_per_task = (rows_per_task + _TILE - 1) // _TILE * _TILE  # whole tiles
+        n_tasks, rows_per_task = _task_rows(batch, n_threads, _TILE)  # whole tiles
         for task in numba.prange(n_tasks):
             z = np.empty((scan_end + 1, _TILE), np.float64)
             z[0, :] = 0.0
@@ -134,8 +140,7 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
         batch = x.shape[0]
         n_nodes = parent.shape[0]
         n_out = wanted.shape[0]
-        n_tasks = min(n_threads * _TASKS_PER_THREAD, batch)
-        rows_per_task = (batch + n_tasks - 1) // n_tasks
+        n_tasks, rows_per_task = _task_rows(batch, n_threads, 1)
         for task in numba.prange(n_tasks):
             m = np.empty(n_nodes, np.float64)
             s = np.empty(n_nodes, np.float64)
@@ -292,6 +297,13 @@ def _build_program(n_cols: int, perm: np.ndarray | None, start: np.ndarray, end:
                     sum_start=sum_start.astype(u32), sum_end=sum_end.astype(u32), scan_end=scan_end)
 
 
+def _threads() -> int:
+    """Threads for a kernel call: torch's setting (``torch.set_num_threads``), within numba's pool."""
+    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
+    numba.set_num_threads(threads)
+    return threads
+
+
 def usable(x: torch.Tensor) -> bool:
     """Whether the fused kernel can compute the range sums of ``x`` (CPU, float32/64, no autograd)."""
     return (AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
@@ -310,8 +322,7 @@ def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, 
     program = _program(x.shape[1], None if perm is None else perm.cpu().numpy(),
                        start.cpu().numpy().astype(np.int64, copy=False),
                        end.cpu().numpy().astype(np.int64, copy=False))
-    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
-    numba.set_num_threads(threads)
+    threads = _threads()
     p = program
     _run(x.numpy(), perm is not None, p.perm, p.copy_to, p.extra_col, p.extra_to, p.block_end, p.block_ptr,
          p.sum_to, p.sum_start, p.sum_end, p.scan_end, threads, out.numpy())
@@ -326,8 +337,7 @@ def log_range_sums(x: torch.Tensor, column: np.ndarray, parent: np.ndarray,
     out = torch.empty((x.shape[0], wanted.shape[0]), dtype=x.dtype)
     if x.shape[0] == 0 or wanted.shape[0] == 0:
         return out
-    threads = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # type: ignore[attr-defined]
-    numba.set_num_threads(threads)
+    threads = _threads()
     with _RUN_LOCK:
         _log_kernel(x.numpy(), column, parent, wanted, threads, out.numpy())
     return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from hierclf.functional import _log_tree, _pairs, _plan, _range_sums_blocked, _split
+from hierclf.functional import _is_tracing, _log_tree, _pairs, _plan, _range_sums_blocked, _split
 
 if TYPE_CHECKING:
     from hierclf.taxonomy import Taxonomy
@@ -73,6 +73,11 @@ class _RollUpBase(nn.Module):
             flat = flat.index_select(1, self.perm)
         return flat
 
+    @torch.jit.unused
+    def _eager_inference(self, x: Tensor) -> bool:
+        """Eager (not traced by dynamo / export) and without autograd: the blocked and CPU-kernel paths."""
+        return not _is_tracing() and not (x.requires_grad and torch.is_grad_enabled())
+
     def _out_shape(self, x: Tensor) -> list[int]:
         shape = [int(s) for s in x.shape[:-1]]
         shape.append(self.n_out)
@@ -105,7 +110,7 @@ class RollUp(_RollUpBase):
         if self.single:
             acc = torch.float64 if x.dtype == torch.float64 else torch.float32
             out = x[:, self.first:self.stop].sum(1, keepdim=True, dtype=acc).to(x.dtype)
-        elif not torch.jit.is_scripting() and self._eager_blocked(x):
+        elif not torch.jit.is_scripting() and self._eager_inference(x):
             out = self._blocked(x)
         else:
             acc = torch.float32 if x.device.type == "mps" else torch.float64
@@ -113,11 +118,6 @@ class RollUp(_RollUpBase):
             sums = (prefix.index_select(1, self.sum_end) - prefix.index_select(1, self.sum_start)).to(x.dtype)
             out = torch.cat([x, sums], 1).index_select(1, self.take)
         return out.reshape(self._out_shape(probs))
-
-    @torch.jit.unused
-    def _eager_blocked(self, x: Tensor) -> bool:
-        compiling = bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
-        return not compiling and not (x.requires_grad and torch.is_grad_enabled())
 
     @torch.jit.unused
     def _blocked(self, x: Tensor) -> Tensor:
@@ -179,9 +179,7 @@ class LogRollUp(_RollUpBase):
     def _eager_cpu_kernel(self, x: Tensor) -> bool:
         from hierclf import _rollup_kernel
 
-        compiling = bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
-        return (not compiling and not (x.requires_grad and torch.is_grad_enabled())
-                and _rollup_kernel.usable(x) and self.tree_column.device.type == "cpu")
+        return self._eager_inference(x) and _rollup_kernel.usable(x) and self.tree_column.device.type == "cpu"
 
     @torch.jit.unused
     def _cpu_kernel(self, x: Tensor) -> Tensor:

@@ -120,9 +120,11 @@ class LossConfig(_Model):
 
     @model_validator(mode="after")
     def _options_of_this_loss(self) -> LossConfig:
-        # build_loss would refuse these at the start of training; say so where the file sets them
-        takes = {"ce": (), "weighted_ce": ("weights", "beta"), "focal": ("gamma", "alpha", "beta"),
-                 "asymmetric": ("gamma_pos", "gamma_neg", "clip")}[self.name]
+        # build_loss would refuse these at the start of training (its table: hierclf.losses.LOSSES); say so
+        # where the file sets them
+        from hierclf.losses import LOSSES
+
+        takes = [k for k in LOSSES[self.name] if k in type(self).model_fields]
         given = [k for k, v in self.params().items() if k not in takes]
         if given:
             raise ValueError(f"loss {self.name!r} does not take {', '.join(given)} (it takes: "
@@ -222,8 +224,10 @@ class TrainConfig(_Model):
     @field_validator("label_smoothing")
     @classmethod
     def _smoothing_needs_cross_entropy(cls, value: float, info: Any) -> float:
+        from hierclf.losses import LOSSES
+
         loss = info.data.get("loss")
-        if value and loss is not None and loss.name not in ("ce", "weighted_ce"):
+        if value and loss is not None and "label_smoothing" not in LOSSES[loss.name]:
             raise ValueError(f"label_smoothing applies to the ce and weighted_ce losses, not {loss.name!r}")
         return value
 
