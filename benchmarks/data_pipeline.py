@@ -61,18 +61,29 @@ def run(size: int, batch: int, batches: int, repeats: int, root: Path) -> list[d
     rows = []
     for mode in ("train", "eval"):
         per_sample_tf = train_transform(size) if mode == "train" else eval_transform(size)
-        per_sample = DataLoader(TaxonomyImageDataset(source, mapping, transform=per_sample_tf),
-                                batch_size=batch, shuffle=False)
-        raw = DataLoader(TaxonomyImageDataset(source, mapping, transform=to_uint8(size)),
-                         batch_size=batch, shuffle=False)
+        per_sample = DataLoader(
+            TaxonomyImageDataset(source, mapping, transform=per_sample_tf), batch_size=batch, shuffle=False
+        )
+        raw = DataLoader(
+            TaxonomyImageDataset(source, mapping, transform=to_uint8(size)), batch_size=batch, shuffle=False
+        )
         bt = BatchTransform(size, augment=mode == "train")
         gen = torch.Generator().manual_seed(0)
         base = images_per_second(per_sample, lambda x: x, batches, repeats)
         ours = images_per_second(raw, lambda x, bt=bt, gen=gen: bt(x, generator=gen), batches, repeats)
         loader_only = images_per_second(raw, lambda x: x, batches, repeats)
-        rows.append({"size": size, "mode": mode, "batch": batch, "images": n,
-                     "per_sample_img_s": round(base, 1), "batched_img_s": round(ours, 1),
-                     "uint8_loader_only_img_s": round(loader_only, 1), "speedup": round(ours / base, 2)})
+        rows.append(
+            {
+                "size": size,
+                "mode": mode,
+                "batch": batch,
+                "images": n,
+                "per_sample_img_s": round(base, 1),
+                "batched_img_s": round(ours, 1),
+                "uint8_loader_only_img_s": round(loader_only, 1),
+                "speedup": round(ours / base, 2),
+            }
+        )
     return rows
 
 
@@ -92,14 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             rows.extend(run(size, args.batch, batches, repeats, Path(tmp) / str(size)))
-    print(f"{'size':>4} {'mode':>5} {'per-sample img/s':>17} {'batched img/s':>14} {'loader only':>12} "
-          f"{'x':>6}")
+    print(
+        f"{'size':>4} {'mode':>5} {'per-sample img/s':>17} {'batched img/s':>14} {'loader only':>12} {'x':>6}"
+    )
     for r in rows:
-        print(f"{r['size']:>4} {r['mode']:>5} {r['per_sample_img_s']:>17.0f} {r['batched_img_s']:>14.0f} "
-              f"{r['uint8_loader_only_img_s']:>12.0f} {r['speedup']:>6.1f}")
-    result = {"benchmark": "data_pipeline", "rows": rows, "torch_threads": 1, "num_workers": 0,
-              "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
-              "cpu_count": os.cpu_count(), "quick": args.quick}
+        print(
+            f"{r['size']:>4} {r['mode']:>5} {r['per_sample_img_s']:>17.0f} {r['batched_img_s']:>14.0f} "
+            f"{r['uint8_loader_only_img_s']:>12.0f} {r['speedup']:>6.1f}"
+        )
+    result = {
+        "benchmark": "data_pipeline",
+        "rows": rows,
+        "torch_threads": 1,
+        "num_workers": 0,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "quick": args.quick,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     return 0

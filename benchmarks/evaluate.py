@@ -54,8 +54,9 @@ def sk_spec_at_sens(y: np.ndarray, s: np.ndarray, target: float) -> float:
     return float(np.max(1.0 - fpr[tpr >= target]))
 
 
-def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int, repeats: int,
-             target: float) -> dict:
+def run_case(
+    n: int, n_groups: int, prevalence: float, reps: int, base_reps: int, repeats: int, target: float
+) -> dict:
     y, s, groups = make_data(n, n_groups, prevalence)
     bootstrap_binary(y[:2000], s[:2000], groups[:2000], n_replicates=10, seed=0)  # warm-up (imports, caches)
     times, cpu = [], []
@@ -86,18 +87,27 @@ def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int
         t2 = time.perf_counter()
         t_auc += t1 - t0
         t_both += t2 - t0
-        max_diff = max(max_diff, abs(auc - res["auc"].replicates[k]),
-                       abs(spec - res["specificity_at_sensitivity"].replicates[k]))
+        max_diff = max(
+            max_diff,
+            abs(auc - res["auc"].replicates[k]),
+            abs(spec - res["specificity_at_sensitivity"].replicates[k]),
+        )
     per_auc = t_auc / base_reps
     per_both = t_both / base_reps
     sk_point_auc = roc_auc_score(y, s)
     point_spec = (res["specificity_at_sensitivity"].point, res["threshold_at_sensitivity"].point)
     sk_point_spec = sk_spec_at_sens(y, s, target)
     return {
-        "n": n, "n_groups": int(len(np.unique(groups))), "prevalence": prevalence, "replicates": reps,
+        "n": n,
+        "n_groups": int(len(np.unique(groups))),
+        "prevalence": prevalence,
+        "replicates": reps,
         "target_sensitivity": target,
-        "hierclf_s": ours, "hierclf_s_all_repeats": times, "hierclf_ms_per_replicate": 1000 * ours / reps,
-        "hierclf_cpu_s_all_repeats": cpu, "hierclf_threads": _n_jobs(None),
+        "hierclf_s": ours,
+        "hierclf_s_all_repeats": times,
+        "hierclf_ms_per_replicate": 1000 * ours / reps,
+        "hierclf_cpu_s_all_repeats": cpu,
+        "hierclf_threads": _n_jobs(None),
         "hierclf_one_thread_s": min(single),
         "baseline_replicates_timed": base_reps,
         "sklearn_auc_ms_per_replicate": 1000 * per_auc,
@@ -106,10 +116,12 @@ def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int
         "sklearn_auc_spec_s_extrapolated": per_both * reps,
         "speedup_vs_sklearn_auc": per_auc * reps / ours,
         "speedup_vs_sklearn_auc_spec": per_both * reps / ours,
-        "point_auc": res["auc"].point, "sklearn_point_auc": sk_point_auc,
+        "point_auc": res["auc"].point,
+        "sklearn_point_auc": sk_point_auc,
         "point_auc_identical": res["auc"].point == roc_auc(y, s),
         "point_auc_abs_diff_vs_sklearn": abs(res["auc"].point - sk_point_auc),
-        "point_spec": res["specificity_at_sensitivity"].point, "sklearn_point_spec": sk_point_spec,
+        "point_spec": res["specificity_at_sensitivity"].point,
+        "sklearn_point_spec": sk_point_spec,
         "point_spec_identical": point_spec == specificity_at_sensitivity(y, s, target),
         "point_spec_abs_diff_vs_sklearn": abs(res["specificity_at_sensitivity"].point - sk_point_spec),
         "replicates_max_abs_diff_vs_sklearn": max_diff,
@@ -120,13 +132,15 @@ def run_case(n: int, n_groups: int, prevalence: float, reps: int, base_reps: int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="small smoke run (10,000 predictions, 100 replicates)")
+    ap.add_argument(
+        "--quick", action="store_true", help="small smoke run (10,000 predictions, 100 replicates)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "evaluate.json")
     ap.add_argument("--replicates", type=int, default=None)
     ap.add_argument("--baseline-replicates", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="timed repeats of the hierclf run (best is reported)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats of the hierclf run (best is reported)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         cases = [(10_000, 2_000, 0.2)]
@@ -136,26 +150,38 @@ def main(argv: list[str] | None = None) -> int:
         reps, base = args.replicates or 1000, args.baseline_replicates or 20
     rows = [run_case(n, g, p, reps, base, args.repeats, 0.95) for n, g, p in cases]
 
-    head = (f"{'n':>8} {'groups':>7} {'prev':>5} {'reps':>5} | {'hierclf s':>9} {'1 thread':>8} | "
-            f"{'sk AUC ms/rep':>13} {'sk AUC s (extrap.)':>18} {'speedup':>8} | {'sk AUC+spec s':>13} "
-            f"{'speedup':>8} | {'point ==':>8} {'max |diff|':>10}")
+    head = (
+        f"{'n':>8} {'groups':>7} {'prev':>5} {'reps':>5} | {'hierclf s':>9} {'1 thread':>8} | "
+        f"{'sk AUC ms/rep':>13} {'sk AUC s (extrap.)':>18} {'speedup':>8} | {'sk AUC+spec s':>13} "
+        f"{'speedup':>8} | {'point ==':>8} {'max |diff|':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         same = r["point_auc_identical"] and r["point_spec_identical"]
-        print(f"{r['n']:>8} {r['n_groups']:>7} {r['prevalence']:>5} {r['replicates']:>5} | "
-              f"{r['hierclf_s']:>9.3f} {r['hierclf_one_thread_s']:>8.3f} | "
-              f"{r['sklearn_auc_ms_per_replicate']:>13.2f} {r['sklearn_auc_s_extrapolated']:>18.2f} "
-              f"{r['speedup_vs_sklearn_auc']:>7.1f}x | {r['sklearn_auc_spec_s_extrapolated']:>13.2f} "
-              f"{r['speedup_vs_sklearn_auc_spec']:>7.1f}x | {str(same):>8} "
-              f"{max(r['replicates_max_abs_diff_vs_sklearn'], r['point_auc_abs_diff_vs_sklearn']):>10.1e}")
-    print(f"(scikit-learn timed on {rows[0]['baseline_replicates_timed']} replicates and extrapolated to "
-          f"{reps}; hierclf: best of {args.repeats} full runs with {rows[0]['hierclf_threads']} threads, and "
-          f"with 1; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    meta = {"benchmark": "evaluate", "python": sys.version.split()[0], "numpy": np.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "quick": args.quick, "rows": rows}
+        print(
+            f"{r['n']:>8} {r['n_groups']:>7} {r['prevalence']:>5} {r['replicates']:>5} | "
+            f"{r['hierclf_s']:>9.3f} {r['hierclf_one_thread_s']:>8.3f} | "
+            f"{r['sklearn_auc_ms_per_replicate']:>13.2f} {r['sklearn_auc_s_extrapolated']:>18.2f} "
+            f"{r['speedup_vs_sklearn_auc']:>7.1f}x | {r['sklearn_auc_spec_s_extrapolated']:>13.2f} "
+            f"{r['speedup_vs_sklearn_auc_spec']:>7.1f}x | {str(same):>8} "
+            f"{max(r['replicates_max_abs_diff_vs_sklearn'], r['point_auc_abs_diff_vs_sklearn']):>10.1e}"
+        )
+    print(
+        f"(scikit-learn timed on {rows[0]['baseline_replicates_timed']} replicates and extrapolated to "
+        f"{reps}; hierclf: best of {args.repeats} full runs with {rows[0]['hierclf_threads']} threads, and "
+        f"with 1; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
+    meta = {
+        "benchmark": "evaluate",
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "quick": args.quick,
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out}")

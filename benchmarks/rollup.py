@@ -74,8 +74,9 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[f
     return statistics.median(times), n
 
 
-def timeit_paired(fn: Callable[[], Any], floor_fn: Callable[[], Any], device: torch.device,
-                  repeats: int) -> tuple[float, float, int]:
+def timeit_paired(
+    fn: Callable[[], Any], floor_fn: Callable[[], Any], device: torch.device, repeats: int
+) -> tuple[float, float, int]:
     """Medians of ``fn`` and ``floor_fn`` over ``repeats`` alternating runs (each warmed up once).
 
     A function slower than ``SLOW_S`` is run once, against the floor's median over ``repeats`` runs.
@@ -108,8 +109,10 @@ def print_row(r: dict) -> None:
     ms = "skipped" if r["seconds"] is None else f"{r['seconds'] * 1e3:.1f}"
     ratio = "" if r["ratio_to_floor"] is None else f"{r['ratio_to_floor']:.2f}"
     tree = f"{r['tree_leaves']}/{r['tree_nodes']}"
-    print(f"{tree:>13} {r['device']:>4}  {r['case']:<11} {r['method']:<35} {ms:>10} {ratio:>8}  {r['note']}",
-          flush=True)
+    print(
+        f"{tree:>13} {r['device']:>4}  {r['case']:<11} {r['method']:<35} {ms:>10} {ratio:>8}  {r['note']}",
+        flush=True,
+    )
 
 
 def ancestor_matrix(tax: Taxonomy) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,42 +137,65 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
 
     def row(case: str, method: str, seconds: float | None, floor: float, n: int, note: str = "") -> None:
         """One result; ``floor``: the floor's median in the series this method was timed against."""
-        results.append({"tree_leaves": n_leaves, "tree_nodes": n_nodes, "batch": batch, "device": device.type,
-                        "case": case, "method": method, "seconds": seconds, "repeats": n,
-                        "ratio_to_floor": None if seconds is None else seconds / floor, "note": note})
+        results.append(
+            {
+                "tree_leaves": n_leaves,
+                "tree_nodes": n_nodes,
+                "batch": batch,
+                "device": device.type,
+                "case": case,
+                "method": method,
+                "seconds": seconds,
+                "repeats": n,
+                "ratio_to_floor": None if seconds is None else seconds / floor,
+                "note": note,
+            }
+        )
         print_row(results[-1])
 
     # --- all nodes ---
     flat_out, flat_x = out.view(-1), x.view(-1)
 
     def copy_floor() -> None:
-        flat_out[:flat_x.numel()].copy_(flat_x)
-        flat_out[flat_x.numel():].fill_(0.0)
+        flat_out[: flat_x.numel()].copy_(flat_x)
+        flat_out[flat_x.numel() :].fill_(0.0)
 
     floor, n = timeit(copy_floor, device, repeats)
     row("all nodes", "copy floor", floor, floor, n, "read batch x n_leaves, write batch x n_nodes")
 
     module = RollUp(tax).to(device)
     expected = rollup(x, tax)
+
     def paired(case: str, method: str, fn: Callable[[], Any], note: str = "") -> None:
         t, f, n = timeit_paired(fn, copy_floor, device, repeats)
         row(case, method, t, f, n, note)
 
     result = torch.empty(batch, n_nodes, device=device)
-    paired("all nodes", "hierclf rollup(out=preallocated)", lambda: rollup(x, tax, out=result),
-           "the floor writes into a preallocated buffer too")
+    paired(
+        "all nodes",
+        "hierclf rollup(out=preallocated)",
+        lambda: rollup(x, tax, out=result),
+        "the floor writes into a preallocated buffer too",
+    )
     paired("all nodes", "hierclf rollup()", lambda: rollup(x, tax))
     paired("all nodes", "hierclf RollUp module", lambda: module(x))
     if device.type == "cpu" and _rollup_kernel.AVAILABLE:
         os.environ["HIERCLF_NO_NUMBA"] = "1"
         try:
-            paired("all nodes", "hierclf torch path (no numba), out=", lambda: rollup(x, tax, out=result),
-                   "cumsum + gather")
+            paired(
+                "all nodes",
+                "hierclf torch path (no numba), out=",
+                lambda: rollup(x, tax, out=result),
+                "cumsum + gather",
+            )
         finally:
             del os.environ["HIERCLF_NO_NUMBA"]
-    paired("all nodes", "fresh output: torch.empty + copy",
-           lambda: torch.empty(batch, n_nodes, device=device).copy_(expected),
-           "what allocating a result costs before any arithmetic")
+    paired(
+        "all nodes",
+        "fresh output: torch.empty + copy",
+        lambda: torch.empty(batch, n_nodes, device=device).copy_(expected),
+        "what allocating a result costs before any arithmetic",
+    )
 
     rows_, cols_ = ancestor_matrix(tax)
     values = torch.ones(len(rows_))
@@ -183,8 +209,14 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
         paired("all nodes", "dense probs @ A", lambda: torch.matmul(x, dense, out=out))
         del dense
     else:
-        row("all nodes", "dense probs @ A", None, floor, 0,
-            f"skipped: {flop / 1e12:.1f} TFLOP and a {n_leaves * n_nodes * 4 / 1e9:.1f} GB matrix")
+        row(
+            "all nodes",
+            "dense probs @ A",
+            None,
+            floor,
+            0,
+            f"skipped: {flop / 1e12:.1f} TFLOP and a {n_leaves * n_nodes * 4 / 1e9:.1f} GB matrix",
+        )
 
     a_t = torch.sparse_coo_tensor(torch.stack([cols_, rows_]), values, (n_nodes, n_leaves)).coalesce()
     a_t = a_t.to_sparse_csr().to(device)
@@ -196,7 +228,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
 
     def node_loop() -> None:
         for j in range(n_nodes):
-            out[:, j] = x[:, starts[j]:ends[j]].sum(1)
+            out[:, j] = x[:, starts[j] : ends[j]].sum(1)
 
     node_loop()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -209,6 +241,7 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     node = idx.nodes[j]
     s, e = starts[j], ends[j]
     buf = torch.empty(batch, e - s, device=device)
+
     def slice_floor() -> None:
         buf.copy_(x[:, s:e])
 
@@ -216,9 +249,11 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
     note = f"node {node}: {e - s} of {n_leaves} leaves"
     row("single node", "slice copy floor", floor1, floor1, n, note)
     single = RollUp(tax, [node]).to(device)
-    for method, fn in (("hierclf rollup()", lambda: rollup(x, tax, [node])),
-                       ("hierclf RollUp module", lambda: single(x)),
-                       ("torch.sparse (all nodes, take one)", lambda: torch.sparse.mm(a_t, x.t()).t()[:, j])):
+    for method, fn in (
+        ("hierclf rollup()", lambda: rollup(x, tax, [node])),
+        ("hierclf RollUp module", lambda: single(x)),
+        ("torch.sparse (all nodes, take one)", lambda: torch.sparse.mm(a_t, x.t()).t()[:, j]),
+    ):
         t, f, n = timeit_paired(fn, slice_floor, device, repeats)
         row("single node", method, t, f, n, note)
     return results
@@ -227,8 +262,13 @@ def bench_tree(tax: Taxonomy, batch: int, device: torch.device, repeats: int, se
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=None, help="rows (default 20,000; --quick 256)")
-    p.add_argument("--leaves", type=int, nargs="+", default=None,
-                   help="tree sizes in leaves (default 2032 20000; --quick 50 300)")
+    p.add_argument(
+        "--leaves",
+        type=int,
+        nargs="+",
+        default=None,
+        help="tree sizes in leaves (default 2032 20000; --quick 50 300)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 5; --quick 1)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the project machine has 2)")
     p.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when present)")
@@ -244,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"roll-up benchmark: batch {args.batch}, float32, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {load_before}")
+    print(
+        f"roll-up benchmark: batch {args.batch}, float32, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load_before}"
+    )
     print(HEADER)
     print("-" * len(HEADER), flush=True)
     results: list[dict] = []
@@ -253,17 +295,33 @@ def main(argv: list[str] | None = None) -> int:
         tax = random_taxonomy(leaves, max_depth=9, seed=0)
         for dev in devices:
             results.extend(bench_tree(tax, args.batch, torch.device(dev), args.repeats))
-    machine = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-               "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
-               "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    machine = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     print(f"load average after: {machine['load_average_after']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": machine, "batch": args.batch, "dtype": "float32",
-                                        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                                        "results": results}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "batch": args.batch,
+                    "dtype": "float32",
+                    "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -81,8 +81,12 @@ def brute_force_ranges(tax: Taxonomy, cut: list[str]) -> tuple[np.ndarray, np.nd
 
 def bench(name: str, text: str, repeats: int) -> dict[str, object]:
     tax = Taxonomy.from_text(text)
-    row: dict[str, object] = {"tree": name, "nodes": len(tax.nodes), "leaves": len(tax.leaves),
-                              "yaml_kib": round(len(text.encode()) / 1024, 1)}
+    row: dict[str, object] = {
+        "tree": name,
+        "nodes": len(tax.nodes),
+        "leaves": len(tax.leaves),
+        "yaml_kib": round(len(text.encode()) / 1024, 1),
+    }
     row["load_s"] = median_time(lambda: Taxonomy.from_text(text), repeats)
     row["load_pure_python_s"] = median_time(lambda: pure_python_load(text), max(1, repeats // 2))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -106,22 +110,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "taxonomy.json")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
-    trees = {"isic.yaml": (REPO / "taxonomy" / "isic.yaml").read_text(encoding="utf-8"),
-             "random 2032 leaves": random_taxonomy(2032, max_depth=9, seed=0).to_yaml()}
+    trees = {
+        "isic.yaml": (REPO / "taxonomy" / "isic.yaml").read_text(encoding="utf-8"),
+        "random 2032 leaves": random_taxonomy(2032, max_depth=9, seed=0).to_yaml(),
+    }
     rows = [bench(name, text, repeats) for name, text in trees.items()]
-    header = (f"{'tree':<20} {'nodes':>6} {'leaves':>6} {'KiB':>6} {'load':>8} {'pure-py':>8} {'x':>5} "
-              f"{'parse':>8} {'index':>8} {'ranges':>9} {'networkx':>9} {'x':>6}")
+    header = (
+        f"{'tree':<20} {'nodes':>6} {'leaves':>6} {'KiB':>6} {'load':>8} {'pure-py':>8} {'x':>5} "
+        f"{'parse':>8} {'index':>8} {'ranges':>9} {'networkx':>9} {'x':>6}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['tree']:<20} {r['nodes']:>6} {r['leaves']:>6} {r['yaml_kib']:>6} "
-              f"{r['load_s']:>7.3f}s {r['load_pure_python_s']:>7.3f}s "
-              f"{r['load_pure_python_s'] / r['load_s']:>5.1f} {r['safe_load_only_s']:>7.3f}s "
-              f"{r['index_s'] * 1e3:>6.1f}ms {r['column_ranges_s'] * 1e3:>7.2f}ms "
-              f"{r['column_ranges_networkx_s']:>8.3f}s "
-              f"{r['column_ranges_networkx_s'] / r['column_ranges_s']:>6.0f}"
-              + ("" if r["column_ranges_match"] else "  MISMATCH"))
-    result = {"benchmark": "taxonomy", "python": sys.version.split()[0], "platform": platform.platform(),
-              "libyaml": hasattr(yaml, "CSafeLoader"), "repeats": repeats, "rows": rows}
+        print(
+            f"{r['tree']:<20} {r['nodes']:>6} {r['leaves']:>6} {r['yaml_kib']:>6} "
+            f"{r['load_s']:>7.3f}s {r['load_pure_python_s']:>7.3f}s "
+            f"{r['load_pure_python_s'] / r['load_s']:>5.1f} {r['safe_load_only_s']:>7.3f}s "
+            f"{r['index_s'] * 1e3:>6.1f}ms {r['column_ranges_s'] * 1e3:>7.2f}ms "
+            f"{r['column_ranges_networkx_s']:>8.3f}s "
+            f"{r['column_ranges_networkx_s'] / r['column_ranges_s']:>6.0f}"
+            + ("" if r["column_ranges_match"] else "  MISMATCH")
+        )
+    result = {
+        "benchmark": "taxonomy",
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "libyaml": hasattr(yaml, "CSafeLoader"),
+        "repeats": repeats,
+        "rows": rows,
+    }
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if all(r["column_ranges_match"] for r in rows) else 1

@@ -86,8 +86,9 @@ def _interleaved(fns: dict[str, Any], repeats: int, warmup: int) -> dict[str, fl
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(backbone_name: str, size: int, batch: int, n_classes: int, repeats: int, warmup: int
-          ) -> dict[str, Any]:
+def bench(
+    backbone_name: str, size: int, batch: int, n_classes: int, repeats: int, warmup: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
     tax = _taxonomy(n_classes)
     backbone, width = create_backbone(backbone_name, in_size=size)
@@ -114,6 +115,7 @@ def bench(backbone_name: str, size: int, batch: int, n_classes: int, repeats: in
                 if kind == "hier+rollup":
                     out = out + 0.0 * head.rollup(logits, nodes).sum()
             out.backward()
+
         return step
 
     with torch.no_grad():
@@ -134,13 +136,19 @@ def bench(backbone_name: str, size: int, batch: int, n_classes: int, repeats: in
                 if kind == "hier+rollup":
                     out = out + 0.0 * head.rollup(logits, nodes).sum()
             out.backward()
+
         return step
 
     kinds = ("flat", "hier", "hier+rollup") if _HAVE_ROLLUP else ("flat", "hier")
     full_t = _interleaved({k: full(k) for k in kinds}, repeats, warmup)
     head_t = _interleaved({k: head_only(k) for k in kinds}, repeats * 20, warmup * 5)
-    row: dict[str, Any] = {"backbone": backbone_name, "size": size, "batch": batch, "classes": n_classes,
-                           "rollup_nodes": len(nodes)}
+    row: dict[str, Any] = {
+        "backbone": backbone_name,
+        "size": size,
+        "batch": batch,
+        "classes": n_classes,
+        "rollup_nodes": len(nodes),
+    }
     for k in kinds:
         row[f"step_ms_{k}"] = 1e3 * full_t[k]
         row[f"head_us_{k}"] = 1e6 * head_t[k]
@@ -169,25 +177,37 @@ def main(argv: list[str] | None = None) -> int:
             row = bench(name, size, batch, n_classes, repeats, warmup)
             rows.append(row)
             print(f"  measured {name} {size}px batch {batch}, {n_classes} classes", file=sys.stderr)
-    header = (f"{'backbone':<10} {'px':>3} {'batch':>5} {'classes':>7} {'flat ms':>8} {'hier ms':>8} "
-              f"{'+rollup ms':>10} {'img/s':>7} {'head flat us':>12} {'head hier us':>12} "
-              f"{'overhead % (isolated)':>21} {'(+rollup)':>9} {'direct %':>8}")
+    header = (
+        f"{'backbone':<10} {'px':>3} {'batch':>5} {'classes':>7} {'flat ms':>8} {'hier ms':>8} "
+        f"{'+rollup ms':>10} {'img/s':>7} {'head flat us':>12} {'head hier us':>12} "
+        f"{'overhead % (isolated)':>21} {'(+rollup)':>9} {'direct %':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['backbone']:<10} {r['size']:>3} {r['batch']:>5} {r['classes']:>7} "
-              f"{r['step_ms_flat']:>8.2f} {r['step_ms_hier']:>8.2f} {_fmt(r.get('step_ms_hier+rollup'), 10)} "
-              f"{r['images_per_s_flat']:>7.0f} {r['head_us_flat']:>12.1f} {r['head_us_hier']:>12.1f} "
-              f"{r['overhead_pct_hier_isolated']:>21.2f} "
-              f"{_fmt(r.get('overhead_pct_hier+rollup_isolated'), 9)} "
-              f"{r['overhead_pct_hier_direct']:>8.2f}")
+        print(
+            f"{r['backbone']:<10} {r['size']:>3} {r['batch']:>5} {r['classes']:>7} "
+            f"{r['step_ms_flat']:>8.2f} {r['step_ms_hier']:>8.2f} {_fmt(r.get('step_ms_hier+rollup'), 10)} "
+            f"{r['images_per_s_flat']:>7.0f} {r['head_us_flat']:>12.1f} {r['head_us_hier']:>12.1f} "
+            f"{r['overhead_pct_hier_isolated']:>21.2f} "
+            f"{_fmt(r.get('overhead_pct_hier+rollup_isolated'), 9)} "
+            f"{r['overhead_pct_hier_direct']:>8.2f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor(), "python": platform.python_version(), "quick": args.quick,
-            "repeats": repeats, "rollup_timed": _HAVE_ROLLUP,
-            "loadavg_1min_before_after": [load_before, os.getloadavg()[0]], "cpu_count": os.cpu_count(),
-            "command": " ".join(["python", "benchmarks/train_step.py", *(argv or sys.argv[1:])])}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "repeats": repeats,
+        "rollup_timed": _HAVE_ROLLUP,
+        "loadavg_1min_before_after": [load_before, os.getloadavg()[0]],
+        "cpu_count": os.cpu_count(),
+        "command": " ".join(["python", "benchmarks/train_step.py", *(argv or sys.argv[1:])]),
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0

@@ -51,9 +51,23 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
         return n_tasks, (rows + multiple - 1) // multiple * multiple
 
     @numba.njit(inline="always")
-    def _scan_column(x0: Any, x1: Any, x2: Any, x3: Any, col: Any, a0: Any, a1: Any, a2: Any, a3: Any,
-                     prefix: Any, to: Any, o0: Any, o1: Any, o2: Any,
-                     o3: Any) -> tuple[Any, Any, Any, Any]:  # pragma: no cover - compiled
+    def _scan_column(
+        x0: Any,
+        x1: Any,
+        x2: Any,
+        x3: Any,
+        col: Any,
+        a0: Any,
+        a1: Any,
+        a2: Any,
+        a3: Any,
+        prefix: Any,
+        to: Any,
+        o0: Any,
+        o1: Any,
+        o2: Any,
+        o3: Any,
+    ) -> tuple[Any, Any, Any, Any]:  # pragma: no cover - compiled
         """One input column of a four-row tile: advance the prefixes, store them, copy the values out."""
         v0, v1, v2, v3 = x0[col], x1[col], x2[col], x3[col]
         a0 += v0
@@ -71,9 +85,22 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
         return a0, a1, a2, a3
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _kernel(x: Any, permuted: Any, perm: Any, copy_to: Any, extra_col: Any, extra_to: Any, block_end: Any,
-                block_ptr: Any, sum_to: Any, sum_start: Any, sum_end: Any, scan_end: Any,
-                n_threads: Any, out: Any) -> None:  # pragma: no cover - compiled
+    def _kernel(
+        x: Any,
+        permuted: Any,
+        perm: Any,
+        copy_to: Any,
+        extra_col: Any,
+        extra_to: Any,
+        block_end: Any,
+        block_ptr: Any,
+        sum_to: Any,
+        sum_start: Any,
+        sum_end: Any,
+        scan_end: Any,
+        n_threads: Any,
+        out: Any,
+    ) -> None:  # pragma: no cover - compiled
         """Write ``out[b, sum_to[i]] = z[sum_end[i]] - z[sum_start[i]]`` (z: float64 prefix of row b over the
         pre-order columns ``x[b, perm]``, ``z[0] = 0``) and the one-column outputs, copied from ``x``.
 
@@ -102,12 +129,14 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
                 for k in range(n_blocks):
                     if permuted:  # two copies of the loop, so that neither tests the flag per column
                         for j in range(j0, block_end[k]):
-                            a0, a1, a2, a3 = _scan_column(x0, x1, x2, x3, perm[j], a0, a1, a2, a3, prefix[j],
-                                                          copy_to[j], o0, o1, o2, o3)
+                            a0, a1, a2, a3 = _scan_column(
+                                x0, x1, x2, x3, perm[j], a0, a1, a2, a3, prefix[j], copy_to[j], o0, o1, o2, o3
+                            )
                     else:
                         for j in range(j0, block_end[k]):
-                            a0, a1, a2, a3 = _scan_column(x0, x1, x2, x3, j, a0, a1, a2, a3, prefix[j],
-                                                          copy_to[j], o0, o1, o2, o3)
+                            a0, a1, a2, a3 = _scan_column(
+                                x0, x1, x2, x3, j, a0, a1, a2, a3, prefix[j], copy_to[j], o0, o1, o2, o3
+                            )
                     j0 = block_end[k]
                     for i in range(block_ptr[k], block_ptr[k + 1]):
                         to, e, s = sum_to[i], sum_end[i], sum_start[i]
@@ -127,8 +156,9 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
                     o3[to] = x3[col]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _log_kernel(x: Any, column: Any, parent: Any, wanted: Any, n_threads: Any,
-                    out: Any) -> None:  # pragma: no cover - compiled
+    def _log_kernel(
+        x: Any, column: Any, parent: Any, wanted: Any, n_threads: Any, out: Any
+    ) -> None:  # pragma: no cover - compiled
         """``out[b, i] = log sum exp`` over the columns under node ``wanted[i]``, for every row ``b``.
 
         The nodes are those of the tree above the input columns, in pre-order; ``column[k]`` is the input
@@ -239,8 +269,12 @@ _PROGRAMS_LOCK = threading.Lock()
 
 
 def _program(n_cols: int, perm: np.ndarray | None, start: np.ndarray, end: np.ndarray) -> _Program:
-    key = (n_cols.to_bytes(8, "little"), b"" if perm is None else perm.tobytes(), start.tobytes(),
-           end.tobytes())
+    key = (
+        n_cols.to_bytes(8, "little"),
+        b"" if perm is None else perm.tobytes(),
+        start.tobytes(),
+        end.tobytes(),
+    )
     with _PROGRAMS_LOCK:
         found = _PROGRAMS.get(key)
         if found is not None:
@@ -291,10 +325,18 @@ def _build_program(n_cols: int, perm: np.ndarray | None, start: np.ndarray, end:
     sum_to, sum_start, sum_end = sum_to[by_block], sum_start[by_block], sum_end[by_block]
     block_ptr = np.concatenate(([0], np.cumsum(np.bincount(block, minlength=len(block_end)))))
     u32, u64 = np.uint32, np.uint64
-    return _Program(perm=in_col.astype(u32), copy_to=copy_to.astype(u32), extra_col=extra_col.astype(u32),
-                    extra_to=extra_to.astype(u32), block_end=block_end.astype(u64),
-                    block_ptr=block_ptr.astype(u64), sum_to=sum_to.astype(u32),
-                    sum_start=sum_start.astype(u32), sum_end=sum_end.astype(u32), scan_end=scan_end)
+    return _Program(
+        perm=in_col.astype(u32),
+        copy_to=copy_to.astype(u32),
+        extra_col=extra_col.astype(u32),
+        extra_to=extra_to.astype(u32),
+        block_end=block_end.astype(u64),
+        block_ptr=block_ptr.astype(u64),
+        sum_to=sum_to.astype(u32),
+        sum_start=sum_start.astype(u32),
+        sum_end=sum_end.astype(u32),
+        scan_end=scan_end,
+    )
 
 
 def _threads() -> int:
@@ -306,12 +348,23 @@ def _threads() -> int:
 
 def usable(x: torch.Tensor) -> bool:
     """Whether the fused kernel can compute the range sums of ``x`` (CPU, float32/64, no autograd)."""
-    return (AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.dim() == 2 and max(x.shape[1], 1) < 2**31 and not os.environ.get("HIERCLF_NO_NUMBA"))
+    return (
+        AVAILABLE
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dim() == 2
+        and max(x.shape[1], 1) < 2**31
+        and not os.environ.get("HIERCLF_NO_NUMBA")
+    )
 
 
-def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, end: torch.Tensor,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+def range_sums(
+    x: torch.Tensor,
+    perm: torch.Tensor | None,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``(batch, n_out)``: for each output ``k`` the sum of pre-order columns ``start[k]:end[k]`` of ``x``
     (``perm[j]`` is the input column of pre-order column ``j``), accumulated in float64."""
     x = x.detach().contiguous()
@@ -319,18 +372,36 @@ def range_sums(x: torch.Tensor, perm: torch.Tensor | None, start: torch.Tensor, 
         out = torch.empty((x.shape[0], start.shape[0]), dtype=x.dtype)
     if x.shape[0] == 0 or start.shape[0] == 0:
         return out
-    program = _program(x.shape[1], None if perm is None else perm.cpu().numpy(),
-                       start.cpu().numpy().astype(np.int64, copy=False),
-                       end.cpu().numpy().astype(np.int64, copy=False))
+    program = _program(
+        x.shape[1],
+        None if perm is None else perm.cpu().numpy(),
+        start.cpu().numpy().astype(np.int64, copy=False),
+        end.cpu().numpy().astype(np.int64, copy=False),
+    )
     threads = _threads()
     p = program
-    _run(x.numpy(), perm is not None, p.perm, p.copy_to, p.extra_col, p.extra_to, p.block_end, p.block_ptr,
-         p.sum_to, p.sum_start, p.sum_end, p.scan_end, threads, out.numpy())
+    _run(
+        x.numpy(),
+        perm is not None,
+        p.perm,
+        p.copy_to,
+        p.extra_col,
+        p.extra_to,
+        p.block_end,
+        p.block_ptr,
+        p.sum_to,
+        p.sum_start,
+        p.sum_end,
+        p.scan_end,
+        threads,
+        out.numpy(),
+    )
     return out
 
 
-def log_range_sums(x: torch.Tensor, column: np.ndarray, parent: np.ndarray,
-                   wanted: np.ndarray) -> torch.Tensor:
+def log_range_sums(
+    x: torch.Tensor, column: np.ndarray, parent: np.ndarray, wanted: np.ndarray
+) -> torch.Tensor:
     """``(batch, len(wanted))`` log-sum-exps of the nodes ``wanted`` (see ``_log_kernel``), float64 inside,
     in ``x``'s dtype."""
     x = x.detach().contiguous()

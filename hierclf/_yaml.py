@@ -28,7 +28,9 @@ class _SafeLoader(yaml.SafeLoader):
 _CSafeLoader = getattr(yaml, "CSafeLoader", None)
 _FastLoader: type | None = (
     type("_FastLoader", (_CSafeLoader,), {"__doc__": "libyaml safe loader: same nodes and marks, faster"})
-    if _CSafeLoader is not None else None)
+    if _CSafeLoader is not None
+    else None
+)
 
 
 @dataclass
@@ -113,8 +115,9 @@ def load_located_file(path: str | Path) -> LocatedYAML:
 
 def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth: int) -> Any:
     if depth > _MAX_DEPTH:
-        raise yaml.MarkedYAMLError(problem="document nested too deeply (recursive anchor?)",
-                                   problem_mark=node.start_mark)
+        raise yaml.MarkedYAMLError(
+            problem="document nested too deeply (recursive anchor?)", problem_mark=node.start_mark
+        )
     doc.positions[path] = _line_col(node.start_mark)  # type: ignore[assignment]
     if isinstance(node, yaml.MappingNode):
         if not hasattr(node, "_n_merged"):  # an anchored node can be visited again through an alias
@@ -130,18 +133,25 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
                 hash(key)
             except TypeError:
                 line, column = _line_col(key_node.start_mark)
-                doc.problems.append(Problem("a mapping key must be a plain value", doc.file, line, column,
-                                            code="yaml-key"))
+                doc.problems.append(
+                    Problem("a mapping key must be a plain value", doc.file, line, column, code="yaml-key")
+                )
                 continue
             if i < n_merged:  # merged keys may repeat and be overridden by the mapping's own keys
                 out[key] = _build(loader, value_node, (*path, key), doc, depth + 1)
                 continue
             if key in first_seen:
                 line, column = _line_col(key_node.start_mark)
-                doc.problems.append(Problem(
-                    f"duplicate key {key!r} (first at line {first_seen[key]}); "
-                    "YAML would silently keep only the last value",
-                    doc.file, line, column, code="duplicate-key"))
+                doc.problems.append(
+                    Problem(
+                        f"duplicate key {key!r} (first at line {first_seen[key]}); "
+                        "YAML would silently keep only the last value",
+                        doc.file,
+                        line,
+                        column,
+                        code="duplicate-key",
+                    )
+                )
             first_seen[key] = _line_col(key_node.start_mark)[0]
             out[key] = _build(loader, value_node, (*path, key), doc, depth + 1)
         return out

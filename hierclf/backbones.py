@@ -30,8 +30,15 @@ from hierclf.errors import HierclfError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backbone", "BackboneSpec", "backbone_parameters_by_block", "create_backbone", "list_backbones",
-           "pretrained_weights_path", "register_backbone"]
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "backbone_parameters_by_block",
+    "create_backbone",
+    "list_backbones",
+    "pretrained_weights_path",
+    "register_backbone",
+]
 
 
 class Backbone(nn.Module):
@@ -47,8 +54,14 @@ class Backbone(nn.Module):
             (ViT with pretrained position embeddings needs 224 x 224).
     """
 
-    def __init__(self, name: str, body: nn.Module, n_features: int, block_paths: Sequence[Sequence[str]],
-                 input_size: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        n_features: int,
+        block_paths: Sequence[Sequence[str]],
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.body = body
@@ -59,8 +72,9 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, C, H, W)`` images to ``(batch, n_features)`` features."""
         if self.input_size is not None and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         return self.body(images)
 
     def blocks(self) -> list[list[nn.Module]]:
@@ -83,8 +97,9 @@ class BackboneSpec:
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, summary: str = "") -> Callable[[Callable[[bool, int, int], Backbone]],
-                                                                  Callable[[bool, int, int], Backbone]]:
+def register_backbone(
+    name: str, summary: str = ""
+) -> Callable[[Callable[[bool, int, int], Backbone]], Callable[[bool, int, int], Backbone]]:
     """Decorator adding a builder ``fn(pretrained, in_size, in_channels) -> Backbone`` to the registry."""
 
     def decorate(fn: Callable[[bool, int, int], Backbone]) -> Callable[[bool, int, int], Backbone]:
@@ -106,8 +121,9 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_backbone(name: str, pretrained: bool = False, in_size: int = 224,
-                    in_channels: int = 3) -> tuple[Backbone, int]:
+def create_backbone(
+    name: str, pretrained: bool = False, in_size: int = 224, in_channels: int = 3
+) -> tuple[Backbone, int]:
     """Build a feature extractor by name.
 
     Args:
@@ -147,6 +163,7 @@ def create_backbone(name: str, pretrained: bool = False, in_size: int = 224,
 
 # --- pretrained weights from the local cache -------------------------------------------------------------
 
+
 def pretrained_weights_path(weights: Any) -> Path:
     """Where torchvision keeps a weights enum entry's file: ``torch.hub.get_dir()/checkpoints/<file>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -158,8 +175,9 @@ def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
         raise HierclfError(
             f"pretrained weights for {builder!r} not found: expected the file {path.name!r} in "
             f"{path.parent} (the torch hub cache; set TORCH_HOME to move it). hierclf never downloads; on a "
-            f"machine with network access run: python -c \"import torchvision; torchvision.models.{builder}"
-            f"(weights='DEFAULT')\" and copy {path.name} into {path.parent}, or use pretrained: false")
+            f'machine with network access run: python -c "import torchvision; torchvision.models.{builder}'
+            f"(weights='DEFAULT')\" and copy {path.name} into {path.parent}, or use pretrained: false"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -168,21 +186,32 @@ def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
     logger.info("loaded pretrained weights %s", path)
 
 
-def _conv_like(conv: nn.Conv2d, in_channels: int, kernel_size: int | None = None, stride: int | None = None,
-               padding: int | None = None) -> nn.Conv2d:
+def _conv_like(
+    conv: nn.Conv2d,
+    in_channels: int,
+    kernel_size: int | None = None,
+    stride: int | None = None,
+    padding: int | None = None,
+) -> nn.Conv2d:
     """A fresh convolution like ``conv`` with another number of input channels, kernel or stride."""
     k = kernel_size if kernel_size is not None else conv.kernel_size
-    return nn.Conv2d(in_channels, conv.out_channels, k,  # type: ignore[arg-type]
-                     stride=stride if stride is not None else conv.stride,  # type: ignore[arg-type]
-                     padding=padding if padding is not None else conv.padding,  # type: ignore[arg-type]
-                     bias=conv.bias is not None)
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        k,  # type: ignore[arg-type]
+        stride=stride if stride is not None else conv.stride,  # type: ignore[arg-type]
+        padding=padding if padding is not None else conv.padding,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+    )
 
 
 # --- hierclf's own small CNN -----------------------------------------------------------------------------
 
+
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 @register_backbone("small_cnn", "4 conv layers with BatchNorm (32-64-128-128 channels), global average pool")
@@ -203,6 +232,7 @@ def _small_cnn(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
 
 # --- torchvision ---------------------------------------------------------------------------------------
 
+
 def _resnet(builder: str, weights_enum: str, n_features: int) -> Callable[[bool, int, int], Backbone]:
     def build(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
         import torchvision
@@ -216,17 +246,20 @@ def _resnet(builder: str, weights_enum: str, n_features: int) -> Callable[[bool,
         elif in_channels != 3:
             model.conv1 = _conv_like(model.conv1, in_channels)
         model.fc = nn.Identity()
-        return Backbone(builder, model, n_features,
-                        [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]])
+        return Backbone(
+            builder, model, n_features, [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+        )
 
     build.__doc__ = f"torchvision {builder}"
     return build
 
 
 register_backbone("resnet18", "torchvision ResNet-18 (512 features); 3x3 stem for in_size <= 64")(
-    _resnet("resnet18", "ResNet18_Weights", 512))
+    _resnet("resnet18", "ResNet18_Weights", 512)
+)
 register_backbone("resnet50", "torchvision ResNet-50 (2048 features); 3x3 stem for in_size <= 64")(
-    _resnet("resnet50", "ResNet50_Weights", 2048))
+    _resnet("resnet50", "ResNet50_Weights", 2048)
+)
 
 
 @register_backbone("efficientnet_b0", "torchvision EfficientNet-B0 (1280 features)")
@@ -239,8 +272,13 @@ def _efficientnet_b0(pretrained: bool, in_size: int, in_channels: int) -> Backbo
     if in_channels != 3:
         model.features[0][0] = _conv_like(model.features[0][0], in_channels)
     model.classifier = nn.Identity()  # avgpool + flatten stay: output (batch, 1280)
-    groups = [["features.0"], ["features.1", "features.2"], ["features.3", "features.4"],
-              ["features.5", "features.6"], ["features.7", "features.8"]]
+    groups = [
+        ["features.0"],
+        ["features.1", "features.2"],
+        ["features.3", "features.4"],
+        ["features.5", "features.6"],
+        ["features.7", "features.8"],
+    ]
     return Backbone("efficientnet_b0", model, 1280, groups)
 
 
@@ -249,16 +287,22 @@ def _convnext_tiny(pretrained: bool, in_size: int, in_channels: int) -> Backbone
     import torchvision
 
     if in_size < 32:
-        raise HierclfError("backbone 'convnext_tiny' downsamples 32x: in_size must be at least 32, "
-                           f"got {in_size}")
+        raise HierclfError(
+            f"backbone 'convnext_tiny' downsamples 32x: in_size must be at least 32, got {in_size}"
+        )
     model = torchvision.models.convnext_tiny(weights=None)
     if pretrained:
         _load_pretrained(model, torchvision.models.ConvNeXt_Tiny_Weights.DEFAULT, "convnext_tiny")
     if in_channels != 3:
         model.features[0][0] = _conv_like(model.features[0][0], in_channels)
     model.classifier[2] = nn.Identity()  # keep LayerNorm2d + Flatten: output (batch, 768)
-    groups = [["features.0"], ["features.1"], ["features.2", "features.3"], ["features.4", "features.5"],
-              ["features.6", "features.7", "classifier"]]
+    groups = [
+        ["features.0"],
+        ["features.1"],
+        ["features.2", "features.3"],
+        ["features.4", "features.5"],
+        ["features.6", "features.7", "classifier"],
+    ]
     return Backbone("convnext_tiny", model, 768, groups)
 
 
@@ -277,8 +321,13 @@ def _vit_b_16(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
         model.conv_proj = _conv_like(model.conv_proj, in_channels)
     model.heads = nn.Identity()  # the class token after the final LayerNorm: (batch, 768)
     layers = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
-    groups = [["conv_proj", "encoder.dropout"], layers[0:3], layers[3:6], layers[6:9],
-              [*layers[9:12], "encoder.ln"]]
+    groups = [
+        ["conv_proj", "encoder.dropout"],
+        layers[0:3],
+        layers[3:6],
+        layers[6:9],
+        [*layers[9:12], "encoder.ln"],
+    ]
     backbone = Backbone("vit_b_16", model, 768, groups, input_size=None if native else 224)
     if not native:
         logger.info("vit_b_16: inputs of %d px are resized to 224 px", in_size)

@@ -139,13 +139,18 @@ class ArrayImageDataset(_SourceDataset):
         (2, (4, 4), 'nevus')
     """
 
-    def __init__(self, images: np.ndarray, labels: Sequence[str] | np.ndarray,
-                 ids: Sequence[str] | np.ndarray | None = None,
-                 groups: Sequence[str] | np.ndarray | None = None,
-                 transform: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Sequence[str] | np.ndarray,
+        ids: Sequence[str] | np.ndarray | None = None,
+        groups: Sequence[str] | np.ndarray | None = None,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
         if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-            raise HierclfError(f"images must be (n, height, width, 3) or (n, height, width); "
-                               f"got {images.shape}")
+            raise HierclfError(
+                f"images must be (n, height, width, 3) or (n, height, width); got {images.shape}"
+            )
         n = images.shape[0]
         self.images = images
         self.labels = _str_array(labels)
@@ -197,10 +202,19 @@ class CsvImageDataset(_SourceDataset):
                              group_column="lesion_id", id_column="image_id")
     """
 
-    def __init__(self, csv_path: str | Path, taxonomy: Taxonomy, image_root: str | Path | None = None,
-                 path_column: str = "path", label_column: str = "label", group_column: str | None = None,
-                 id_column: str | None = None, transform: Callable[[Any], Any] | None = None,
-                 check_files: bool = True, path_suffix: str = "") -> None:
+    def __init__(
+        self,
+        csv_path: str | Path,
+        taxonomy: Taxonomy,
+        image_root: str | Path | None = None,
+        path_column: str = "path",
+        label_column: str = "label",
+        group_column: str | None = None,
+        id_column: str | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        check_files: bool = True,
+        path_suffix: str = "",
+    ) -> None:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise HierclfError(f"image list {csv_path} not found")
@@ -211,12 +225,14 @@ class CsvImageDataset(_SourceDataset):
             wanted = [c for c in (path_column, label_column, group_column, id_column) if c is not None]
             for column in wanted:
                 if column not in header:
-                    raise UnknownNameError("column", column, header,
-                                           f"in {csv_path} (columns: {', '.join(header) or 'none'})")
+                    raise UnknownNameError(
+                        "column", column, header, f"in {csv_path} (columns: {', '.join(header) or 'none'})"
+                    )
             rows = [(reader.line_num, row) for row in reader]
         if not rows:
-            raise FileFormatError([Problem("no image rows below the header", file=str(csv_path), line=1)],
-                                  what="image list")
+            raise FileFormatError(
+                [Problem("no image rows below the header", file=str(csv_path), line=1)], what="image list"
+            )
         problems: list[Problem] = []
         col_of = {c: header.index(c) + 1 for c in wanted}
         raw_labels = [(row.get(label_column) or "").strip() for _, row in rows]
@@ -231,25 +247,51 @@ class CsvImageDataset(_SourceDataset):
                 msg = f"{err} (column {label_column!r}, line{'s' if len(lines) > 1 else ''} {shown})"
                 if not name:
                     msg = f"empty label in column {label_column!r} (lines {shown})"
-                problems.append(Problem(msg, file=str(csv_path), line=lines[0],
-                                        column=col_of[label_column], code="unknown-label"))
+                problems.append(
+                    Problem(
+                        msg,
+                        file=str(csv_path),
+                        line=lines[0],
+                        column=col_of[label_column],
+                        code="unknown-label",
+                    )
+                )
         paths: list[Path] = []
         for line, row in rows:
             text = (row.get(path_column) or "").strip()
             if not text:
-                problems.append(Problem(f"empty image path in column {path_column!r}", file=str(csv_path),
-                                        line=line, column=col_of[path_column], code="missing-path"))
+                problems.append(
+                    Problem(
+                        f"empty image path in column {path_column!r}",
+                        file=str(csv_path),
+                        line=line,
+                        column=col_of[path_column],
+                        code="missing-path",
+                    )
+                )
             path = Path(text + path_suffix)
             path = path if path.is_absolute() else root / path
             paths.append(path)
         if check_files:
             missing = [(line, p) for (line, _), p in zip(rows, paths) if not p.is_file()]
             for line, p in missing[:20]:
-                problems.append(Problem(f"image file {p} not found", file=str(csv_path), line=line,
-                                        column=col_of[path_column], code="missing-file"))
+                problems.append(
+                    Problem(
+                        f"image file {p} not found",
+                        file=str(csv_path),
+                        line=line,
+                        column=col_of[path_column],
+                        code="missing-file",
+                    )
+                )
             if len(missing) > 20:
-                problems.append(Problem(f"... and {len(missing) - 20} more image files not found",
-                                        file=str(csv_path), code="missing-file"))
+                problems.append(
+                    Problem(
+                        f"... and {len(missing) - 20} more image files not found",
+                        file=str(csv_path),
+                        code="missing-file",
+                    )
+                )
         if problems:
             raise FileFormatError(problems, what="image list")
         self.csv_path: Path | None = csv_path
@@ -260,13 +302,17 @@ class CsvImageDataset(_SourceDataset):
         else:
             self.ids = _str_array([(row.get(path_column) or "").strip() for _, row in rows])
         _check_unique_ids(self.ids, str(csv_path))
-        self.groups = (_str_array([(row.get(group_column) or "").strip() for _, row in rows])
-                       if group_column is not None else None)
+        self.groups = (
+            _str_array([(row.get(group_column) or "").strip() for _, row in rows])
+            if group_column is not None
+            else None
+        )
         self.transform = transform
 
     @classmethod
-    def from_folder(cls, root: str | Path, taxonomy: Taxonomy,
-                    transform: Callable[[Any], Any] | None = None) -> CsvImageDataset:
+    def from_folder(
+        cls, root: str | Path, taxonomy: Taxonomy, transform: Callable[[Any], Any] | None = None
+    ) -> CsvImageDataset:
         """Images in one sub-folder per node (named by id, alias or display name): ``root/melanoma/x.jpg``.
 
         Sample ids are the paths relative to ``root``; there are no groups. Unknown folder names raise
@@ -279,8 +325,9 @@ class CsvImageDataset(_SourceDataset):
         labels: list[str] = []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             node = taxonomy.resolve(folder.name)
-            files = sorted(p for p in folder.rglob("*")
-                           if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            files = sorted(
+                p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+            )
             paths.extend(files)
             labels.extend([node] * len(files))
         if not paths:
@@ -320,8 +367,9 @@ def _ids_filename(npz_name: str) -> str:
 
 def _check_size(size: int) -> None:
     if size not in DERMAMNIST_SIZES:
-        raise HierclfError(f"DermaMNIST size {size!r} is not available; sizes: "
-                           f"{', '.join(map(str, DERMAMNIST_SIZES))}")
+        raise HierclfError(
+            f"DermaMNIST size {size!r} is not available; sizes: {', '.join(map(str, DERMAMNIST_SIZES))}"
+        )
 
 
 def _check_split(split: str) -> None:
@@ -347,14 +395,30 @@ def _allocate(total: int, weights: Sequence[float]) -> np.ndarray:
 
 # Blob colour of each DermaMNIST code (akiec, bcc, bkl, df, mel, nv, vasc) and its radius as a fraction of
 # the image side: the class signal of the generated data. Both survive flips, rotations and mild jitter.
-_SYN_COLOURS = np.array([[214, 96, 96], [240, 200, 220], [184, 150, 70], [110, 110, 160], [40, 28, 48],
-                         [126, 72, 36], [176, 16, 56]], dtype=np.float32)
+_SYN_COLOURS = np.array(
+    [
+        [214, 96, 96],
+        [240, 200, 220],
+        [184, 150, 70],
+        [110, 110, 160],
+        [40, 28, 48],
+        [126, 72, 36],
+        [176, 16, 56],
+    ],
+    dtype=np.float32,
+)
 _SYN_RADII = np.array([0.22, 0.30, 0.34, 0.16, 0.38, 0.26, 0.20], dtype=np.float32)
 _SYN_SKIN = np.array([226, 186, 160], dtype=np.float32)
 
 
-def _synthetic_images(labels: np.ndarray, group_codes: np.ndarray, size: int, rng: np.random.Generator,
-                      noise: float, chunk: int = 256) -> np.ndarray:
+def _synthetic_images(
+    labels: np.ndarray,
+    group_codes: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    noise: float,
+    chunk: int = 256,
+) -> np.ndarray:
     """``(n, size, size, 3)`` uint8 images: a soft class-coloured disc on skin, shared jitter per lesion."""
     n = labels.shape[0]
     n_groups = int(group_codes.max()) + 1 if n else 0
@@ -363,7 +427,7 @@ def _synthetic_images(labels: np.ndarray, group_codes: np.ndarray, size: int, rn
     colour_jitter = rng.normal(0.0, 10.0, size=(n_groups, 3)).astype(np.float32)
     radius_scale = rng.uniform(0.85, 1.15, size=n_groups).astype(np.float32)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
-    grid = (np.arange(size, dtype=np.float32) + 0.5)
+    grid = np.arange(size, dtype=np.float32) + 0.5
     centre = size / 2.0
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
@@ -372,8 +436,9 @@ def _synthetic_images(labels: np.ndarray, group_codes: np.ndarray, size: int, rn
         cy = centre + offset[grp, 0] + np.asarray(rng.normal(0, 0.02 * size, m), dtype=np.float32)
         cx = centre + offset[grp, 1] + np.asarray(rng.normal(0, 0.02 * size, m), dtype=np.float32)
         radius = _SYN_RADII[lab] * radius_scale[grp] * size
-        dist = np.sqrt((grid[None, :, None] - cy[:, None, None]) ** 2
-                       + (grid[None, None, :] - cx[:, None, None]) ** 2)
+        dist = np.sqrt(
+            (grid[None, :, None] - cy[:, None, None]) ** 2 + (grid[None, None, :] - cx[:, None, None]) ** 2
+        )
         edge = max(size / 28.0, 1.0)
         mask = 1.0 / (1.0 + np.exp((dist - radius[:, None, None]) / edge))  # (m, size, size), soft disc
         brightness = rng.uniform(0.9, 1.1, size=(m, 1, 1, 1)).astype(np.float32)
@@ -396,10 +461,17 @@ def _lesion_sizes(n: int, rng: np.random.Generator) -> np.ndarray:
     return sizes[sizes > 0]
 
 
-def make_synthetic_dermamnist(path: str | Path, size: int = 28, n_train: int | None = None,
-                              n_val: int | None = None, n_test: int | None = None, seed: int = 0,
-                              class_counts: Mapping[str, Sequence[int]] | None = None,
-                              noise: float = 12.0, write_ids: bool = True) -> Path:
+def make_synthetic_dermamnist(
+    path: str | Path,
+    size: int = 28,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    class_counts: Mapping[str, Sequence[int]] | None = None,
+    noise: float = 12.0,
+    write_ids: bool = True,
+) -> Path:
     """Write a generated dataset in DermaMNIST's own npz layout, loadable by ``medmnist.DermaMNIST``.
 
     The file holds ``{train,val,test}_images`` ``(n, size, size, 3)`` uint8 and ``{train,val,test}_labels``
@@ -444,8 +516,10 @@ def make_synthetic_dermamnist(path: str | Path, size: int = 28, n_train: int | N
         if class_counts is not None and split in class_counts:
             c = np.asarray(class_counts[split], dtype=np.int64)
             if c.shape != (_N_CODES,) or (c < 0).any():
-                raise HierclfError(f"class_counts[{split!r}] must be {_N_CODES} non-negative counts "
-                                   f"(codes 0-6); got {list(class_counts[split])}")
+                raise HierclfError(
+                    f"class_counts[{split!r}] must be {_N_CODES} non-negative counts "
+                    f"(codes 0-6); got {list(class_counts[split])}"
+                )
             counts[split] = c
         else:
             n = wanted[split]
@@ -475,8 +549,9 @@ def make_synthetic_dermamnist(path: str | Path, size: int = 28, n_train: int | N
         local = np.unique(groups, return_inverse=True)[1].reshape(-1) if groups.size else groups
         arrays[f"{split}_images"] = _synthetic_images(labels, local, size, rng, noise)
         arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
-        id_rows.extend((split, i, f"syn_{split}_{i:05d}", f"SYN_L{g:05d}")
-                       for i, g in enumerate(groups.tolist()))
+        id_rows.extend(
+            (split, i, f"syn_{split}_{i:05d}", f"SYN_L{g:05d}") for i, g in enumerate(groups.tolist())
+        )
     ordered = {k: arrays[k] for s in SPLITS for k in (f"{s}_images",)}
     ordered.update({k: arrays[k] for s in SPLITS for k in (f"{s}_labels",)})
     with atomic_open(npz_path, "wb") as handle:
@@ -486,19 +561,26 @@ def make_synthetic_dermamnist(path: str | Path, size: int = 28, n_train: int | N
             writer = csv.writer(handle)
             writer.writerow(["split", "index", "id", "group"])
             writer.writerows(id_rows)
-    logger.info("wrote synthetic DermaMNIST %s (%s)", npz_path,
-                ", ".join(f"{s} {int(counts[s].sum())}" for s in SPLITS))
+    logger.info(
+        "wrote synthetic DermaMNIST %s (%s)",
+        npz_path,
+        ", ".join(f"{s} {int(counts[s].sum())}" for s in SPLITS),
+    )
     return npz_path
 
 
 def _missing_file_error(root: Path, name: str, size: int, failure: str = "") -> HierclfError:
     by_hand = f"copy {name} (MedMNIST v2 DermaMNIST at size {size}) by hand into {root}"
     if failure:
-        return HierclfError(f"DermaMNIST file {name!r} not found in {root} and the medmnist download failed "
-                            f"({failure}); on a machine without access to the MedMNIST host, {by_hand}")
-    return HierclfError(f"DermaMNIST file {name!r} not found in {root}: load with download=True (CLI: "
-                        f"--download) on a machine that can reach the MedMNIST host, which saves it there "
-                        f"through the medmnist package, or {by_hand}")
+        return HierclfError(
+            f"DermaMNIST file {name!r} not found in {root} and the medmnist download failed "
+            f"({failure}); on a machine without access to the MedMNIST host, {by_hand}"
+        )
+    return HierclfError(
+        f"DermaMNIST file {name!r} not found in {root}: load with download=True (CLI: "
+        f"--download) on a machine that can reach the MedMNIST host, which saves it there "
+        f"through the medmnist package, or {by_hand}"
+    )
 
 
 def _default_taxonomy() -> Taxonomy:
@@ -512,21 +594,31 @@ def _check_layout(npz: Any, file: Path, split: str, size: int) -> tuple[np.ndarr
     keys = set(npz.files) if hasattr(npz, "files") else set(npz)
     for key in (f"{split}_images", f"{split}_labels"):
         if key not in keys:
-            problems.append(Problem(f"missing array {key!r} (has: {', '.join(sorted(keys))})",
-                                    file=str(file)))
+            problems.append(
+                Problem(f"missing array {key!r} (has: {', '.join(sorted(keys))})", file=str(file))
+            )
     if problems:
         raise FileFormatError(problems, what="DermaMNIST npz")
     images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
-        problems.append(Problem(f"{split}_images must be (n, {size}, {size}, 3) uint8; got {images.shape} "
-                                f"{images.dtype}", file=str(file)))
-    if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0] or (labels.ndim == 2
-                                                                             and labels.shape[1] != 1):
-        problems.append(Problem(f"{split}_labels must be ({images.shape[0]}, 1); got {labels.shape}",
-                                file=str(file)))
+        problems.append(
+            Problem(
+                f"{split}_images must be (n, {size}, {size}, 3) uint8; got {images.shape} {images.dtype}",
+                file=str(file),
+            )
+        )
+    if (
+        labels.ndim not in (1, 2)
+        or labels.shape[0] != images.shape[0]
+        or (labels.ndim == 2 and labels.shape[1] != 1)
+    ):
+        problems.append(
+            Problem(f"{split}_labels must be ({images.shape[0]}, 1); got {labels.shape}", file=str(file))
+        )
     elif not np.issubdtype(labels.dtype, np.integer):
-        problems.append(Problem(f"{split}_labels must hold integer codes; got {labels.dtype}",
-                                file=str(file)))
+        problems.append(
+            Problem(f"{split}_labels must hold integer codes; got {labels.dtype}", file=str(file))
+        )
     if problems:
         raise FileFormatError(problems, what="DermaMNIST npz")
     return images, np.asarray(labels).reshape(-1).astype(np.int64)
@@ -537,15 +629,29 @@ def _read_ids(csv_path: Path, split: str, n: int) -> tuple[np.ndarray, np.ndarra
         reader = csv.DictReader(handle)
         missing = {"split", "index", "id"} - set(reader.fieldnames or [])
         if missing:
-            raise FileFormatError([Problem(f"missing column(s) {', '.join(sorted(missing))}; expected "
-                                           "split,index,id[,group]", file=str(csv_path), line=1)],
-                                  what="id file")
+            raise FileFormatError(
+                [
+                    Problem(
+                        f"missing column(s) {', '.join(sorted(missing))}; expected split,index,id[,group]",
+                        file=str(csv_path),
+                        line=1,
+                    )
+                ],
+                what="id file",
+            )
         rows = [r for r in reader if r["split"] == split]
     index = np.array([int(r["index"]) for r in rows], dtype=np.int64)
     if index.size != n or not np.array_equal(np.sort(index), np.arange(n)):
-        raise FileFormatError([Problem(f"split {split!r} lists {index.size} rows; expected indices "
-                                       f"0..{n - 1} once each, matching the npz", file=str(csv_path))],
-                              what="id file")
+        raise FileFormatError(
+            [
+                Problem(
+                    f"split {split!r} lists {index.size} rows; expected indices "
+                    f"0..{n - 1} once each, matching the npz",
+                    file=str(csv_path),
+                )
+            ],
+            what="id file",
+        )
     ids = np.empty(n, dtype=object)
     ids[index] = [r["id"] for r in rows]
     groups = None
@@ -565,9 +671,19 @@ class DermaMNISTSplit(ArrayImageDataset):
         medmnist: the ``medmnist.DermaMNIST`` object the arrays came from (None when read directly).
     """
 
-    def __init__(self, images: np.ndarray, codes: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-                 groups: np.ndarray | None, transform: Callable[[Any], Any] | None, split: str, size: int,
-                 file: Path, medmnist_dataset: Any = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        codes: np.ndarray,
+        labels: np.ndarray,
+        ids: np.ndarray,
+        groups: np.ndarray | None,
+        transform: Callable[[Any], Any] | None,
+        split: str,
+        size: int,
+        file: Path,
+        medmnist_dataset: Any = None,
+    ) -> None:
         super().__init__(images, labels, ids=ids, groups=groups, transform=transform)
         self.codes = codes
         self.split = split
@@ -576,9 +692,17 @@ class DermaMNISTSplit(ArrayImageDataset):
         self.medmnist = medmnist_dataset
 
 
-def load_dermamnist(root: str | Path, split: str = "train", size: int = 28, download: bool = False,
-                    transform: Callable[[Any], Any] | None = None, *, taxonomy: Taxonomy | None = None,
-                    npz: str | Path | None = None, ids_csv: str | Path | None = None) -> DermaMNISTSplit:
+def load_dermamnist(
+    root: str | Path,
+    split: str = "train",
+    size: int = 28,
+    download: bool = False,
+    transform: Callable[[Any], Any] | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
+    npz: str | Path | None = None,
+    ids_csv: str | Path | None = None,
+) -> DermaMNISTSplit:
     """One split of DermaMNIST through the ``medmnist`` package, labels mapped to taxonomy nodes.
 
     The file is ``root / dermamnist_filename(size)`` (``dermamnist.npz``, ``dermamnist_64.npz``, ...), read by
@@ -627,14 +751,16 @@ def load_dermamnist(root: str | Path, split: str = "train", size: int = 28, down
         try:
             # medmnist downloads only when asked; a present file is never re-fetched (its MD5 check would
             # otherwise replace a generated or locally re-packed file)
-            medmnist_ds = medmnist.DermaMNIST(split=split, root=str(root), size=size,
-                                              download=download and not file.is_file())
+            medmnist_ds = medmnist.DermaMNIST(
+                split=split, root=str(root), size=size, download=download and not file.is_file()
+            )
         except (RuntimeError, OSError) as err:
             if file.is_file():
                 raise HierclfError(f"medmnist could not read {file}: {err}") from err
             raise _missing_file_error(root, name, size, str(err).strip().splitlines()[0]) from err
-        images, codes = _check_layout({f"{split}_images": medmnist_ds.imgs,
-                                       f"{split}_labels": medmnist_ds.labels}, file, split, size)
+        images, codes = _check_layout(
+            {f"{split}_images": medmnist_ds.imgs, f"{split}_labels": medmnist_ds.labels}, file, split, size
+        )
     else:
         if not file.is_file():
             raise HierclfError(f"DermaMNIST npz {file} not found")
@@ -642,9 +768,11 @@ def load_dermamnist(root: str | Path, split: str = "train", size: int = 28, down
             images, codes = _check_layout(z, file, split, size)
     unknown = sorted(set(np.unique(codes).tolist()) - set(code_map))
     if unknown:
-        raise HierclfError(f"{file}: {split} labels use DermaMNIST code(s) {unknown} that taxonomy "
-                           f"{tax.name!r} does not map (it maps {sorted(code_map)}); add "
-                           f"`codes: {{dermamnist: <code>}}` to the leaves")
+        raise HierclfError(
+            f"{file}: {split} labels use DermaMNIST code(s) {unknown} that taxonomy "
+            f"{tax.name!r} does not map (it maps {sorted(code_map)}); add "
+            f"`codes: {{dermamnist: <code>}}` to the leaves"
+        )
     lookup = np.array([code_map.get(c, "") for c in range(max(code_map) + 1)], dtype=str)
     labels = lookup[codes]
     ids_file = Path(ids_csv) if ids_csv is not None else file.with_name(_ids_filename(file.name))
@@ -667,14 +795,30 @@ class DermaMNISTData:
     test: DermaMNISTSplit
 
     @classmethod
-    def load(cls, root: str | Path, size: int = 28, download: bool = False, *,
-             taxonomy: Taxonomy | None = None,
-             npz: str | Path | None = None, train_transform: Callable[[Any], Any] | None = None,
-             eval_transform: Callable[[Any], Any] | None = None) -> DermaMNISTData:
+    def load(
+        cls,
+        root: str | Path,
+        size: int = 28,
+        download: bool = False,
+        *,
+        taxonomy: Taxonomy | None = None,
+        npz: str | Path | None = None,
+        train_transform: Callable[[Any], Any] | None = None,
+        eval_transform: Callable[[Any], Any] | None = None,
+    ) -> DermaMNISTData:
         tax = taxonomy if taxonomy is not None else _default_taxonomy()
-        splits = {s: load_dermamnist(root, s, size, download=download and s == "train",
-                                     transform=train_transform if s == "train" else eval_transform,
-                                     taxonomy=tax, npz=npz) for s in SPLITS}
+        splits = {
+            s: load_dermamnist(
+                root,
+                s,
+                size,
+                download=download and s == "train",
+                transform=train_transform if s == "train" else eval_transform,
+                taxonomy=tax,
+                npz=npz,
+            )
+            for s in SPLITS
+        }
         return cls(**splits)
 
 
@@ -683,8 +827,9 @@ class DermaMNISTData:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _class_targets(labels: np.ndarray, class_index: Mapping[str, int] | Callable[[list[str]], Any]
-                   ) -> np.ndarray:
+def _class_targets(
+    labels: np.ndarray, class_index: Mapping[str, int] | Callable[[list[str]], Any]
+) -> np.ndarray:
     uniq, inverse = np.unique(labels, return_inverse=True)
     names = [str(u) for u in uniq]
     if callable(class_index) and not isinstance(class_index, Mapping):
@@ -693,9 +838,12 @@ def _class_targets(labels: np.ndarray, class_index: Mapping[str, int] | Callable
     else:
         missing = [n for n in names if n not in class_index]
         if missing:
-            raise UnknownNameError("label", missing[0], list(class_index),
-                                   f"in the class mapping ({len(missing)} label(s) unmapped: "
-                                   f"{', '.join(missing[:5])})")
+            raise UnknownNameError(
+                "label",
+                missing[0],
+                list(class_index),
+                f"in the class mapping ({len(missing)} label(s) unmapped: {', '.join(missing[:5])})",
+            )
         mapped = np.array([class_index[n] for n in names], dtype=np.int64)
     mapped = np.asarray(mapped, dtype=np.int64).reshape(-1)
     if mapped.shape != (len(names),):
@@ -720,8 +868,12 @@ class TaxonomyImageDataset(Dataset):
         labels, ids, groups: the source's arrays (true node ids, sample ids, patient / lesion ids or None).
     """
 
-    def __init__(self, source: ImageSource, class_index: Mapping[str, int] | Callable[[list[str]], Any],
-                 transform: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        class_index: Mapping[str, int] | Callable[[list[str]], Any],
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.source = source
         self.labels = source.labels
         self.ids = source.ids
@@ -754,8 +906,12 @@ class TaxonomyImageDataset(Dataset):
 _SAMPLER_SCHEMES = {"uniform": None, "balanced": "inverse", "effective": "effective"}
 
 
-def sampler_weights(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: str = "balanced",
-                    beta: float = 0.999, n_classes: int | None = None) -> torch.Tensor:
+def sampler_weights(
+    labels: Sequence[Any] | np.ndarray | torch.Tensor,
+    scheme: str = "balanced",
+    beta: float = 0.999,
+    n_classes: int | None = None,
+) -> torch.Tensor:
     """Per-sample weights ``(n,)`` float64 of a sampler: the class weight of each sample's class.
 
     ``balanced`` uses ``hierclf.losses.class_weights(counts, "inverse")`` (each non-empty class drawn with
@@ -774,13 +930,15 @@ def sampler_weights(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: s
     w = class_weights(torch.as_tensor(counts), scheme=str(_SAMPLER_SCHEMES[scheme]), beta=beta)
     w = torch.as_tensor(w, dtype=torch.float64).cpu()
     if w.shape != (k,) or not torch.isfinite(w).all():
-        raise HierclfError(f"class weights for counts {counts.tolist()} are not {k} finite numbers: "
-                           f"{w.tolist()}")
+        raise HierclfError(
+            f"class weights for counts {counts.tolist()} are not {k} finite numbers: {w.tolist()}"
+        )
     return w[torch.from_numpy(codes)]
 
 
-def _label_codes(labels: Sequence[Any] | np.ndarray | torch.Tensor, n_classes: int | None
-                 ) -> tuple[np.ndarray, int]:
+def _label_codes(
+    labels: Sequence[Any] | np.ndarray | torch.Tensor, n_classes: int | None
+) -> tuple[np.ndarray, int]:
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     arr = arr.reshape(-1)
     if arr.size == 0:
@@ -798,10 +956,14 @@ def _label_codes(labels: Sequence[Any] | np.ndarray | torch.Tensor, n_classes: i
     return inv.reshape(-1).astype(np.int64), int(uniq.size)
 
 
-def make_sampler(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: str = "uniform",
-                 beta: float = 0.999, num_samples: int | None = None,
-                 generator: torch.Generator | None = None, n_classes: int | None = None
-                 ) -> WeightedRandomSampler | None:
+def make_sampler(
+    labels: Sequence[Any] | np.ndarray | torch.Tensor,
+    scheme: str = "uniform",
+    beta: float = 0.999,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    n_classes: int | None = None,
+) -> WeightedRandomSampler | None:
     """A class-aware sampler for a training ``DataLoader``, or None for ``"uniform"`` (plain shuffling).
 
     Args:
@@ -822,5 +984,9 @@ def make_sampler(labels: Sequence[Any] | np.ndarray | torch.Tensor, scheme: str 
     n = int(weights.shape[0]) if num_samples is None else int(num_samples)
     if n <= 0:
         raise HierclfError(f"num_samples must be positive; got {n}")
-    return WeightedRandomSampler(weights, num_samples=n, replacement=True,  # type: ignore[arg-type]
-                                 generator=generator)
+    return WeightedRandomSampler(
+        weights,
+        num_samples=n,
+        replacement=True,  # type: ignore[arg-type]
+        generator=generator,
+    )

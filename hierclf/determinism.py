@@ -54,8 +54,11 @@ def set_determinism(seed: int, deterministic_algorithms: bool = False) -> torch.
         torch.backends.cudnn.benchmark = False
     generator = torch.Generator()
     generator.manual_seed(seed)
-    logger.debug("seeded random, numpy and torch with %d (deterministic algorithms: %s)", seed,
-                 deterministic_algorithms)
+    logger.debug(
+        "seeded random, numpy and torch with %d (deterministic algorithms: %s)",
+        seed,
+        deterministic_algorithms,
+    )
     return generator
 
 
@@ -76,8 +79,12 @@ def get_rng_state() -> dict[str, Any]:
     np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": _to_plain(random.getstate()),
-        "numpy": {"key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -90,8 +97,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["key"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -84,8 +84,9 @@ def _plans_for(taxonomy: Taxonomy) -> dict[tuple[Any, ...], _Plan]:
     return _PLANS[key]
 
 
-def _cut_columns(taxonomy: Taxonomy,
-                 columns: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray | None, tuple[str, ...]]:
+def _cut_columns(
+    taxonomy: Taxonomy, columns: Sequence[str] | None
+) -> tuple[tuple[str, ...], np.ndarray | None, tuple[str, ...]]:
     """(input columns as node ids, permutation input -> pre-order or None, cut in pre-order)."""
     if columns is None:
         return taxonomy.leaves, None, taxonomy.leaves
@@ -99,8 +100,12 @@ def _cut_columns(taxonomy: Taxonomy,
     return given, np.array([where[c] for c in cut], dtype=np.int64), cut
 
 
-def _resolve_nodes(taxonomy: Taxonomy, nodes: Sequence[str] | str | None, cut: tuple[str, ...],
-                   ranges: tuple[np.ndarray, np.ndarray] | None) -> tuple[str, ...]:
+def _resolve_nodes(
+    taxonomy: Taxonomy,
+    nodes: Sequence[str] | str | None,
+    cut: tuple[str, ...],
+    ranges: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[str, ...]:
     if nodes is None:
         if ranges is None:
             return taxonomy.nodes
@@ -113,15 +118,19 @@ def _resolve_nodes(taxonomy: Taxonomy, nodes: Sequence[str] | str | None, cut: t
         for name, n in zip(nodes, ids):
             if ranges[0][pos[n]] < 0:
                 above = taxonomy.cut_node_above(n, cut)
-                raise RollUpError(f"node {name!r} lies below the input columns: the probabilities only cover "
-                                  f"its ancestor {above!r} (a class of the cut), so P({name!r}) is unknown; "
-                                  f"ask for {above!r} or a node above it")
+                raise RollUpError(
+                    f"node {name!r} lies below the input columns: the probabilities only cover "
+                    f"its ancestor {above!r} (a class of the cut), so P({name!r}) is unknown; "
+                    f"ask for {above!r} or a node above it"
+                )
     return ids
 
 
 def _plan(taxonomy: Taxonomy, nodes: Sequence[str] | str | None, columns: Sequence[str] | None) -> _Plan:
-    key = (None if nodes is None else (nodes,) if isinstance(nodes, str) else tuple(nodes),
-           None if columns is None else tuple(columns))
+    key = (
+        None if nodes is None else (nodes,) if isinstance(nodes, str) else tuple(nodes),
+        None if columns is None else tuple(columns),
+    )
     plans = _plans_for(taxonomy)
     found = plans.get(key)
     if found is not None:
@@ -135,8 +144,13 @@ def _plan(taxonomy: Taxonomy, nodes: Sequence[str] | str | None, columns: Sequen
         ranges = (starts, ends)
     ids = _resolve_nodes(taxonomy, nodes, cut, ranges)
     rows = np.array([idx.position[n] for n in ids], dtype=np.int64)
-    plan = _Plan(nodes=ids, columns=given, perm=perm, start=np.asarray(starts[rows], dtype=np.int64),
-                 end=np.asarray(ends[rows], dtype=np.int64))
+    plan = _Plan(
+        nodes=ids,
+        columns=given,
+        perm=perm,
+        start=np.asarray(starts[rows], dtype=np.int64),
+        end=np.asarray(ends[rows], dtype=np.int64),
+    )
     if len(plans) > 64:
         plans.clear()
     plans[key] = plan
@@ -195,8 +209,9 @@ def _range_sums(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor) -> T
     return torch.cat([x, sums], 1).index_select(1, take)
 
 
-def _range_sums_blocked(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor,
-                        out: Tensor | None = None) -> Tensor:
+def _range_sums_blocked(
+    x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor, out: Tensor | None = None
+) -> Tensor:
     """As :func:`_range_sums`, computed in cache-sized row blocks into one output (no autograd).
 
     Per block: float64 prefix of the block, one gather of both ends of every multi-column range, one
@@ -253,8 +268,9 @@ def _is_tracing() -> bool:
         return False
 
 
-def _rollup_tensor(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor,
-                   out: Tensor | None = None) -> Tensor:
+def _rollup_tensor(
+    x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor, out: Tensor | None = None
+) -> Tensor:
     """Dispatch: single-node slice sum, blocked (no grad, eager) or whole-batch differentiable path."""
     needs_grad = x.requires_grad and torch.is_grad_enabled()
     if out is not None and needs_grad:
@@ -268,8 +284,9 @@ def _rollup_tensor(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor,
     return _range_sums_blocked(x, perm, start, end, out)
 
 
-def _log_range_sums(x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor, pair_col: Tensor,
-                    pair_node: Tensor) -> Tensor:
+def _log_range_sums(
+    x: Tensor, perm: Tensor | None, start: Tensor, end: Tensor, pair_col: Tensor, pair_node: Tensor
+) -> Tensor:
     """``log`` of range sums of ``exp(x)``, each node shifted by its own maximum (stable to any magnitude).
 
     ``pair_col``/``pair_node`` list every (pre-order column, output node) membership. Accumulates in float64.
@@ -313,8 +330,10 @@ def _flatten(x: Tensor, n_columns: int, what: str, columns: tuple[str, ...]) -> 
     if x.ndim == 0 or x.shape[-1] != n_columns:
         shape = tuple(x.shape)
         first = ", ".join(columns[:3]) + (", ..." if len(columns) > 3 else "")
-        raise RollUpError(f"{what} has shape {shape}; expected (..., {n_columns}) with one column per "
-                          f"{'leaf' if what else 'class'} ({first})")
+        raise RollUpError(
+            f"{what} has shape {shape}; expected (..., {n_columns}) with one column per "
+            f"{'leaf' if what else 'class'} ({first})"
+        )
     return x.reshape(-1, n_columns)
 
 
@@ -323,8 +342,14 @@ def _tensors(plan: _Plan, device: torch.device) -> tuple[Tensor | None, Tensor, 
     return perm, torch.as_tensor(plan.start, device=device), torch.as_tensor(plan.end, device=device)
 
 
-def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
-           columns: Sequence[str] | None = None, out: Tensor | None = None) -> ArrayT:
+def rollup(
+    probs: ArrayT,
+    taxonomy: Taxonomy,
+    nodes: Sequence[str] | str | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    out: Tensor | None = None,
+) -> ArrayT:
     """Probabilities of tree nodes: each node is the sum of its leaves' (or cut classes') probabilities.
 
     Args:
@@ -363,9 +388,13 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
     flat = _flatten(x, len(plan.columns), "probs", plan.columns)
     perm, start, end = _tensors(plan, flat.device)
     shape: tuple[int, ...] = tuple(x.shape[:-1]) + (len(plan.nodes),)
-    if out is not None and (not isinstance(out, Tensor) or tuple(out.shape) != shape
-                            or out.dtype != flat.dtype or out.device != flat.device
-                            or not out.is_contiguous()):
+    if out is not None and (
+        not isinstance(out, Tensor)
+        or tuple(out.shape) != shape
+        or out.dtype != flat.dtype
+        or out.device != flat.device
+        or not out.is_contiguous()
+    ):
         raise RollUpError(f"out must be a contiguous {flat.dtype} tensor of shape {shape} on {flat.device}")
     flat_out = None if out is None else out.view(-1, len(plan.nodes))
     result = _rollup_tensor(flat, perm, start, end, flat_out).reshape(shape)
@@ -374,8 +403,9 @@ def rollup(probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None 
     return result.numpy() if was_numpy else result  # type: ignore[return-value]
 
 
-def rollup_nodes(taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
-                 columns: Sequence[str] | None = None) -> tuple[str, ...]:
+def rollup_nodes(
+    taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *, columns: Sequence[str] | None = None
+) -> tuple[str, ...]:
     """The node ids of :func:`rollup`'s output columns, in order (names resolved, ``None`` expanded).
 
     Same arguments and errors as :func:`rollup`, without the probabilities: use it to label a result, or
@@ -400,8 +430,9 @@ def _pairs(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     return pair_col, pair_node
 
 
-def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None, *, permuted: bool = True
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _log_tree(
+    taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None, *, permuted: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CPU log kernel's tree: for every node at or above the input columns (pre-order) its input column
     (-1 for inner nodes) and parent position (-1 for the root), and the positions of ``plan.nodes``.
 
@@ -429,8 +460,13 @@ def _log_tree(taxonomy: Taxonomy, plan: _Plan, columns: Sequence[str] | None, *,
     return tree
 
 
-def log_rollup(log_probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str | None = None, *,
-               columns: Sequence[str] | None = None) -> ArrayT:
+def log_rollup(
+    log_probs: ArrayT,
+    taxonomy: Taxonomy,
+    nodes: Sequence[str] | str | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+) -> ArrayT:
     """``log P(node)`` from leaf (or cut-class) log-probabilities: a log-sum-exp over each node's columns.
 
     Every node is shifted by its own maximum before exponentiating and sums are accumulated in float64, so
@@ -463,8 +499,12 @@ def log_rollup(log_probs: ArrayT, taxonomy: Taxonomy, nodes: Sequence[str] | str
         out = _log_range_sums(flat, perm, start, end, pair_col, pair_node)
     else:  # bound the (rows, n_pairs) temporaries
         step = max(1, (_CPU_BLOCK_BYTES * 2) // max(8 * len(pair_col), 1))
-        out = torch.cat([_log_range_sums(flat[b:b + step], perm, start, end, pair_col, pair_node)
-                         for b in range(0, flat.shape[0], step)])
+        out = torch.cat(
+            [
+                _log_range_sums(flat[b : b + step], perm, start, end, pair_col, pair_node)
+                for b in range(0, flat.shape[0], step)
+            ]
+        )
     out = out.reshape(*x.shape[:-1], len(plan.nodes))
     return out.numpy() if was_numpy else out  # type: ignore[return-value]
 
@@ -478,9 +518,15 @@ def _column_set(taxonomy: Taxonomy, plan: _Plan) -> list[np.ndarray]:
     return sets
 
 
-def conditional(probs: ArrayT, taxonomy: Taxonomy, positive: Sequence[str] | str,
-                negative: Sequence[str] | str, *, columns: Sequence[str] | None = None,
-                undefined: float = 0.5) -> ArrayT:
+def conditional(
+    probs: ArrayT,
+    taxonomy: Taxonomy,
+    positive: Sequence[str] | str,
+    negative: Sequence[str] | str,
+    *,
+    columns: Sequence[str] | None = None,
+    undefined: float = 0.5,
+) -> ArrayT:
     """The score of a binary clinical task: ``P(pos) / (P(pos) + P(neg))``.
 
     ``P(pos)`` is the probability of the union of the ``positive`` nodes' leaves (a leaf under two positive
@@ -524,21 +570,26 @@ def conditional(probs: ArrayT, taxonomy: Taxonomy, positive: Sequence[str] | str
         names = [pos_plan.columns[c] for c in shared[:8]]
         more = f" and {len(shared) - 8} more" if len(shared) > 8 else ""
         kind = "leaves" if columns is None else "classes"
-        raise RollUpError(f"positive {pos_names} and negative {neg_names} overlap: {len(shared)} {kind} lie "
-                          f"under both ({', '.join(map(repr, names))}{more}); the two sides must be disjoint")
+        raise RollUpError(
+            f"positive {pos_names} and negative {neg_names} overlap: {len(shared)} {kind} lie "
+            f"under both ({', '.join(map(repr, names))}{more}); the two sides must be disjoint"
+        )
     x, was_numpy = _as_tensor(probs, "probs")
     flat = _flatten(x, len(pos_plan.columns), "probs", pos_plan.columns)
     acc = _acc_dtype(flat)
 
     def side(cols: np.ndarray) -> Tensor:
         if cols[-1] - cols[0] + 1 == len(cols):  # contiguous: a slice, no copy
-            return flat[:, int(cols[0]):int(cols[-1]) + 1].sum(1, dtype=acc)
+            return flat[:, int(cols[0]) : int(cols[-1]) + 1].sum(1, dtype=acc)
         return flat.index_select(1, torch.as_tensor(cols, device=flat.device)).sum(1, dtype=acc)
 
     p_pos, p_neg = side(pos_cols), side(neg_cols)
     total = p_pos + p_neg
     defined = total > 0
-    score = torch.where(defined, p_pos / torch.where(defined, total, torch.ones_like(total)),
-                        torch.full_like(total, undefined))
+    score = torch.where(
+        defined,
+        p_pos / torch.where(defined, total, torch.ones_like(total)),
+        torch.full_like(total, undefined),
+    )
     out = score.to(flat.dtype).reshape(x.shape[:-1])
     return out.numpy() if was_numpy else out  # type: ignore[return-value]

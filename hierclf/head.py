@@ -41,8 +41,10 @@ def _resolve_classes(tax: Taxonomy, classes: Iterable[str] | None) -> tuple[tupl
         if base not in tax:
             raise UnknownNameError("node", base, tax.nodes, f"in residual class {residual_class(base)!r}")
         if base in cut_set or tax.cut_node_above(base, cut) is not None:
-            raise HierclfError(f"residual class {residual_class(base)!r} needs node {base!r} to lie above "
-                               "the other classes (split into them), but it is one of them or below one")
+            raise HierclfError(
+                f"residual class {residual_class(base)!r} needs node {base!r} to lie above "
+                "the other classes (split into them), but it is one of them or below one"
+            )
     if len(set(residual_bases)) != len(residual_bases):
         raise HierclfError("classes list a residual class more than once")
     rows = sorted([(pos[c], c) for c in cut] + [(pos[b], residual_class(b)) for b in residual_bases])
@@ -82,8 +84,15 @@ class LeafHead(nn.Module):
     # properties TorchScript must not try to compile (they use Python-only structures)
     __jit_unused_properties__ = ["n_classes", "in_features", "nodes", "residual"]
 
-    def __init__(self, in_features: int, taxonomy: Taxonomy, classes: Iterable[str] | None = None, *,
-                 bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        taxonomy: Taxonomy,
+        classes: Iterable[str] | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if isinstance(in_features, bool) or not isinstance(in_features, (int, np.integer)) or in_features < 1:
             raise HierclfError(f"in_features must be a positive integer, got {in_features!r}")
@@ -96,10 +105,16 @@ class LeafHead(nn.Module):
         self.dropout = nn.Dropout(float(dropout))
         self.linear = nn.Linear(int(in_features), len(names), bias=bias)
         is_residual = [residual_node(c) is not None for c in names]
-        self.register_buffer("cut_columns", torch.tensor([i for i, r in enumerate(is_residual) if not r],
-                                                         dtype=torch.long), persistent=False)
-        self.register_buffer("residual_columns", torch.tensor([i for i, r in enumerate(is_residual) if r],
-                                                              dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "cut_columns",
+            torch.tensor([i for i, r in enumerate(is_residual) if not r], dtype=torch.long),
+            persistent=False,
+        )
+        self.register_buffer(
+            "residual_columns",
+            torch.tensor([i for i, r in enumerate(is_residual) if r], dtype=torch.long),
+            persistent=False,
+        )
         self._residual_nodes = tuple(n for c in names if (n := residual_node(c)) is not None)
         start, _ = taxonomy.column_ranges(cut)
         self._nodes = tuple(n for n, s in zip(taxonomy.nodes, start.tolist(), strict=True) if s >= 0)
@@ -109,8 +124,9 @@ class LeafHead(nn.Module):
         self._residual_spans = self._spans()
 
     @classmethod
-    def from_partition(cls, in_features: int, partition: Partition, *, bias: bool = True,
-                       dropout: float = 0.0) -> LeafHead:
+    def from_partition(
+        cls, in_features: int, partition: Partition, *, bias: bool = True, dropout: float = 0.0
+    ) -> LeafHead:
         """A head over a :class:`~hierclf.partition.Partition`'s training classes (same order)."""
         return cls(in_features, partition.taxonomy, partition.classes, bias=bias, dropout=dropout)
 
@@ -145,7 +161,7 @@ class LeafHead(nn.Module):
         for j, c in enumerate(self.classes):
             base = residual_node(c)
             if base is not None:
-                inside = (lo[j + 1:] >= lo[j]) & (hi[j + 1:] <= hi[j])
+                inside = (lo[j + 1 :] >= lo[j]) & (hi[j + 1 :] <= hi[j])
                 stop = j + 1 + (int(np.argmin(inside)) if not inside.all() else len(inside))
                 spans.append((j, stop))
         return tuple(spans)
@@ -214,9 +230,11 @@ class LeafHead(nn.Module):
             for n in wanted:
                 if n not in answerable:
                     above = self.taxonomy.cut_node_above(n, self.cut)
-                    raise HierclfError(f"node {n!r} lies below the head's class {above!r}: its probability "
-                                       "is not separated from its siblings'; ask for nodes at or above the "
-                                       "classes")
+                    raise HierclfError(
+                        f"node {n!r} lies below the head's class {above!r}: its probability "
+                        "is not separated from its siblings'; ask for nodes at or above the "
+                        "classes"
+                    )
         p = self.probs(logits)
         if not self.residual:
             return rollup(p, self.taxonomy, list(wanted), columns=self.classes)
@@ -239,12 +257,15 @@ class LeafHead(nn.Module):
         if not self._residual_spans:
             return p
         for j, stop in self._residual_spans:  # pre-order: an outer residual reaches inner ones first
-            block = p[:, j + 1:stop]
+            block = p[:, j + 1 : stop]
             total = block.sum(dim=1, keepdim=True)
-            share = torch.where(total > 0, block / total.clamp_min(torch.finfo(p.dtype).tiny),
-                                torch.full_like(block, 1.0 / block.shape[1]))
+            share = torch.where(
+                total > 0,
+                block / total.clamp_min(torch.finfo(p.dtype).tiny),
+                torch.full_like(block, 1.0 / block.shape[1]),
+            )
             added = torch.zeros_like(p)
-            added[:, j + 1:stop] = share * p[:, j:j + 1]
+            added[:, j + 1 : stop] = share * p[:, j : j + 1]
             p = p + added
         return p[:, cast(Tensor, self.cut_columns)]
 
@@ -288,8 +309,13 @@ class LeafHead(nn.Module):
             node = self.taxonomy.resolve(label)
             k = int(self._class_of_row[pos[node]])
             if k < 0:
-                raise above_cut_error(self.taxonomy, self.classes, label, node,
-                                      "train on classes at or above it, or relabel those images")
+                raise above_cut_error(
+                    self.taxonomy,
+                    self.classes,
+                    label,
+                    node,
+                    "train on classes at or above it, or relabel those images",
+                )
             table[i] = k
         return torch.from_numpy(table[inverse.reshape(-1)])
 

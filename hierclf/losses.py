@@ -57,8 +57,9 @@ def _counts_array(counts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise HierclfError(f"class counts must be numbers, got {counts!r}") from exc
     if arr.ndim != 1 or arr.size == 0:
-        raise HierclfError("class counts must be a non-empty 1-D sequence (one per class), "
-                           f"got shape {arr.shape}")
+        raise HierclfError(
+            f"class counts must be a non-empty 1-D sequence (one per class), got shape {arr.shape}"
+        )
     bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
     if bad.size:
         i = int(bad[0])
@@ -68,8 +69,9 @@ def _counts_array(counts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     return arr
 
 
-def class_weights(counts: Sequence[float] | np.ndarray | Tensor, scheme: WeightScheme | str = "inverse",
-                  beta: float = 0.999) -> Tensor:
+def class_weights(
+    counts: Sequence[float] | np.ndarray | Tensor, scheme: WeightScheme | str = "inverse", beta: float = 0.999
+) -> Tensor:
     """Per-class loss weights from the number of training images per class.
 
     - ``"inverse"``: ``w_c ∝ 1 / n_c``.
@@ -109,8 +111,12 @@ def class_weights(counts: Sequence[float] | np.ndarray | Tensor, scheme: WeightS
         raise HierclfError(f"every one of the {n.size} classes has zero images; cannot compute class weights")
     if not present.all():
         empty = np.flatnonzero(~present).tolist()
-        logger.warning("%d of %d classes have no images (class indices %s); they get weight 0",
-                       len(empty), n.size, empty[:20] if len(empty) <= 20 else f"{empty[:20]} ...")
+        logger.warning(
+            "%d of %d classes have no images (class indices %s); they get weight 0",
+            len(empty),
+            n.size,
+            empty[:20] if len(empty) <= 20 else f"{empty[:20]} ...",
+        )
     raw = np.zeros_like(n)
     if scheme == "inverse":
         raw[present] = 1.0 / n[present]
@@ -146,8 +152,9 @@ def _optional_weight(weight: Sequence[float] | Tensor | None, what: str) -> Tens
         return None
     w = torch.as_tensor(weight, dtype=torch.float32).detach().clone()
     if w.ndim != 1 or w.numel() == 0 or not torch.isfinite(w).all() or (w < 0).any():
-        raise HierclfError(f"{what} must be a 1-D sequence of finite non-negative numbers (one per class), "
-                           f"got {weight!r}")
+        raise HierclfError(
+            f"{what} must be a 1-D sequence of finite non-negative numbers (one per class), got {weight!r}"
+        )
     return w
 
 
@@ -155,8 +162,9 @@ def _check_target(logits: Tensor, target: Tensor, what: str) -> None:
     if logits.ndim != 2:
         raise HierclfError(f"{what}: logits must have shape (batch, n_classes), got {tuple(logits.shape)}")
     if target.ndim != 1 or target.shape[0] != logits.shape[0]:
-        raise HierclfError(f"{what}: target must have shape (batch,) = ({logits.shape[0]},), "
-                           f"got {tuple(target.shape)}")
+        raise HierclfError(
+            f"{what}: target must have shape (batch,) = ({logits.shape[0]},), got {tuple(target.shape)}"
+        )
 
 
 def _check_n_classes(weight: Tensor | None, logits: Tensor, what: str) -> None:
@@ -188,8 +196,12 @@ class CrossEntropyLoss(nn.Module):
 
     weight: Tensor | None
 
-    def __init__(self, weight: Sequence[float] | Tensor | None = None, label_smoothing: float = 0.0,
-                 reduction: Reduction = "mean") -> None:
+    def __init__(
+        self,
+        weight: Sequence[float] | Tensor | None = None,
+        label_smoothing: float = 0.0,
+        reduction: Reduction = "mean",
+    ) -> None:
         super().__init__()
         if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
             raise HierclfError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -202,8 +214,13 @@ class CrossEntropyLoss(nn.Module):
         """Loss of ``logits (batch, n_classes)`` against ``target (batch,)``; float32."""
         _check_target(logits, target, "cross-entropy")
         _check_n_classes(self.weight, logits, "cross-entropy")
-        return F.cross_entropy(logits.float(), target, weight=self.weight, reduction=self.reduction,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits.float(),
+            target,
+            weight=self.weight,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
 
     def extra_repr(self) -> str:
         return f"weighted={self.weight is not None}, label_smoothing={self.label_smoothing}"
@@ -226,8 +243,9 @@ class FocalLoss(nn.Module):
 
     alpha: Tensor | None
 
-    def __init__(self, gamma: float = 2.0, alpha: Sequence[float] | Tensor | None = None,
-                 reduction: Reduction = "mean") -> None:
+    def __init__(
+        self, gamma: float = 2.0, alpha: Sequence[float] | Tensor | None = None, reduction: Reduction = "mean"
+    ) -> None:
         super().__init__()
         if not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
             raise HierclfError(f"focal loss gamma must be a finite number >= 0, got {gamma!r}")
@@ -276,8 +294,13 @@ class AsymmetricLoss(nn.Module):
         reduction: ``"mean"`` (over samples), ``"sum"`` or ``"none"`` (shape ``(batch,)``).
     """
 
-    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
-                 reduction: Reduction = "mean") -> None:
+    def __init__(
+        self,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        reduction: Reduction = "mean",
+    ) -> None:
         super().__init__()
         for name, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -331,23 +354,28 @@ def _weights_from(spec: Any, class_counts: Any, beta: float, loss: str, param: s
         return None
     if isinstance(spec, str):
         if spec not in _SCHEMES:
-            raise UnknownNameError("class weight scheme", spec, _SCHEMES,
-                                   f"for {loss} {param} (known: {', '.join(_SCHEMES)})")
+            raise UnknownNameError(
+                "class weight scheme", spec, _SCHEMES, f"for {loss} {param} (known: {', '.join(_SCHEMES)})"
+            )
         if class_counts is None:
             raise HierclfError(f"loss {loss!r} with {param}={spec!r} needs class_counts (images per class)")
         return class_weights(class_counts, spec, beta)
     if isinstance(spec, (int, float)):
-        raise HierclfError(f"{loss} {param} must be per-class (a sequence with one weight per class) or a "
-                           f"scheme name ({', '.join(_SCHEMES)}), got the single number {spec!r}")
+        raise HierclfError(
+            f"{loss} {param} must be per-class (a sequence with one weight per class) or a "
+            f"scheme name ({', '.join(_SCHEMES)}), got the single number {spec!r}"
+        )
     w = _optional_weight(spec, f"{loss} {param}")
     if class_counts is not None and w is not None and w.numel() != len(class_counts):
-        raise HierclfError(f"{loss} {param} has {w.numel()} entries but there are "
-                           f"{len(class_counts)} classes")
+        raise HierclfError(
+            f"{loss} {param} has {w.numel()} entries but there are {len(class_counts)} classes"
+        )
     return w
 
 
-def build_loss(name: str, class_counts: Sequence[float] | np.ndarray | Tensor | None = None,
-               **params: Any) -> nn.Module:
+def build_loss(
+    name: str, class_counts: Sequence[float] | np.ndarray | Tensor | None = None, **params: Any
+) -> nn.Module:
     """A loss module by name, as a config file names it.
 
     Args:
@@ -378,8 +406,9 @@ def build_loss(name: str, class_counts: Sequence[float] | np.ndarray | Tensor | 
     allowed = LOSSES[key]
     for p in params:
         if p not in allowed:
-            raise UnknownNameError("parameter", p, allowed,
-                                   f"for loss {key!r} (it takes: {', '.join(allowed)})")
+            raise UnknownNameError(
+                "parameter", p, allowed, f"for loss {key!r} (it takes: {', '.join(allowed)})"
+            )
     given = {k: v for k, v in params.items() if v is not None}
     reduction = given.get("reduction", "mean")
     beta = given.get("beta", 0.999)
@@ -388,10 +417,15 @@ def build_loss(name: str, class_counts: Sequence[float] | np.ndarray | Tensor | 
         return CrossEntropyLoss(label_smoothing=given.get("label_smoothing", 0.0), reduction=reduction)
     if key == "weighted_ce":
         weight = _weights_from(given.get("weights", "inverse"), class_counts, beta, key, "weights")
-        return CrossEntropyLoss(weight, label_smoothing=given.get("label_smoothing", 0.0),
-                                reduction=reduction)
+        return CrossEntropyLoss(
+            weight, label_smoothing=given.get("label_smoothing", 0.0), reduction=reduction
+        )
     if key == "focal":
         alpha = _weights_from(given.get("alpha"), class_counts, beta, key, "alpha")
         return FocalLoss(gamma=given.get("gamma", 2.0), alpha=alpha, reduction=reduction)
-    return AsymmetricLoss(gamma_pos=given.get("gamma_pos", 0.0), gamma_neg=given.get("gamma_neg", 4.0),
-                          clip=given.get("clip", 0.05), reduction=reduction)
+    return AsymmetricLoss(
+        gamma_pos=given.get("gamma_pos", 0.0),
+        gamma_neg=given.get("gamma_neg", 4.0),
+        clip=given.get("clip", 0.05),
+        reduction=reduction,
+    )

@@ -74,8 +74,11 @@ class MetricError(HierclfError, ValueError):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_binary(y_true: Any, scores: Any, sample_weight: Any = None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _check_binary(
+    y_true: Any,
+    scores: Any,
+    sample_weight: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     y = np.asarray(y_true)
     s = np.asarray(scores, dtype=np.float64)
     if y.ndim != 1 or s.ndim != 1:
@@ -126,8 +129,11 @@ def _check_labels(y: Any, n_classes: int, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _binary_clf_curve(y: np.ndarray, s: np.ndarray, w: np.ndarray | None,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _binary_clf_curve(
+    y: np.ndarray,
+    s: np.ndarray,
+    w: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative (fp, tp) weights at each distinct score, scores decreasing (one block per distinct score).
 
     Zero-weight samples are dropped first (as scikit-learn does), so they never create a threshold.
@@ -156,8 +162,11 @@ def _require_both(fps: np.ndarray, tps: np.ndarray, what: str) -> None:
         raise MetricError(f"{what} is undefined: no negative samples (y_true == 0)")
 
 
-def roc_curve(y_true: Any, scores: Any, sample_weight: Any = None,
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    y_true: Any,
+    scores: Any,
+    sample_weight: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve at every distinct score, equal to ``sklearn.metrics.roc_curve(drop_intermediate=False)``.
 
     Args:
@@ -272,8 +281,12 @@ def threshold_at_sensitivity(y_true: Any, scores: Any, target: float, sample_wei
     return float(thr[_threshold_block(tps, target)])
 
 
-def specificity_at_sensitivity(y_true: Any, scores: Any, target: float, sample_weight: Any = None,
-                               ) -> tuple[float, float]:
+def specificity_at_sensitivity(
+    y_true: Any,
+    scores: Any,
+    target: float,
+    sample_weight: Any = None,
+) -> tuple[float, float]:
     """Specificity at the threshold :func:`threshold_at_sensitivity` picks on the same data.
 
     This is optimistic when used on a test split (the threshold is tuned on the data it is scored on); the
@@ -304,8 +317,12 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else math.nan
 
 
-def binary_metrics_at_threshold(y_true: Any, scores: Any, threshold: float, sample_weight: Any = None,
-                                ) -> dict[str, float]:
+def binary_metrics_at_threshold(
+    y_true: Any,
+    scores: Any,
+    threshold: float,
+    sample_weight: Any = None,
+) -> dict[str, float]:
     """Counts and rates of the rule ``score >= threshold``.
 
     Returns:
@@ -328,9 +345,16 @@ def binary_metrics_at_threshold(y_true: Any, scores: Any, threshold: float, samp
     fp = float(np.sum(w[called & ~y]))
     fn = float(np.sum(w[~called & y]))
     tn = float(np.sum(w[~called & ~y]))
-    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -520,8 +544,11 @@ def _check_rows(x: Any, n: int, what: str) -> np.ndarray:
     return _check_labels(x, n, what)
 
 
-def mistake_severity(true_leaf_idx: Any, pred_leaf_idx: Any, taxonomy: Taxonomy,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def mistake_severity(
+    true_leaf_idx: Any,
+    pred_leaf_idx: Any,
+    taxonomy: Taxonomy,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample tree distance and LCA height between true and predicted leaves (Bertinetto et al. 2020,
     "Making Better Mistakes").
 
@@ -553,8 +580,11 @@ def mistake_severity(true_leaf_idx: Any, pred_leaf_idx: Any, taxonomy: Taxonomy,
     return depth[t] + depth[p] - 2 * depth[lca], _node_height(taxonomy)[lca]
 
 
-def hierarchical_prf(true_node_idx: Any, pred_node_idx: Any, taxonomy: Taxonomy,
-                     ) -> tuple[float, float, float]:
+def hierarchical_prf(
+    true_node_idx: Any,
+    pred_node_idx: Any,
+    taxonomy: Taxonomy,
+) -> tuple[float, float, float]:
     """Hierarchical precision, recall and F1 (Kiritchenko et al. 2006; the definitions HiClass implements,
     Miranda et al. 2023), micro-averaged over samples.
 
@@ -584,8 +614,11 @@ def hierarchical_prf(true_node_idx: Any, pred_node_idx: Any, taxonomy: Taxonomy,
     common = float(depth[_lca_rows(t, p, taxonomy)].sum())
     precision = _ratio(common, float(depth[p].sum()))
     recall = _ratio(common, float(depth[t].sum()))
-    f1 = _ratio(2 * precision * recall, precision + recall) if not (math.isnan(precision) or
-                                                                   math.isnan(recall)) else math.nan
+    f1 = (
+        _ratio(2 * precision * recall, precision + recall)
+        if not (math.isnan(precision) or math.isnan(recall))
+        else math.nan
+    )
     return precision, recall, f1
 
 
@@ -668,9 +701,14 @@ def _check_replicates(n_replicates: int) -> int:
     return n_replicates
 
 
-def grouped_bootstrap_counts(groups: Any, n_replicates: int, seed: int | np.random.Generator = 0, *,
-                             n_samples: int | None = None, chunk_size: int | None = None,
-                             ) -> Iterator[np.ndarray]:
+def grouped_bootstrap_counts(
+    groups: Any,
+    n_replicates: int,
+    seed: int | np.random.Generator = 0,
+    *,
+    n_samples: int | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[np.ndarray]:
     """Bootstrap resampling of groups (patients, lesions), as per-sample count matrices in chunks.
 
     Each replicate draws ``n_groups`` groups with replacement (a multinomial over groups with equal
@@ -729,8 +767,12 @@ class BootstrapEstimate:
     n_nan: int = 0
 
     def to_dict(self, include_replicates: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"point": self.point, "ci_low": self.low, "ci_high": self.high,
-                               "n_nan_replicates": self.n_nan}
+        out: dict[str, Any] = {
+            "point": self.point,
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "n_nan_replicates": self.n_nan,
+        }
         if include_replicates:
             out["replicates"] = self.replicates.tolist()
         return out
@@ -760,11 +802,19 @@ class BootstrapResult:
         return self.estimates[key]
 
     def to_dict(self, include_replicates: bool = False) -> dict[str, Any]:
-        return {"n_samples": self.n_samples, "n_positive": self.n_positive, "n_negative": self.n_negative,
-                "n_groups": self.n_groups, "n_replicates": self.n_replicates, "seed": self.seed,
-                "ci_level": self.ci_level, "target_sensitivity": self.target_sensitivity,
-                "threshold": self.threshold, "resampling_unit": "group",
-                "metrics": {k: v.to_dict(include_replicates) for k, v in self.estimates.items()}}
+        return {
+            "n_samples": self.n_samples,
+            "n_positive": self.n_positive,
+            "n_negative": self.n_negative,
+            "n_groups": self.n_groups,
+            "n_replicates": self.n_replicates,
+            "seed": self.seed,
+            "ci_level": self.ci_level,
+            "target_sensitivity": self.target_sensitivity,
+            "threshold": self.threshold,
+            "resampling_unit": "group",
+            "metrics": {k: v.to_dict(include_replicates) for k, v in self.estimates.items()},
+        }
 
 
 class _BinaryBootstrapPlan:
@@ -830,9 +880,12 @@ class _BinaryBootstrapPlan:
         ge = np.take(cn, self.ge, axis=1)  # negatives scoring >= each positive
         below2 = 2 * np.einsum("ij,ij->i", wp, ge, dtype=np.int64)
         if self.tied.size:
-            below2 += np.einsum("ij,ij->i", np.take(wp, self.tied, axis=1),
-                                np.take(cn, self.tied_gt, axis=1) - np.take(ge, self.tied, axis=1),
-                                dtype=np.int64)
+            below2 += np.einsum(
+                "ij,ij->i",
+                np.take(wp, self.tied, axis=1),
+                np.take(cn, self.tied_gt, axis=1) - np.take(ge, self.tied, axis=1),
+                dtype=np.int64,
+            )
         ok = (P > 0) & (N > 0)
         Pf, Nf = P.astype(np.float64), N.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -866,10 +919,19 @@ class _BinaryBootstrapPlan:
         return out
 
 
-def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates: int = 1000,
-                     seed: int = 0, target_sensitivity: float = 0.95, threshold: float | None = None,
-                     ci_level: float = 0.95, *, chunk_size: int | None = None,
-                     n_jobs: int | None = None) -> BootstrapResult:
+def bootstrap_binary(
+    y_true: Any,
+    scores: Any,
+    groups: Any = None,
+    n_replicates: int = 1000,
+    seed: int = 0,
+    target_sensitivity: float = 0.95,
+    threshold: float | None = None,
+    ci_level: float = 0.95,
+    *,
+    chunk_size: int | None = None,
+    n_jobs: int | None = None,
+) -> BootstrapResult:
     """Grouped bootstrap of a binary task, vectorised over replicates.
 
     Each replicate resamples GROUPS (patients or lesions; rows when ``groups`` is None) with replacement, as
@@ -915,8 +977,9 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
     group, n_groups = _group_index(groups, n)
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == n:
-        raise MetricError(f"bootstrap needs both classes, found {n_pos} positive and {n - n_pos} negative "
-                          "samples")
+        raise MetricError(
+            f"bootstrap needs both classes, found {n_pos} positive and {n - n_pos} negative samples"
+        )
     points: dict[str, float] = {"auc": roc_auc(y, s)}
     spec, thr_point = specificity_at_sensitivity(y, s, target)
     points["specificity_at_sensitivity"] = spec
@@ -939,8 +1002,11 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
     starts = range(0, n_replicates, chunk)  # a loop over chunks of replicates
     if jobs == 1 or len(starts) == 1:
         for start in starts:
-            collect(plan.evaluate(_draw_counts(rng, n_groups, min(chunk, n_replicates - start)), target,
-                                  threshold))
+            collect(
+                plan.evaluate(
+                    _draw_counts(rng, n_groups, min(chunk, n_replicates - start)), target, threshold
+                )
+            )
     else:
         # the main thread draws chunk after chunk (one random stream, in order) while workers evaluate;
         # at most jobs + 1 chunks are in flight, so memory stays bounded
@@ -957,13 +1023,23 @@ def bootstrap_binary(y_true: Any, scores: Any, groups: Any = None, n_replicates:
     for key, point in points.items():
         reps = np.concatenate(parts[key])
         low, high = percentile_ci(reps, ci_level)
-        estimates[key] = BootstrapEstimate(point=point, low=low, high=high, replicates=reps,
-                                           n_nan=int(np.isnan(reps).sum()))
+        estimates[key] = BootstrapEstimate(
+            point=point, low=low, high=high, replicates=reps, n_nan=int(np.isnan(reps).sum())
+        )
     n_nan = estimates["auc"].n_nan
     if n_nan:
-        logger.warning("%d of %d bootstrap replicates miss a class (AUC undefined there)",
-                       n_nan, n_replicates)
-    return BootstrapResult(estimates=estimates, n_samples=n, n_positive=n_pos, n_negative=n - n_pos,
-                           n_groups=n_groups, n_replicates=n_replicates, seed=seed,
-                           ci_level=float(ci_level), target_sensitivity=target,
-                           threshold=None if threshold is None else float(threshold))
+        logger.warning(
+            "%d of %d bootstrap replicates miss a class (AUC undefined there)", n_nan, n_replicates
+        )
+    return BootstrapResult(
+        estimates=estimates,
+        n_samples=n,
+        n_positive=n_pos,
+        n_negative=n - n_pos,
+        n_groups=n_groups,
+        n_replicates=n_replicates,
+        seed=seed,
+        ci_level=float(ci_level),
+        target_sensitivity=target,
+        threshold=None if threshold is None else float(threshold),
+    )

@@ -72,11 +72,16 @@ def _rows_by_depth(tax: Taxonomy) -> list[np.ndarray]:
     depth = tax.index.depth
     order = np.argsort(depth, kind="stable")
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
-    return [order[bounds[d]:bounds[d + 1]] for d in range(len(bounds) - 1)]
+    return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
 
 
-def above_cut_error(taxonomy: Taxonomy, classes: Iterable[str], label: str, node: str,
-                    hint: str = "relabel those images at a finer node") -> HierclfError:
+def above_cut_error(
+    taxonomy: Taxonomy,
+    classes: Iterable[str],
+    label: str,
+    node: str,
+    hint: str = "relabel those images at a finer node",
+) -> HierclfError:
     """The error for a dataset label whose node lies above the training classes, naming the classes it
     spans (shared by :class:`Partition` and :class:`~hierclf.head.LeafHead`)."""
     spanned = []
@@ -87,8 +92,10 @@ def above_cut_error(taxonomy: Taxonomy, classes: Iterable[str], label: str, node
     shown = ", ".join(map(repr, spanned[:10]))
     if len(spanned) > 10:
         shown += f" and {len(spanned) - 10} more"
-    return HierclfError(f"label {label!r} (node {node!r}) lies above the training classes: it spans "
-                        f"{len(spanned)} classes ({shown}); {hint}")
+    return HierclfError(
+        f"label {label!r} (node {node!r}) lies above the training classes: it spans "
+        f"{len(spanned)} classes ({shown}); {hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,11 @@ class Partition:
     @property
     def oversized(self) -> tuple[str, ...]:
         """Classes at or over the size limit: leaves (which cannot be split) and residual classes."""
-        return tuple(c for c, n in zip(self.classes, self.counts, strict=True)
-                     if not _small(n, self.max_class_size, self.inclusive))
+        return tuple(
+            c
+            for c, n in zip(self.classes, self.counts, strict=True)
+            if not _small(n, self.max_class_size, self.inclusive)
+        )
 
     def class_of(self, label: str) -> str:
         """The training class of a dataset label (a node id, alias or display name).
@@ -174,10 +184,17 @@ class Partition:
 
     def _above_cut_error(self, label: str, node: str) -> HierclfError:
         if node in self.dropped:
-            return HierclfError(f"label {label!r} (node {node!r}) lies above the training classes; its "
-                                f"{self.dropped[node]} images were dropped (internal_labels='drop')")
-        return above_cut_error(self.taxonomy, self.classes, label, node,
-                               "relabel those images at a finer node, or choose a larger max_class_size")
+            return HierclfError(
+                f"label {label!r} (node {node!r}) lies above the training classes; its "
+                f"{self.dropped[node]} images were dropped (internal_labels='drop')"
+            )
+        return above_cut_error(
+            self.taxonomy,
+            self.classes,
+            label,
+            node,
+            "relabel those images at a finer node, or choose a larger max_class_size",
+        )
 
     @property
     def _positions(self) -> dict[str, int]:
@@ -205,16 +222,26 @@ def _node_counts(tax: Taxonomy, counts: Mapping[str, int]) -> np.ndarray:
             try:
                 row = pos[tax.resolve(key)]
             except UnknownNameError as exc:
-                raise UnknownNameError("node", key, tax.names(),
-                                       f"in the counts (taxonomy {tax.name!r})") from exc
+                raise UnknownNameError(
+                    "node", key, tax.names(), f"in the counts (taxonomy {tax.name!r})"
+                ) from exc
         rows[i] = row
     values = np.asarray(list(counts.values()))
-    ok = values.ndim == 1 and (values.dtype.kind in "iu" or (
-        values.dtype.kind == "f" and bool(np.isfinite(values).all() and (values == np.round(values)).all())))
+    ok = values.ndim == 1 and (
+        values.dtype.kind in "iu"
+        or (
+            values.dtype.kind == "f"
+            and bool(np.isfinite(values).all() and (values == np.round(values)).all())
+        )
+    )
     if not ok or (values < 0).any():
         for key, value in counts.items():  # find the culprit for the message
-            good = isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool) \
-                and float(value).is_integer() and value >= 0
+            good = (
+                isinstance(value, (int, np.integer, float, np.floating))
+                and not isinstance(value, bool)
+                and float(value).is_integer()
+                and value >= 0
+            )
             if not good:
                 raise HierclfError(f"count of {key!r} must be a non-negative integer, got {value!r}")
         raise HierclfError("counts must be non-negative integers")  # pragma: no cover
@@ -223,8 +250,14 @@ def _node_counts(tax: Taxonomy, counts: Mapping[str, int]) -> np.ndarray:
     return own
 
 
-def partition(taxonomy: Taxonomy, counts: Mapping[str, int], max_class_size: int = 1000, *,
-              inclusive: bool = False, internal_labels: InternalLabels = "residual") -> Partition:
+def partition(
+    taxonomy: Taxonomy,
+    counts: Mapping[str, int],
+    max_class_size: int = 1000,
+    *,
+    inclusive: bool = False,
+    internal_labels: InternalLabels = "residual",
+) -> Partition:
     """Esteva et al.'s training-class partition of ``taxonomy`` given image counts.
 
     A node whose subtree holds fewer than ``max_class_size`` images (images labelled at the node or anywhere
@@ -261,12 +294,16 @@ def partition(taxonomy: Taxonomy, counts: Mapping[str, int], max_class_size: int
         >>> part.class_of("vasc"), part.class_index(["akiec", "nv", "malignant_melanocytic"]).tolist()
         ('benign_dermal', [4, 0, 3])
     """
-    if isinstance(max_class_size, bool) or not isinstance(max_class_size, (int, np.integer)) \
-            or max_class_size < 1:
+    if (
+        isinstance(max_class_size, bool)
+        or not isinstance(max_class_size, (int, np.integer))
+        or max_class_size < 1
+    ):
         raise HierclfError(f"max_class_size must be an integer >= 1, got {max_class_size!r}")
     if internal_labels not in _INTERNAL_MODES:
-        raise UnknownNameError("internal_labels mode", internal_labels, _INTERNAL_MODES,
-                               f"(known: {', '.join(_INTERNAL_MODES)})")
+        raise UnknownNameError(
+            "internal_labels mode", internal_labels, _INTERNAL_MODES, f"(known: {', '.join(_INTERNAL_MODES)})"
+        )
     limit = int(max_class_size)
     idx = taxonomy.index
     parent = idx.parent
@@ -295,7 +332,8 @@ def partition(taxonomy: Taxonomy, counts: Mapping[str, int], max_class_size: int
             f"{own[row]} images are labelled at internal node {idx.nodes[row]!r}, which holds {total[row]} "
             f"images in all ({'>' if inclusive else '>='} max_class_size {limit}) and is split into its "
             f"children{more}; pass internal_labels='residual' to give them a class of their own or 'drop' "
-            "to leave them out")
+            "to leave them out"
+        )
     has_residual = np.zeros(n, dtype=bool)
     dropped: dict[str, int] = {}
     if internal_labels == "residual":
@@ -318,14 +356,25 @@ def partition(taxonomy: Taxonomy, counts: Mapping[str, int], max_class_size: int
         class_of_row[rows[inherit]] = class_of_row[parent[rows[inherit]]]
     label_map = {nodes[r]: classes[k] for r, k in enumerate(class_of_row.tolist()) if k >= 0}
 
-    part = Partition(taxonomy=taxonomy, classes=classes, counts=tuple(class_counts.tolist()),
-                     label_map=label_map, max_class_size=limit, inclusive=bool(inclusive),
-                     internal_labels=internal_labels, dropped=dropped)
+    part = Partition(
+        taxonomy=taxonomy,
+        classes=classes,
+        counts=tuple(class_counts.tolist()),
+        label_map=label_map,
+        max_class_size=limit,
+        inclusive=bool(inclusive),
+        internal_labels=internal_labels,
+        dropped=dropped,
+    )
     empty = [classes[k] for k in np.flatnonzero(class_counts == 0).tolist()]
     if empty:
         logger.warning("%d training classes have no images: %s", len(empty), ", ".join(empty[:10]))
     over = np.flatnonzero(~(class_counts <= limit if inclusive else class_counts < limit)).tolist()
     if over:
-        logger.info("%d training classes reach max_class_size %d (leaves and residual classes cannot be "
-                    "split): %s", len(over), limit, ", ".join(classes[k] for k in over[:10]))
+        logger.info(
+            "%d training classes reach max_class_size %d (leaves and residual classes cannot be split): %s",
+            len(over),
+            limit,
+            ", ".join(classes[k] for k in over[:10]),
+        )
     return part

@@ -73,8 +73,13 @@ class PredictionsError(FileFormatError):
         super().__init__(problems, what="predictions")
 
 
-def _error(message: str, file: str | None = None, line: int | None = None, column: int | None = None,
-           code: str = "predictions") -> PredictionsError:
+def _error(
+    message: str,
+    file: str | None = None,
+    line: int | None = None,
+    column: int | None = None,
+    code: str = "predictions",
+) -> PredictionsError:
     return PredictionsError([Problem(message, file, line, column, code=code)])
 
 
@@ -105,8 +110,9 @@ class Predictions:
         if not np.issubdtype(self.probs.dtype, np.floating):
             raise _error(f"probs must be floating point, got dtype {self.probs.dtype}")
         if self.probs.shape[1] != len(self.columns):
-            raise _error(f"probs has {self.probs.shape[1]} columns but {len(self.columns)} column names "
-                         "were given")
+            raise _error(
+                f"probs has {self.probs.shape[1]} columns but {len(self.columns)} column names were given"
+            )
         if len(set(self.columns)) != len(self.columns):
             dup = sorted({c for c in self.columns if self.columns.count(c) > 1})
             raise _error(f"column names repeat: {', '.join(map(repr, dup))}")
@@ -127,14 +133,27 @@ class Predictions:
 
     def select(self, rows: np.ndarray | slice) -> Predictions:
         """The predictions of some rows (an index array, boolean mask or slice)."""
+
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[rows]
-        return Predictions(self.probs[rows], self.columns, pick(self.ids), pick(self.labels),
-                           pick(self.groups), _checked_ids=True)
+
+        return Predictions(
+            self.probs[rows],
+            self.columns,
+            pick(self.ids),
+            pick(self.labels),
+            pick(self.groups),
+            _checked_ids=True,
+        )
 
 
-def _check_unique_ids(ids: np.ndarray, file: str | None, offset: int, seen: set[str] | None = None,
-                      lines: np.ndarray | None = None) -> None:
+def _check_unique_ids(
+    ids: np.ndarray,
+    file: str | None,
+    offset: int,
+    seen: set[str] | None = None,
+    lines: np.ndarray | None = None,
+) -> None:
     """Raise naming the first repeated id; ``seen`` carries ids across chunks."""
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     dup = uniq[counts > 1]
@@ -148,14 +167,27 @@ def _check_unique_ids(ids: np.ndarray, file: str | None, offset: int, seen: set[
         where = "" if lines is not None else f" at row {int(rows[-1]) + offset}"
         more = f" ({len(dup)} ids repeat in all)" if len(dup) > 1 else ""
         line = None if lines is None else int(lines[rows[-1]])
-        raise PredictionsError([Problem(f"duplicate sample id {name!r}{where}{more}; ids must be unique",
-                                        file, line, code="duplicate-id")])
+        raise PredictionsError(
+            [
+                Problem(
+                    f"duplicate sample id {name!r}{where}{more}; ids must be unique",
+                    file,
+                    line,
+                    code="duplicate-id",
+                )
+            ]
+        )
     if seen is not None:
         seen.update(uniq.tolist())
 
 
-def resolve_columns(taxonomy: Taxonomy, names: Sequence[str], file: str | None = None, *,
-                    positions: Sequence[int] | None = None) -> tuple[str, ...]:
+def resolve_columns(
+    taxonomy: Taxonomy,
+    names: Sequence[str],
+    file: str | None = None,
+    *,
+    positions: Sequence[int] | None = None,
+) -> tuple[str, ...]:
     """Resolve column names (ids, aliases, display names) to node ids that partition the leaves.
 
     ``positions`` are the 1-based file columns of ``names`` (for the message). Raises one
@@ -176,15 +208,17 @@ def resolve_columns(taxonomy: Taxonomy, names: Sequence[str], file: str | None =
             unknown.append(f"{name!r} (column {k}" + (f"; did you mean {hint}?)" if hint else ")"))
             ids.append("")
     if unknown:
-        parts.append(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: not "
-                     f"{'nodes' if len(unknown) > 1 else 'a node'} of taxonomy {taxonomy.name!r}")
+        parts.append(
+            f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: not "
+            f"{'nodes' if len(unknown) > 1 else 'a node'} of taxonomy {taxonomy.name!r}"
+        )
     owner: dict[str, str] = {}
     idx = taxonomy.index
     for name, node in zip(names, ids):
         if not node:
             continue
         i = idx.position[node]
-        for leaf in idx.leaves[idx.leaf_start[i]:idx.leaf_end[i]]:
+        for leaf in idx.leaves[idx.leaf_start[i] : idx.leaf_end[i]]:
             if leaf in owner:
                 parts.append(f"columns {owner[leaf]!r} and {name!r} overlap (both cover leaf {leaf!r})")
                 break
@@ -193,23 +227,33 @@ def resolve_columns(taxonomy: Taxonomy, names: Sequence[str], file: str | None =
     if missing:
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         shown = ", ".join(map(repr, missing[:10])) + more
-        parts.append(f"missing columns for {len(missing)} lea{'ves' if len(missing) > 1 else 'f'}: {shown} "
-                     "(the columns must cover every leaf exactly once)")
+        parts.append(
+            f"missing columns for {len(missing)} lea{'ves' if len(missing) > 1 else 'f'}: {shown} "
+            "(the columns must cover every leaf exactly once)"
+        )
     if parts:
         line = 1 if file and file.lower().endswith(".csv") else None
         raise PredictionsError([Problem("; ".join(parts), file, line, code="columns")])
     return tuple(ids)
 
 
-def check_probabilities(probs: np.ndarray, *, file: str | None = None, offset: int = 0,
-                        lines: np.ndarray | None = None, ids: np.ndarray | None = None,
-                        tol: float | None = 1e-3, negative: bool = True,
-                        columns: Sequence[str] | None = None) -> None:
+def check_probabilities(
+    probs: np.ndarray,
+    *,
+    file: str | None = None,
+    offset: int = 0,
+    lines: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+    tol: float | None = 1e-3,
+    negative: bool = True,
+    columns: Sequence[str] | None = None,
+) -> None:
     """Raise :class:`PredictionsError` on NaN/inf, negative values, or rows not summing to 1 within ``tol``.
 
     ``tol=None`` skips the row-sum check, ``negative=False`` the sign check (for logits). ``offset`` is the
     row number of ``probs[0]`` in its file and ``lines`` the file line of each row, for the message.
     """
+
     def col(c: int) -> str:
         return repr(columns[c]) if columns is not None else str(c + 1)
 
@@ -222,8 +266,12 @@ def check_probabilities(probs: np.ndarray, *, file: str | None = None, offset: i
     bad = ~np.isfinite(probs)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise problem(int(r), f"value {probs[r, c]} in column {col(int(c))} is not a finite number "
-                      f"({int(bad.sum())} such values in this block)", "not-finite")
+        raise problem(
+            int(r),
+            f"value {probs[r, c]} in column {col(int(c))} is not a finite number "
+            f"({int(bad.sum())} such values in this block)",
+            "not-finite",
+        )
     if negative:
         neg = probs < 0
         if neg.any():
@@ -234,9 +282,12 @@ def check_probabilities(probs: np.ndarray, *, file: str | None = None, offset: i
         off = np.abs(sums - 1.0) > tol
         if off.any():
             r = int(np.flatnonzero(off)[0])
-            raise problem(r, f"probabilities sum to {sums[r]:.6g}, expected 1 within {tol:g} "
-                          f"({int(off.sum())} such rows in this block; renormalise them or pass logits)",
-                          "row-sum")
+            raise problem(
+                r,
+                f"probabilities sum to {sums[r]:.6g}, expected 1 within {tol:g} "
+                f"({int(off.sum())} such rows in this block; renormalise them or pass logits)",
+                "row-sum",
+            )
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -253,8 +304,14 @@ class PredictionReader:
         n_rows: number of rows when known before reading (``.npz``), else ``None``.
     """
 
-    def __init__(self, path: str | Path, taxonomy: Taxonomy | None = None, *, check_probs: bool = True,
-                 tol: float | None = 1e-3) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        taxonomy: Taxonomy | None = None,
+        *,
+        check_probs: bool = True,
+        tol: float | None = 1e-3,
+    ) -> None:
         self.path = Path(path)
         self.file = str(path)
         self.taxonomy = taxonomy
@@ -270,11 +327,17 @@ class PredictionReader:
         elif suffix == ".csv":
             self._open_csv()
         else:
-            raise _error(f"unsupported prediction file type {self.path.suffix!r}; expected .npz or .csv",
-                         self.file, code="file-type")
+            raise _error(
+                f"unsupported prediction file type {self.path.suffix!r}; expected .npz or .csv",
+                self.file,
+                code="file-type",
+            )
         positions = [k + 1 for k in self._num_cols] if suffix == ".csv" else None
-        self.columns = (resolve_columns(taxonomy, self.raw_columns, self.file, positions=positions)
-                        if taxonomy is not None else tuple(self.raw_columns))
+        self.columns = (
+            resolve_columns(taxonomy, self.raw_columns, self.file, positions=positions)
+            if taxonomy is not None
+            else tuple(self.raw_columns)
+        )
 
     def __enter__(self) -> PredictionReader:
         return self
@@ -297,8 +360,9 @@ class PredictionReader:
         members = {Path(n).stem: n for n in zf.namelist() if n.endswith(".npy")}
         if "probs" not in members:
             found = ", ".join(sorted(members)) or "none"
-            raise _error(f"archive has no 'probs' array (arrays found: {found})",
-                         self.file, code="missing-array")
+            raise _error(
+                f"archive has no 'probs' array (arrays found: {found})", self.file, code="missing-array"
+            )
         extra = sorted(set(members) - {"probs", "leaves", "ids", "labels", "groups"})
         if extra:
             logger.warning("%s: ignoring unknown arrays %s", self.file, ", ".join(extra))
@@ -309,8 +373,12 @@ class PredictionReader:
                     try:
                         arr = np.lib.format.read_array(fh, allow_pickle=False)
                     except ValueError as exc:
-                        raise _error(f"array {key!r} cannot be read without pickles ({exc}); store strings "
-                                     "as a unicode array", self.file, code="bad-array") from None
+                        raise _error(
+                            f"array {key!r} cannot be read without pickles ({exc}); store strings "
+                            "as a unicode array",
+                            self.file,
+                            code="bad-array",
+                        ) from None
                 small[key] = arr
         fh = zf.open(members["probs"])
         self._stack.append(fh)
@@ -320,8 +388,9 @@ class PredictionReader:
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         if len(shape) != 2:
-            raise _error(f"'probs' must be 2-D (n, n_columns), got shape {shape}", self.file,
-                         code="bad-array")
+            raise _error(
+                f"'probs' must be 2-D (n, n_columns), got shape {shape}", self.file, code="bad-array"
+            )
         if not np.issubdtype(dtype, np.floating):
             raise _error(f"'probs' must be floating point, got dtype {dtype}", self.file, code="bad-array")
         self._npz_fh: Any = fh
@@ -333,18 +402,27 @@ class PredictionReader:
         elif self.taxonomy is not None and shape[1] == len(self.taxonomy.leaves):
             names = list(self.taxonomy.leaves)
         else:
-            raise _error("archive has no 'leaves' array naming the probability columns", self.file,
-                         code="missing-array")
+            raise _error(
+                "archive has no 'leaves' array naming the probability columns",
+                self.file,
+                code="missing-array",
+            )
         if len(names) != shape[1]:
-            raise _error(f"'leaves' names {len(names)} columns but 'probs' has {shape[1]}", self.file,
-                         code="bad-array")
+            raise _error(
+                f"'leaves' names {len(names)} columns but 'probs' has {shape[1]}", self.file, code="bad-array"
+            )
         self.raw_columns = tuple(names)
         for key in ("ids", "labels", "groups"):
             if key in small and np.asarray(small[key]).shape != (shape[0],):
-                raise _error(f"{key!r} has shape {np.asarray(small[key]).shape}, expected ({shape[0]},) to "
-                             "match 'probs'", self.file, code="bad-array")
-        self._npz_small: dict[str, np.ndarray] = {k: np.asarray(v).astype(str) for k, v in small.items()
-                                                  if k != "leaves"}
+                raise _error(
+                    f"{key!r} has shape {np.asarray(small[key]).shape}, expected ({shape[0]},) to "
+                    "match 'probs'",
+                    self.file,
+                    code="bad-array",
+                )
+        self._npz_small: dict[str, np.ndarray] = {
+            k: np.asarray(v).astype(str) for k, v in small.items() if k != "leaves"
+        }
         self.has_ids, self.has_labels = "ids" in small, "labels" in small
         self.has_groups = "groups" in small
 
@@ -364,10 +442,13 @@ class PredictionReader:
                 got = self._npz_fh.readinto(view[filled:])
                 if not got:
                     rows = start + filled // max(row_bytes, 1)
-                    raise _error(f"'probs' is truncated: expected {n} rows, the data ends after row {rows}",
-                                 self.file, code="truncated")
+                    raise _error(
+                        f"'probs' is truncated: expected {n} rows, the data ends after row {rows}",
+                        self.file,
+                        code="truncated",
+                    )
                 filled += got
-            yield block, {key: v[start:start + k] for key, v in self._npz_small.items()}, None
+            yield block, {key: v[start : start + k] for key, v in self._npz_small.items()}, None
         if n == 0:
             yield np.zeros((0, m), self._npz_dtype), dict(self._npz_small), None
 
@@ -395,8 +476,13 @@ class PredictionReader:
             raise _error("header has no probability columns", self.file, 1, code="no-columns")
         empty = [k + 1 for k in self._num_cols if not header[k]]
         if empty:
-            raise _error(f"column {empty[0]} has an empty name in the header", self.file, 1, empty[0],
-                         code="bad-header")
+            raise _error(
+                f"column {empty[0]} has an empty name in the header",
+                self.file,
+                1,
+                empty[0],
+                code="bad-header",
+            )
         names = [header[k] for k in self._num_cols]
         if len(set(lowered)) != len(lowered):
             dup = sorted({h for h in header if lowered.count(h.casefold()) > 1})
@@ -404,8 +490,13 @@ class PredictionReader:
         if self._id_col is None and lowered and lowered[0] not in ID_COLUMNS:
             hint = did_you_mean(header[0], ID_COLUMNS)
             if hint:
-                raise _error(f"first column {header[0]!r} is not an id column; did you mean {hint[0]!r}?",
-                             self.file, 1, 1, code="bad-header")
+                raise _error(
+                    f"first column {header[0]!r} is not an id column; did you mean {hint[0]!r}?",
+                    self.file,
+                    1,
+                    1,
+                    code="bad-header",
+                )
         self.raw_columns = tuple(names)
         self.has_ids = self._id_col is not None
         self.has_labels = self._label_col is not None
@@ -422,8 +513,12 @@ class PredictionReader:
                     if not row:  # blank line
                         continue
                     if len(row) != self._width:
-                        raise _error(f"row has {len(row)} fields, the header has {self._width}", self.file,
-                                     reader.line_num, code="csv")
+                        raise _error(
+                            f"row has {len(row)} fields, the header has {self._width}",
+                            self.file,
+                            reader.line_num,
+                            code="csv",
+                        )
                     rows.append(row)
                     lines.append(reader.line_num)
                     if len(rows) == chunk:
@@ -457,8 +552,13 @@ class PredictionReader:
                 except ValueError:
                     col = self._num_cols[c]
                     value, name = str(cells[r, c]), self.raw_columns[c]
-                    raise _error(f"value {value!r} in column {name!r} is not a number",
-                                 self.file, int(lines[r]), col + 1, code="not-a-number") from None
+                    raise _error(
+                        f"value {value!r} in column {name!r} is not a number",
+                        self.file,
+                        int(lines[r]),
+                        col + 1,
+                        code="not-a-number",
+                    ) from None
         return out  # pragma: no cover - astype failed, so some cell raises above
 
     # both --------------------------------------------------------------------------------------------
@@ -476,9 +576,16 @@ class PredictionReader:
         label_cache: dict[str, str] = {}
         for block, extra, lines in blocks:
             ids = extra.get("ids")
-            check_probabilities(block, file=self.file, offset=offset, lines=lines, ids=ids,
-                                tol=self.tol if self.check_probs else None, negative=self.check_probs,
-                                columns=self.raw_columns)
+            check_probabilities(
+                block,
+                file=self.file,
+                offset=offset,
+                lines=lines,
+                ids=ids,
+                tol=self.tol if self.check_probs else None,
+                negative=self.check_probs,
+                columns=self.raw_columns,
+            )
             if ids is not None:
                 _check_unique_ids(ids, self.file, offset, seen, lines)
             labels = extra.get("labels")
@@ -487,8 +594,9 @@ class PredictionReader:
             yield Predictions(block, self.columns, ids, labels, extra.get("groups"), _checked_ids=True)
             offset += block.shape[0]
 
-    def _resolve_labels(self, labels: np.ndarray, lines: np.ndarray | None, offset: int,
-                        cache: dict[str, str]) -> np.ndarray:
+    def _resolve_labels(
+        self, labels: np.ndarray, lines: np.ndarray | None, offset: int, cache: dict[str, str]
+    ) -> np.ndarray:
         from hierclf.errors import UnknownNameError
 
         assert self.taxonomy is not None
@@ -502,14 +610,16 @@ class PredictionReader:
                     r = int(np.flatnonzero(labels == name)[0])
                     line = None if lines is None else int(lines[r])
                     where = "" if line is not None else f"row {r + offset}: "
-                    raise PredictionsError([Problem(f"{where}label: {exc}", self.file, line,
-                                                    code="unknown-label")]) from None
+                    raise PredictionsError(
+                        [Problem(f"{where}label: {exc}", self.file, line, code="unknown-label")]
+                    ) from None
             out.append(cache[name])
         return np.asarray(out, dtype=str)[inverse.reshape(-1)] if out else labels
 
 
-def open_predictions(path: str | Path, taxonomy: Taxonomy | None = None, *, check_probs: bool = True,
-                     tol: float | None = 1e-3) -> PredictionReader:
+def open_predictions(
+    path: str | Path, taxonomy: Taxonomy | None = None, *, check_probs: bool = True, tol: float | None = 1e-3
+) -> PredictionReader:
     """Open a prediction file for reading in row blocks; use as a context manager.
 
     Example:
@@ -523,8 +633,9 @@ def open_predictions(path: str | Path, taxonomy: Taxonomy | None = None, *, chec
     return PredictionReader(path, taxonomy, check_probs=check_probs, tol=tol)
 
 
-def read_predictions(path: str | Path, taxonomy: Taxonomy | None = None, *, check_probs: bool = True,
-                     tol: float | None = 1e-3) -> Predictions:
+def read_predictions(
+    path: str | Path, taxonomy: Taxonomy | None = None, *, check_probs: bool = True, tol: float | None = 1e-3
+) -> Predictions:
     """Read a whole ``.npz`` or ``.csv`` prediction file.
 
     Args:
@@ -540,10 +651,14 @@ def read_predictions(path: str | Path, taxonomy: Taxonomy | None = None, *, chec
     with open_predictions(path, taxonomy, check_probs=check_probs, tol=tol) as reader:
         blocks = list(reader.chunks(DEFAULT_CHUNK if reader.n_rows is None else max(reader.n_rows, 1)))
         if not blocks:
-            return Predictions(np.zeros((0, len(reader.columns))), reader.columns,
-                               np.zeros(0, str) if reader.has_ids else None,
-                               np.zeros(0, str) if reader.has_labels else None,
-                               np.zeros(0, str) if reader.has_groups else None, _checked_ids=True)
+            return Predictions(
+                np.zeros((0, len(reader.columns))),
+                reader.columns,
+                np.zeros(0, str) if reader.has_ids else None,
+                np.zeros(0, str) if reader.has_labels else None,
+                np.zeros(0, str) if reader.has_groups else None,
+                _checked_ids=True,
+            )
         if len(blocks) == 1:
             b = blocks[0]
             probs = b.probs if b.probs.flags.writeable else b.probs.copy()
@@ -552,8 +667,15 @@ def read_predictions(path: str | Path, taxonomy: Taxonomy | None = None, *, chec
         def cat(name: str) -> np.ndarray | None:
             parts = [getattr(b, name) for b in blocks]
             return None if parts[0] is None else np.concatenate(parts)
-        return Predictions(np.concatenate([b.probs for b in blocks]), reader.columns, cat("ids"),
-                           cat("labels"), cat("groups"), _checked_ids=True)
+
+        return Predictions(
+            np.concatenate([b.probs for b in blocks]),
+            reader.columns,
+            cat("ids"),
+            cat("labels"),
+            cat("groups"),
+            _checked_ids=True,
+        )
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -568,8 +690,10 @@ def write_predictions(path: str | Path, preds: Predictions, *, chunk_size: int =
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        arrays: dict[str, np.ndarray] = {"probs": np.ascontiguousarray(preds.probs),
-                                         "leaves": np.asarray(preds.columns, dtype=str)}
+        arrays: dict[str, np.ndarray] = {
+            "probs": np.ascontiguousarray(preds.probs),
+            "leaves": np.asarray(preds.columns, dtype=str),
+        }
         for key in ("ids", "labels", "groups"):
             value = getattr(preds, key)
             if value is not None:
@@ -589,16 +713,23 @@ def write_predictions(path: str | Path, preds: Predictions, *, chunk_size: int =
             writer.writerow(header)
             for start in range(0, len(preds), chunk_size):
                 stop = min(start + chunk_size, len(preds))
-                write_csv_rows(writer, np.char.mod(fmt, preds.probs[start:stop]),
-                               None if preds.ids is None else preds.ids[start:stop],
-                               [x[start:stop] for x in (preds.labels, preds.groups) if x is not None])
+                write_csv_rows(
+                    writer,
+                    np.char.mod(fmt, preds.probs[start:stop]),
+                    None if preds.ids is None else preds.ids[start:stop],
+                    [x[start:stop] for x in (preds.labels, preds.groups) if x is not None],
+                )
     else:
-        raise _error(f"unsupported prediction file type {path.suffix!r}; expected .npz or .csv", str(path),
-                     code="file-type")
+        raise _error(
+            f"unsupported prediction file type {path.suffix!r}; expected .npz or .csv",
+            str(path),
+            code="file-type",
+        )
 
 
-def write_csv_rows(writer: Any, cells: np.ndarray, ids: np.ndarray | None,
-                   trailing: Sequence[np.ndarray] = ()) -> None:
+def write_csv_rows(
+    writer: Any, cells: np.ndarray, ids: np.ndarray | None, trailing: Sequence[np.ndarray] = ()
+) -> None:
     """Write a block of formatted cells ``(n, k)`` str, with an id column first and extra columns last."""
     parts = ([ids.reshape(-1, 1)] if ids is not None else []) + [cells] + [t.reshape(-1, 1) for t in trailing]
     table = np.concatenate(parts, axis=1) if len(parts) > 1 else cells

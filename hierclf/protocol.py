@@ -48,8 +48,14 @@ __all__ = [
 NAME_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 
 #: Metrics a binary task can pre-register (all measured on test; thresholds chosen on validation).
-BINARY_METRICS = ("specificity_at_target_sensitivity", "sensitivity_at_target_sensitivity", "auc",
-                  "partial_auc", "ppv", "npv")
+BINARY_METRICS = (
+    "specificity_at_target_sensitivity",
+    "sensitivity_at_target_sensitivity",
+    "auc",
+    "partial_auc",
+    "ppv",
+    "npv",
+)
 #: Metrics a partition (cut) can pre-register.
 PARTITION_METRICS = ("balanced_accuracy", "macro_auc", "cancer_sensitivity")
 
@@ -81,22 +87,31 @@ class PrimaryMetric(_Model):
     """The pre-registered headline number: one metric on one task (or one partition)."""
 
     metric: Literal[BINARY_METRICS + PARTITION_METRICS] = Field(  # type: ignore[valid-type]
-        description="For a task: " + ", ".join(BINARY_METRICS) + "; for a partition: "
-        + ", ".join(PARTITION_METRICS) + ".")
+        description="For a task: "
+        + ", ".join(BINARY_METRICS)
+        + "; for a partition: "
+        + ", ".join(PARTITION_METRICS)
+        + "."
+    )
     task: Name | None = Field(None, description="The task it is measured on (a name from `tasks`).")
-    partition: Name | None = Field(None, description="The partition it is measured on (a name from "
-                                   "`partitions`).")
+    partition: Name | None = Field(
+        None, description="The partition it is measured on (a name from `partitions`)."
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> PrimaryMetric:
         if (self.task is None) == (self.partition is None):
             raise ValueError("give exactly one of 'task' or 'partition'")
         if self.task is not None and self.metric not in BINARY_METRICS:
-            raise ValueError(f"metric {self.metric!r} is a partition metric; a task takes one of "
-                             + ", ".join(BINARY_METRICS))
+            raise ValueError(
+                f"metric {self.metric!r} is a partition metric; a task takes one of "
+                + ", ".join(BINARY_METRICS)
+            )
         if self.partition is not None and self.metric not in PARTITION_METRICS:
-            raise ValueError(f"metric {self.metric!r} is a task metric; a partition takes one of "
-                             + ", ".join(PARTITION_METRICS))
+            raise ValueError(
+                f"metric {self.metric!r} is a task metric; a partition takes one of "
+                + ", ".join(PARTITION_METRICS)
+            )
         return self
 
     @property
@@ -135,29 +150,45 @@ class Protocol(_Model):
 
     name: Name = Field(description="snake_case name of the protocol.")
     description: StrictStr = Field("", description="Free text.")
-    error_profile: StrictStr = Field("", description="The clinical error profile in words (which error is "
-                                     "worse, and by how much).")
-    target_sensitivity: Unit = Field(description="Sensitivity the operating point must reach, 0 < x < 1, "
-                                     "e.g. 0.95. Thresholds are chosen on validation to reach it.")
+    error_profile: StrictStr = Field(
+        "", description="The clinical error profile in words (which error is worse, and by how much)."
+    )
+    target_sensitivity: Unit = Field(
+        description="Sensitivity the operating point must reach, 0 < x < 1, "
+        "e.g. 0.95. Thresholds are chosen on validation to reach it."
+    )
     primary_metric: PrimaryMetric
     min_seeds: StrictInt = Field(5, ge=1, description="Fewer seeds than this is a loud warning (default 5).")
-    bootstrap: BootstrapSpec = Field(BootstrapSpec(replicates=1000, ci_level=0.95, seed=0),
-                                     description="Confidence intervals (defaults apply).")
-    group_column: StrictStr | None = Field(description="Column of patients or lesions that the bootstrap "
-                                           "resamples (e.g. `lesion_id`); `null` = rows, with a warning.")
+    bootstrap: BootstrapSpec = Field(
+        BootstrapSpec(replicates=1000, ci_level=0.95, seed=0),
+        description="Confidence intervals (defaults apply).",
+    )
+    group_column: StrictStr | None = Field(
+        description="Column of patients or lesions that the bootstrap "
+        "resamples (e.g. `lesion_id`); `null` = rows, with a warning."
+    )
     min_group_size: StrictInt = Field(30, ge=1, description="Subgroups smaller than this are flagged.")
     calibration_bins: StrictInt = Field(15, ge=2, description="Equal-width bins of calibration metrics.")
     calibration_nodes: list[NodeName] = Field(
         default_factory=list,
-        description="Nodes whose rolled-up probability gets an ECE and a reliability diagram.")
+        description="Nodes whose rolled-up probability gets an ECE and a reliability diagram.",
+    )
     tasks: list[TaskSpec] = Field(min_length=1)
     partitions: list[PartitionSpec] = Field(default_factory=list)
-    subgroups: list[StrictStr] = Field(default_factory=list, description="Metadata columns to break metrics "
-                                       "down by (e.g. sex, localization, fitzpatrick).")
-    allow_test_thresholds: bool = Field(False, description="Allow thresholds chosen on test when no "
-                                        "validation predictions are given (optimistic; labelled so).")
-    training: dict[str, Any] | None = Field(None, description="Free mapping for `hierclf study` (passed to "
-                                            "the training configuration); not interpreted by evaluation.")
+    subgroups: list[StrictStr] = Field(
+        default_factory=list,
+        description="Metadata columns to break metrics down by (e.g. sex, localization, fitzpatrick).",
+    )
+    allow_test_thresholds: bool = Field(
+        False,
+        description="Allow thresholds chosen on test when no "
+        "validation predictions are given (optimistic; labelled so).",
+    )
+    training: dict[str, Any] | None = Field(
+        None,
+        description="Free mapping for `hierclf study` (passed to "
+        "the training configuration); not interpreted by evaluation.",
+    )
 
     def task(self, name: str) -> TaskSpec:
         """The task called ``name`` (UnknownNameError with suggestions otherwise)."""
@@ -168,6 +199,7 @@ class Protocol(_Model):
 
 
 # --- loading -------------------------------------------------------------------------------------------
+
 
 def load_protocol(path: str | Path, taxonomy: Taxonomy) -> Protocol:
     """Read, validate and resolve a protocol YAML file against ``taxonomy``.
@@ -191,9 +223,16 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
     if doc.problems:
         raise ProtocolError(doc.problems)
     if not isinstance(doc.data, dict):
-        raise ProtocolError([doc.problem((), "expected a mapping with 'name', 'target_sensitivity', "
-                                         "'primary_metric', 'group_column' and 'tasks' at the top",
-                                         code="schema")])
+        raise ProtocolError(
+            [
+                doc.problem(
+                    (),
+                    "expected a mapping with 'name', 'target_sensitivity', "
+                    "'primary_metric', 'group_column' and 'tasks' at the top",
+                    code="schema",
+                )
+            ]
+        )
     try:
         proto = Protocol.model_validate(doc.data)
     except ValidationError as exc:
@@ -206,8 +245,12 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
 
 
 def _fields_at(loc: PathKey) -> tuple[str, ...]:
-    models: dict[str, type[BaseModel]] = {"bootstrap": BootstrapSpec, "primary_metric": PrimaryMetric,
-                                          "tasks": TaskSpec, "partitions": PartitionSpec}
+    models: dict[str, type[BaseModel]] = {
+        "bootstrap": BootstrapSpec,
+        "primary_metric": PrimaryMetric,
+        "tasks": TaskSpec,
+        "partitions": PartitionSpec,
+    }
     model: type[BaseModel] = Protocol
     if loc and isinstance(loc[0], str) and loc[0] in models:
         model = models[loc[0]]
@@ -222,13 +265,17 @@ def _schema_problem(doc: LocatedYAML, err: Any) -> Problem:
         name = str(loc[-1])
         allowed = _fields_at(loc[:-1])
         hint = did_you_mean(name, allowed)
-        msg = f"unknown field {name!r} in {_dotted(loc[:-1]) or 'the protocol'} (expected one of " \
-              f"{', '.join(allowed)})" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        msg = (
+            f"unknown field {name!r} in {_dotted(loc[:-1]) or 'the protocol'} (expected one of "
+            f"{', '.join(allowed)})" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
     elif kind == "missing":
         msg = f"missing required field {dotted!r}"
     elif kind == "string_pattern_mismatch":
-        msg = (f"{dotted}: invalid name {err.get('input')!r}: expected snake_case (lowercase letters, "
-               "digits, single '_')")
+        msg = (
+            f"{dotted}: invalid name {err.get('input')!r}: expected snake_case (lowercase letters, "
+            "digits, single '_')"
+        )
     elif kind == "value_error":
         msg = f"{dotted}: {str(err['msg']).removeprefix('Value error, ')}"
     else:
@@ -243,8 +290,9 @@ def _dotted(path: PathKey) -> str:
     return out
 
 
-def _resolve(taxonomy: Taxonomy, name: str, doc: LocatedYAML, path: PathKey,
-             problems: list[Problem]) -> str | None:
+def _resolve(
+    taxonomy: Taxonomy, name: str, doc: LocatedYAML, path: PathKey, problems: list[Problem]
+) -> str | None:
     try:
         return taxonomy.resolve(name)
     except UnknownNameError as exc:
@@ -256,7 +304,9 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
     """Every problem of a schema-valid protocol against the tree: nodes, disjoint tasks, cuts, names."""
     problems: list[Problem] = []
     named: tuple[tuple[str, Sequence[TaskSpec | PartitionSpec]], ...] = (
-        ("task", proto.tasks), ("partition", proto.partitions))
+        ("task", proto.tasks),
+        ("partition", proto.partitions),
+    )
     for kind, items in named:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
@@ -276,12 +326,16 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
         shared = sides["positive"] & sides["negative"]
         if shared:
             shown = sorted(shared, key=taxonomy.index.position.__getitem__)
-            msg = (f"task {task.name!r}: positive and negative nodes overlap: leaves "
-                   f"{', '.join(map(repr, shown))} lie under both sides")
+            msg = (
+                f"task {task.name!r}: positive and negative nodes overlap: leaves "
+                f"{', '.join(map(repr, shown))} lie under both sides"
+            )
             problems.append(doc.problem(("tasks", i), msg, code="task-overlap"))
     for i, part in enumerate(proto.partitions):
-        ids = [_resolve(taxonomy, n, doc, ("partitions", i, "nodes", j), problems)
-               for j, n in enumerate(part.nodes)]
+        ids = [
+            _resolve(taxonomy, n, doc, ("partitions", i, "nodes", j), problems)
+            for j, n in enumerate(part.nodes)
+        ]
         if any(n is None for n in ids):
             continue
         try:
@@ -296,20 +350,30 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
     known = [t.name for t in proto.tasks] if pm.task is not None else [p.name for p in proto.partitions]
     if pm.target not in known:
         kind = "task" if pm.task is not None else "partition"
-        err = UnknownNameError(kind, pm.target, known, f"in primary_metric (the protocol's {kind}s: "
-                               f"{', '.join(known) or 'none'})")
+        err = UnknownNameError(
+            kind,
+            pm.target,
+            known,
+            f"in primary_metric (the protocol's {kind}s: {', '.join(known) or 'none'})",
+        )
         problems.append(doc.problem(("primary_metric", kind), str(err), code="unknown-task"))
     return problems
 
 
 def _resolved(proto: Protocol, taxonomy: Taxonomy) -> Protocol:
-    tasks = [t.model_copy(update={"positive": _ids(taxonomy, t.positive),
-                                  "negative": _ids(taxonomy, t.negative)}) for t in proto.tasks]
+    tasks = [
+        t.model_copy(update={"positive": _ids(taxonomy, t.positive), "negative": _ids(taxonomy, t.negative)})
+        for t in proto.tasks
+    ]
     parts = [p.model_copy(update={"nodes": list(taxonomy.cut(p.nodes))}) for p in proto.partitions]
-    return proto.model_copy(update={"tasks": tasks, "partitions": parts,
-                                    "calibration_nodes": _ids(taxonomy, proto.calibration_nodes)})
+    return proto.model_copy(
+        update={
+            "tasks": tasks,
+            "partitions": parts,
+            "calibration_nodes": _ids(taxonomy, proto.calibration_nodes),
+        }
+    )
 
 
 def _ids(taxonomy: Taxonomy, names: list[str]) -> list[str]:
     return list(dict.fromkeys(taxonomy.resolve(n) for n in names))
-

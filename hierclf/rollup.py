@@ -34,8 +34,13 @@ class _RollUpBase(nn.Module):
     sum_end: Tensor
     take: Tensor
 
-    def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
-                 columns: "Sequence[str] | None" = None) -> None:
+    def __init__(
+        self,
+        taxonomy: "Taxonomy",
+        nodes: "Sequence[str] | str | None" = None,
+        *,
+        columns: "Sequence[str] | None" = None,
+    ) -> None:
         super().__init__()
         plan = _plan(taxonomy, nodes, columns)
         #: node ids of the output columns, in order
@@ -109,7 +114,7 @@ class RollUp(_RollUpBase):
         x = self._check(probs)
         if self.single:
             acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-            out = x[:, self.first:self.stop].sum(1, keepdim=True, dtype=acc).to(x.dtype)
+            out = x[:, self.first : self.stop].sum(1, keepdim=True, dtype=acc).to(x.dtype)
         elif not torch.jit.is_scripting() and self._eager_inference(x):
             out = self._blocked(x)
         else:
@@ -144,8 +149,13 @@ class LogRollUp(_RollUpBase):
     tree_parent: Tensor
     tree_wanted: Tensor
 
-    def __init__(self, taxonomy: "Taxonomy", nodes: "Sequence[str] | str | None" = None, *,
-                 columns: "Sequence[str] | None" = None) -> None:
+    def __init__(
+        self,
+        taxonomy: "Taxonomy",
+        nodes: "Sequence[str] | str | None" = None,
+        *,
+        columns: "Sequence[str] | None" = None,
+    ) -> None:
         super().__init__(taxonomy, nodes, columns=columns)
         plan = _plan(taxonomy, nodes, columns)
         pair_col, pair_node = _pairs(plan)
@@ -160,7 +170,7 @@ class LogRollUp(_RollUpBase):
         x = self._check(log_probs)
         acc = torch.float32 if x.device.type == "mps" else torch.float64
         if self.single:
-            out = torch.logsumexp(x[:, self.first:self.stop].to(acc), dim=1, keepdim=True)
+            out = torch.logsumexp(x[:, self.first : self.stop].to(acc), dim=1, keepdim=True)
         elif not torch.jit.is_scripting() and self._eager_cpu_kernel(x):
             out = self._cpu_kernel(x)
         else:
@@ -185,5 +195,6 @@ class LogRollUp(_RollUpBase):
     def _cpu_kernel(self, x: Tensor) -> Tensor:
         from hierclf import _rollup_kernel
 
-        return _rollup_kernel.log_range_sums(x, self.tree_column.numpy(), self.tree_parent.numpy(),
-                                             self.tree_wanted.numpy())
+        return _rollup_kernel.log_range_sums(
+            x, self.tree_column.numpy(), self.tree_parent.numpy(), self.tree_wanted.numpy()
+        )

@@ -60,8 +60,9 @@ def _n_folds(fraction: float, what: str) -> int:
     return max(2, int(round(1.0 / fraction)))
 
 
-def _first_fold(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int, what: str
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _first_fold(
+    labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held_out) of the first fold of ``StratifiedGroupKFold(k)`` (``StratifiedKFold`` when
     every sample is its own group: the same folds' contract, without the per-group Python loop)."""
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
@@ -73,10 +74,14 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int
     splitter: Any
     if largest_class < k:
         # StratifiedGroupKFold refuses when no class has k members; stratification is moot there anyway
-        logger.warning("%s split: no class has %d samples, so the split is grouped but not stratified",
-                       what, k)
-        splitter = (KFold(n_splits=k, shuffle=True, random_state=seed) if groups is None
-                    else GroupKFold(n_splits=k, shuffle=True, random_state=seed))
+        logger.warning(
+            "%s split: no class has %d samples, so the split is grouped but not stratified", what, k
+        )
+        splitter = (
+            KFold(n_splits=k, shuffle=True, random_state=seed)
+            if groups is None
+            else GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        )
     elif groups is None:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
@@ -92,9 +97,13 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int
     return rest, held
 
 
-def grouped_split(labels: Sequence[Any] | np.ndarray, groups: Sequence[Any] | np.ndarray | None,
-                  val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
-                  ) -> dict[str, np.ndarray]:
+def grouped_split(
+    labels: Sequence[Any] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray | None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Split samples into train / val / test so that no group spans two splits, stratified by label.
 
     Args:
@@ -123,8 +132,10 @@ def grouped_split(labels: Sequence[Any] | np.ndarray, groups: Sequence[Any] | np
     if g is not None and g.size != n:
         raise HierclfError(f"groups has {g.size} entries but labels has {n}")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise HierclfError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
-                           "and sum to less than 1")
+        raise HierclfError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
+            "and sum to less than 1"
+        )
     empty = np.zeros(0, dtype=np.int64)
     rest = np.arange(n, dtype=np.int64)
     test = empty
@@ -139,8 +150,9 @@ def grouped_split(labels: Sequence[Any] | np.ndarray, groups: Sequence[Any] | np
     return {"train": np.sort(rest), "val": np.sort(val), "test": np.sort(test)}
 
 
-def find_leakage(splits: Mapping[str, Sequence[int] | np.ndarray], groups: Sequence[Any] | np.ndarray
-                 ) -> dict[tuple[str, str], np.ndarray]:
+def find_leakage(
+    splits: Mapping[str, Sequence[int] | np.ndarray], groups: Sequence[Any] | np.ndarray
+) -> dict[tuple[str, str], np.ndarray]:
     """Groups shared by each pair of splits: ``(split_a, split_b) -> sorted group ids`` (pairs that share
     none are left out).
 
@@ -161,8 +173,9 @@ def find_leakage(splits: Mapping[str, Sequence[int] | np.ndarray], groups: Seque
     return leaks
 
 
-def check_no_leakage(splits: Mapping[str, Sequence[int] | np.ndarray], groups: Sequence[Any] | np.ndarray,
-                     what: str = "group") -> None:
+def check_no_leakage(
+    splits: Mapping[str, Sequence[int] | np.ndarray], groups: Sequence[Any] | np.ndarray, what: str = "group"
+) -> None:
     """Raise :class:`LeakageError` naming the groups and splits when any group lies in two splits.
 
     Args:
@@ -176,15 +189,21 @@ def check_no_leakage(splits: Mapping[str, Sequence[int] | np.ndarray], groups: S
     total = np.unique(np.concatenate(list(leaks.values()))).size
     parts = []
     for (a, b), shared in leaks.items():
-        shown = ", ".join(repr(str(s)) for s in shared[:5]) + (f", ... ({shared.size - 5} more)"
-                                                          if shared.size > 5 else "")
+        shown = ", ".join(repr(str(s)) for s in shared[:5]) + (
+            f", ... ({shared.size - 5} more)" if shared.size > 5 else ""
+        )
         parts.append(f"{a} & {b} share {shared.size} ({shown})")
-    raise LeakageError(f"{total} {what}(s) appear in more than one split: " + "; ".join(parts)
-                       + f". Split by {what} (hierclf.splits.grouped_split), not by image.", leaks)
+    raise LeakageError(
+        f"{total} {what}(s) appear in more than one split: "
+        + "; ".join(parts)
+        + f". Split by {what} (hierclf.splits.grouped_split), not by image.",
+        leaks,
+    )
 
 
-def split_proportions(labels: Sequence[Any] | np.ndarray, splits: Mapping[str, np.ndarray]
-                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def split_proportions(
+    labels: Sequence[Any] | np.ndarray, splits: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Class names (sorted) and each split's class proportions over them, ``(n_classes,)`` per split."""
     y = np.asarray(labels).reshape(-1).astype(str)
     classes, codes = np.unique(y, return_inverse=True)
@@ -221,8 +240,9 @@ def _read_ham10000(metadata_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         header = next(reader, [])
         for column in required:
             if column not in header:
-                raise UnknownNameError("column", column, header,
-                                       f"in {metadata_csv} (needs {', '.join(required)})")
+                raise UnknownNameError(
+                    "column", column, header, f"in {metadata_csv} (needs {', '.join(required)})"
+                )
         cols = [header.index(c) for c in required]
         rows = list(reader)
     problems = []
@@ -236,13 +256,16 @@ def _read_ham10000(metadata_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     lesion, image, dx = table[:, 0], table[:, 1], table[:, 2]
     uniq, counts = np.unique(image, return_counts=True)
     if (counts > 1).any():
-        raise FileFormatError([Problem(f"image_id {uniq[counts > 1][0]!r} listed more than once",
-                                       file=str(metadata_csv))], what="HAM10000 metadata")
+        raise FileFormatError(
+            [Problem(f"image_id {uniq[counts > 1][0]!r} listed more than once", file=str(metadata_csv))],
+            what="HAM10000 metadata",
+        )
     return image, lesion, dx
 
 
-def ham10000_split(metadata_csv: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                   seed: int = 0) -> HAM10000Split:
+def ham10000_split(
+    metadata_csv: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> HAM10000Split:
     """A lesion-grouped, diagnosis-stratified split of the HAM10000 metadata (``lesion_id,image_id,dx,...``).
 
     Every image of a lesion lands in one split; the result passes :func:`check_no_leakage` by construction.

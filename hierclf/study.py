@@ -72,8 +72,11 @@ def _protocol_training(protocol_path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(training, dict):
         line, column = doc.position(("training",))
-        raise StudyError(str(Problem("training: expected a mapping of training settings", str(protocol_path),
-                                     line, column)))
+        raise StudyError(
+            str(
+                Problem("training: expected a mapping of training settings", str(protocol_path), line, column)
+            )
+        )
     return dict(training)
 
 
@@ -94,15 +97,25 @@ def _data_settings(data: str, data_root: Path | None, out: Path, training: dict[
         elif path.is_dir():
             settings.update(source="dermamnist", root=str(path.resolve()), download=False)
         else:
-            raise StudyError(f"--data {data!r}: expected 'dermamnist', 'synthetic', a DermaMNIST .npz file "
-                             "or a folder holding one; no such file or folder")
+            raise StudyError(
+                f"--data {data!r}: expected 'dermamnist', 'synthetic', a DermaMNIST .npz file "
+                "or a folder holding one; no such file or folder"
+            )
     return settings
 
 
-def study_configs(protocol: str | Path, *, data: str = "dermamnist", data_root: str | Path | None = None,
-                  out_dir: str | Path = "runs/study", seeds: int | None = None, epochs: int | None = None,
-                  device: str | None = None, workers: int | None = None,
-                  taxonomy: str | Path | None = None) -> tuple[Any, Any, list[Any]]:
+def study_configs(
+    protocol: str | Path,
+    *,
+    data: str = "dermamnist",
+    data_root: str | Path | None = None,
+    out_dir: str | Path = "runs/study",
+    seeds: int | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    taxonomy: str | Path | None = None,
+) -> tuple[Any, Any, list[Any]]:
     """Resolve a study's settings without running anything: ``(taxonomy, protocol, [TrainConfig per seed])``.
 
     The taxonomy is ``taxonomy`` when given, else the protocol's ``training.taxonomy``.
@@ -120,8 +133,10 @@ def study_configs(protocol: str | Path, *, data: str = "dermamnist", data_root: 
     tax_path = Path(taxonomy).resolve() if taxonomy is not None else None
     if tax_path is None:
         if "taxonomy" not in training:
-            raise StudyError(f"{protocol_path}: the protocol's training: mapping names no taxonomy; add "
-                             "`taxonomy: <path relative to the protocol>` there or pass --taxonomy")
+            raise StudyError(
+                f"{protocol_path}: the protocol's training: mapping names no taxonomy; add "
+                "`taxonomy: <path relative to the protocol>` there or pass --taxonomy"
+            )
         tax_path = (base / str(training["taxonomy"])).resolve()
     tax = Taxonomy.from_yaml(tax_path)
     proto = load_protocol(protocol_path, tax)
@@ -149,12 +164,22 @@ def study_configs(protocol: str | Path, *, data: str = "dermamnist", data_root: 
     return tax, proto, configs
 
 
-def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str | Path | None = None,
-              out_dir: str | Path = "runs/study", seeds: int | None = None, epochs: int | None = None,
-              device: str | None = None, workers: int | None = None, taxonomy: str | Path | None = None,
-              metadata: str | Path | None = None, readers: str | Path | None = None,
-              on_start: Callable[[int], None] | None = None,
-              on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> StudyResult:
+def run_study(
+    protocol: str | Path,
+    *,
+    data: str = "dermamnist",
+    data_root: str | Path | None = None,
+    out_dir: str | Path = "runs/study",
+    seeds: int | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    taxonomy: str | Path | None = None,
+    metadata: str | Path | None = None,
+    readers: str | Path | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> StudyResult:
     """Run (or resume) a whole study and write its report; see the module docstring.
 
     Args:
@@ -180,16 +205,29 @@ def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str 
     from hierclf.train import fit
 
     out = Path(out_dir).resolve()
-    tax, proto, configs = study_configs(protocol, data=data, data_root=data_root, out_dir=out, seeds=seeds,
-                                        epochs=epochs, device=device, workers=workers, taxonomy=taxonomy)
+    tax, proto, configs = study_configs(
+        protocol,
+        data=data,
+        data_root=data_root,
+        out_dir=out,
+        seeds=seeds,
+        epochs=epochs,
+        device=device,
+        workers=workers,
+        taxonomy=taxonomy,
+    )
     if on_start is not None:
         on_start(sum(c.epochs for c in configs))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
-        study = {"protocol": str(Path(protocol).resolve()), "taxonomy": str(configs[0].taxonomy),
-                 "data": data, "seeds": len(configs),
-                 "training": configs[0].model_dump(mode="json", exclude={"seed", "out_dir"})}
+        study = {
+            "protocol": str(Path(protocol).resolve()),
+            "taxonomy": str(configs[0].taxonomy),
+            "data": data,
+            "seeds": len(configs),
+            "training": configs[0].model_dump(mode="json", exclude={"seed", "out_dir"}),
+        }
         header = "# written by hierclf study: the resolved settings of this study\n"
         atomic_write_text(out / "study.yaml", header + yaml.safe_dump(study, sort_keys=False))
     result = StudyResult(out_dir=out, report=None)
@@ -223,8 +261,9 @@ def run_study(protocol: str | Path, *, data: str = "dermamnist", data_root: str 
     if not main_rank:
         return result
     result.predictions = {"val": val_paths, "test": test_paths}
-    report = evaluate(tax, proto, val_paths, test_paths, metadata=metadata, readers=readers,
-                      synthetic=data == "synthetic")
+    report = evaluate(
+        tax, proto, val_paths, test_paths, metadata=metadata, readers=readers, synthetic=data == "synthetic"
+    )
     result.report = report
     result.files = write_report(report, out)
     return result
@@ -237,12 +276,24 @@ def summary_rows(report: Any) -> list[dict[str, str]]:
 
     rows = []
     for name, task in report.tasks.items():
-        rows.append({"task": name, "AUC [CI]": format_estimate(task.metrics.get("auc")),
-                     "sensitivity": format_estimate(task.metrics.get("sensitivity")),
-                     "specificity": format_estimate(task.metrics.get("specificity")),
-                     "threshold from": task.threshold_source})
+        rows.append(
+            {
+                "task": name,
+                "AUC [CI]": format_estimate(task.metrics.get("auc")),
+                "sensitivity": format_estimate(task.metrics.get("sensitivity")),
+                "specificity": format_estimate(task.metrics.get("specificity")),
+                "threshold from": task.threshold_source,
+            }
+        )
     for name, part in report.partitions.items():
         for cls, est in part.per_class_recall.items():
-            rows.append({"task": f"{name}: recall of {cls}", "AUC [CI]": "",
-                         "sensitivity": format_estimate(est), "specificity": "", "threshold from": "argmax"})
+            rows.append(
+                {
+                    "task": f"{name}: recall of {cls}",
+                    "AUC [CI]": "",
+                    "sensitivity": format_estimate(est),
+                    "specificity": "",
+                    "threshold from": "argmax",
+                }
+            )
     return rows

@@ -12,8 +12,9 @@ from hierclf.taxonomy import Taxonomy
 from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
 
 
-def random_taxonomy(n_leaves: int, *, max_depth: int = 9, max_fan_out: int = 8, seed: int = 0,
-                    name: str = "synthetic") -> Taxonomy:
+def random_taxonomy(
+    n_leaves: int, *, max_depth: int = 9, max_fan_out: int = 8, seed: int = 0, name: str = "synthetic"
+) -> Taxonomy:
     """A random tree with exactly ``n_leaves`` leaves, height at most ``max_depth``, and internal nodes
     of 2..``max_fan_out`` children (so no single-child nodes).
 

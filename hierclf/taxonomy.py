@@ -175,6 +175,7 @@ class Taxonomy:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in file order; fields left at their defaults are omitted."""
+
         def node(n: NodeSpec) -> dict[str, Any]:
             out: dict[str, Any] = {"id": n.id, "name": n.name}
             if n.aliases:
@@ -198,8 +199,14 @@ class Taxonomy:
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The taxonomy as YAML text (comments of the source file are not kept); written atomically to
         ``path`` when given. ``Taxonomy.from_text(t.to_yaml()) == t`` for every taxonomy."""
-        text = yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10_000,
-                         default_flow_style=False)
+        text = yaml.dump(
+            self.to_dict(),
+            Dumper=_Dumper,
+            sort_keys=False,
+            allow_unicode=True,
+            width=10_000,
+            default_flow_style=False,
+        )
         if path is not None:
             from hierclf.io import atomic_write_text
 
@@ -277,12 +284,12 @@ class Taxonomy:
         depth = self.index.depth
         while end < len(depth) and depth[end] > depth[i]:
             end += 1
-        return self.nodes[i + 1:end]
+        return self.nodes[i + 1 : end]
 
     def leaves_under(self, node: str) -> tuple[str, ...]:
         """Leaves of the subtree at ``node`` (``(node,)`` for a leaf), in leaf order."""
         i = self.index.position[self._check(node)]
-        return self.leaves[self.index.leaf_start[i]:self.index.leaf_end[i]]
+        return self.leaves[self.index.leaf_start[i] : self.index.leaf_end[i]]
 
     def depth(self, node: str) -> int:
         """Edges from the root (root is 0)."""
@@ -307,7 +314,7 @@ class Taxonomy:
         top = self.lca(a, b)
         up = (self._check(a), *self.ancestors(a))
         down = (self._check(b), *self.ancestors(b))
-        return (*up[:up.index(top) + 1], *reversed(down[:down.index(top)]))
+        return (*up[: up.index(top) + 1], *reversed(down[: down.index(top)]))
 
     def distance(self, a: str, b: str) -> int:
         """Number of edges on the tree path between ``a`` and ``b``."""
@@ -316,8 +323,12 @@ class Taxonomy:
 
     def subtree(self, node: str) -> Taxonomy:
         """The tree under ``node`` as a taxonomy of its own (codes are kept as they are, possibly partial)."""
-        spec = TaxonomyFile(name=self.name, description=self.spec.description, metadata=self.spec.metadata,
-                            root=self.node(node))
+        spec = TaxonomyFile(
+            name=self.name,
+            description=self.spec.description,
+            metadata=self.spec.metadata,
+            root=self.node(node),
+        )
         return Taxonomy(spec, check=False, source=self.source)
 
     # --- names -----------------------------------------------------------------------------------------
@@ -394,9 +405,12 @@ class Taxonomy:
         {0: 'nv', 1: 'mel'}
         """
         if dataset not in self.datasets:
-            raise UnknownNameError("dataset", dataset, self.datasets,
-                                   f"in taxonomy {self.name!r} (datasets with codes: "
-                                   f"{', '.join(self.datasets) or 'none'})")
+            raise UnknownNameError(
+                "dataset",
+                dataset,
+                self.datasets,
+                f"in taxonomy {self.name!r} (datasets with codes: {', '.join(self.datasets) or 'none'})",
+            )
         found = {s.codes[dataset]: n for n, s in self._specs.items() if dataset in s.codes}
         return dict(sorted(found.items()))
 
@@ -416,14 +430,20 @@ class Taxonomy:
         for n in dict.fromkeys(ids):
             for leaf in self.leaves_under(n):
                 if leaf in owner:
-                    problems.append(Problem(f"cut nodes {owner[leaf]!r} and {n!r} overlap (leaf {leaf!r} "
-                                            "lies under both)", node=n, code="cut-overlap"))
+                    problems.append(
+                        Problem(
+                            f"cut nodes {owner[leaf]!r} and {n!r} overlap (leaf {leaf!r} lies under both)",
+                            node=n,
+                            code="cut-overlap",
+                        )
+                    )
                     break
                 owner[leaf] = n
         if len(ids) != len(set(ids)):
             dup = sorted({n for n in ids if ids.count(n) > 1})
-            problems.append(Problem(f"cut lists {', '.join(map(repr, dup))} more than once",
-                                    code="cut-overlap"))
+            problems.append(
+                Problem(f"cut lists {', '.join(map(repr, dup))} more than once", code="cut-overlap")
+            )
         missing = [leaf for leaf in self.leaves if leaf not in owner]
         if ids and missing:
             shown = ", ".join(map(repr, missing[:8]))
@@ -431,8 +451,9 @@ class Taxonomy:
                 shown += f" and {len(missing) - 8} more"
             problems.append(Problem(f"cut leaves {len(missing)} leaves uncovered: {shown}", code="cut-gap"))
         if problems:
-            raise TaxonomyError([Problem(p.message, f"<cut of {self.name}>", code=p.code, node=p.node)
-                                 for p in problems])
+            raise TaxonomyError(
+                [Problem(p.message, f"<cut of {self.name}>", code=p.code, node=p.node) for p in problems]
+            )
         pos = self.index.position
         return tuple(sorted(dict.fromkeys(ids), key=pos.__getitem__))
 
@@ -469,8 +490,13 @@ class Taxonomy:
         """The integer structure of the tree, computed once (see :class:`TaxonomyIndex`)."""
         nodes = self.nodes
         position = {n: i for i, n in enumerate(nodes)}
-        parent = np.array([-1 if self._parent[n] is None else position[self._parent[n]]  # type: ignore[index]
-                           for n in nodes], dtype=np.int64)
+        parent = np.array(
+            [
+                -1 if self._parent[n] is None else position[self._parent[n]]  # type: ignore[index]
+                for n in nodes
+            ],
+            dtype=np.int64,
+        )
         depth = np.zeros(len(nodes), dtype=np.int64)
         for i in range(1, len(nodes)):  # pre-order: a parent's row precedes its children's
             depth[i] = depth[parent[i]] + 1
@@ -485,8 +511,16 @@ class Taxonomy:
             arr.setflags(write=False)
         leaf_rows = np.flatnonzero(is_leaf)
         leaf_rows.setflags(write=False)
-        return TaxonomyIndex(nodes=nodes, leaves=self.leaves, parent=parent, depth=depth,
-                             leaf_start=leaf_start, leaf_end=leaf_end, leaf_rows=leaf_rows, position=position)
+        return TaxonomyIndex(
+            nodes=nodes,
+            leaves=self.leaves,
+            parent=parent,
+            depth=depth,
+            leaf_start=leaf_start,
+            leaf_end=leaf_end,
+            leaf_rows=leaf_rows,
+            position=position,
+        )
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -496,7 +530,8 @@ class Taxonomy:
 
         g = nx.DiGraph(name=self.name)
         for n, s in self._specs.items():
-            g.add_node(n, name=s.name, aliases=list(s.aliases), codes=dict(s.codes),
-                       metadata=dict(s.metadata))
+            g.add_node(
+                n, name=s.name, aliases=list(s.aliases), codes=dict(s.codes), metadata=dict(s.metadata)
+            )
         g.add_edges_from((p, n) for n, p in self._parent.items() if p is not None)
         return g

@@ -35,7 +35,6 @@ DATASET_PATTERN = ID_PATTERN
 FORMAT_VERSION = 1
 
 
-
 def slugify(name: str) -> str:
     """A snake_case id derived from a display name (ASCII, matches :data:`ID_PATTERN`).
 
@@ -70,23 +69,29 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
     id: NodeId = Field(
-        description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`).")
+        description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`)."
+    )
     name: Annotated[StrictStr, Field(pattern=r"\S")] = Field(
-        description="Display name as a clinician writes it (e.g. `Melanoma, NOS`); not empty.")
+        description="Display name as a clinician writes it (e.g. `Melanoma, NOS`); not empty."
+    )
     aliases: list[Alias] = Field(
         default_factory=list,
         description="Other names of the same condition in other sources (HAM10000 codes like `mel`, ISIC or "
-        "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.")
+        "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.",
+    )
     codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN)], Code] = Field(
         default_factory=dict,
         description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the "
-        "codes must be 0, 1, ..., n-1 with one node per code.")
+        "codes must be 0, 1, ..., n-1 with one node per code.",
+    )
     metadata: dict[StrictStr, Any] = Field(
         default_factory=dict,
         description="Free metadata (ICD codes, notes, sources); carried, never interpreted, except "
-        "`single_child_ok: true`, which acknowledges a deliberate single-child node.")
+        "`single_child_ok: true`, which acknowledges a deliberate single-child node.",
+    )
     children: list[NodeSpec] = Field(
-        default_factory=list, description="Sub-conditions; a node without children is a leaf.")
+        default_factory=list, description="Sub-conditions; a node without children is a leaf."
+    )
 
 
 class TaxonomyFile(BaseModel):
@@ -96,12 +101,16 @@ class TaxonomyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
     format_version: StrictInt = Field(
-        default=FORMAT_VERSION, ge=FORMAT_VERSION, le=FORMAT_VERSION,
-        description="Version of this file format; currently 1.")
+        default=FORMAT_VERSION,
+        ge=FORMAT_VERSION,
+        le=FORMAT_VERSION,
+        description="Version of this file format; currently 1.",
+    )
     name: NodeId = Field(description="snake_case name of the taxonomy, e.g. `dermamnist`.")
     description: StrictStr = Field(default="", description="What the tree covers and where it comes from.")
-    metadata: dict[StrictStr, Any] = Field(default_factory=dict,
-                                           description="Free metadata (source, licence).")
+    metadata: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="Free metadata (source, licence)."
+    )
     root: NodeSpec = Field(description="The root node of the tree.")
 
 

@@ -21,8 +21,9 @@ from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
 
 _NODE_FIELDS = tuple(NodeSpec.model_fields)
 _FILE_FIELDS = tuple(TaxonomyFile.model_fields)
-_ID_RULE = ("expected snake_case: lowercase letters and digits in words joined by single '_', "
-            "starting with a letter")
+_ID_RULE = (
+    "expected snake_case: lowercase letters and digits in words joined by single '_', starting with a letter"
+)
 
 
 def normalise_name(name: str) -> str:
@@ -70,13 +71,18 @@ def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationRepor
     if any(p.code in ("yaml-syntax", "file") for p in doc.problems):
         return report
     if doc.data is None or doc.data == {}:
-        report.problems.append(doc.problem((), "the file is empty: expected a mapping with 'name' and 'root'",
-                                           code="empty"))
+        report.problems.append(
+            doc.problem((), "the file is empty: expected a mapping with 'name' and 'root'", code="empty")
+        )
         return report
     if not isinstance(doc.data, dict):
-        report.problems.append(doc.problem(
-            (), f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}",
-            code="schema"))
+        report.problems.append(
+            doc.problem(
+                (),
+                f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}",
+                code="schema",
+            )
+        )
         return report
     report.problems += check_schema(doc)
     for check in (check_unique_ids, check_aliases, check_codes, check_has_leaves, check_single_child):
@@ -96,6 +102,7 @@ def _as_error(p: Problem) -> Problem:
 
 
 # --- walking the raw tree -------------------------------------------------------------------------------
+
 
 def iter_raw_nodes(doc: LocatedYAML) -> Iterator[tuple[PathKey, dict[str, Any]]]:
     """Every node mapping under ``root`` (depth-first, pre-order) with its path; tolerant of bad shapes."""
@@ -117,8 +124,15 @@ def _node_id(node: dict[str, Any]) -> str | None:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
-             float: "a number", type(None): "nothing"}
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        type(None): "nothing",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -150,6 +164,7 @@ def _dotted(path: PathKey) -> str:
 
 # --- the checks ----------------------------------------------------------------------------------------
 
+
 def check_schema(doc: LocatedYAML) -> list[Problem]:
     """Types, required and unknown fields, id syntax and empty names, from the pydantic model."""
     try:
@@ -171,7 +186,7 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
 
 def _schema_message(err: dict[str, Any], loc: PathKey, key_error: bool, node_path: PathKey, data: Any) -> str:
     kind = err["type"]
-    inner = loc[len(node_path):]
+    inner = loc[len(node_path) :]
     fieldname = str(inner[0]) if inner else (str(loc[-1]) if loc else "")
     value = err.get("input")
     if kind == "missing":
@@ -216,9 +231,15 @@ def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
             continue
         if node_id in first:
             line = doc.position(first[node_id])[0]
-            problems.append(doc.problem((*path, "id"), f"duplicate node id {node_id!r} (first defined at "
-                                        f"line {line}); ids must be unique in the whole tree",
-                                        code="duplicate-id", node=node_id))
+            problems.append(
+                doc.problem(
+                    (*path, "id"),
+                    f"duplicate node id {node_id!r} (first defined at "
+                    f"line {line}); ids must be unique in the whole tree",
+                    code="duplicate-id",
+                    node=node_id,
+                )
+            )
         else:
             first[node_id] = path
     return problems
@@ -247,20 +268,38 @@ def check_aliases(doc: LocatedYAML) -> list[Problem]:
             alias_path = (*path, "aliases", i)
             shadowed = owner_of_id.get(key)
             if shadowed is not None and shadowed != node_id:
-                problems.append(doc.problem(alias_path, f"alias {alias!r} of node {node_id!r} shadows the id "
-                                            f"of node {shadowed!r}", code="alias-shadows-id", node=node_id))
+                problems.append(
+                    doc.problem(
+                        alias_path,
+                        f"alias {alias!r} of node {node_id!r} shadows the id of node {shadowed!r}",
+                        code="alias-shadows-id",
+                        node=node_id,
+                    )
+                )
             elif key in seen and seen[key][0] != node_id:
                 other, line = seen[key]
-                problems.append(doc.problem(alias_path, f"alias {alias!r} names two nodes: {other!r} (line "
-                                            f"{line}) and {node_id!r}", code="alias-conflict", node=node_id))
+                problems.append(
+                    doc.problem(
+                        alias_path,
+                        f"alias {alias!r} names two nodes: {other!r} (line {line}) and {node_id!r}",
+                        code="alias-conflict",
+                        node=node_id,
+                    )
+                )
             else:
                 seen.setdefault(key, (node_id, doc.position(alias_path)[0]))
                 others = [o for o in named.get(key, []) if o != node_id]
                 if others:
-                    problems.append(doc.problem(
-                        alias_path, f"alias {alias!r} of node {node_id!r} is the display name of node "
-                        f"{others[0]!r}; resolving {alias!r} gives {node_id!r}, not {others[0]!r}",
-                        severity="warning", code="alias-shadows-name", node=node_id))
+                    problems.append(
+                        doc.problem(
+                            alias_path,
+                            f"alias {alias!r} of node {node_id!r} is the display name of node "
+                            f"{others[0]!r}; resolving {alias!r} gives {node_id!r}, not {others[0]!r}",
+                            severity="warning",
+                            code="alias-shadows-name",
+                            node=node_id,
+                        )
+                    )
     return problems
 
 
@@ -275,21 +314,33 @@ def check_codes(doc: LocatedYAML) -> list[Problem]:
             valid_code = isinstance(code, int) and not isinstance(code, bool) and code >= 0
             if isinstance(dataset, str) and valid_code:
                 by_dataset.setdefault(dataset, {}).setdefault(code, []).append(
-                    (_node_id(node) or _dotted(path), (*path, "codes", dataset)))
+                    (_node_id(node) or _dotted(path), (*path, "codes", dataset))
+                )
     problems = []
     for dataset, table in by_dataset.items():
         for code, owners in sorted(table.items()):
             if len(owners) > 1:
                 names = ", ".join(repr(o[0]) for o in owners)
-                problems.append(doc.problem(owners[1][1], f"dataset {dataset!r}: code {code} maps "
-                                            f"{len(owners)} nodes ({names}); each code must name one node",
-                                            code="code-conflict", node=owners[1][0]))
+                problems.append(
+                    doc.problem(
+                        owners[1][1],
+                        f"dataset {dataset!r}: code {code} maps "
+                        f"{len(owners)} nodes ({names}); each code must name one node",
+                        code="code-conflict",
+                        node=owners[1][0],
+                    )
+                )
         missing = sorted(set(range(max(table) + 1)) - set(table))
         if missing:
             first_path = table[min(table)][0][1]
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            problems.append(doc.problem(first_path, f"dataset {dataset!r}: codes must be contiguous from 0 "
-                                        f"to {max(table)}; missing {shown}", code="code-gap"))
+            problems.append(
+                doc.problem(
+                    first_path,
+                    f"dataset {dataset!r}: codes must be contiguous from 0 to {max(table)}; missing {shown}",
+                    code="code-gap",
+                )
+            )
     return problems
 
 
@@ -298,8 +349,15 @@ def check_has_leaves(doc: LocatedYAML) -> list[Problem]:
     root = doc.data.get("root") if isinstance(doc.data, dict) else None
     if isinstance(root, dict) and not root.get("children"):
         rid = _node_id(root)
-        return [doc.problem(("root",), f"the tree has no leaves: root {rid!r} has no children (a classifier "
-                            "needs at least two conditions)", code="no-leaves", node=rid)]
+        return [
+            doc.problem(
+                ("root",),
+                f"the tree has no leaves: root {rid!r} has no children (a classifier "
+                "needs at least two conditions)",
+                code="no-leaves",
+                node=rid,
+            )
+        ]
     return []
 
 
@@ -322,8 +380,15 @@ def check_single_child(doc: LocatedYAML) -> list[Problem]:
         if isinstance(children, list) and len(children) == 1:
             node_id = _node_id(node)
             child = _node_id(children[0]) if isinstance(children[0], dict) else None
-            problems.append(doc.problem(path, f"node {node_id!r} has a single child {child!r}: both always "
-                                        "get the same probability; merge them, add the missing siblings, or "
-                                        f"acknowledge it with 'metadata: {{{SINGLE_CHILD_OK}: true}}'",
-                                        severity="warning", code="single-child", node=node_id))
+            problems.append(
+                doc.problem(
+                    path,
+                    f"node {node_id!r} has a single child {child!r}: both always "
+                    "get the same probability; merge them, add the missing siblings, or "
+                    f"acknowledge it with 'metadata: {{{SINGLE_CHILD_OK}: true}}'",
+                    severity="warning",
+                    code="single-child",
+                    node=node_id,
+                )
+            )
     return problems

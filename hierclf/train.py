@@ -52,19 +52,35 @@ from hierclf.train_config import TrainConfig, load_train_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig",
-           "fit", "lr_factor"]
+__all__ = ["EpochBatchSampler", "FitResult", "HierarchicalClassifier", "TrainConfig", "fit", "lr_factor"]
 
-CHECKPOINT, BEST, HISTORY, DONE, RESOLVED = "checkpoint.pt", "best.pt", "history.json", "DONE", \
-    "config.resolved.yaml"
+CHECKPOINT, BEST, HISTORY, DONE, RESOLVED = (
+    "checkpoint.pt",
+    "best.pt",
+    "history.json",
+    "DONE",
+    "config.resolved.yaml",
+)
 #: settings that may change between a run and its resumption (they do not change what is computed)
-_RESUME_FREE = {"out_dir", "device", "workers", "eval_batch_size", "data.root", "data.npz", "data.download",
-                "data.csv.train", "data.csv.val", "data.csv.test", "data.csv.image_root"}
+_RESUME_FREE = {
+    "out_dir",
+    "device",
+    "workers",
+    "eval_batch_size",
+    "data.root",
+    "data.npz",
+    "data.download",
+    "data.csv.train",
+    "data.csv.val",
+    "data.csv.test",
+    "data.csv.image_root",
+}
 
 
 # --------------------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class FitResult:
@@ -103,11 +119,17 @@ class FitResult:
     finished: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "classes": list(self.classes), "epochs_run": self.epochs_run,
-                "best_epoch": self.best_epoch, "best_metric": self.best_metric, "metric": self.metric,
-                "predictions": {k: str(v) for k, v in self.predictions.items()},
-                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "stopped_early": self.stopped_early}
+        return {
+            "out_dir": str(self.out_dir),
+            "classes": list(self.classes),
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "metric": self.metric,
+            "predictions": {k: str(v) for k, v in self.predictions.items()},
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "stopped_early": self.stopped_early,
+        }
 
 
 class HierarchicalClassifier(nn.Module):
@@ -129,6 +151,7 @@ class HierarchicalClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 # Data order and schedule
 # --------------------------------------------------------------------------------------------------------
+
 
 class EpochBatchSampler:
     """Batches of indices whose order depends only on ``(seed, epoch)``; in DDP each rank takes a slice.
@@ -155,14 +178,24 @@ class EpochBatchSampler:
         (2, True)
     """
 
-    def __init__(self, n: int, batch_size: int, weights: torch.Tensor | None = None, seed: int = 0,
-                 world_size: int = 1, rank: int = 0, drop_last: bool | None = None,
-                 max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        weights: torch.Tensor | None = None,
+        seed: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        drop_last: bool | None = None,
+        max_steps: int | None = None,
+    ) -> None:
         if n <= 0:
             raise HierclfError("the training split is empty")
         if batch_size % world_size:
-            raise HierclfError(f"batch_size {batch_size} (the global batch) must be divisible by the number "
-                               f"of processes ({world_size})")
+            raise HierclfError(
+                f"batch_size {batch_size} (the global batch) must be divisible by the number "
+                f"of processes ({world_size})"
+            )
         self.n, self.batch_size, self.weights = n, batch_size, weights
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.drop_last = (n >= batch_size) if drop_last is None else drop_last
@@ -186,12 +219,13 @@ class EpochBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         order = self.global_order()
         for step in range(len(self)):
-            batch = order[step * self.batch_size:(step + 1) * self.batch_size]
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine",
-              min_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine", min_ratio: float = 0.0
+) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
     Linear warmup from ``1/warmup_steps`` to 1 over the first ``warmup_steps`` steps, then cosine decay to
@@ -212,6 +246,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "c
 # --------------------------------------------------------------------------------------------------------
 # Distributed helpers
 # --------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Dist:
@@ -265,8 +300,9 @@ def _pick_device(spec: str) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise HierclfError(f"device {spec!r} requested but CUDA is not available (use device: cpu or "
-                               "auto)")
+            raise HierclfError(
+                f"device {spec!r} requested but CUDA is not available (use device: cpu or auto)"
+            )
         if spec == "cuda":
             return torch.device("cuda", local if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
     return torch.device(spec)
@@ -275,6 +311,7 @@ def _pick_device(spec: str) -> torch.device:
 # --------------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Split:
@@ -289,33 +326,54 @@ def _load_sources(config: TrainConfig, taxonomy: Taxonomy, ddp: _Dist) -> dict[s
     if d.source == "csv":
         assert d.csv is not None  # checked with the config
         c = d.csv
-        return {split: hdata.CsvImageDataset(getattr(c, split), taxonomy, image_root=c.image_root,
-                                             path_column=c.path_column, label_column=c.label_column,
-                                             group_column=c.group_column, id_column=c.id_column)
-                for split in ("train", "val", "test")}
+        return {
+            split: hdata.CsvImageDataset(
+                getattr(c, split),
+                taxonomy,
+                image_root=c.image_root,
+                path_column=c.path_column,
+                label_column=c.label_column,
+                group_column=c.group_column,
+                id_column=c.id_column,
+            )
+            for split in ("train", "val", "test")
+        }
     npz = d.npz
     if d.source == "synthetic":
         s = d.synthetic
-        npz = Path(d.root) / (f"synthetic_dermamnist_{d.size}px_{s.n_train}-{s.n_val}-{s.n_test}"
-                              f"_seed{s.seed}_noise{s.noise:g}.npz")
+        npz = Path(d.root) / (
+            f"synthetic_dermamnist_{d.size}px_{s.n_train}-{s.n_val}-{s.n_test}"
+            f"_seed{s.seed}_noise{s.noise:g}.npz"
+        )
         if ddp.main and not npz.is_file():
-            hdata.make_synthetic_dermamnist(npz, size=d.size, n_train=s.n_train, n_val=s.n_val,
-                                            n_test=s.n_test, seed=s.seed, noise=s.noise)
+            hdata.make_synthetic_dermamnist(
+                npz,
+                size=d.size,
+                n_train=s.n_train,
+                n_val=s.n_val,
+                n_test=s.n_test,
+                seed=s.seed,
+                noise=s.noise,
+            )
             logger.info("generated synthetic DermaMNIST-layout data %s", npz)
         ddp.barrier()
     download = d.download and d.source == "dermamnist"
     if download and not ddp.main:
         ddp.barrier()  # rank 0 downloads first
-    sources = {split: hdata.load_dermamnist(d.root, split, d.size, download=download and split == "train",
-                                            taxonomy=taxonomy, npz=npz)
-               for split in ("train", "val", "test")}
+    sources = {
+        split: hdata.load_dermamnist(
+            d.root, split, d.size, download=download and split == "train", taxonomy=taxonomy, npz=npz
+        )
+        for split in ("train", "val", "test")
+    }
     if download and ddp.main:
         ddp.barrier()
     return sources
 
 
-def _classes(config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarray
-             ) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
+def _classes(
+    config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarray
+) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
     """The head's classes (None = leaves) and, for a partition, its label map (node -> class)."""
     kind = config.classes.kind
     if kind == "leaves":
@@ -326,16 +384,22 @@ def _classes(config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarray
     from hierclf.partition import partition
 
     uniq, counts = np.unique(train_labels, return_counts=True)
-    part = partition(taxonomy, {str(u): int(c) for u, c in zip(uniq, counts)},
-                     max_class_size=config.classes.max_class_size, inclusive=config.classes.inclusive,
-                     internal_labels=config.classes.internal_labels)
-    logger.info("partition (max_class_size %d): %d training classes", config.classes.max_class_size,
-                len(part.classes))
+    part = partition(
+        taxonomy,
+        {str(u): int(c) for u, c in zip(uniq, counts)},
+        max_class_size=config.classes.max_class_size,
+        inclusive=config.classes.inclusive,
+        internal_labels=config.classes.internal_labels,
+    )
+    logger.info(
+        "partition (max_class_size %d): %d training classes", config.classes.max_class_size, len(part.classes)
+    )
     return tuple(part.classes), dict(part.label_map)
 
 
-def _param_groups(model: HierarchicalClassifier, config: TrainConfig) -> tuple[list[dict[str, Any]],
-                                                                                  list[list[nn.Parameter]]]:
+def _param_groups(
+    model: HierarchicalClassifier, config: TrainConfig
+) -> tuple[list[dict[str, Any]], list[list[nn.Parameter]]]:
     """Optimiser groups (head first) and the backbone's block parameter groups (stem first)."""
     blocks = backbone_parameters_by_block(model.backbone)
     head = {"params": list(model.head.parameters()), "lr": config.lr, "name": "head"}
@@ -345,8 +409,13 @@ def _param_groups(model: HierarchicalClassifier, config: TrainConfig) -> tuple[l
         return [head, {"params": [p for b in blocks for p in b], "lr": config.lr, "name": "backbone"}], blocks
     groups = [head]
     for depth, params in enumerate(reversed(blocks), start=1):  # nearest the head first
-        groups.append({"params": params, "lr": config.lr * config.lr_decay ** depth,
-                       "name": f"block{len(blocks) - depth}"})
+        groups.append(
+            {
+                "params": params,
+                "lr": config.lr * config.lr_decay**depth,
+                "name": f"block{len(blocks) - depth}",
+            }
+        )
     return groups, blocks
 
 
@@ -387,8 +456,13 @@ def _make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
     for g in groups:
         g["initial_lr"] = g["lr"]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -396,18 +470,30 @@ def _make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
 # Evaluation during training
 # --------------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def _predict(model: nn.Module, dataset: Any, config: TrainConfig, device: torch.device, ddp: _Dist,
-             autocast: Any, batch_tf: nn.Module | None = None) -> np.ndarray:
+def _predict(
+    model: nn.Module,
+    dataset: Any,
+    config: TrainConfig,
+    device: torch.device,
+    ddp: _Dist,
+    autocast: Any,
+    batch_tf: nn.Module | None = None,
+) -> np.ndarray:
     """Logits ``(n, n_classes)`` float32 over the whole dataset in its order, gathered from every rank."""
     from torch.utils.data import DataLoader, Subset
 
     n = len(dataset)
     mine = np.arange(ddp.rank, n, ddp.world_size)
-    loader = DataLoader(Subset(dataset, mine.tolist()),
-                        batch_size=config.eval_batch_size or config.batch_size, shuffle=False,
-                        num_workers=config.workers, worker_init_fn=seed_worker,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        Subset(dataset, mine.tolist()),
+        batch_size=config.eval_batch_size or config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
+    )
     model.eval()
     chunks = []
     for images, _ in loader:
@@ -444,14 +530,17 @@ def _file_probs(head: Any, logits: np.ndarray) -> tuple[np.ndarray, tuple[str, .
     return probs, tuple(head.cut)
 
 
-def _metrics(logits: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any,
-             head: Any) -> dict[str, float]:
+def _metrics(
+    logits: np.ndarray, targets: np.ndarray, labels: np.ndarray, metric: str, scorer: Any, head: Any
+) -> dict[str, float]:
     probs = _softmax(logits)
     p_true = np.clip(probs[np.arange(len(targets)), targets].astype(np.float64), 1e-12, 1.0)
     pred = probs.argmax(axis=1)
-    out = {"val_loss": float(-np.log(p_true).mean()),
-           "val_accuracy": float((pred == targets).mean()),
-           "val_balanced_accuracy": metrics.balanced_accuracy(targets, pred, probs.shape[1])}
+    out = {
+        "val_loss": float(-np.log(p_true).mean()),
+        "val_accuracy": float((pred == targets).mean()),
+        "val_balanced_accuracy": metrics.balanced_accuracy(targets, pred, probs.shape[1]),
+    }
     if metric not in out:
         out[metric] = scorer(_file_probs(head, logits)[0], labels)
     return out
@@ -469,8 +558,10 @@ def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: t
         for node in nodes:
             above = taxonomy.cut_node_above(node, classes)
             if above is not None:
-                raise HierclfError(f"{what}: node {node!r} lies below the head's classes (under {above!r}); "
-                                   "its probability is not defined")
+                raise HierclfError(
+                    f"{what}: node {node!r} lies below the head's classes (under {above!r}); "
+                    "its probability is not defined"
+                )
 
     def under(labels: np.ndarray, nodes: list[str]) -> np.ndarray:
         members = set().union(*({n, *taxonomy.descendants(n)} for n in nodes))
@@ -486,6 +577,7 @@ def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: t
             if y.all() or not y.any():
                 return float("nan")
             return metrics.roc_auc(y, rollup(probs, taxonomy, [node], columns=classes)[:, 0])
+
         return node_auc
     from hierclf.protocol import load_protocol
 
@@ -501,6 +593,7 @@ def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: t
             return float("nan")
         score = conditional(probs[keep], taxonomy, list(task.positive), list(task.negative), columns=classes)
         return metrics.roc_auc(pos[keep], score)
+
     return task_auc
 
 
@@ -516,6 +609,7 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 # Checkpoints
 # --------------------------------------------------------------------------------------------------------
 
+
 def _save(obj: dict[str, Any], path: Path) -> None:
     with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
@@ -525,8 +619,9 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HierclfError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc} (delete it or run "
-                           "with --no-resume)") from exc
+        raise HierclfError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc} (delete it or run with --no-resume)"
+        ) from exc
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -545,28 +640,42 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Pat
     diff = [k for k in sorted(set(a) | set(b)) if k not in _RESUME_FREE and a.get(k) != b.get(k)]
     if diff:
         shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-        raise HierclfError(f"cannot resume from {path}: it was trained with other settings ({shown}); "
-                           "use --no-resume to start over, or another out_dir")
+        raise HierclfError(
+            f"cannot resume from {path}: it was trained with other settings ({shown}); "
+            "use --no-resume to start over, or another out_dir"
+        )
 
 
 def _finished_result(out: Path) -> FitResult:
     summary = json.loads((out / DONE).read_text(encoding="utf-8"))
     history = json.loads((out / HISTORY).read_text(encoding="utf-8"))
-    return FitResult(out_dir=out, classes=tuple(summary["classes"]), epochs_run=summary["epochs_run"],
-                     best_epoch=summary["best_epoch"], best_metric=summary["best_metric"],
-                     metric=summary["metric"], history=history,
-                     predictions={k: Path(v) for k, v in summary["predictions"].items()},
-                     checkpoint=out / CHECKPOINT, already_done=True,
-                     stopped_early=summary.get("stopped_early", False))
+    return FitResult(
+        out_dir=out,
+        classes=tuple(summary["classes"]),
+        epochs_run=summary["epochs_run"],
+        best_epoch=summary["best_epoch"],
+        best_metric=summary["best_metric"],
+        metric=summary["metric"],
+        history=history,
+        predictions={k: Path(v) for k, v in summary["predictions"].items()},
+        checkpoint=out / CHECKPOINT,
+        already_done=True,
+        stopped_early=summary.get("stopped_early", False),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------------------------
 
-def fit(config: TrainConfig | str | Path, resume: bool = True, progress: bool = True,
-        stop_after_epochs: int | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+
+def fit(
+    config: TrainConfig | str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
     """Train backbone + LeafHead as ``config`` says and write the run's outputs into ``config.out_dir``.
 
     Args:
@@ -597,9 +706,16 @@ def fit(config: TrainConfig | str | Path, resume: bool = True, progress: bool = 
             dist.destroy_process_group()
 
 
-def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resume: bool,
-         progress: bool, stop_after_epochs: int | None,
-         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+def _fit(
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    ddp: _Dist,
+    resume: bool,
+    progress: bool,
+    stop_after_epochs: int | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
     from hierclf.data import TaxonomyImageDataset, sampler_weights
     from hierclf.head import LeafHead
     from hierclf.losses import build_loss
@@ -614,8 +730,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         if not resume:
             for name in (DONE, CHECKPOINT, BEST):
                 (out / name).unlink(missing_ok=True)
-        atomic_write_text(out / RESOLVED, "# written by hierclf train: every setting of this run\n"
-                          + config.to_yaml())
+        atomic_write_text(
+            out / RESOLVED, "# written by hierclf train: every setting of this run\n" + config.to_yaml()
+        )
     ddp.barrier()
 
     set_determinism(config.seed, config.deterministic)
@@ -625,8 +742,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
     classes, label_map = _classes(config, taxonomy, np.asarray(sources["train"].labels))
 
     set_determinism(config.seed, config.deterministic)  # the model's initial weights depend on the seed only
-    backbone, n_features = create_backbone(config.backbone, pretrained=config.pretrained,
-                                           in_size=config.data.size)
+    backbone, n_features = create_backbone(
+        config.backbone, pretrained=config.pretrained, in_size=config.data.size
+    )
     head = LeafHead(n_features, taxonomy, classes)
     classes = tuple(head.classes)
     model = HierarchicalClassifier(backbone, head)
@@ -654,8 +772,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         datasets[split] = TaxonomyImageDataset(sources[split], class_index, transform=eval_tf)
     train_targets = datasets["train"].targets.numpy()
     counts = np.bincount(train_targets, minlength=len(classes))
-    logger.info("classes (%d): %s; training images per class: %s", len(classes), ", ".join(classes),
-                counts.tolist())
+    logger.info(
+        "classes (%d): %s; training images per class: %s", len(classes), ", ".join(classes), counts.tolist()
+    )
 
     metric = config.early_stopping.metric
     file_columns = tuple(getattr(head, "cut", classes))
@@ -670,16 +789,26 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     groups, blocks = _param_groups(model, config)
     optimizer = _make_optimizer(groups, config)
-    weights = None if config.sampler == "uniform" else sampler_weights(
-        train_targets, config.sampler, beta=config.sampler_beta, n_classes=len(classes))
-    sampler = EpochBatchSampler(len(datasets["train"]), config.batch_size, weights, seed=config.seed,
-                                world_size=ddp.world_size, rank=ddp.rank,
-                                max_steps=config.max_steps_per_epoch)
+    weights = (
+        None
+        if config.sampler == "uniform"
+        else sampler_weights(train_targets, config.sampler, beta=config.sampler_beta, n_classes=len(classes))
+    )
+    sampler = EpochBatchSampler(
+        len(datasets["train"]),
+        config.batch_size,
+        weights,
+        seed=config.seed,
+        world_size=ddp.world_size,
+        rank=ddp.rank,
+        max_steps=config.max_steps_per_epoch,
+    )
     steps = len(sampler)
     total = steps * config.epochs
     warmup = min(total, round(config.warmup_epochs * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, config.schedule, config.min_lr_ratio))
+        optimizer, lambda s: lr_factor(s, total, warmup, config.schedule, config.min_lr_ratio)
+    )
     use_amp = (device.type == "cuda") if config.amp == "auto" else bool(config.amp)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
@@ -716,8 +845,9 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
     wrapped_for: int | None = None
     stopped_early = False
     n_blocks = len(blocks)
-    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs,
-                                                                      start_epoch + stop_after_epochs)
+    last_epoch = (
+        config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
+    )
     for epoch in range(start_epoch, last_epoch):
         if best is not None and config.early_stopping.patience and stale >= config.early_stopping.patience:
             stopped_early = True
@@ -728,14 +858,20 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         if ddp.enabled and wrapped_for != n_unfrozen:
             from torch.nn.parallel import DistributedDataParallel
 
-            wrapped = DistributedDataParallel(model,
-                                              device_ids=[device.index] if device.type == "cuda" else None)
+            wrapped = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
             wrapped_for = n_unfrozen
         _set_modes(model, config, n_unfrozen)
         sampler.set_epoch(epoch)
-        loader = DataLoader(datasets["train"], batch_sampler=sampler, num_workers=config.workers,
-                            worker_init_fn=seed_worker, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        loader = DataLoader(
+            datasets["train"],
+            batch_sampler=sampler,
+            num_workers=config.workers,
+            worker_init_fn=seed_worker,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
+        )
         # batched augmentation draws from a generator seeded by (seed, epoch, rank): exact on resume
         augment_gen = torch.Generator().manual_seed((config.seed * 1_000_003 + epoch) * 4099 + ddp.rank)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -765,36 +901,82 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         val_logits = _predict(model, datasets["val"], config, device, ddp, autocast, eval_batch_tf)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(loss_sum.item()) / max(1, n_seen)}
         record.update(_metrics(val_logits, val_targets, val_labels, metric, scorer, head))
-        record.update({"lr": optimizer.param_groups[0]["lr"], "unfrozen_blocks": n_unfrozen,
-                       "seconds": round(time.perf_counter() - started, 3)})
+        record.update(
+            {
+                "lr": optimizer.param_groups[0]["lr"],
+                "unfrozen_blocks": n_unfrozen,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
         history.append(record)
         value = record[metric]
         if _better(value, best, config.early_stopping.mode):
             best, best_epoch, stale = value, epoch + 1, 0
             if ddp.main:
-                _save({"model": model.state_dict(), "epoch": epoch + 1, "metric": metric, "value": value,
-                       "classes": list(classes)}, out / BEST)
+                _save(
+                    {
+                        "model": model.state_dict(),
+                        "epoch": epoch + 1,
+                        "metric": metric,
+                        "value": value,
+                        "classes": list(classes),
+                    },
+                    out / BEST,
+                )
         else:
             stale += 1
         rng = ddp.gather(get_rng_state())
         if ddp.main:
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                   "best": best, "best_epoch": best_epoch, "stale": stale, "history": history, "rng": rng,
-                   "config": current, "classes": list(classes)}, out / CHECKPOINT)
+            _save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "history": history,
+                    "rng": rng,
+                    "config": current,
+                    "classes": list(classes),
+                },
+                out / CHECKPOINT,
+            )
         ddp.barrier()
-        logger.info("epoch %d/%d: train loss %.4f, %s %.4f (best %s at epoch %d)", epoch + 1, config.epochs,
-                    record["train_loss"], metric, value, best, best_epoch)
+        logger.info(
+            "epoch %d/%d: train loss %.4f, %s %.4f (best %s at epoch %d)",
+            epoch + 1,
+            config.epochs,
+            record["train_loss"],
+            metric,
+            value,
+            best,
+            best_epoch,
+        )
         if on_epoch is not None and ddp.main:
             on_epoch(dict(record))
-    if best is not None and config.early_stopping.patience and stale >= config.early_stopping.patience \
-            and len(history) < config.epochs:
+    if (
+        best is not None
+        and config.early_stopping.patience
+        and stale >= config.early_stopping.patience
+        and len(history) < config.epochs
+    ):
         stopped_early = True
     if len(history) < config.epochs and not stopped_early:  # stop_after_epochs: a partial run
-        return FitResult(out_dir=out, classes=classes, epochs_run=len(history), best_epoch=best_epoch,
-                         best_metric=float(best) if best is not None else float("nan"), metric=metric,
-                         history=history, checkpoint=out / CHECKPOINT, resumed_from=resumed_from,
-                         finished=False)
+        return FitResult(
+            out_dir=out,
+            classes=classes,
+            epochs_run=len(history),
+            best_epoch=best_epoch,
+            best_metric=float(best) if best is not None else float("nan"),
+            metric=metric,
+            history=history,
+            checkpoint=out / CHECKPOINT,
+            resumed_from=resumed_from,
+            finished=False,
+        )
 
     # -- predictions from the best epoch ---------------------------------------------------------------
     if (out / BEST).is_file():
@@ -804,19 +986,37 @@ def _fit(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist, resum
         best_epoch = len(history)
     paths = {}
     for split in ("val", "test"):
-        probs, columns = _file_probs(head, _predict(model, datasets[split], config, device, ddp, autocast,
-                                                 eval_batch_tf))
+        probs, columns = _file_probs(
+            head, _predict(model, datasets[split], config, device, ddp, autocast, eval_batch_tf)
+        )
         src = sources[split]
         path = out / "predictions" / f"{split}.npz"
         if ddp.main:
             sample_groups = None if src.groups is None else np.asarray(src.groups)
-            write_predictions(path, Predictions(probs, columns, ids=np.asarray(src.ids),
-                                                labels=np.asarray(src.labels), groups=sample_groups))
+            write_predictions(
+                path,
+                Predictions(
+                    probs,
+                    columns,
+                    ids=np.asarray(src.ids),
+                    labels=np.asarray(src.labels),
+                    groups=sample_groups,
+                ),
+            )
         paths[split] = path
-    result = FitResult(out_dir=out, classes=classes, epochs_run=len(history), best_epoch=best_epoch,
-                       best_metric=float(best) if best is not None else float("nan"), metric=metric,
-                       history=history, predictions=paths, checkpoint=out / CHECKPOINT,
-                       resumed_from=resumed_from, stopped_early=stopped_early)
+    result = FitResult(
+        out_dir=out,
+        classes=classes,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_metric=float(best) if best is not None else float("nan"),
+        metric=metric,
+        history=history,
+        predictions=paths,
+        checkpoint=out / CHECKPOINT,
+        resumed_from=resumed_from,
+        stopped_early=stopped_early,
+    )
     if ddp.main:
         atomic_write_text(out / HISTORY, json.dumps(history, indent=2) + "\n")
         atomic_write_text(out / DONE, json.dumps(result.to_dict(), indent=2) + "\n")

@@ -18,12 +18,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
 
-__all__ = ["ClassesConfig", "ConfigError", "CsvOptions", "DataConfig", "EarlyStoppingConfig", "LossConfig",
-           "SyntheticOptions", "TrainConfig", "load_train_config"]
+__all__ = [
+    "ClassesConfig",
+    "ConfigError",
+    "CsvOptions",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "LossConfig",
+    "SyntheticOptions",
+    "TrainConfig",
+    "load_train_config",
+]
 
-_PATH_FIELDS: tuple[PathKey, ...] = (("taxonomy",), ("protocol",), ("out_dir",), ("data", "root"),
-                                     ("data", "npz"), ("data", "csv", "train"), ("data", "csv", "val"),
-                                     ("data", "csv", "test"), ("data", "csv", "image_root"))
+_PATH_FIELDS: tuple[PathKey, ...] = (
+    ("taxonomy",),
+    ("protocol",),
+    ("out_dir",),
+    ("data", "root"),
+    ("data", "npz"),
+    ("data", "csv", "train"),
+    ("data", "csv", "val"),
+    ("data", "csv", "test"),
+    ("data", "csv", "image_root"),
+)
 METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
 
 
@@ -111,10 +128,13 @@ class LossConfig(_Model):
     @classmethod
     def _per_class(cls, value: Any, info: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise ValueError(f"expected a scheme name (inverse, effective) or a list with one weight per "
-                             f"class, got the single number {value!r}")
+            raise ValueError(
+                f"expected a scheme name (inverse, effective) or a list with one weight per "
+                f"class, got the single number {value!r}"
+            )
         if isinstance(value, list) and not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
             raise ValueError(f"{info.field_name} must list non-negative numbers, one per class")
         return value
 
@@ -127,8 +147,10 @@ class LossConfig(_Model):
         takes = [k for k in LOSSES[self.name] if k in type(self).model_fields]
         given = [k for k, v in self.params().items() if k not in takes]
         if given:
-            raise ValueError(f"loss {self.name!r} does not take {', '.join(given)} (it takes: "
-                             f"{', '.join(takes) or 'no options besides label_smoothing'})")
+            raise ValueError(
+                f"loss {self.name!r} does not take {', '.join(given)} (it takes: "
+                f"{', '.join(takes) or 'no options besides label_smoothing'})"
+            )
         return self
 
     def params(self) -> dict[str, Any]:
@@ -158,8 +180,10 @@ class EarlyStoppingConfig(_Model):
             return value
         hint = did_you_mean(value, [*METRICS, "val_auc:<node>", "task_auc:<task>"])
         suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"unknown metric {value!r} (expected one of {', '.join(METRICS)}, val_auc:<node> or "
-                         f"task_auc:<task>){suffix}")
+        raise ValueError(
+            f"unknown metric {value!r} (expected one of {', '.join(METRICS)}, val_auc:<node> or "
+            f"task_auc:<task>){suffix}"
+        )
 
     @property
     def mode(self) -> Literal["min", "max"]:
@@ -217,8 +241,13 @@ class TrainConfig(_Model):
         key = value.strip().lower()
         known = list_backbones()
         if key not in known:
-            raise ValueError(str(UnknownNameError("backbone", value, known,
-                                                  context=f"(known backbones: {', '.join(known)})")))
+            raise ValueError(
+                str(
+                    UnknownNameError(
+                        "backbone", value, known, context=f"(known backbones: {', '.join(known)})"
+                    )
+                )
+            )
         return key
 
     @field_validator("label_smoothing")
@@ -243,8 +272,9 @@ class TrainConfig(_Model):
     # -- reading and writing ---------------------------------------------------------------------------
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
-                  check_taxonomy: bool = True) -> TrainConfig:
+    def from_yaml(
+        cls, path: str | Path, overrides: dict[str, Any] | None = None, check_taxonomy: bool = True
+    ) -> TrainConfig:
         """Read and validate a YAML file; see :func:`load_train_config`."""
         return load_train_config(path, overrides, check_taxonomy)
 
@@ -284,8 +314,10 @@ class TrainConfig(_Model):
                     except UnknownNameError as exc:
                         problem(("classes", "nodes", i), f"classes.nodes: {exc}")
         elif self.classes.nodes:
-            problem(("classes", "nodes"), f"classes.nodes is only used with kind 'cut' (kind is "
-                                          f"{self.classes.kind!r})")
+            problem(
+                ("classes", "nodes"),
+                f"classes.nodes is only used with kind 'cut' (kind is {self.classes.kind!r})",
+            )
         metric = self.early_stopping.metric
         if metric.startswith("val_auc:"):
             try:
@@ -295,8 +327,11 @@ class TrainConfig(_Model):
         if metric.startswith("task_auc:"):
             task = metric.split(":", 1)[1]
             if self.protocol is None:
-                problem(("early_stopping", "metric"), f"early_stopping.metric {metric!r} needs a protocol "
-                                                      "(the protocol: field) that defines the task")
+                problem(
+                    ("early_stopping", "metric"),
+                    f"early_stopping.metric {metric!r} needs a protocol "
+                    "(the protocol: field) that defines the task",
+                )
             else:
                 from hierclf.protocol import load_protocol
 
@@ -310,8 +345,9 @@ class TrainConfig(_Model):
             raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
 
 
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None,
-                      check_taxonomy: bool = True) -> TrainConfig:
+def load_train_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, check_taxonomy: bool = True
+) -> TrainConfig:
     """Read a training config YAML; relative paths are taken from the file's folder.
 
     Args:
@@ -375,9 +411,15 @@ def config_from_text(text: str, file: str = "<string>") -> TrainConfig:
     return validate_config(doc.data, doc)
 
 
-_MODELS: dict[str, type[BaseModel]] = {"": TrainConfig, "data": DataConfig, "classes": ClassesConfig,
-                                       "loss": LossConfig, "early_stopping": EarlyStoppingConfig,
-                                       "data.synthetic": SyntheticOptions, "data.csv": CsvOptions}
+_MODELS: dict[str, type[BaseModel]] = {
+    "": TrainConfig,
+    "data": DataConfig,
+    "classes": ClassesConfig,
+    "loss": LossConfig,
+    "early_stopping": EarlyStoppingConfig,
+    "data.synthetic": SyntheticOptions,
+    "data.csv": CsvOptions,
+}
 
 
 def _message(err: Any, loc: tuple[Any, ...]) -> str:
@@ -395,8 +437,9 @@ def _message(err: Any, loc: tuple[Any, ...]) -> str:
         return f"missing required field {dotted!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         ctx = err.get("ctx", {})
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-              "less_than_equal": "<="}[kind]
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[
+            kind
+        ]
         limit = next(iter(ctx.values()), "?")
         return f"{dotted}: must be {op} {limit}, got {value!r}"
     if kind == "literal_error":

@@ -74,9 +74,16 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[list[floa
     return m, s
 
 
-def augmentation(size: int, scale: tuple[float, float] = (0.6, 1.0), rotation: float = 180.0,
-                 flips: bool = True, brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1,
-                 hue: float = 0.02) -> v2.Compose:
+def augmentation(
+    size: int,
+    scale: tuple[float, float] = (0.6, 1.0),
+    rotation: float = 180.0,
+    flips: bool = True,
+    brightness: float = 0.1,
+    contrast: float = 0.1,
+    saturation: float = 0.1,
+    hue: float = 0.02,
+) -> v2.Compose:
     """The random part of the training pipeline: image in (PIL, ``(H, W, 3)`` uint8 array or ``(3, H, W)``
     uint8 tensor), ``size x size`` PIL image out.
 
@@ -90,8 +97,10 @@ def augmentation(size: int, scale: tuple[float, float] = (0.6, 1.0), rotation: f
     if not 0 < scale[0] <= scale[1] <= 1:
         raise HierclfError(f"scale must satisfy 0 < min <= max <= 1; got {scale}")
     if max(brightness, contrast, saturation) > 0.3 or hue > 0.05:
-        raise HierclfError("colour jitter above brightness/contrast/saturation 0.3 or hue 0.05 destroys the "
-                           "colour cues dermoscopy depends on (seed 001); keep it mild")
+        raise HierclfError(
+            "colour jitter above brightness/contrast/saturation 0.3 or hue 0.05 destroys the "
+            "colour cues dermoscopy depends on (seed 001); keep it mild"
+        )
     # PIL images throughout: torchvision's tensor kernels for rotation and hue are 20-40x slower on small
     # images on the CPU (measured: 28 vs 1,244 rotations/s at 28x28), and the result is converted once by
     # preprocess()
@@ -110,8 +119,14 @@ def _resize(size: int | None) -> list[Callable[[Any], Any]]:
     return [v2.ToPILImage(), v2.Resize((size, size), antialias=True)] if size is not None else [v2.Identity()]
 
 
-def train_transform(size: int, augment: bool = True, *, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD, **augment_options: Any) -> v2.Compose:
+def train_transform(
+    size: int,
+    augment: bool = True,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    **augment_options: Any,
+) -> v2.Compose:
     """Training pipeline: ``Compose([augmentation(size, ...), preprocess(mean, std)])``.
 
     With ``augment=False`` the random part is replaced by the deterministic resize of
@@ -122,8 +137,9 @@ def train_transform(size: int, augment: bool = True, *, mean: Sequence[float] = 
     return v2.Compose([front, preprocess(mean, std)])
 
 
-def eval_transform(size: int | None = None, *, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+def eval_transform(
+    size: int | None = None, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> v2.Compose:
     """Evaluation pipeline: ``Compose([resize to size x size (if size), preprocess(mean, std)])``.
 
     Example:
@@ -157,11 +173,15 @@ def check_matching_preprocessing(train: Callable[[Any], Any], evaluation: Callab
     normalises): the model would see one distribution in training and another at evaluation."""
     a, b = preprocessing_of(train), preprocessing_of(evaluation)
     if a != b:
+
         def show(p: Any) -> str:
             return "no normalisation" if p is None else f"mean={list(p[0])}, std={list(p[1])}"
-        raise HierclfError(f"training and evaluation preprocessing differ: training uses {show(a)}, "
-                           f"evaluation uses {show(b)}; build both from hierclf.transforms "
-                           "(train_transform / eval_transform with the same mean and std)")
+
+        raise HierclfError(
+            f"training and evaluation preprocessing differ: training uses {show(a)}, "
+            f"evaluation uses {show(b)}; build both from hierclf.transforms "
+            "(train_transform / eval_transform with the same mean and std)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -185,8 +205,12 @@ class ToUint8:
         self._slow = v2.Compose([*_resize(size), v2.ToImage(), v2.ToPureTensor()])
 
     def __call__(self, image: Any) -> torch.Tensor:
-        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3 and (
-                self.size is None or image.shape[:2] == (self.size, self.size)):
+        if (
+            isinstance(image, np.ndarray)
+            and image.ndim == 3
+            and image.shape[-1] == 3
+            and (self.size is None or image.shape[:2] == (self.size, self.size))
+        ):
             return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return self._slow(image)
 
@@ -265,14 +289,33 @@ class BatchTransform(torch.nn.Module):
     rgb_to_yiq: torch.Tensor
     yiq_to_rgb: torch.Tensor
 
-    def __init__(self, size: int, augment: bool = True, *, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, scale: tuple[float, float] = (0.6, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), rotation: float = 180.0, flips: bool = True,
-                 brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1,
-                 hue: float = 0.02) -> None:
+    def __init__(
+        self,
+        size: int,
+        augment: bool = True,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        scale: tuple[float, float] = (0.6, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        rotation: float = 180.0,
+        flips: bool = True,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        saturation: float = 0.1,
+        hue: float = 0.02,
+    ) -> None:
         super().__init__()
-        augmentation(size, scale=scale, rotation=rotation, flips=flips, brightness=brightness,
-                     contrast=contrast, saturation=saturation, hue=hue)  # same argument checks
+        augmentation(
+            size,
+            scale=scale,
+            rotation=rotation,
+            flips=flips,
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            hue=hue,
+        )  # same argument checks
         m, s = _check_stats(mean, std)
         self.size = int(size)
         self.augment = augment
@@ -293,6 +336,7 @@ class BatchTransform(torch.nn.Module):
 
     def sample(self, batch: int, generator: torch.Generator | None = None) -> AugmentParams:
         """Draw the random parameters for ``batch`` images (on the CPU, with ``generator``)."""
+
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
 
@@ -306,13 +350,26 @@ class BatchTransform(torch.nn.Module):
         if not self.flips:
             flip[:] = False
         b, c, s, h = self.amplitudes
-        return AugmentParams(hflip=flip[:, 0], vflip=flip[:, 1], angle=uniform(-self.rotation, self.rotation),
-                             crop_w=crop_w, crop_h=crop_h, centre_x=centre_x, centre_y=centre_y,
-                             brightness=uniform(1 - b, 1 + b), contrast=uniform(1 - c, 1 + c),
-                             saturation=uniform(1 - s, 1 + s), hue=uniform(-h, h))
+        return AugmentParams(
+            hflip=flip[:, 0],
+            vflip=flip[:, 1],
+            angle=uniform(-self.rotation, self.rotation),
+            crop_w=crop_w,
+            crop_h=crop_h,
+            centre_x=centre_x,
+            centre_y=centre_y,
+            brightness=uniform(1 - b, 1 + b),
+            contrast=uniform(1 - c, 1 + c),
+            saturation=uniform(1 - s, 1 + s),
+            hue=uniform(-h, h),
+        )
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                params: AugmentParams | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        params: AugmentParams | None = None,
+    ) -> torch.Tensor:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if x.ndim != 4 or x.shape[1] != 3:
             raise HierclfError(f"BatchTransform expects (batch, 3, H, W) images; got {tuple(images.shape)}")
@@ -320,9 +377,11 @@ class BatchTransform(torch.nn.Module):
             p = params if params is not None else self.sample(x.shape[0], generator)
             x = self.colour(self.geometry(x, p), p)
         elif x.shape[-2:] != (self.size, self.size):
-            raise HierclfError(f"BatchTransform(augment=False) expects {self.size}x{self.size} images "
-                               f"(resize them in the dataset with to_uint8({self.size})); "
-                               f"got {tuple(x.shape[-2:])}")
+            raise HierclfError(
+                f"BatchTransform(augment=False) expects {self.size}x{self.size} images "
+                f"(resize them in the dataset with to_uint8({self.size})); "
+                f"got {tuple(x.shape[-2:])}"
+            )
         return (x - self.mean) / self.std
 
     def geometry(self, x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
@@ -333,13 +392,16 @@ class BatchTransform(torch.nn.Module):
         sy = (p.crop_h * torch.where(p.vflip, -1.0, 1.0).double()).to(dev, torch.float32)
         cos, sin = torch.cos(angle), torch.sin(angle)
         cx, cy = p.centre_x.to(dev, torch.float32), p.centre_y.to(dev, torch.float32)
-        theta = torch.stack([torch.stack([cos * sx, -sin * sy, cx], dim=1),
-                             torch.stack([sin * sx, cos * sy, cy], dim=1)], dim=1)  # (batch, 2, 3)
+        theta = torch.stack(
+            [torch.stack([cos * sx, -sin * sy, cx], dim=1), torch.stack([sin * sx, cos * sy, cy], dim=1)],
+            dim=1,
+        )  # (batch, 2, 3)
         grid = F.affine_grid(theta, [x.shape[0], 3, self.size, self.size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def colour(self, x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
         """Brightness, contrast, saturation, hue (in this order), clamped to [0, 1]."""
+
         def per_image(v: torch.Tensor) -> torch.Tensor:
             return v.to(x.device, torch.float32).view(-1, 1, 1, 1)
 

@@ -95,23 +95,30 @@ def read_conditions(path: Path) -> list[Condition]:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise TaxonomyError([Problem(f"missing columns {', '.join(missing)} (expected "
-                                         f"{', '.join(COLUMNS)})", str(path), 1)])
+            raise TaxonomyError(
+                [
+                    Problem(
+                        f"missing columns {', '.join(missing)} (expected {', '.join(COLUMNS)})", str(path), 1
+                    )
+                ]
+            )
         seen: set[str] = set()
         for line, row in enumerate(reader, 2):
             label = (row["label"] or "").strip()
             try:
                 n = int(row["n_images"])
             except (TypeError, ValueError):
-                problems.append(Problem(f"n_images must be a whole number, got {row['n_images']!r}",
-                                        str(path), line))
+                problems.append(
+                    Problem(f"n_images must be a whole number, got {row['n_images']!r}", str(path), line)
+                )
                 continue
             if not label or label in seen:
                 problems.append(Problem(f"empty or duplicate label {label!r}", str(path), line))
                 continue
             seen.add(label)
-            out.append(Condition(label, row["nine_partition_label"].strip(),
-                                 row["three_partition_label"].strip(), n))
+            out.append(
+                Condition(label, row["nine_partition_label"].strip(), row["three_partition_label"].strip(), n)
+            )
     if problems:
         raise TaxonomyError(problems)
     return out
@@ -163,18 +170,23 @@ def build_taxonomy(conditions: list[Condition]) -> tuple[Taxonomy, list[list[Con
         metadata: dict[str, Any] = {"partition": level, "fitzpatrick17k_label": label, "n_images": n_images}
         if len(kids) == 1:  # the dataset's own partition group: kept so that the nine-way cut exists
             metadata["single_child_ok"] = True
-        return {"id": slugify(label) + ("_group" if clash else ""),
-                "name": label[:1].upper() + label[1:] + (" (group)" if clash else ""),
-                "metadata": metadata, "children": kids}
+        return {
+            "id": slugify(label) + ("_group" if clash else ""),
+            "name": label[:1].upper() + label[1:] + (" (group)" if clash else ""),
+            "metadata": metadata,
+            "children": kids,
+        }
 
     def leaf(group: list[Condition], code: int) -> dict[str, Any]:
         canonical = group[0].label
         by_label = {c.label: c.n_images for c in sorted(group, key=lambda c: c.label)}
-        return {"id": slugify(canonical), "name": canonical[:1].upper() + canonical[1:],
-                "aliases": sorted(c.label for c in group),
-                "codes": {"fitzpatrick17k": code},
-                "metadata": {"n_images": sum(c.n_images for c in group),
-                             "fitzpatrick17k_labels": by_label}}
+        return {
+            "id": slugify(canonical),
+            "name": canonical[:1].upper() + canonical[1:],
+            "aliases": sorted(c.label for c in group),
+            "codes": {"fitzpatrick17k": code},
+            "metadata": {"n_images": sum(c.n_images for c in group), "fitzpatrick17k_labels": by_label},
+        }
 
     tree: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)
@@ -184,17 +196,22 @@ def build_taxonomy(conditions: list[Condition]) -> tuple[Taxonomy, list[list[Con
         counts[group[0].nine] += sum(c.n_images for c in group)
     three_nodes = []
     for three in sorted(tree):
-        nine_nodes = [partition_node(nine, "nine", counts[nine], sorted(tree[three][nine], key=_by_name))
-                      for nine in sorted(tree[three])]
+        nine_nodes = [
+            partition_node(nine, "nine", counts[nine], sorted(tree[three][nine], key=_by_name))
+            for nine in sorted(tree[three])
+        ]
         three_nodes.append(partition_node(three, "three", counts[three], nine_nodes))
     data = {
         "name": "fitzpatrick17k",
         "description": "The Fitzpatrick17k skin conditions under the dataset's three-way (benign / "
-                       "malignant / non-neoplastic) and nine-way partitions; near-duplicate labels merged "
-                       "into one leaf.",
-        "metadata": {"source": "mattgroh/fitzpatrick17k, fitzpatrick17k.csv (Groh et al. 2021)",
-                     "generated_by": "scripts/build_fitzpatrick17k_taxonomy.py",
-                     "n_labels": len(conditions), "n_images": sum(c.n_images for c in conditions)},
+        "malignant / non-neoplastic) and nine-way partitions; near-duplicate labels merged "
+        "into one leaf.",
+        "metadata": {
+            "source": "mattgroh/fitzpatrick17k, fitzpatrick17k.csv (Groh et al. 2021)",
+            "generated_by": "scripts/build_fitzpatrick17k_taxonomy.py",
+            "n_labels": len(conditions),
+            "n_images": sum(c.n_images for c in conditions),
+        },
         "root": {"id": ROOT_ID, "name": ROOT_NAME, "children": three_nodes},
     }
     return Taxonomy.from_dict(data, strict=True), groups
@@ -208,8 +225,9 @@ def render(tax: Taxonomy, conditions: list[Condition], groups: list[list[Conditi
     """The file text: header comment, then the YAML."""
     merged = [g for g in groups if len(g) > 1]
     lines = [f"#   {g[0].label!r} <- " + ", ".join(repr(c.label) for c in g[1:]) for g in merged]
-    header = HEADER.format(n_labels=len(conditions), n_leaves=len(tax.leaves),
-                           merged="\n".join(lines) or "#   (none)")
+    header = HEADER.format(
+        n_labels=len(conditions), n_leaves=len(tax.leaves), merged="\n".join(lines) or "#   (none)"
+    )
     return header + tax.to_yaml()
 
 

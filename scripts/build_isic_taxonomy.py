@@ -83,8 +83,11 @@ def read_paths(path: Path) -> list[tuple[str, ...]]:
         numbers.append(number)
     for number, parts in zip(numbers, paths):
         if len(parts) > 1 and parts[:-1] not in seen:
-            problems.append(Problem(f"path {':'.join(parts)!r} has no parent line {':'.join(parts[:-1])!r}",
-                                    str(path), number))
+            problems.append(
+                Problem(
+                    f"path {':'.join(parts)!r} has no parent line {':'.join(parts[:-1])!r}", str(path), number
+                )
+            )
     if problems:
         raise TaxonomyError(problems)
     return paths
@@ -100,7 +103,7 @@ def assign_ids(paths: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
     slugs = {p: [slugify(name) for name in p] for p in paths}
     width = dict.fromkeys(paths, 1)  # how many trailing path components the id spells out
     while True:
-        ids = {p: "_".join(slugs[p][-width[p]:]) for p in paths}
+        ids = {p: "_".join(slugs[p][-width[p] :]) for p in paths}
         groups: dict[str, list[tuple[str, ...]]] = defaultdict(list)
         for p, ident in ids.items():
             groups[ident].append(p)
@@ -138,9 +141,12 @@ def build_taxonomy(paths: list[tuple[str, ...]]) -> Taxonomy:
     data = {
         "name": "isic",
         "description": "The ISIC Archive hierarchical diagnosis taxonomy (diagnosis_1 ... diagnosis_5), "
-                       "every ISIC diagnosis a node, under one root.",
-        "metadata": {"source": "ImageMarkup/isic-metadata, isic_metadata/diagnosis_hierarchical.py",
-                     "licence": "Apache-2.0", "generated_by": "scripts/build_isic_taxonomy.py"},
+        "every ISIC diagnosis a node, under one root.",
+        "metadata": {
+            "source": "ImageMarkup/isic-metadata, isic_metadata/diagnosis_hierarchical.py",
+            "licence": "Apache-2.0",
+            "generated_by": "scripts/build_isic_taxonomy.py",
+        },
         "root": {"id": ROOT_ID, "name": ROOT_NAME, "children": [node(p) for p in top]},
     }
     return Taxonomy.from_dict(data, strict=True)

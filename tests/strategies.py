@@ -30,20 +30,53 @@ _TAIL = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=3)
 node_ids = st.builds(lambda head, tail: "_".join([head, *tail]), _WORD, st.lists(_TAIL, max_size=2))
 
 #: display names and aliases: printable text with YAML-hostile characters (':', '#', quotes, 'yes', '1e3')
-_TRICKY = st.sampled_from(["yes", "no", "null", "~", "1e3", "0x10", "- x", "a: b", "#c", "'q'", '"dq"',
-                           "Melanoma, NOS", "T-Cell/NK", "CD30+", "Café-au-lait", "[x]", "{y}", "&a", "*b",
-                           "a\x85b", "c\u2028d", "tab\there", "two\nlines", " lead", "trail ", "---", "%x",
-                           "\ufeffbom", "!tag", "? k", "|", ">"])
+_TRICKY = st.sampled_from(
+    [
+        "yes",
+        "no",
+        "null",
+        "~",
+        "1e3",
+        "0x10",
+        "- x",
+        "a: b",
+        "#c",
+        "'q'",
+        '"dq"',
+        "Melanoma, NOS",
+        "T-Cell/NK",
+        "CD30+",
+        "Café-au-lait",
+        "[x]",
+        "{y}",
+        "&a",
+        "*b",
+        "a\x85b",
+        "c\u2028d",
+        "tab\there",
+        "two\nlines",
+        " lead",
+        "trail ",
+        "---",
+        "%x",
+        "\ufeffbom",
+        "!tag",
+        "? k",
+        "|",
+        ">",
+    ]
+)
 _PLAIN = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=8)
 names = st.one_of(_TRICKY, _PLAIN).filter(lambda s: bool(s.strip()))
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), names)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), names)
 metadata_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=2), max_leaves=3)
 
 
 @st.composite
-def tree_shapes(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30,
-                single_child: bool = True) -> list[int]:
+def tree_shapes(
+    draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, single_child: bool = True
+) -> list[int]:
     """Parent of each node (``-1`` for node 0, the root); node ``i``'s parent is an earlier node.
 
     With ``single_child=False``, nodes left with exactly one child get a second leaf child.
@@ -61,8 +94,9 @@ def tree_shapes(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30,
 
 
 @st.composite
-def tree_dicts(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, *, single_child: bool = True,
-               rich: bool = True) -> dict[str, Any]:
+def tree_dicts(
+    draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, *, single_child: bool = True, rich: bool = True
+) -> dict[str, Any]:
     """A valid taxonomy as plain data (the parsed form of a YAML file).
 
     Args:
@@ -105,7 +139,8 @@ def tree_dicts(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, *, sing
 
 
 @st.composite
-def taxonomies(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, *, single_child: bool = True,
-               rich: bool = True) -> Taxonomy:
+def taxonomies(
+    draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 30, *, single_child: bool = True, rich: bool = True
+) -> Taxonomy:
     """A loaded random :class:`Taxonomy` (see :func:`tree_dicts`)."""
     return Taxonomy.from_dict(draw(tree_dicts(min_nodes, max_nodes, single_child=single_child, rich=rich)))

@@ -66,8 +66,13 @@ def test_resnet_stem_for_small_images() -> None:
     # 28 px keeps a 4x4 map before the last stage with the small stem (1x1 with the ImageNet stem)
     with torch.no_grad():
         small.eval()
-        x = small.body.layer3(small.body.layer2(small.body.layer1(small.body.relu(small.body.bn1(
-            small.body.conv1(torch.zeros(1, 3, 28, 28)))))))
+        x = small.body.layer3(
+            small.body.layer2(
+                small.body.layer1(
+                    small.body.relu(small.body.bn1(small.body.conv1(torch.zeros(1, 3, 28, 28))))
+                )
+            )
+        )
     assert x.shape[-2:] == (7, 7)
 
 
@@ -92,9 +97,11 @@ def test_registry() -> None:
     assert net.name == "resnet18"
     with pytest.raises(UnknownNameError) as err:
         create_backbone("resnet19")
-    assert str(err.value) == ("unknown backbone 'resnet19' (known backbones: convnext_tiny, efficientnet_b0, "
-                              "resnet18, resnet50, small_cnn, vit_b_16); did you mean 'resnet18' or "
-                              "'resnet50'?")
+    assert str(err.value) == (
+        "unknown backbone 'resnet19' (known backbones: convnext_tiny, efficientnet_b0, "
+        "resnet18, resnet50, small_cnn, vit_b_16); did you mean 'resnet18' or "
+        "'resnet50'?"
+    )
     with pytest.raises(ValueError, match="already registered"):
         register_backbone("small_cnn")(lambda p, s, c: None)  # type: ignore[arg-type,return-value]
     with pytest.raises(HierclfError, match="in_size must be at least 32"):
@@ -118,7 +125,8 @@ def test_missing_weights_say_how_to_get_them(empty_hub) -> None:
         f"pretrained weights for 'resnet18' not found: expected the file '{file}' in {empty_hub} (the torch "
         "hub cache; set TORCH_HOME to move it). hierclf never downloads; on a machine with network access "
         "run: python -c \"import torchvision; torchvision.models.resnet18(weights='DEFAULT')\" and copy "
-        f"{file} into {empty_hub}, or use pretrained: false")
+        f"{file} into {empty_hub}, or use pretrained: false"
+    )
     assert not empty_hub.exists() or not any(empty_hub.iterdir())  # nothing was downloaded
 
 
@@ -140,6 +148,7 @@ def test_weights_load_from_the_cache(empty_hub) -> None:
 
 
 # --- determinism ---------------------------------------------------------------------------------------
+
 
 def _draws() -> tuple[float, float, list[float]]:
     return random.random(), float(np.random.rand()), torch.rand(3).tolist()

@@ -25,15 +25,26 @@ INVALID = "name: t\nroot:\n  id: a\n  name: A\n  children:\n    - {id: b, name: 
 
 def run_module(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HIERCLF_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "hierclf", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hierclf", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, str]:
     out = {}
-    for name, text in {"valid": VALID, "single": SINGLE, "invalid": INVALID, "broken": "root: {id: [\n",
-                       "empty": ""}.items():
+    for name, text in {
+        "valid": VALID,
+        "single": SINGLE,
+        "invalid": INVALID,
+        "broken": "root: {id: [\n",
+        "empty": "",
+    }.items():
         path = tmp_path / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         out[name] = str(path)
@@ -41,6 +52,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 
 # --- validate -------------------------------------------------------------------------------------
+
 
 def test_validate_shipped_files_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--strict", *SHIPPED]) == 0
@@ -51,12 +63,14 @@ def test_validate_shipped_files_exit_0(capsys: pytest.CaptureFixture[str]) -> No
         assert line == f"{path}: ok ({len(tax.nodes)} nodes, {len(tax.leaves)} leaves, height {tax.height})"
 
 
-DUPLICATE_B = (":7:12: error: duplicate node id 'b' (first defined at line 6); ids must be unique in the "
-               "whole tree")
+DUPLICATE_B = (
+    ":7:12: error: duplicate node id 'b' (first defined at line 6); ids must be unique in the whole tree"
+)
 
 
-def test_validate_invalid_exit_1_lists_problems(files: dict[str, str],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_invalid_exit_1_lists_problems(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", files["valid"], files["invalid"]]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [
@@ -66,8 +80,9 @@ def test_validate_invalid_exit_1_lists_problems(files: dict[str, str],
     ]
 
 
-def test_validate_strict_turns_warnings_into_errors(files: dict[str, str],
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_strict_turns_warnings_into_errors(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", files["single"]]) == 0
     out = capsys.readouterr().out
     assert ": warning: node 'a' has a single child 'b'" in out
@@ -76,8 +91,9 @@ def test_validate_strict_turns_warnings_into_errors(files: dict[str, str],
     assert ": error: node 'a' has a single child 'b'" in capsys.readouterr().out
 
 
-def test_validate_quiet_prints_problems_only(files: dict[str, str],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_quiet_prints_problems_only(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", "-q", files["valid"], files["invalid"]]) == 1
     assert capsys.readouterr().out.splitlines() == [files["invalid"] + DUPLICATE_B]
 
@@ -88,13 +104,30 @@ def test_validate_json_shape(files: dict[str, str], capsys: pytest.CaptureFixtur
     assert report["valid"] is False
     assert [f["file"] for f in report["files"]] == [files["valid"], files["invalid"], files["broken"]]
     valid, invalid, broken = report["files"]
-    assert valid == {"file": files["valid"], "valid": True, "errors": 0, "warnings": 0, "problems": [],
-                     "name": "t", "nodes": 3, "leaves": 2, "height": 1}
+    assert valid == {
+        "file": files["valid"],
+        "valid": True,
+        "errors": 0,
+        "warnings": 0,
+        "problems": [],
+        "name": "t",
+        "nodes": 3,
+        "leaves": 2,
+        "height": 1,
+    }
     assert invalid["valid"] is False and invalid["errors"] == 1 and "nodes" not in invalid
-    assert invalid["problems"] == [{
-        "message": "duplicate node id 'b' (first defined at line 6); ids must be unique in the whole tree",
-        "file": files["invalid"], "line": 7, "column": 12, "severity": "error", "code": "duplicate-id",
-        "node": "b"}]
+    assert invalid["problems"] == [
+        {
+            "message": "duplicate node id 'b' (first defined at line 6); ids must be unique in the "
+            "whole tree",
+            "file": files["invalid"],
+            "line": 7,
+            "column": 12,
+            "severity": "error",
+            "code": "duplicate-id",
+            "node": "b",
+        }
+    ]
     assert broken["problems"][0]["code"] == "yaml-syntax" and broken["problems"][0]["line"] == 2
 
 
@@ -104,21 +137,34 @@ def test_validate_json_all_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["valid"] is True and all(f["valid"] for f in report["files"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["validate", "missing.yaml"], "hierclf validate: error: file not found: missing.yaml"),
-    (["validate", "taxonomy"],
-     "hierclf validate: error: is a directory, not a taxonomy file: taxonomy (e.g. give taxonomy/*.yaml)"),
-    (["show", "missing.yaml"], "hierclf show: error: file not found: missing.yaml"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["validate", "missing.yaml"], "hierclf validate: error: file not found: missing.yaml"),
+        (
+            ["validate", "taxonomy"],
+            "hierclf validate: error: is a directory, not a taxonomy file: taxonomy "
+            "(e.g. give taxonomy/*.yaml)",
+        ),
+        (["show", "missing.yaml"], "hierclf show: error: file not found: missing.yaml"),
+    ],
+)
 def test_missing_file_is_a_usage_error(args: list[str], message: str) -> None:
     proc = run_module(*args)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [message] and proc.stdout == ""
 
 
-@pytest.mark.parametrize("args", [["validate"], ["validate", "--format", "xml", "taxonomy/esteva.yaml"],
-                                  ["show"], ["show", "taxonomy/esteva.yaml", "--depth", "-1"],
-                                  ["nosuchcommand"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate"],
+        ["validate", "--format", "xml", "taxonomy/esteva.yaml"],
+        ["show"],
+        ["show", "taxonomy/esteva.yaml", "--depth", "-1"],
+        ["nosuchcommand"],
+    ],
+)
 def test_argparse_usage_errors_exit_2(args: list[str]) -> None:
     proc = run_module(*args)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
@@ -134,11 +180,14 @@ def test_no_traceback_on_bad_input(files: dict[str, str]) -> None:
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("hierclf show: error: ")
     proc = run_module("show", "taxonomy/esteva.yaml", "--node", "melanomma")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines() == ["hierclf show: error: unknown node 'melanomma' in taxonomy 'esteva'; "
-                                        "did you mean 'melanoma_in_situ' or 'melanoma_invasive'?"]
+    assert proc.stderr.splitlines() == [
+        "hierclf show: error: unknown node 'melanomma' in taxonomy 'esteva'; "
+        "did you mean 'melanoma_in_situ' or 'melanoma_invasive'?"
+    ]
 
 
 # --- show -----------------------------------------------------------------------------------------
+
 
 def test_show_depth(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", str(TAXONOMY_DIR / "dermamnist.yaml"), "--depth", "1"]) == 0
@@ -171,6 +220,7 @@ def test_show_full_tree_and_node(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- schema ---------------------------------------------------------------------------------------
 
+
 def test_schema_stdout_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert capsys.readouterr().out == json_schema_text()
@@ -182,7 +232,8 @@ def test_schema_stdout_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_committed_json_schema_is_current() -> None:
     committed = REPO / "docs" / "taxonomy.schema.json"
     assert committed.read_text(encoding="utf-8") == json_schema_text(), (
-        "regenerate with: hierclf schema --out docs/taxonomy.schema.json")
+        "regenerate with: hierclf schema --out docs/taxonomy.schema.json"
+    )
 
 
 def test_shipped_files_satisfy_the_json_schema() -> None:
@@ -196,22 +247,26 @@ def test_shipped_files_satisfy_the_json_schema() -> None:
 
 # --- stays light ----------------------------------------------------------------------------------
 
+
 def test_import_and_validate_do_not_import_torch() -> None:
-    code = ("import sys, hierclf\n"
-            "from hierclf.cli import main\n"
-            "assert 'torch' not in sys.modules, 'import hierclf'\n"
-            f"rc = main(['validate', '-q', *{SHIPPED!r}])\n"
-            f"rc += main(['show', {SHIPPED[0]!r}, '--depth', '1'])\n"
-            "heavy = sorted(m for m in sys.modules\n"
-            "               if m.split('.')[0] in ('torch', 'torchvision', 'sklearn'))\n"
-            "print('HEAVY', heavy)\n"
-            "sys.exit(rc)\n")
+    code = (
+        "import sys, hierclf\n"
+        "from hierclf.cli import main\n"
+        "assert 'torch' not in sys.modules, 'import hierclf'\n"
+        f"rc = main(['validate', '-q', *{SHIPPED!r}])\n"
+        f"rc += main(['show', {SHIPPED[0]!r}, '--depth', '1'])\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('torch', 'torchvision', 'sklearn'))\n"
+        "print('HEAVY', heavy)\n"
+        "sys.exit(rc)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
 
 
 # --- pre-commit hook ------------------------------------------------------------------------------
+
 
 def test_pre_commit_hook_definition() -> None:
     import re
@@ -224,14 +279,19 @@ def test_pre_commit_hook_definition() -> None:
     pattern = re.compile(hook["files"])
     for path in ("taxonomy/dermamnist.yaml", "taxonomy/sub/x.yml"):
         assert pattern.search(path)
-    for path in (".github/workflows/ci.yml", "protocols/dermamnist.yaml", ".pre-commit-hooks.yaml",
-                 "taxonomy/notes.md"):
+    for path in (
+        ".github/workflows/ci.yml",
+        "protocols/dermamnist.yaml",
+        ".pre-commit-hooks.yaml",
+        "taxonomy/notes.md",
+    ):
         assert not pattern.search(path)
     # the hook runs the entry with the matched files appended: the shipped files must pass it
     assert main([*hook["entry"].split()[1:], *SHIPPED]) == 0
 
 
 # --- the format documentation ---------------------------------------------------------------------
+
 
 def test_docs_example_tree_loads_as_described() -> None:
     import re
@@ -241,8 +301,12 @@ def test_docs_example_tree_loads_as_described() -> None:
     tax = Taxonomy.from_text(blocks[0], strict=True)
     assert tax.leaves == ("melanocytic_nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma")
     assert tax.resolve("MEL") == tax.resolve("Melanoma, NOS") == "melanoma"
-    assert tax.codes("ham10000") == {0: "melanoma", 1: "melanocytic_nevus", 2: "seborrheic_keratosis",
-                                     3: "basal_cell_carcinoma"}
+    assert tax.codes("ham10000") == {
+        0: "melanoma",
+        1: "melanocytic_nevus",
+        2: "seborrheic_keratosis",
+        3: "basal_cell_carcinoma",
+    }
     assert tax.cut(["malignant", "benign"]) == ("benign", "malignant")
     import yaml
 

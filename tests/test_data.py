@@ -422,9 +422,17 @@ def test_ham10000_metadata_as_an_image_list(shared_data: Path, dermamnist: Taxon
     """The real HAM10000 metadata names images by id; every `dx` code resolves through the shipped tree's
     aliases and lesion ids become groups."""
     metadata = shared_data / "HAM10000_metadata.csv"
-    ds = CsvImageDataset(metadata, dermamnist, image_root=shared_data / "HAM10000_images",
-                         path_column="image_id", path_suffix=".jpg", label_column="dx",
-                         group_column="lesion_id", id_column="image_id", check_files=False)
+    ds = CsvImageDataset(
+        metadata,
+        dermamnist,
+        image_root=shared_data / "HAM10000_images",
+        path_column="image_id",
+        path_suffix=".jpg",
+        label_column="dx",
+        group_column="lesion_id",
+        id_column="image_id",
+        check_files=False,
+    )
     with open(metadata, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(ds) == len(rows) == 10_015 and np.unique(ds.groups).size == 7_470
@@ -436,8 +444,10 @@ def test_ham10000_metadata_as_an_image_list(shared_data: Path, dermamnist: Taxon
 
 
 @settings(max_examples=40, deadline=None)
-@given(counts=st.lists(st.integers(0, 50), min_size=2, max_size=8).filter(lambda c: sum(c) > 0),
-       beta=st.sampled_from([0.9, 0.99, 0.999, 0.9999]))
+@given(
+    counts=st.lists(st.integers(0, 50), min_size=2, max_size=8).filter(lambda c: sum(c) > 0),
+    beta=st.sampled_from([0.9, 0.99, 0.999, 0.9999]),
+)
 def test_property_sampler_class_probabilities(counts: list[int], beta: float) -> None:
     pytest.importorskip("hierclf.losses")
     n = np.asarray(counts)
@@ -445,8 +455,9 @@ def test_property_sampler_class_probabilities(counts: list[int], beta: float) ->
     present = n > 0
     balanced = _class_probabilities(sampler_weights(labels, "balanced", n_classes=n.size), labels, n.size)
     np.testing.assert_allclose(balanced, np.where(present, 1 / present.sum(), 0.0), rtol=1e-5, atol=1e-12)
-    effective = _class_probabilities(sampler_weights(labels, "effective", beta=beta, n_classes=n.size),
-                                     labels, n.size)
+    effective = _class_probabilities(
+        sampler_weights(labels, "effective", beta=beta, n_classes=n.size), labels, n.size
+    )
     by_hand = np.where(present, n * (1 - beta) / (1 - beta ** np.maximum(n, 1)), 0.0)
     np.testing.assert_allclose(effective, by_hand / by_hand.sum(), rtol=1e-4, atol=1e-12)
 
@@ -454,8 +465,12 @@ def test_property_sampler_class_probabilities(counts: list[int], beta: float) ->
 def test_loader_workers_and_split_transforms(small_npz: Path, dermamnist: Taxonomy) -> None:
     from hierclf.transforms import eval_transform, train_transform
 
-    data = DermaMNISTData.load(small_npz.parent, taxonomy=dermamnist, train_transform=train_transform(28),
-                               eval_transform=eval_transform(28))
+    data = DermaMNISTData.load(
+        small_npz.parent,
+        taxonomy=dermamnist,
+        train_transform=train_transform(28),
+        eval_transform=eval_transform(28),
+    )
     mapping = {leaf: i for i, leaf in enumerate(dermamnist.leaves)}
     val = TaxonomyImageDataset(data.val, mapping)  # the source's eval transform is used
     serial = torch.stack([val[i][0] for i in range(len(val))])

@@ -29,18 +29,33 @@ from hierclf.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not in this torch build")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not in this torch build",
+)
 
 
 def _config(path: Path, out: Path, data_root: Path) -> Path:
     cfg = {
         "taxonomy": str(REPO / "taxonomy" / "dermamnist.yaml"),
-        "data": {"source": "synthetic", "root": str(data_root), "size": 28, "augment": False,
-                 "synthetic": {"n_train": 60, "n_val": 14, "n_test": 14, "seed": 1}},
-        "backbone": "small_cnn", "freeze_batchnorm": True, "optimizer": "sgd", "lr": 0.05,
-        "epochs": 2, "batch_size": 20, "warmup_epochs": 0, "sampler": "balanced", "seed": 11,
-        "device": "cpu", "out_dir": str(out),
+        "data": {
+            "source": "synthetic",
+            "root": str(data_root),
+            "size": 28,
+            "augment": False,
+            "synthetic": {"n_train": 60, "n_val": 14, "n_test": 14, "seed": 1},
+        },
+        "backbone": "small_cnn",
+        "freeze_batchnorm": True,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "epochs": 2,
+        "batch_size": 20,
+        "warmup_epochs": 0,
+        "sampler": "balanced",
+        "seed": 11,
+        "device": "cpu",
+        "out_dir": str(out),
     }
     path.write_text(json.dumps(cfg), encoding="utf-8")
     return path
@@ -52,15 +67,26 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "hierclf", "train", "--config", str(_config(tmp_path / "ddp.yaml", tmp_path / "ddp", data)),
-           "--no-progress", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "hierclf",
+        "train",
+        "--config",
+        str(_config(tmp_path / "ddp.yaml", tmp_path / "ddp", data)),
+        "--no-progress",
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     ddp_out = tmp_path / "ddp"
     assert (ddp_out / "DONE").is_file()
     # one set of outputs (rank 0 only), one JSON result printed
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert result["epochs_run"] == 2 and result["best_epoch"] == single.best_epoch
 
     a = torch.load(single.checkpoint, map_location="cpu", weights_only=True)
@@ -71,13 +97,17 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     # the backbone trained (moved away from its seeded initialisation), so the comparison is not vacuous
     set_determinism(11)
     initial, _ = create_backbone("small_cnn", in_size=28)
-    moved = [k for k, v in initial.state_dict().items() if v.is_floating_point()
-             and (b["model"][f"backbone.{k}"] - v).abs().max() > 1e-3]
+    moved = [
+        k
+        for k, v in initial.state_dict().items()
+        if v.is_floating_point() and (b["model"][f"backbone.{k}"] - v).abs().max() > 1e-3
+    ]
     assert moved
     for split in ("val", "test"):
         with np.load(single.predictions[split]) as x, np.load(ddp_out / "predictions" / f"{split}.npz") as y:
             assert (x["ids"] == y["ids"]).all() and (x["labels"] == y["labels"]).all()
             np.testing.assert_allclose(y["probs"], x["probs"], rtol=0, atol=1e-5)
     history = json.loads((ddp_out / "history.json").read_text())
-    np.testing.assert_allclose([h["train_loss"] for h in history], [h["train_loss"] for h in single.history],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        [h["train_loss"] for h in history], [h["train_loss"] for h in single.history], atol=1e-5
+    )

@@ -565,6 +565,7 @@ def test_reader_dominance_property(seed: int, n: int) -> None:
 
 # --- real HAM10000 metadata ----------------------------------------------------------------------------
 
+
 def test_ham10000_metadata_groups_and_subgroups(tax: Taxonomy, shared_data: Path, tmp_path: Path) -> None:
     """The shipped protocol on predictions keyed by real HAM10000 image ids: lesions are the bootstrap unit
     and sex / localization subgroups are counted from the real metadata file."""
@@ -615,8 +616,10 @@ def test_evaluator_class_equals_function(tax: Taxonomy, data: Any, report: Any) 
     for name, res in report.tasks.items():
         for key, est in res.metrics.items():
             assert rep.tasks[name].metrics[key].to_dict() == est.to_dict()
-    assert rep.partitions["three_way"].metrics["balanced_accuracy"].to_dict() == \
-        report.partitions["three_way"].metrics["balanced_accuracy"].to_dict()
+    assert (
+        rep.partitions["three_way"].metrics["balanced_accuracy"].to_dict()
+        == report.partitions["three_way"].metrics["balanced_accuracy"].to_dict()
+    )
     with pytest.raises(EvaluationError, match="every seed or for none"):
         ev.add(None, data[1][0])
     ev.reset()
@@ -642,15 +645,17 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
     for r in range(25):
         w = counts[r]
         keep = w > 0
-        want = recall_score(y[keep], pred[keep], labels=range(C), average=None, sample_weight=w[keep],
-                            zero_division=np.nan)
+        want = recall_score(
+            y[keep], pred[keep], labels=range(C), average=None, sample_weight=w[keep], zero_division=np.nan
+        )
         np.testing.assert_allclose(out["recall"][r], want, rtol=1e-12)
         assert out["balanced_accuracy"][r] == pytest.approx(np.nanmean(want))
         assert out["cancer_sensitivity"][r] == pytest.approx(want[2])
 
 
-def test_json_roc_is_downsampled_for_large_curves(tax: Taxonomy, data: Any, report: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_roc_is_downsampled_for_large_curves(
+    tax: Taxonomy, data: Any, report: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hierclf.evaluate as ev
 
     monkeypatch.setattr(ev, "JSON_ROC_POINTS", 11)

@@ -23,8 +23,9 @@ from hierclf.synthetic import random_taxonomy
 COARSE = ["benign", "melanoma", "keratinocyte_carcinoma"]
 
 
-def brute_force_rollup(tax: Taxonomy, classes: tuple[str, ...], probs: np.ndarray,
-                       nodes: list[str]) -> np.ndarray:
+def brute_force_rollup(
+    tax: Taxonomy, classes: tuple[str, ...], probs: np.ndarray, nodes: list[str]
+) -> np.ndarray:
     """P(node) = sum of the class probabilities whose node is the node itself or one of its descendants
     (networkx), a residual class counting for its own node."""
     out = np.zeros((probs.shape[0], len(nodes)))
@@ -53,11 +54,14 @@ def test_classes_sorted_into_preorder_and_aliases_resolved(dermamnist: Taxonomy)
     assert head.nodes == ("skin_lesion", "benign", "malignant", "melanoma", "keratinocyte_carcinoma")
 
 
-@pytest.mark.parametrize("classes, match", [
-    (["benign", "melanoma"], "uncovered"),
-    (["benign", "malignant", "melanoma"], "overlap"),
-    (["benign", "benign", "malignant"], "more than once"),
-])
+@pytest.mark.parametrize(
+    "classes, match",
+    [
+        (["benign", "melanoma"], "uncovered"),
+        (["benign", "malignant", "melanoma"], "overlap"),
+        (["benign", "benign", "malignant"], "more than once"),
+    ],
+)
 def test_classes_must_be_a_cut(dermamnist: Taxonomy, classes: list[str], match: str) -> None:
     with pytest.raises(TaxonomyError, match=match):
         LeafHead(8, dermamnist, classes=classes)
@@ -91,8 +95,10 @@ def test_class_index_leaves(dermamnist: Taxonomy) -> None:
     head = LeafHead(8, dermamnist)
     idx = head.class_index(["melanoma", "nv", "BCC", "Dermatofibroma", "melanoma"])
     assert idx.dtype == torch.long
-    expected = [dermamnist.leaves.index(n) for n in ("melanoma", "melanocytic_nevus", "basal_cell_carcinoma",
-                                                     "dermatofibroma", "melanoma")]
+    expected = [
+        dermamnist.leaves.index(n)
+        for n in ("melanoma", "melanocytic_nevus", "basal_cell_carcinoma", "dermatofibroma", "melanoma")
+    ]
     assert idx.tolist() == expected
     assert head.class_index(np.array(["vasc"])).tolist() == [dermamnist.leaves.index("vascular_lesion")]
     assert head.class_index([]).shape == (0,)
@@ -108,9 +114,12 @@ def test_class_index_labels_below_a_class(dermamnist: Taxonomy) -> None:
 
 def test_class_index_above_cut_names_spanned_classes(dermamnist: Taxonomy) -> None:
     head = LeafHead(8, dermamnist, classes=COARSE)
-    with pytest.raises(HierclfError, match=r"label 'cancer' \(node 'malignant'\) lies above the training "
-                                           r"classes: it spans 2 classes "
-                                           r"\('melanoma', 'keratinocyte_carcinoma'\)"):
+    with pytest.raises(
+        HierclfError,
+        match=r"label 'cancer' \(node 'malignant'\) lies above the training "
+        r"classes: it spans 2 classes "
+        r"\('melanoma', 'keratinocyte_carcinoma'\)",
+    ):
         head.class_index(["mel", "cancer"])
     with pytest.raises(HierclfError, match="spans 3 classes"):
         head.class_index(["skin_lesion"])
@@ -151,12 +160,15 @@ def test_residual_classes_from_partition() -> None:
     assert LeafHead(4, tax, ["c", "b2", "b1", "b:residual", "a"]).classes == head.classes
 
 
-@pytest.mark.parametrize("classes, match", [
-    (["a", "b", "c", "b:residual"], "needs node 'b' to lie above"),
-    (["a", "b1", "b2", "c", "b1x:residual"], "needs node 'b1x' to lie above"),
-    (["a", "b1", "b2", "c", "zz:residual"], "unknown node 'zz' in residual class"),
-    (["a", "b1", "b2", "c", "b:residual", "b:residual"], "more than once"),
-])
+@pytest.mark.parametrize(
+    "classes, match",
+    [
+        (["a", "b", "c", "b:residual"], "needs node 'b' to lie above"),
+        (["a", "b1", "b2", "c", "b1x:residual"], "needs node 'b1x' to lie above"),
+        (["a", "b1", "b2", "c", "zz:residual"], "unknown node 'zz' in residual class"),
+        (["a", "b1", "b2", "c", "b:residual", "b:residual"], "more than once"),
+    ],
+)
 def test_bad_residual_classes(classes: list[str], match: str) -> None:
     tax, _ = _residual_tree()
     with pytest.raises(HierclfError, match=match):
@@ -178,8 +190,9 @@ def test_log_probs_and_probs(dermamnist: Taxonomy, dtype: torch.dtype) -> None:
 
 @pytest.fixture()
 def functional() -> object:
-    return pytest.importorskip("hierclf.functional", reason="the roll-up engine (hierclf.functional) is not "
-                                                            "written yet")
+    return pytest.importorskip(
+        "hierclf.functional", reason="the roll-up engine (hierclf.functional) is not written yet"
+    )
 
 
 @pytest.mark.usefixtures("functional")
@@ -195,9 +208,12 @@ def test_rollup_matches_brute_force(dermamnist: Taxonomy, classes: list[str] | N
     some = ["malignant", "skin_lesion", "mel" if classes != ["benign", "malignant"] else "benign"]
     resolved = [dermamnist.resolve(n) for n in some]
     if all(n in head.nodes for n in resolved):
-        np.testing.assert_allclose(head.rollup(logits, some).numpy(),
-                                   brute_force_rollup(dermamnist, head.classes, probs, resolved),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            head.rollup(logits, some).numpy(),
+            brute_force_rollup(dermamnist, head.classes, probs, resolved),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @pytest.mark.usefixtures("functional")
@@ -208,8 +224,9 @@ def test_rollup_with_residual_classes() -> None:
     probs = torch.softmax(logits.double(), -1).numpy()
     got = head.rollup(logits)
     assert head.nodes == ("root", "a", "b", "b1", "b2", "c")
-    np.testing.assert_allclose(got.numpy(), brute_force_rollup(tax, head.classes, probs, list(head.nodes)),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got.numpy(), brute_force_rollup(tax, head.classes, probs, list(head.nodes)), rtol=1e-4, atol=1e-5
+    )
     # b = residual + b1 + b2; root = everything
     np.testing.assert_allclose(got[:, 0].numpy(), 1.0, rtol=1e-5)
     sub = head.rollup(logits, ["b", "bee", "root"])
@@ -219,8 +236,9 @@ def test_rollup_with_residual_classes() -> None:
 @pytest.mark.usefixtures("functional")
 def test_rollup_rejects_nodes_below_the_classes(dermamnist: Taxonomy) -> None:
     head = LeafHead(8, dermamnist, classes=COARSE)
-    with pytest.raises(HierclfError, match="node 'basal_cell_carcinoma' lies below the head's class "
-                                           "'keratinocyte_carcinoma'"):
+    with pytest.raises(
+        HierclfError, match="node 'basal_cell_carcinoma' lies below the head's class 'keratinocyte_carcinoma'"
+    ):
         head.rollup(torch.randn(2, 3), ["malignant", "bcc"])
     with pytest.raises(HierclfError, match=r"logits must have shape \(batch, 3\)"):
         head.rollup(torch.randn(2, 4))
@@ -236,9 +254,12 @@ def test_rollup_property_random_partitions(n_leaves: int, seed: int, limit: int)
     head = LeafHead.from_partition(3, partition(tax, counts, max_class_size=limit))
     logits = torch.randn(4, head.n_classes, generator=torch.Generator().manual_seed(seed))
     probs = torch.softmax(logits.double(), -1).numpy()
-    np.testing.assert_allclose(head.rollup(logits).numpy(),
-                               brute_force_rollup(tax, head.classes, probs, list(head.nodes)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        head.rollup(logits).numpy(),
+        brute_force_rollup(tax, head.classes, probs, list(head.nodes)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 # --- serialisation and compilation --------------------------------------------------------------------------

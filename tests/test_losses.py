@@ -54,8 +54,11 @@ def test_effective_weights_limits() -> None:
     counts = [3, 30, 300]
     # beta -> 0: every class has effective number 1 -> uniform; beta -> 1: inverse frequency
     np.testing.assert_allclose(class_weights(counts, "effective", 1e-9).numpy(), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(class_weights(counts, "effective", 1 - 1e-9).numpy(),
-                               class_weights(counts, "inverse").numpy(), rtol=1e-4)
+    np.testing.assert_allclose(
+        class_weights(counts, "effective", 1 - 1e-9).numpy(),
+        class_weights(counts, "inverse").numpy(),
+        rtol=1e-4,
+    )
 
 
 def test_none_scheme_is_ones() -> None:
@@ -74,8 +77,11 @@ def test_empty_classes_get_zero_weight_and_a_warning(scheme: str, caplog: pytest
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=30).filter(any),
-       st.sampled_from(["inverse", "effective"]), st.sampled_from([0.9, 0.99, 0.999, 0.9999]))
+@given(
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=30).filter(any),
+    st.sampled_from(["inverse", "effective"]),
+    st.sampled_from([0.9, 0.99, 0.999, 0.9999]),
+)
 def test_weight_properties(counts: list[int], scheme: str, beta: float) -> None:
     w = class_weights(counts, scheme, beta).numpy().astype(np.float64)
     n = np.array(counts)
@@ -87,13 +93,16 @@ def test_weight_properties(counts: list[int], scheme: str, beta: float) -> None:
     assert (np.diff(w[n > 0][order]) <= 1e-6 * w.max()).all()
 
 
-@pytest.mark.parametrize("counts, match", [
-    ([0, 0], "every one of the 2 classes has zero images"),
-    ([3, -1], "class 1 has count -1"),
-    ([3, float("nan")], "finite"),
-    ([], "non-empty 1-D"),
-    ([[1, 2]], "1-D"),
-])
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        ([0, 0], "every one of the 2 classes has zero images"),
+        ([3, -1], "class 1 has count -1"),
+        ([3, float("nan")], "finite"),
+        ([], "non-empty 1-D"),
+        ([[1, 2]], "1-D"),
+    ],
+)
 def test_bad_counts(counts: list, match: str) -> None:
     with pytest.raises(HierclfError, match=match):
         class_weights(counts)
@@ -122,8 +131,9 @@ def test_ce_by_hand(eps: float) -> None:
     expected = -(q * logp).sum(axis=1)
     loss = build_loss("ce", label_smoothing=eps)
     np.testing.assert_allclose(loss(logits, target).item(), expected.mean(), rtol=1e-5)
-    torch.testing.assert_close(loss(logits, target),
-                               F.cross_entropy(logits.float(), target, label_smoothing=eps))
+    torch.testing.assert_close(
+        loss(logits, target), F.cross_entropy(logits.float(), target, label_smoothing=eps)
+    )
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.2])
@@ -136,7 +146,7 @@ def test_weighted_ce_by_hand(eps: float, scheme: str) -> None:
         raw = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
     else:
         n = counts[:3].astype(float)
-        raw = np.append((1 - 0.99) / (1 - 0.99 ** n), 0.0)
+        raw = np.append((1 - 0.99) / (1 - 0.99**n), 0.0)
     w = raw / raw.sum() * 3
     logp = _np_log_softmax(logits.numpy())
     t = target.numpy()
@@ -145,15 +155,20 @@ def test_weighted_ce_by_hand(eps: float, scheme: str) -> None:
     np.testing.assert_allclose(loss(logits, target).item(), per_sample.sum() / w[t].sum(), rtol=1e-5)
     none = build_loss("weighted_ce", counts, weights=scheme, beta=0.99, label_smoothing=eps, reduction="none")
     np.testing.assert_allclose(none(logits, target).numpy(), per_sample, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(loss(logits, target), F.cross_entropy(
-        logits.float(), target, weight=torch.as_tensor(w, dtype=torch.float32), label_smoothing=eps))
+    torch.testing.assert_close(
+        loss(logits, target),
+        F.cross_entropy(
+            logits.float(), target, weight=torch.as_tensor(w, dtype=torch.float32), label_smoothing=eps
+        ),
+    )
 
 
 def test_weighted_ce_explicit_weights() -> None:
     logits, target = _batch(c=3)
     loss = build_loss("weighted_ce", weights=[1.0, 2.0, 0.5])
-    torch.testing.assert_close(loss(logits, target),
-                               F.cross_entropy(logits.float(), target, weight=torch.tensor([1.0, 2.0, 0.5])))
+    torch.testing.assert_close(
+        loss(logits, target), F.cross_entropy(logits.float(), target, weight=torch.tensor([1.0, 2.0, 0.5]))
+    )
 
 
 # --- focal ------------------------------------------------------------------------------------------------
@@ -176,8 +191,9 @@ def test_focal_by_hand(gamma: float, with_alpha: bool) -> None:
 
 def test_focal_gamma_zero_is_ce() -> None:
     logits, target = _batch(seed=3)
-    torch.testing.assert_close(build_loss("focal", gamma=0.0)(logits, target),
-                               F.cross_entropy(logits.float(), target))
+    torch.testing.assert_close(
+        build_loss("focal", gamma=0.0)(logits, target), F.cross_entropy(logits.float(), target)
+    )
 
 
 def test_focal_alpha_from_counts() -> None:
@@ -190,8 +206,9 @@ def test_focal_alpha_from_counts() -> None:
 # --- asymmetric -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gamma_pos, gamma_neg, clip", [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.5, 2.0, 0.0),
-                                                        (0.0, 0.0, 0.2)])
+@pytest.mark.parametrize(
+    "gamma_pos, gamma_neg, clip", [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.5, 2.0, 0.0), (0.0, 0.0, 0.2)]
+)
 def test_asymmetric_by_hand(gamma_pos: float, gamma_neg: float, clip: float) -> None:
     logits, target = _batch(n=24, c=5, seed=5)
     x = logits.numpy()
@@ -199,12 +216,13 @@ def test_asymmetric_by_hand(gamma_pos: float, gamma_neg: float, clip: float) -> 
     y = np.eye(5)[target.numpy()]
     p_m = np.maximum(p - clip, 0.0)
     pos = y * (1 - p) ** gamma_pos * np.log(p)
-    neg = (1 - y) * p_m ** gamma_neg * np.log(1 - p_m)
+    neg = (1 - y) * p_m**gamma_neg * np.log(1 - p_m)
     expected = -(pos + neg).sum(axis=1)
     loss = AsymmetricLoss(gamma_pos, gamma_neg, clip, reduction="none")
     np.testing.assert_allclose(loss(logits, target).numpy(), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(AsymmetricLoss(gamma_pos, gamma_neg, clip)(logits, target).item(),
-                               expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        AsymmetricLoss(gamma_pos, gamma_neg, clip)(logits, target).item(), expected.mean(), rtol=1e-5
+    )
 
 
 def test_asymmetric_zero_is_bce() -> None:
@@ -275,8 +293,11 @@ def test_module_moves_with_to() -> None:
 
 
 def test_unknown_loss_lists_known() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown loss 'facal'.*known: ce, weighted_ce, focal, "
-                                               r"asymmetric.*did you mean 'focal'"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown loss 'facal'.*known: ce, weighted_ce, focal, "
+        r"asymmetric.*did you mean 'focal'",
+    ):
         build_loss("facal")
 
 
@@ -284,21 +305,30 @@ def test_name_is_normalised() -> None:
     assert isinstance(build_loss("Weighted-CE", [1, 2]), CrossEntropyLoss)
 
 
-@pytest.mark.parametrize("name, counts, params, error, match", [
-    ("ce", None, {"gamma": 2.0}, UnknownNameError, "unknown parameter 'gamma' for loss 'ce'"),
-    ("focal", None, {"gamma": -1.0}, HierclfError, "gamma must be a finite number >= 0"),
-    ("focal", None, {"alpha": 0.25}, HierclfError, "must be per-class"),
-    ("focal", None, {"alpha": "inverse"}, HierclfError, "needs class_counts"),
-    ("weighted_ce", None, {}, HierclfError, "needs class_counts"),
-    ("weighted_ce", [1, 2], {"weights": [1.0, 2.0, 3.0]}, HierclfError, "3 entries but there are 2 classes"),
-    ("weighted_ce", [1, 2], {"weights": [1.0, -2.0]}, HierclfError, "non-negative"),
-    ("weighted_ce", [1, 2], {"weights": "efective"}, UnknownNameError, "did you mean 'effective'"),
-    ("weighted_ce", [1, 2], {"beta": 1.0}, HierclfError, "beta must be"),
-    ("ce", None, {"label_smoothing": 1.0}, HierclfError, "label_smoothing must be in"),
-    ("ce", None, {"reduction": "avg"}, UnknownNameError, "unknown reduction 'avg'"),
-    ("asymmetric", None, {"gamma_neg": -4.0}, HierclfError, "gamma_neg must be"),
-    ("asymmetric", None, {"clip": 1.0}, HierclfError, "clip must be in"),
-])
+@pytest.mark.parametrize(
+    "name, counts, params, error, match",
+    [
+        ("ce", None, {"gamma": 2.0}, UnknownNameError, "unknown parameter 'gamma' for loss 'ce'"),
+        ("focal", None, {"gamma": -1.0}, HierclfError, "gamma must be a finite number >= 0"),
+        ("focal", None, {"alpha": 0.25}, HierclfError, "must be per-class"),
+        ("focal", None, {"alpha": "inverse"}, HierclfError, "needs class_counts"),
+        ("weighted_ce", None, {}, HierclfError, "needs class_counts"),
+        (
+            "weighted_ce",
+            [1, 2],
+            {"weights": [1.0, 2.0, 3.0]},
+            HierclfError,
+            "3 entries but there are 2 classes",
+        ),
+        ("weighted_ce", [1, 2], {"weights": [1.0, -2.0]}, HierclfError, "non-negative"),
+        ("weighted_ce", [1, 2], {"weights": "efective"}, UnknownNameError, "did you mean 'effective'"),
+        ("weighted_ce", [1, 2], {"beta": 1.0}, HierclfError, "beta must be"),
+        ("ce", None, {"label_smoothing": 1.0}, HierclfError, "label_smoothing must be in"),
+        ("ce", None, {"reduction": "avg"}, UnknownNameError, "unknown reduction 'avg'"),
+        ("asymmetric", None, {"gamma_neg": -4.0}, HierclfError, "gamma_neg must be"),
+        ("asymmetric", None, {"clip": 1.0}, HierclfError, "clip must be in"),
+    ],
+)
 def test_bad_params(name: str, counts: list | None, params: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         build_loss(name, counts, **params)

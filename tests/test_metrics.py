@@ -53,8 +53,17 @@ def _case(name: str) -> tuple[np.ndarray, np.ndarray]:
     raise KeyError(name)
 
 
-CASES = ["continuous", "ties", "integer_scores", "all_equal", "single_positive", "single_negative", "perfect",
-         "inverted", "bool_labels"]
+CASES = [
+    "continuous",
+    "ties",
+    "integer_scores",
+    "all_equal",
+    "single_positive",
+    "single_negative",
+    "perfect",
+    "inverted",
+    "bool_labels",
+]
 
 
 def _brute_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
@@ -128,12 +137,15 @@ def test_roc_needs_both_classes(y: np.ndarray) -> None:
         hm.specificity_at_sensitivity(y, s, 0.9)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (([0, 1, 2], [0.1, 0.2, 0.3]), "only 0/1"),
-    (([0, 1], [0.1, np.nan]), "NaN"),
-    (([0, 1], [0.1]), "samples"),
-    (([[0, 1]], [[0.1, 0.2]]), "1-D"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (([0, 1, 2], [0.1, 0.2, 0.3]), "only 0/1"),
+        (([0, 1], [0.1, np.nan]), "NaN"),
+        (([0, 1], [0.1]), "samples"),
+        (([[0, 1]], [[0.1, 0.2]]), "1-D"),
+    ],
+)
 def test_bad_binary_input(bad: tuple, match: str) -> None:
     with pytest.raises(hm.MetricError, match=match):
         hm.roc_auc(*bad)
@@ -174,8 +186,9 @@ def test_specificity_at_sensitivity_matches_brute_force(name: str, target: float
 
 
 @settings(max_examples=150, deadline=None)
-@given(scores=st.lists(st.integers(0, 8), min_size=2, max_size=40), data=st.data(),
-       target=st.floats(0.01, 1.0))
+@given(
+    scores=st.lists(st.integers(0, 8), min_size=2, max_size=40), data=st.data(), target=st.floats(0.01, 1.0)
+)
 def test_threshold_at_sensitivity_property(scores: list[int], data: st.DataObject, target: float) -> None:
     s = np.asarray(scores, dtype=float) / 4
     y = np.asarray(data.draw(st.lists(st.booleans(), min_size=len(s), max_size=len(s))))
@@ -204,8 +217,9 @@ def test_binary_metrics_at_threshold_match_sklearn(name: str, q: float) -> None:
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
     assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred, zero_division=np.nan), nan_ok=True)
     assert m["ppv"] == pytest.approx(skm.precision_score(y, pred, zero_division=np.nan), nan_ok=True)
-    assert m["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - pred, zero_division=np.nan),
-                                             nan_ok=True)
+    assert m["specificity"] == pytest.approx(
+        skm.recall_score(1 - y, 1 - pred, zero_division=np.nan), nan_ok=True
+    )
     assert m["npv"] == pytest.approx(skm.precision_score(1 - y, 1 - pred, zero_division=np.nan), nan_ok=True)
 
 
@@ -225,8 +239,12 @@ def test_target_out_of_range() -> None:
 # -------------------------------------------------------------------------------------- multi-class
 
 
-def _multiclass(seed: int, n: int = 120, k: int = 5, absent: int | None = None,
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _multiclass(
+    seed: int,
+    n: int = 120,
+    k: int = 5,
+    absent: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
     if absent is not None:
@@ -243,8 +261,9 @@ def test_confusion_recall_balanced_accuracy_match_sklearn(seed: int, absent: int
     y, p = _multiclass(seed, absent=absent)
     pred = p.argmax(axis=1)
     k = p.shape[1]
-    np.testing.assert_array_equal(hm.confusion_matrix(y, pred, k),
-                                  skm.confusion_matrix(y, pred, labels=range(k)))
+    np.testing.assert_array_equal(
+        hm.confusion_matrix(y, pred, k), skm.confusion_matrix(y, pred, labels=range(k))
+    )
     recall = hm.per_class_recall(y, pred, k)
     ref = skm.recall_score(y, pred, labels=range(k), average=None, zero_division=np.nan)
     np.testing.assert_allclose(recall, ref, equal_nan=True)
@@ -311,7 +330,8 @@ def test_ece_and_reliability_match_hand_loop(n_bins: int, seed: int) -> None:
     yk, p = _multiclass(seed)
     hit = (p.argmax(1) == yk).astype(float)
     assert hm.expected_calibration_error(yk, p, n_bins) == pytest.approx(
-        _hand_ece(hit, p.max(1), n_bins)[0], abs=1e-12)
+        _hand_ece(hit, p.max(1), n_bins)[0], abs=1e-12
+    )
 
 
 def test_calibration_rejects_bad_probabilities() -> None:
@@ -384,8 +404,9 @@ def _bootstrap_data(n: int, n_groups: int, seed: int = 0, decimals: int | None =
 
 @pytest.mark.parametrize("decimals", [None, 1])
 @pytest.mark.parametrize("threshold", [None, 0.4])
-def test_bootstrap_replicates_equal_explicit_resampling(decimals: int | None,
-                                                        threshold: float | None) -> None:
+def test_bootstrap_replicates_equal_explicit_resampling(
+    decimals: int | None, threshold: float | None
+) -> None:
     y, s, groups = _bootstrap_data(300, 70, decimals=decimals)
     res = hm.bootstrap_binary(y, s, groups, n_replicates=40, seed=7, threshold=threshold, chunk_size=6)
     counts = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 40, seed=7)))
@@ -402,23 +423,32 @@ def test_bootstrap_replicates_equal_explicit_resampling(decimals: int | None,
                 assert res[key].replicates[k] == pytest.approx(m[key], abs=1e-12, nan_ok=True)
     # point estimates are the unweighted functions on the full data, bit for bit
     assert res["auc"].point == hm.roc_auc(y, s)
-    assert (res["specificity_at_sensitivity"].point, res["threshold_at_sensitivity"].point) == \
-        hm.specificity_at_sensitivity(y, s, 0.95)
+    assert (
+        res["specificity_at_sensitivity"].point,
+        res["threshold_at_sensitivity"].point,
+    ) == hm.specificity_at_sensitivity(y, s, 0.95)
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), n=st.integers(2, 30), n_groups=st.integers(1, 8), target=st.floats(0.05, 1.0),
-       threshold=st.sampled_from([None, 0.5, 1.0, 2.5]))
-def test_bootstrap_kernel_property(data: st.DataObject, n: int, n_groups: int, target: float,
-                                   threshold: float | None) -> None:
+@given(
+    data=st.data(),
+    n=st.integers(2, 30),
+    n_groups=st.integers(1, 8),
+    target=st.floats(0.05, 1.0),
+    threshold=st.sampled_from([None, 0.5, 1.0, 2.5]),
+)
+def test_bootstrap_kernel_property(
+    data: st.DataObject, n: int, n_groups: int, target: float, threshold: float | None
+) -> None:
     """Random small data with heavy ties: every replicate equals the metrics of its resampled data set."""
     y = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     if y.all() or not y.any():
         y[0] = not y[0]
     s = np.asarray(data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), dtype=float)
     groups = np.asarray(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=n, max_size=n)))
-    res = hm.bootstrap_binary(y, s, groups, n_replicates=6, seed=1, target_sensitivity=target,
-                              threshold=threshold, chunk_size=4)
+    res = hm.bootstrap_binary(
+        y, s, groups, n_replicates=6, seed=1, target_sensitivity=target, threshold=threshold, chunk_size=4
+    )
     counts = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 6, seed=1)))
     for k in range(6):
         idx = np.repeat(np.arange(n), counts[k])
@@ -463,8 +493,9 @@ def test_bootstrap_does_not_depend_on_chunking() -> None:
     np.testing.assert_array_equal(c1, c2)
 
 
-@pytest.mark.parametrize("name", ["continuous", "ties", "integer_scores", "all_equal", "single_positive",
-                                  "perfect", "inverted"])
+@pytest.mark.parametrize(
+    "name", ["continuous", "ties", "integer_scores", "all_equal", "single_positive", "perfect", "inverted"]
+)
 def test_kernel_with_unit_counts_equals_point_functions(name: str) -> None:
     y, s = _case(name)
     y = np.asarray(y).astype(bool)
@@ -572,5 +603,12 @@ def test_bootstrap_result_to_dict() -> None:
     y, s, groups = _bootstrap_data(100, 30)
     d = hm.bootstrap_binary(y, s, groups, n_replicates=20, threshold=0.5).to_dict()
     assert d["resampling_unit"] == "group" and d["n_groups"] == len(set(groups))
-    assert set(d["metrics"]) == {"auc", "specificity_at_sensitivity", "threshold_at_sensitivity",
-                                 "sensitivity", "specificity", "ppv", "npv"}
+    assert set(d["metrics"]) == {
+        "auc",
+        "specificity_at_sensitivity",
+        "threshold_at_sensitivity",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+    }

@@ -42,8 +42,9 @@ root:
 BASE = {"a1": 3, "a2": 4, "b1x": 2, "b1y": 2, "b2": 5, "c": 1}  # a: 7, b: 9, root: 17
 
 
-def brute_force(tax: Taxonomy, counts: dict[str, int], limit: int, inclusive: bool,
-                internal: str = "residual") -> tuple[list[str], list[int]]:
+def brute_force(
+    tax: Taxonomy, counts: dict[str, int], limit: int, inclusive: bool, internal: str = "residual"
+) -> tuple[list[str], list[int]]:
     """PartitionDiseases written as in the paper: recursion, subtree sums over nx.descendants."""
     g = tax.graph
     own = {n: 0 for n in tax.nodes}
@@ -80,8 +81,17 @@ def test_basic_known_answer() -> None:
     assert p.classes == ("a", "b", "c")
     assert p.counts == (7, 9, 1)
     assert TREE.cut(p.classes) == p.classes
-    assert p.label_map == {"a": "a", "a1": "a", "a2": "a", "b": "b", "b1": "b", "b1x": "b", "b1y": "b",
-                           "b2": "b", "c": "c"}
+    assert p.label_map == {
+        "a": "a",
+        "a1": "a",
+        "a2": "a",
+        "b": "b",
+        "b1": "b",
+        "b1x": "b",
+        "b1y": "b",
+        "b2": "b",
+        "c": "c",
+    }
     assert p.residual == () and p.empty == () and p.oversized == ()
 
 
@@ -127,9 +137,12 @@ def test_internal_labels_drop(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_internal_labels_error() -> None:
-    with pytest.raises(HierclfError, match=r"3 images are labelled at internal node 'b', which holds 12 "
-                                           r"images in all \(>= max_class_size 10\).*"
-                                           r"internal_labels='residual'"):
+    with pytest.raises(
+        HierclfError,
+        match=r"3 images are labelled at internal node 'b', which holds 12 "
+        r"images in all \(>= max_class_size 10\).*"
+        r"internal_labels='residual'",
+    ):
         partition(TREE, {**BASE, "b": 3}, max_class_size=10, internal_labels="error")
     # images at an internal node that is NOT split are simply part of its class
     counts = {**BASE, "b": 3}
@@ -158,8 +171,11 @@ def test_zero_count_leaf_and_subtree(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_labels_above_the_cut_name_the_spanned_classes() -> None:
     p = partition(TREE, BASE, max_class_size=5)  # classes a1 a2 b1 b2 c
-    with pytest.raises(HierclfError, match=r"label 'bee' \(node 'b'\) lies above the training classes: it "
-                                           r"spans 2 classes \('b1', 'b2'\)"):
+    with pytest.raises(
+        HierclfError,
+        match=r"label 'bee' \(node 'b'\) lies above the training classes: it "
+        r"spans 2 classes \('b1', 'b2'\)",
+    ):
         p.class_of("bee")
     with pytest.raises(HierclfError, match="spans 5 classes"):
         p.class_index(["a1", "root"])
@@ -180,16 +196,19 @@ def test_counts_keys_resolve_and_add_up() -> None:
     assert p.counts == (7, 9, 1)
 
 
-@pytest.mark.parametrize("counts, kwargs, error, match", [
-    ({"zz": 1}, {}, UnknownNameError, "unknown node 'zz' in the counts"),
-    ({"a1": -1}, {}, HierclfError, "count of 'a1' must be a non-negative integer, got -1"),
-    ({"a1": 1.5}, {}, HierclfError, "non-negative integer"),
-    ({"a1": True}, {}, HierclfError, "non-negative integer"),
-    ([("a1", 1)], {}, HierclfError, "counts must be a mapping"),
-    (BASE, {"max_class_size": 0}, HierclfError, "max_class_size must be an integer >= 1"),
-    (BASE, {"max_class_size": 2.5}, HierclfError, "max_class_size must be an integer >= 1"),
-    (BASE, {"internal_labels": "residal"}, UnknownNameError, "did you mean 'residual'"),
-])
+@pytest.mark.parametrize(
+    "counts, kwargs, error, match",
+    [
+        ({"zz": 1}, {}, UnknownNameError, "unknown node 'zz' in the counts"),
+        ({"a1": -1}, {}, HierclfError, "count of 'a1' must be a non-negative integer, got -1"),
+        ({"a1": 1.5}, {}, HierclfError, "non-negative integer"),
+        ({"a1": True}, {}, HierclfError, "non-negative integer"),
+        ([("a1", 1)], {}, HierclfError, "counts must be a mapping"),
+        (BASE, {"max_class_size": 0}, HierclfError, "max_class_size must be an integer >= 1"),
+        (BASE, {"max_class_size": 2.5}, HierclfError, "max_class_size must be an integer >= 1"),
+        (BASE, {"internal_labels": "residal"}, UnknownNameError, "did you mean 'residual'"),
+    ],
+)
 def test_bad_input(counts: object, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         partition(TREE, counts, **kwargs)  # type: ignore[arg-type]
@@ -209,8 +228,13 @@ def test_dermamnist_real_counts(dermamnist: Taxonomy) -> None:
     # vasc 142, df 115
     counts = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115}
     p = partition(dermamnist, counts, max_class_size=1000)
-    assert p.classes == ("melanocytic_nevus", "benign_keratosis", "benign_dermal", "melanoma",
-                         "keratinocyte_carcinoma")
+    assert p.classes == (
+        "melanocytic_nevus",
+        "benign_keratosis",
+        "benign_dermal",
+        "melanoma",
+        "keratinocyte_carcinoma",
+    )
     assert p.oversized == ("melanocytic_nevus", "benign_keratosis", "melanoma")
     assert p.classes == tuple(brute_force(dermamnist, counts, 1000, False)[0])
 
@@ -229,8 +253,9 @@ def _random_counts(tax: Taxonomy, rng: np.random.Generator, internal_share: floa
     return counts
 
 
-def check_partition(tax: Taxonomy, counts: dict[str, int], limit: int, inclusive: bool,
-                    internal: str) -> None:
+def check_partition(
+    tax: Taxonomy, counts: dict[str, int], limit: int, inclusive: bool, internal: str
+) -> None:
     p = partition(tax, counts, limit, inclusive=inclusive, internal_labels=internal)
     assert isinstance(p, Partition)
     # the node classes are a cut: every leaf under exactly one (Taxonomy.cut checks it)
@@ -272,11 +297,17 @@ def check_partition(tax: Taxonomy, counts: dict[str, int], limit: int, inclusive
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n_leaves=st.integers(2, 120), seed=st.integers(0, 10_000), limit=st.integers(1, 2000),
-       inclusive=st.booleans(), internal=st.sampled_from(["residual", "drop"]),
-       internal_share=st.sampled_from([0.0, 0.3]))
-def test_random_trees_properties(n_leaves: int, seed: int, limit: int, inclusive: bool, internal: str,
-                                 internal_share: float) -> None:
+@given(
+    n_leaves=st.integers(2, 120),
+    seed=st.integers(0, 10_000),
+    limit=st.integers(1, 2000),
+    inclusive=st.booleans(),
+    internal=st.sampled_from(["residual", "drop"]),
+    internal_share=st.sampled_from([0.0, 0.3]),
+)
+def test_random_trees_properties(
+    n_leaves: int, seed: int, limit: int, inclusive: bool, internal: str, internal_share: float
+) -> None:
     tax = random_taxonomy(n_leaves, max_depth=6, max_fan_out=5, seed=seed)
     counts = _random_counts(tax, np.random.default_rng(seed), internal_share)
     check_partition(tax, counts, limit, inclusive, internal)

@@ -29,8 +29,13 @@ def _random(n: int, k: int, seed: int = 0, dtype: type = np.float64) -> np.ndarr
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_round_trip_is_exact(tmp_path: Path, suffix: str, dtype: type) -> None:
     ids = np.array([f"s{i}" for i in range(50)])
-    p = Predictions(_random(50, 4, dtype=dtype), ("a", "b", "c", "d"), ids=ids,
-                    labels=np.array(["a", "b"] * 25), groups=np.array([f"p{i // 3}" for i in range(50)]))
+    p = Predictions(
+        _random(50, 4, dtype=dtype),
+        ("a", "b", "c", "d"),
+        ids=ids,
+        labels=np.array(["a", "b"] * 25),
+        groups=np.array([f"p{i // 3}" for i in range(50)]),
+    )
     write_predictions(tmp_path / f"p{suffix}", p)
     q = read_predictions(tmp_path / f"p{suffix}")
     assert q.columns == p.columns
@@ -110,26 +115,41 @@ def _csv(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "pattern"), [
-    ("", "empty"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASK\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     r"unknown column 'VASK' \(column 8; did you mean 'vasc'\?\).*"
-     r"missing columns for 1 leaf: 'vascular_lesion'"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF\nx,0.1,0.5,0.1,0.1,0.2,0.1\n",
-     "missing columns for 1 leaf: 'vascular_lesion'"),
-    ("image,MEL,melanoma,NV,BCC,AKIEC,BKL,DF,VASC\nx,0,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     "header repeats|overlap"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     r"bad.csv:3: error: duplicate sample id 'x'"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,nan,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     r"bad.csv:2: .*in column 'MEL' is not a finite number"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,-0.1,0.7,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*negative"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.5,0.5,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*sum to 1.4"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,abc,0.5,0.1,0.1,0.1,0.05,0.05\n",
-     r"bad.csv:2:2: .*'abc' in column 'MEL' is not a number"),
-    ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.5,0.5\n", r"bad.csv:2: .*3 fields, the header has 8"),
-    ("imgae,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n", "did you mean 'image'"),
-])
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("", "empty"),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF,VASK\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
+            r"unknown column 'VASK' \(column 8; did you mean 'vasc'\?\).*"
+            r"missing columns for 1 leaf: 'vascular_lesion'",
+        ),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF\nx,0.1,0.5,0.1,0.1,0.2,0.1\n",
+            "missing columns for 1 leaf: 'vascular_lesion'",
+        ),
+        (
+            "image,MEL,melanoma,NV,BCC,AKIEC,BKL,DF,VASC\nx,0,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
+            "header repeats|overlap",
+        ),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
+            r"bad.csv:3: error: duplicate sample id 'x'",
+        ),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,nan,0.5,0.1,0.1,0.1,0.05,0.05\n",
+            r"bad.csv:2: .*in column 'MEL' is not a finite number",
+        ),
+        ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,-0.1,0.7,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*negative"),
+        ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.5,0.5,0.1,0.1,0.1,0.05,0.05\n", r"bad.csv:2: .*sum to 1.4"),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,abc,0.5,0.1,0.1,0.1,0.05,0.05\n",
+            r"bad.csv:2:2: .*'abc' in column 'MEL' is not a number",
+        ),
+        ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.5,0.5\n", r"bad.csv:2: .*3 fields, the header has 8"),
+        ("imgae,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n", "did you mean 'image'"),
+    ],
+)
 def test_bad_csv_is_reported_with_position(tmp_path: Path, dermamnist, text: str, pattern: str) -> None:
     with pytest.raises(PredictionsError, match=pattern):
         read_predictions(_csv(tmp_path, text), dermamnist)
@@ -157,15 +177,24 @@ def test_row_sum_check_can_be_relaxed(tmp_path: Path) -> None:
     assert read_predictions(tmp_path / "p.npz", check_probs=False).probs.tolist() == [[2.0, -1.0]]
 
 
-@pytest.mark.parametrize(("arrays", "pattern"), [
-    ({"scores": np.zeros((2, 2))}, "no 'probs' array"),
-    ({"probs": np.zeros(3)}, "must be 2-D"),
-    ({"probs": np.zeros((2, 2), int), "leaves": np.array(["a", "b"])}, "floating point"),
-    ({"probs": np.full((2, 2), 0.5), "leaves": np.array(["a"])}, "names 1 columns but 'probs' has 2"),
-    ({"probs": np.full((2, 2), 0.5), "leaves": np.array(["a", "b"]), "ids": np.array(["x"])}, "ids"),
-    ({"probs": np.full((2, 2), 0.5), "leaves": np.array(["a", "b"]), "ids": np.array([{}, {}], dtype=object)},
-     "without pickles"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "pattern"),
+    [
+        ({"scores": np.zeros((2, 2))}, "no 'probs' array"),
+        ({"probs": np.zeros(3)}, "must be 2-D"),
+        ({"probs": np.zeros((2, 2), int), "leaves": np.array(["a", "b"])}, "floating point"),
+        ({"probs": np.full((2, 2), 0.5), "leaves": np.array(["a"])}, "names 1 columns but 'probs' has 2"),
+        ({"probs": np.full((2, 2), 0.5), "leaves": np.array(["a", "b"]), "ids": np.array(["x"])}, "ids"),
+        (
+            {
+                "probs": np.full((2, 2), 0.5),
+                "leaves": np.array(["a", "b"]),
+                "ids": np.array([{}, {}], dtype=object),
+            },
+            "without pickles",
+        ),
+    ],
+)
 def test_bad_npz(tmp_path: Path, arrays: dict, pattern: str) -> None:
     np.savez(tmp_path / "p.npz", **arrays)
     with pytest.raises(PredictionsError, match=pattern):

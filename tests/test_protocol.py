@@ -51,8 +51,10 @@ def test_shipped_protocol_loads_and_resolves_aliases(dermamnist: Taxonomy) -> No
     assert tasks["melanoma_vs_nevus"].negative == ["melanocytic_nevus"]
     assert tasks["carcinoma_vs_keratosis"].positive == ["keratinocyte_carcinoma"]
     assert tasks["carcinoma_vs_keratosis"].negative == ["benign_keratosis"]
-    assert (tasks["malignant_vs_benign"].positive, tasks["malignant_vs_benign"].negative) == (["malignant"],
-                                                                                           ["benign"])
+    assert (tasks["malignant_vs_benign"].positive, tasks["malignant_vs_benign"].negative) == (
+        ["malignant"],
+        ["benign"],
+    )
     parts = {p.name: p.nodes for p in proto.partitions}
     # resolved to ids in tree order, and each one really is a cut of the tree
     assert parts["three_way"] == list(dermamnist.cut(["benign", "melanoma", "keratinocyte_carcinoma"]))
@@ -71,7 +73,12 @@ def test_shipped_training_settings_are_a_valid_train_config(dermamnist: Taxonomy
     assert (SHIPPED.parent / training["taxonomy"]).resolve() == (REPO / "taxonomy" / "dermamnist.yaml")
     cfg = TrainConfig.model_validate({**training, "taxonomy": str(SHIPPED.parent / training["taxonomy"])})
     assert (cfg.backbone, cfg.data.size, cfg.sampler, cfg.loss.name, cfg.schedule) == (
-        "small_cnn", 28, "balanced", "ce", "cosine")
+        "small_cnn",
+        28,
+        "balanced",
+        "ce",
+        "cosine",
+    )
 
 
 def test_defaults(dermamnist: Taxonomy) -> None:
@@ -129,10 +136,13 @@ def test_overlap_through_descendants(dermamnist: Taxonomy) -> None:
     assert "leaves 'melanoma' lie under both sides" in str(err)
 
 
-@pytest.mark.parametrize(("nodes", "message"), [
-    ("[benign, malignant, melanoma]", "overlap"),
-    ("[benign, melanoma]", "uncovered"),
-])
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ("[benign, malignant, melanoma]", "overlap"),
+        ("[benign, melanoma]", "uncovered"),
+    ],
+)
 def test_partition_must_be_a_cut(dermamnist: Taxonomy, nodes: str, message: str) -> None:
     err = _error(BASE.replace("[benign, melanoma, keratinocyte_carcinoma]", nodes), dermamnist)
     assert "partition 'three_way'" in str(err) and message in str(err) and "p.yaml:14:" in str(err)
@@ -144,14 +154,22 @@ def test_primary_metric_task_must_exist(dermamnist: Taxonomy) -> None:
 
 
 def test_primary_metric_kind_must_fit_target(dermamnist: Taxonomy) -> None:
-    err = _error(BASE.replace("metric: specificity_at_target_sensitivity", "metric: balanced_accuracy"),
-                 dermamnist)
+    err = _error(
+        BASE.replace("metric: specificity_at_target_sensitivity", "metric: balanced_accuracy"), dermamnist
+    )
     assert "partition metric" in str(err)
-    text = BASE.replace("{metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
-                        "{metric: balanced_accuracy, partition: three_way}")
+    text = BASE.replace(
+        "{metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+        "{metric: balanced_accuracy, partition: three_way}",
+    )
     assert protocol_from_text(text, dermamnist).primary_metric.target == "three_way"
-    err = _error(BASE.replace("primary_metric: {metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
-                              "primary_metric: {metric: auc}"), dermamnist)
+    err = _error(
+        BASE.replace(
+            "primary_metric: {metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+            "primary_metric: {metric: auc}",
+        ),
+        dermamnist,
+    )
     assert "exactly one of 'task' or 'partition'" in str(err)
 
 
@@ -164,7 +182,8 @@ def test_duplicate_task_names_and_bad_names(dermamnist: Taxonomy) -> None:
 
 def test_every_problem_is_reported(dermamnist: Taxonomy) -> None:
     text = BASE.replace("positive: [malignant]", "positive: [malignat]").replace(
-        "[benign, melanoma, keratinocyte_carcinoma]", "[benign, melanoma]")
+        "[benign, melanoma, keratinocyte_carcinoma]", "[benign, melanoma]"
+    )
     err = _error(text, dermamnist)
     assert len(err.problems) == 2 and "1 more problem" in str(err)
     assert [p.line for p in err.problems] == sorted(p.line for p in err.problems)
@@ -190,4 +209,3 @@ def test_metric_lists_are_disjoint() -> None:
     from hierclf.protocol import PARTITION_METRICS
 
     assert not set(BINARY_METRICS) & set(PARTITION_METRICS)
-

@@ -26,7 +26,7 @@ def _block(marker: str) -> list[str]:
     start = lines.index(f"<!-- {marker} -->")
     assert lines[start + 1].startswith("```"), f"no code block after <!-- {marker} -->"
     end = next(i for i in range(start + 2, len(lines)) if lines[i].startswith("```"))
-    return lines[start + 2:end]
+    return lines[start + 2 : end]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,9 @@ def quickstart(workdir: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     results = {}
     for line in _block("readme:commands"):
         assert line.startswith("hierclf "), f"README quick-start line is not a hierclf command: {line}"
-        results[line.split()[1]] = subprocess.run(["bash", "-c", line], cwd=workdir, env=_env(),
-                                                  capture_output=True, text=True, timeout=600)
+        results[line.split()[1]] = subprocess.run(
+            ["bash", "-c", line], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=600
+        )
     return results
 
 
@@ -67,8 +68,9 @@ def test_quickstart_commands_succeed(quickstart: dict[str, subprocess.CompletedP
         assert "Traceback" not in done.stderr
 
 
-def test_validate_reports_every_shipped_tree(quickstart: dict[str, subprocess.CompletedProcess[str]],
-                                             workdir: Path) -> None:
+def test_validate_reports_every_shipped_tree(
+    quickstart: dict[str, subprocess.CompletedProcess[str]], workdir: Path
+) -> None:
     out = quickstart["validate"].stdout
     for path in sorted((workdir / "taxonomy").glob("*.yaml")):
         assert f"taxonomy/{path.name}: ok" in out
@@ -80,19 +82,26 @@ def test_show_draws_two_levels(quickstart: dict[str, subprocess.CompletedProcess
     assert "basal_cell_carcinoma" not in out  # depth 3, below --depth 2
 
 
-def test_study_wrote_a_synthetic_report(quickstart: dict[str, subprocess.CompletedProcess[str]],
-                                        workdir: Path) -> None:
+def test_study_wrote_a_synthetic_report(
+    quickstart: dict[str, subprocess.CompletedProcess[str]], workdir: Path
+) -> None:
     out = workdir / "runs" / "quickstart"
-    for name in ("report.md", "report.json", "study.yaml", "predictions/val_seed0.npz",
-                 "predictions/test_seed1.npz"):
+    for name in (
+        "report.md",
+        "report.json",
+        "study.yaml",
+        "predictions/val_seed0.npz",
+        "predictions/test_seed1.npz",
+    ):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "SYNTHETIC DATA" in report and "melanoma_vs_nevus" in report
     assert "melanoma_vs_nevus" in quickstart["study"].stdout
 
 
-def test_rollup_output_equals_leaf_sums(quickstart: dict[str, subprocess.CompletedProcess[str]],
-                                        workdir: Path) -> None:
+def test_rollup_output_equals_leaf_sums(
+    quickstart: dict[str, subprocess.CompletedProcess[str]], workdir: Path
+) -> None:
     from hierclf import Taxonomy
     from hierclf.predictions import read_predictions
 

@@ -21,8 +21,12 @@ TAXONOMY_DIR = Path(__file__).resolve().parents[1] / "taxonomy"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def brute_force(probs: np.ndarray, tax: Taxonomy, nodes: list[str] | tuple[str, ...] | None = None,
-                columns: tuple[str, ...] | None = None) -> np.ndarray:
+def brute_force(
+    probs: np.ndarray,
+    tax: Taxonomy,
+    nodes: list[str] | tuple[str, ...] | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> np.ndarray:
     """P(node) = sum of the columns that are the node or one of its networkx descendants (float64 loops)."""
     columns = tax.leaves if columns is None else columns
     nodes = tax.nodes if nodes is None else nodes
@@ -39,8 +43,13 @@ def random_probs(n: int, k: int, seed: int = 0, alpha: float = 1.0) -> np.ndarra
     return np.random.default_rng(seed).dirichlet(np.full(k, alpha), size=n)
 
 
-trees = st.builds(lambda n, d, f, s: random_taxonomy(n, max_depth=d, max_fan_out=f, seed=s),
-                  st.integers(2, 60), st.integers(1, 6), st.integers(2, 6), st.integers(0, 10_000))
+trees = st.builds(
+    lambda n, d, f, s: random_taxonomy(n, max_depth=d, max_fan_out=f, seed=s),
+    st.integers(2, 60),
+    st.integers(1, 6),
+    st.integers(2, 6),
+    st.integers(0, 10_000),
+)
 
 
 def shuffled_siblings(tax: Taxonomy, seed: int) -> Taxonomy:
@@ -155,9 +164,11 @@ def test_cut_columns_in_any_order(dermamnist: Taxonomy) -> None:
     expected = brute_force(probs, dermamnist, expected_nodes, columns=cut)
     np.testing.assert_allclose(rollup(probs, dermamnist, columns=cut), expected, atol=1e-12)
     np.testing.assert_allclose(module(torch.from_numpy(probs)).numpy(), expected, atol=1e-12)
-    np.testing.assert_allclose(rollup(probs, dermamnist, ["benign", "cancer"], columns=cut),
-                               brute_force(probs, dermamnist, ["benign", "malignant"], columns=cut),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        rollup(probs, dermamnist, ["benign", "cancer"], columns=cut),
+        brute_force(probs, dermamnist, ["benign", "malignant"], columns=cut),
+        atol=1e-12,
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -175,11 +186,13 @@ def test_random_cuts_match_brute_force(tax: Taxonomy, seed: int, data: st.DataOb
     rng.shuffle(cut)
     probs = random_probs(6, len(cut), seed)
     above = [n for n in tax.nodes if tax.cut_node_above(n, cut) is None]
-    np.testing.assert_allclose(rollup(probs, tax, columns=cut), brute_force(probs, tax, above, tuple(cut)),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        rollup(probs, tax, columns=cut), brute_force(probs, tax, above, tuple(cut)), atol=1e-12
+    )
     node = data.draw(st.sampled_from(above))
-    np.testing.assert_allclose(rollup(probs, tax, node, columns=cut),
-                               brute_force(probs, tax, [node], tuple(cut)), atol=1e-12)
+    np.testing.assert_allclose(
+        rollup(probs, tax, node, columns=cut), brute_force(probs, tax, [node], tuple(cut)), atol=1e-12
+    )
 
 
 def test_node_below_the_cut_names_the_cut_node(dermamnist: Taxonomy) -> None:
@@ -202,13 +215,16 @@ def test_columns_that_are_not_a_cut_are_refused(dermamnist: Taxonomy) -> None:
 # --- dtypes, shapes, numpy, errors --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("dtype", "atol"), [(torch.float16, 2e-3), (torch.bfloat16, 1e-2),
-                                             (torch.float32, 1e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize(
+    ("dtype", "atol"),
+    [(torch.float16, 2e-3), (torch.bfloat16, 1e-2), (torch.float32, 1e-6), (torch.float64, 1e-12)],
+)
 @pytest.mark.parametrize("nodes", [None, ["malignant"], ["malignant", "benign_dermal", "mel"]])
 def test_dtypes(dermamnist: Taxonomy, dtype: torch.dtype, atol: float, nodes: list[str] | None) -> None:
     probs = torch.from_numpy(random_probs(300, 7, seed=4)).to(dtype)
-    expected = brute_force(probs.double().numpy(), dermamnist, None if nodes is None
-                           else [dermamnist.resolve(n) for n in nodes])
+    expected = brute_force(
+        probs.double().numpy(), dermamnist, None if nodes is None else [dermamnist.resolve(n) for n in nodes]
+    )
     for out in (rollup(probs, dermamnist, nodes), RollUp(dermamnist, nodes)(probs)):
         assert out.dtype == dtype
         np.testing.assert_allclose(out.double().numpy(), expected, atol=atol, rtol=0)
@@ -255,8 +271,9 @@ def test_gradcheck(dermamnist: Taxonomy) -> None:
     assert torch.autograd.gradcheck(lambda p: rollup(p, dermamnist, "malignant"), (x,))
     assert torch.autograd.gradcheck(lambda p: log_rollup(p.log(), dermamnist), (x,))
     assert torch.autograd.gradcheck(lambda p: conditional(p, dermamnist, ["mel", "akiec"], ["nv"]), (x,))
-    assert torch.autograd.gradcheck(RollUp(dermamnist, columns=("benign", "malignant")),
-                                    (x[:, :2].detach().clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        RollUp(dermamnist, columns=("benign", "malignant")), (x[:, :2].detach().clone().requires_grad_(),)
+    )
     assert torch.autograd.gradcheck(LogRollUp(dermamnist), (x.log().detach().requires_grad_(),))
 
 
@@ -278,8 +295,9 @@ def test_log_rollup_matches_brute_force(tax: Taxonomy, seed: int) -> None:
 
 
 def test_log_rollup_is_stable_far_below_the_row_maximum(dermamnist: Taxonomy) -> None:
-    lp = torch.tensor([[0.0, -1000.0, -1001.0, -2000.0, -1e6, -1e6, -1e6]], dtype=torch.float64,
-                      requires_grad=True)
+    lp = torch.tensor(
+        [[0.0, -1000.0, -1001.0, -2000.0, -1e6, -1e6, -1e6]], dtype=torch.float64, requires_grad=True
+    )
     out = log_rollup(lp, dermamnist, ["melanocytic_nevus", "benign_keratosis", "benign_dermal", "malignant"])
     expected = [0.0, -1000.0, float(np.logaddexp(-1001.0, -2000.0)), -1e6 + np.log(3)]
     np.testing.assert_allclose(out.detach().numpy()[0], expected, rtol=1e-12)
@@ -316,8 +334,11 @@ def test_conditional_against_brute_force(dermamnist: Taxonomy) -> None:
     np.testing.assert_allclose(got, pos / (pos + neg), rtol=1e-12)
     cut = ("benign", "melanoma", "keratinocyte_carcinoma")
     cut_probs = brute_force(probs, dermamnist, list(cut))
-    np.testing.assert_allclose(conditional(cut_probs, dermamnist, ["melanoma"], ["benign"], columns=cut),
-                               cut_probs[:, 1] / (cut_probs[:, 1] + cut_probs[:, 0]), rtol=1e-12)
+    np.testing.assert_allclose(
+        conditional(cut_probs, dermamnist, ["melanoma"], ["benign"], columns=cut),
+        cut_probs[:, 1] / (cut_probs[:, 1] + cut_probs[:, 0]),
+        rtol=1e-12,
+    )
 
 
 def test_conditional_overlap_and_undefined_rows(dermamnist: Taxonomy) -> None:
@@ -367,10 +388,12 @@ def test_module_on_cuda(dermamnist: Taxonomy, cls: type) -> None:
         x = x.log()
     cpu = cls(dermamnist, columns=("malignant", "benign"))(x.cpu())
     torch.testing.assert_close(module(x).cpu(), cpu)
-    torch.testing.assert_close(rollup(torch.exp(x) if cls is LogRollUp else x, dermamnist,
-                                      columns=("malignant", "benign")).cpu(),
-                               rollup(torch.exp(x.cpu()) if cls is LogRollUp else x.cpu(), dermamnist,
-                                      columns=("malignant", "benign")))
+    torch.testing.assert_close(
+        rollup(torch.exp(x) if cls is LogRollUp else x, dermamnist, columns=("malignant", "benign")).cpu(),
+        rollup(
+            torch.exp(x.cpu()) if cls is LogRollUp else x.cpu(), dermamnist, columns=("malignant", "benign")
+        ),
+    )
 
 
 @pytest.mark.parametrize("cls", [RollUp, LogRollUp])
@@ -411,8 +434,22 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--quick", "--leaves", "12", "--batch", "8", "--threads", "1",
-                           "--out", str(tmp_path / "r.json")]) == 0
+        assert (
+            bench.main(
+                [
+                    "--quick",
+                    "--leaves",
+                    "12",
+                    "--batch",
+                    "8",
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(tmp_path / "r.json"),
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "r.json").read_text())

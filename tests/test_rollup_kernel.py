@@ -28,8 +28,9 @@ def _torch_path(x: torch.Tensor, monkeypatch: pytest.MonkeyPatch, **kw: object) 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kernel_is_bit_identical_to_torch_path(dtype: torch.dtype, seed: int,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernel_is_bit_identical_to_torch_path(
+    dtype: torch.dtype, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tax = random_taxonomy(300, max_depth=6, seed=seed)
     x = torch.rand(517, len(tax.leaves), dtype=dtype, generator=torch.Generator().manual_seed(seed))
     x /= x.sum(1, keepdim=True)
@@ -121,8 +122,9 @@ def test_trees_wider_than_a_scan_block(monkeypatch: pytest.MonkeyPatch) -> None:
     order = np.random.default_rng(0).permutation(len(cut))
     columns = [cut[i] for i in order]
     xc = torch.rand(21, len(columns), dtype=torch.float64)
-    assert torch.equal(rollup(xc, tax, columns=columns),
-                       _torch_path(xc, monkeypatch, taxonomy=tax, columns=columns))
+    assert torch.equal(
+        rollup(xc, tax, columns=columns), _torch_path(xc, monkeypatch, taxonomy=tax, columns=columns)
+    )
 
 
 def test_single_child_chains_copy_the_same_column_twice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,8 +207,9 @@ def test_calls_from_several_threads_at_once() -> None:
 # --- log_rollup's CPU kernel (no autograd): one pass over the tree per row --------------------------------
 
 
-def _log_torch_path(x: torch.Tensor, tax: Taxonomy, nodes: object = None,
-                    columns: object = None) -> torch.Tensor:
+def _log_torch_path(
+    x: torch.Tensor, tax: Taxonomy, nodes: object = None, columns: object = None
+) -> torch.Tensor:
     from hierclf.functional import log_rollup
 
     os.environ["HIERCLF_NO_NUMBA"] = "1"
@@ -227,8 +230,9 @@ def _log_brute_force(x: np.ndarray, tax: Taxonomy, nodes: list[str], columns: li
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 60), st.integers(0, 2**16), st.data())
-def test_log_kernel_matches_logaddexp_and_the_torch_path(n_leaves: int, seed: int,
-                                                          data: st.DataObject) -> None:
+def test_log_kernel_matches_logaddexp_and_the_torch_path(
+    n_leaves: int, seed: int, data: st.DataObject
+) -> None:
     from hierclf.functional import log_rollup, rollup_nodes
 
     tax = random_taxonomy(n_leaves, max_depth=5, seed=seed)
@@ -237,8 +241,11 @@ def test_log_kernel_matches_logaddexp_and_the_torch_path(n_leaves: int, seed: in
     if use_cut:  # the root's children, in shuffled order
         columns = list(tax.children(tax.root))
         columns = [columns[i] for i in np.random.default_rng(seed).permutation(len(columns))]
-    nodes = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(rollup_nodes(tax, columns=columns)),
-                                                     min_size=2, max_size=10)))
+    nodes = data.draw(
+        st.one_of(
+            st.none(), st.lists(st.sampled_from(rollup_nodes(tax, columns=columns)), min_size=2, max_size=10)
+        )
+    )
     rng = np.random.default_rng(seed)
     # log-probabilities spread over hundreds of units: per-node shifts matter
     x = rng.normal(0, 1, (data.draw(st.integers(1, 9)), len(columns))) * rng.choice([1, 300])
@@ -265,10 +272,15 @@ def test_log_kernel_infinities_and_nan_as_the_torch_path() -> None:
     from hierclf.functional import log_rollup
 
     tax = Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
-    rows = torch.tensor([[float("-inf")] * 7,
-                         [0.0] + [float("-inf")] * 6,
-                         [float("inf"), 0.0, -1.0, float("-inf"), 2.0, 3.0, 4.0],
-                         [float("nan"), 0.0, -1.0, -2.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    rows = torch.tensor(
+        [
+            [float("-inf")] * 7,
+            [0.0] + [float("-inf")] * 6,
+            [float("inf"), 0.0, -1.0, float("-inf"), 2.0, 3.0, 4.0],
+            [float("nan"), 0.0, -1.0, -2.0, 2.0, 3.0, 4.0],
+        ],
+        dtype=torch.float64,
+    )
     got = log_rollup(rows, tax)
     assert torch.equal(torch.isnan(got), torch.isnan(_log_torch_path(rows, tax)))
     assert torch.allclose(got, _log_torch_path(rows, tax), equal_nan=True)
@@ -295,8 +307,12 @@ def test_log_module_uses_the_kernel_and_agrees_with_the_function() -> None:
 
     tax = random_taxonomy(150, max_depth=6, seed=6)
     cut = list(reversed(tax.children(tax.root)))  # a cut in another order than pre-order
-    for nodes, columns in ((None, None), ([tax.root, tax.leaves[3], tax.children(tax.root)[0]], None),
-                           (None, cut), ([tax.root, cut[0]], cut)):
+    for nodes, columns in (
+        (None, None),
+        ([tax.root, tax.leaves[3], tax.children(tax.root)[0]], None),
+        (None, cut),
+        ([tax.root, cut[0]], cut),
+    ):
         n = 150 if columns is None else len(cut)
         x = torch.randn(40, n, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 50
         module = LogRollUp(tax, nodes, columns=columns)

@@ -36,13 +36,18 @@ def test_expected_files_are_shipped() -> None:
 
 
 def _regenerate(script: str, source: Path, out: Path) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--input", str(source),
-                           "--output", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), "--input", str(source), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return out.read_text(encoding="utf-8")
 
 
 # --- ISIC ---------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def isic() -> Taxonomy:
@@ -50,8 +55,9 @@ def isic() -> Taxonomy:
 
 
 def test_isic_regenerates_identically(shared_data: Path, tmp_path: Path) -> None:
-    text = _regenerate("build_isic_taxonomy.py", shared_data / "isic_diagnosis_paths.txt",
-                       tmp_path / "isic.yaml")
+    text = _regenerate(
+        "build_isic_taxonomy.py", shared_data / "isic_diagnosis_paths.txt", tmp_path / "isic.yaml"
+    )
     assert text == (TAXONOMY_DIR / "isic.yaml").read_text(encoding="utf-8")
     assert text.startswith("# The ISIC Archive")
     header = text.split("format_version:")[0]
@@ -74,8 +80,10 @@ def test_isic_has_every_path_as_a_node(isic: Taxonomy, shared_data: Path) -> Non
         assert isic.depth(node) == len(parts)
         parent = by_path.get(":".join(parts[:-1]), "skin_lesion")
         assert isic.parent(node) == parent
-    assert isic.resolve("Melanoma, NOS") == by_path[
-        "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma, NOS"]
+    assert (
+        isic.resolve("Melanoma, NOS")
+        == by_path["Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma, NOS"]
+    )
 
 
 def test_isic_depth_counts(isic: Taxonomy) -> None:
@@ -116,6 +124,7 @@ def test_isic_ids_disambiguate_collisions_independently_of_order() -> None:
 
 # --- Fitzpatrick17k -----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fitz() -> Taxonomy:
     return Taxonomy.from_yaml(TAXONOMY_DIR / "fitzpatrick17k.yaml", strict=True)
@@ -128,8 +137,11 @@ def fitz_rows(shared_data: Path) -> list[dict[str, str]]:
 
 
 def test_fitzpatrick17k_regenerates_identically(shared_data: Path, tmp_path: Path) -> None:
-    text = _regenerate("build_fitzpatrick17k_taxonomy.py", shared_data / "fitzpatrick17k_labels.csv",
-                       tmp_path / "fitzpatrick17k.yaml")
+    text = _regenerate(
+        "build_fitzpatrick17k_taxonomy.py",
+        shared_data / "fitzpatrick17k_labels.csv",
+        tmp_path / "fitzpatrick17k.yaml",
+    )
     assert text == (TAXONOMY_DIR / "fitzpatrick17k.yaml").read_text(encoding="utf-8")
     header = text.split("format_version:")[0]
     assert "mattgroh/fitzpatrick17k" in header
@@ -137,12 +149,17 @@ def test_fitzpatrick17k_regenerates_identically(shared_data: Path, tmp_path: Pat
 
 
 # The near-duplicates named in ../shared/data/PROVENANCE.md, written out by hand: label -> leaf it must join.
-NEAR_DUPLICATES = {"malignant melanoma": "melanoma", "melanoma": "melanoma",
-                   "granuloma pyogenic": "pyogenic_granuloma", "pyogenic granuloma": "pyogenic_granuloma"}
+NEAR_DUPLICATES = {
+    "malignant melanoma": "melanoma",
+    "melanoma": "melanoma",
+    "granuloma pyogenic": "pyogenic_granuloma",
+    "pyogenic granuloma": "pyogenic_granuloma",
+}
 
 
-def test_fitzpatrick17k_every_label_resolves_under_its_partitions(fitz: Taxonomy,
-                                                                   fitz_rows: list[dict[str, str]]) -> None:
+def test_fitzpatrick17k_every_label_resolves_under_its_partitions(
+    fitz: Taxonomy, fitz_rows: list[dict[str, str]]
+) -> None:
     assert len(fitz_rows) == 114
     for row in fitz_rows:
         leaf = fitz.resolve(row["label"])
@@ -174,9 +191,11 @@ def test_fitzpatrick17k_partitions(fitz: Taxonomy, fitz_rows: list[dict[str, str
     nine = [n for n in fitz.nodes if fitz.depth(n) == 2]
     assert len(fitz.cut(three)) == 3 and len(fitz.cut(nine)) == 9
     assert {fitz.node(n).metadata["fitzpatrick17k_label"] for n in three} == {
-        r["three_partition_label"] for r in fitz_rows}
+        r["three_partition_label"] for r in fitz_rows
+    }
     assert {fitz.node(n).metadata["fitzpatrick17k_label"] for n in nine} == {
-        r["nine_partition_label"] for r in fitz_rows}
+        r["nine_partition_label"] for r in fitz_rows
+    }
     # the nine-way group named like a condition does not steal the condition's name
     assert fitz.resolve("malignant melanoma") == "melanoma"
     assert fitz.parent("melanoma") == "malignant_melanoma_group"
@@ -191,6 +210,7 @@ def test_fitzpatrick17k_codes_are_sorted_canonical_labels(fitz: Taxonomy) -> Non
 
 
 # --- the generators' own examples ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("script", ["build_isic_taxonomy", "build_fitzpatrick17k_taxonomy"])
 def test_generator_doctests(script: str) -> None:

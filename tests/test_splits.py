@@ -78,8 +78,11 @@ def test_image_level_split_leaks_on_ham10000(ham: HAM10000Split) -> None:
     expected = np.intersect1d(np.unique(ham.lesion_ids[train]), np.unique(ham.lesion_ids[test]))
     np.testing.assert_array_equal(shared, expected)
     assert shared.size > 500  # hundreds of test lesions have a near-copy in training
-    with pytest.raises(LeakageError, match=rf"{shared.size} lesion\(s\) appear in more than one split: "
-                                           rf"train & test share {shared.size} \('HAM_"):
+    with pytest.raises(
+        LeakageError,
+        match=rf"{shared.size} lesion\(s\) appear in more than one split: "
+        rf"train & test share {shared.size} \('HAM_",
+    ):
         check_no_leakage(splits, ham.lesion_ids, what="lesion")
 
 
@@ -113,10 +116,10 @@ def test_no_groups_is_an_image_level_split() -> None:
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n_groups=st.integers(20, 40), n_classes=st.integers(1, 4), seed=st.integers(0, 10_000),
-       data=st.data())
-def test_property_partition_without_leakage(n_groups: int, n_classes: int, seed: int,
-                                            data: st.DataObject) -> None:
+@given(n_groups=st.integers(20, 40), n_classes=st.integers(1, 4), seed=st.integers(0, 10_000), data=st.data())
+def test_property_partition_without_leakage(
+    n_groups: int, n_classes: int, seed: int, data: st.DataObject
+) -> None:
     sizes = data.draw(st.lists(st.integers(1, 4), min_size=n_groups, max_size=n_groups))
     group_class = data.draw(st.lists(st.integers(0, n_classes - 1), min_size=n_groups, max_size=n_groups))
     groups = np.repeat(np.arange(n_groups), sizes).astype(str)
@@ -132,8 +135,9 @@ def test_leakage_message_names_groups_and_splits() -> None:
     splits = {"train": [0, 2, 3], "val": [5], "test": [1, 4]}
     with pytest.raises(LeakageError) as err:
         check_no_leakage(splits, groups, what="patient")
-    assert str(err.value).startswith("2 patient(s) appear in more than one split: train & test share 2 "
-                                     "('p1', 'p3')")
+    assert str(err.value).startswith(
+        "2 patient(s) appear in more than one split: train & test share 2 ('p1', 'p3')"
+    )
     assert list(err.value.leaks) == [("train", "test")]
     assert isinstance(err.value, HierclfError)
     check_no_leakage({"train": [0, 1], "test": [2, 3, 4]}, groups[:5] + np.array(["", "", "", "x", "x"]))

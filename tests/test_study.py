@@ -75,10 +75,24 @@ def test_study_writes_report_predictions_and_settings(study: Path) -> None:
 
 def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> None:
     pred = study / "predictions"
-    code = main(["evaluate", "--taxonomy", str(TAXONOMY), "--protocol", str(PROTOCOL),
-                 "--val", str(pred / "val_seed0.npz"), str(pred / "val_seed1.npz"),
-                 "--test", str(pred / "test_seed0.npz"), str(pred / "test_seed1.npz"),
-                 "--synthetic", "--out", str(tmp_path / "eval")])
+    code = main(
+        [
+            "evaluate",
+            "--taxonomy",
+            str(TAXONOMY),
+            "--protocol",
+            str(PROTOCOL),
+            "--val",
+            str(pred / "val_seed0.npz"),
+            str(pred / "val_seed1.npz"),
+            "--test",
+            str(pred / "test_seed0.npz"),
+            str(pred / "test_seed1.npz"),
+            "--synthetic",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0
     ours = json.loads((study / "report.json").read_text(encoding="utf-8"))
     theirs = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
@@ -89,8 +103,15 @@ def test_rerun_reuses_finished_seeds(study: Path) -> None:
     before = json.loads((study / "report.json").read_text(encoding="utf-8"))
     totals: list[int] = []
     ticks: list[tuple[int, dict[str, Any]]] = []
-    result = run_study(PROTOCOL, data="synthetic", out_dir=study, seeds=2, epochs=1, on_start=totals.append,
-                       on_epoch=lambda seed, record: ticks.append((seed, record)))
+    result = run_study(
+        PROTOCOL,
+        data="synthetic",
+        out_dir=study,
+        seeds=2,
+        epochs=1,
+        on_start=totals.append,
+        on_epoch=lambda seed, record: ticks.append((seed, record)),
+    )
     assert result.trained == [] and result.reused == [0, 1]
     assert totals == [2]  # one progress display: seeds x epochs, announced once
     assert [seed for seed, _ in ticks] == [0, 1] and all(r.get("skipped") for _, r in ticks)
@@ -128,6 +149,19 @@ def test_protocol_without_taxonomy_asks_for_one(tmp_path: Path) -> None:
     proto.write_text(text, encoding="utf-8")
     with pytest.raises(HierclfError, match="names no taxonomy"):
         run_study(proto, data="synthetic", out_dir=tmp_path / "x", seeds=1)
-    code = main(["study", str(proto), "--data", "synthetic", "--out", str(tmp_path / "y"), "--seeds", "0",
-                 "--taxonomy", str(TAXONOMY), "--no-progress"])
+    code = main(
+        [
+            "study",
+            str(proto),
+            "--data",
+            "synthetic",
+            "--out",
+            str(tmp_path / "y"),
+            "--seeds",
+            "0",
+            "--taxonomy",
+            str(TAXONOMY),
+            "--no-progress",
+        ]
+    )
     assert code == 1  # --seeds 0 is refused with one line

@@ -31,6 +31,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 # --- the reference ----------------------------------------------------------------------------------------
 
+
 class Reference:
     """Brute-force answers from a networkx DiGraph built from the file data."""
 
@@ -177,8 +178,9 @@ def check_names_and_codes(tax: Taxonomy, ref: Reference, sample: list[str]) -> N
 def check_cuts(tax: Taxonomy, ref: Reference, seed: int, sample: set[str]) -> None:
     rng = np.random.default_rng(seed)
     trials = [random_cut(ref, rng) for _ in range(4)]
-    trials += [list(rng.choice(ref.nodes, size=rng.integers(1, len(ref.nodes) + 1), replace=False))
-               for _ in range(4)]
+    trials += [
+        list(rng.choice(ref.nodes, size=rng.integers(1, len(ref.nodes) + 1), replace=False)) for _ in range(4)
+    ]
     trials += [[ref.root], list(ref.leaves), [ref.root, ref.leaves[0]], [ref.leaves[0], ref.leaves[0]], []]
     for cut in trials:
         cut = [str(c) for c in cut]
@@ -207,6 +209,7 @@ def check_cuts(tax: Taxonomy, ref: Reference, seed: int, sample: set[str]) -> No
 
 
 # --- random trees -------------------------------------------------------------------------------------------
+
 
 @SETTINGS
 @given(tree_dicts(max_nodes=25), st.integers(0, 2**16))
@@ -244,6 +247,7 @@ def test_synthetic_trees_match_networkx() -> None:
 
 # --- shipped files ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_queries_match_networkx_on_shipped_files(path: Path) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -262,13 +266,26 @@ def test_round_trip_shipped(path: Path) -> None:
 
 # --- hand-checked facts of the shipped trees ---------------------------------------------------------------
 
+
 def test_dermamnist_facts(dermamnist: Taxonomy) -> None:
     assert dermamnist.codes("dermamnist") == {
-        0: "actinic_keratosis_intraepithelial_carcinoma", 1: "basal_cell_carcinoma", 2: "benign_keratosis",
-        3: "dermatofibroma", 4: "melanoma", 5: "melanocytic_nevus", 6: "vascular_lesion"}
-    for code, node in {"akiec": "actinic_keratosis_intraepithelial_carcinoma", "bcc": "basal_cell_carcinoma",
-                       "bkl": "benign_keratosis", "df": "dermatofibroma", "mel": "melanoma",
-                       "nv": "melanocytic_nevus", "vasc": "vascular_lesion"}.items():
+        0: "actinic_keratosis_intraepithelial_carcinoma",
+        1: "basal_cell_carcinoma",
+        2: "benign_keratosis",
+        3: "dermatofibroma",
+        4: "melanoma",
+        5: "melanocytic_nevus",
+        6: "vascular_lesion",
+    }
+    for code, node in {
+        "akiec": "actinic_keratosis_intraepithelial_carcinoma",
+        "bcc": "basal_cell_carcinoma",
+        "bkl": "benign_keratosis",
+        "df": "dermatofibroma",
+        "mel": "melanoma",
+        "nv": "melanocytic_nevus",
+        "vasc": "vascular_lesion",
+    }.items():
         assert dermamnist.resolve(code) == node and dermamnist.resolve(code.upper()) == node
     assert dermamnist.resolve("Melanoma, NOS") == "melanoma"
     assert dermamnist.cut(["malignant", "benign"]) == ("benign", "malignant")
@@ -278,11 +295,14 @@ def test_esteva_partitions(esteva: Taxonomy) -> None:
     assert esteva.cut(["benign", "malignant"]) == ("benign", "malignant")
     kc_vs_sk = esteva.lca("basal_cell_carcinoma", "seborrheic_keratosis")
     assert kc_vs_sk == "skin_lesion"
-    assert esteva.leaves_under("malignant_keratinocyte") == ("basal_cell_carcinoma",
-                                                             "squamous_cell_carcinoma")
+    assert esteva.leaves_under("malignant_keratinocyte") == (
+        "basal_cell_carcinoma",
+        "squamous_cell_carcinoma",
+    )
 
 
 # --- improvements: suggestions name distinct nodes ---------------------------------------------------------
+
 
 def test_unknown_name_suggests_each_node_once(dermamnist: Taxonomy) -> None:
     with pytest.raises(UnknownNameError) as info:
@@ -310,9 +330,17 @@ def test_query_on_unknown_node_raises_with_suggestion(dermamnist: Taxonomy) -> N
 @pytest.mark.parametrize("text", ["a\x85b", "c\u2028d", "e\u2029f", "\x85"])
 def test_round_trip_keeps_unicode_line_breaks(text: str) -> None:
     # regression: PyYAML writes U+0085 raw in single quotes with allow_unicode and reads it back as a space
-    data = {"name": "t", "root": {"id": "a", "name": "A" + text, "children": [
-        {"id": "b", "name": "B", "aliases": [text + "x"]},
-        {"id": "c", "name": "C", "metadata": {text: text}}]}}
+    data = {
+        "name": "t",
+        "root": {
+            "id": "a",
+            "name": "A" + text,
+            "children": [
+                {"id": "b", "name": "B", "aliases": [text + "x"]},
+                {"id": "c", "name": "C", "metadata": {text: text}},
+            ],
+        },
+    }
     tax = Taxonomy.from_dict(data)
     assert Taxonomy.from_text(tax.to_yaml()) == tax
     assert Taxonomy.from_text(tax.to_yaml()).display_name("a") == "A" + text

@@ -30,10 +30,22 @@ def _config(tmp: Path, out: str = "out", **extra: object) -> Path:
     """A small run: 210/70/70 synthetic images, batch 30, no augmentation."""
     base = {
         "taxonomy": str(DERMAMNIST),
-        "data": {"source": "synthetic", "root": str(tmp.parent / "data"), "size": 28, "augment": False,
-                 "synthetic": {"n_train": 210, "n_val": 70, "n_test": 70, "seed": 0}},
-        "backbone": "small_cnn", "epochs": 2, "batch_size": 30, "lr": 0.005, "warmup_epochs": 0.5,
-        "sampler": "balanced", "out_dir": out, "seed": 3, "device": "cpu",
+        "data": {
+            "source": "synthetic",
+            "root": str(tmp.parent / "data"),
+            "size": 28,
+            "augment": False,
+            "synthetic": {"n_train": 210, "n_val": 70, "n_test": 70, "seed": 0},
+        },
+        "backbone": "small_cnn",
+        "epochs": 2,
+        "batch_size": 30,
+        "lr": 0.005,
+        "warmup_epochs": 0.5,
+        "sampler": "balanced",
+        "out_dir": out,
+        "seed": 3,
+        "device": "cpu",
         "early_stopping": {"metric": "val_auc:malignant"},
     }
     for key, value in extra.items():
@@ -58,6 +70,7 @@ SELECT = "val_auc:malignant"
 
 # --- the loop learns ---------------------------------------------------------------------------------
 
+
 def test_two_epochs_beat_chance(trained) -> None:
     from hierclf.predictions import read_predictions
 
@@ -73,8 +86,15 @@ def test_two_epochs_beat_chance(trained) -> None:
 
 def test_outputs_layout(trained) -> None:
     out = trained.out_dir
-    for name in ("config.resolved.yaml", "checkpoint.pt", "best.pt", "history.json", "DONE",
-                 "predictions/val.npz", "predictions/test.npz"):
+    for name in (
+        "config.resolved.yaml",
+        "checkpoint.pt",
+        "best.pt",
+        "history.json",
+        "DONE",
+        "predictions/val.npz",
+        "predictions/test.npz",
+    ):
         assert (out / name).is_file(), name
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] == [h["epoch"] for h in trained.history]
@@ -116,6 +136,7 @@ def test_finished_run_returns_at_once(trained) -> None:
 
 
 # --- resume ------------------------------------------------------------------------------------------
+
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
@@ -160,9 +181,16 @@ def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.M
 def test_batched_augmentation_resumes_exactly(tmp_path: Path) -> None:
     """The batched pipeline (uint8 batches, augmentation on the device, as used on GPUs) with augmentation on:
     a run stopped after epoch 1 and resumed equals one that never stopped; and augmentation really ran."""
+
     def run(out: str, augment: bool, stop: int | None) -> Path:
-        cfg = _config(tmp_path / out, out=str(tmp_path / out / "o"), epochs=2, max_steps_per_epoch=2,
-                      data={"pipeline": "batched", "augment": augment}, early_stopping={"metric": "val_loss"})
+        cfg = _config(
+            tmp_path / out,
+            out=str(tmp_path / out / "o"),
+            epochs=2,
+            max_steps_per_epoch=2,
+            data={"pipeline": "batched", "augment": augment},
+            early_stopping={"metric": "val_loss"},
+        )
         fit(cfg, progress=False, stop_after_epochs=stop)
         if stop is not None:
             fit(cfg, progress=False)
@@ -179,8 +207,14 @@ def test_batched_augmentation_resumes_exactly(tmp_path: Path) -> None:
 def test_cuda_amp_run(tmp_path: Path) -> None:
     """On a GPU: AMP (float16 autocast + GradScaler) and the batched pipeline are on by default; the run
     finishes with finite weights and a checkpoint that resumes."""
-    cfg = _config(tmp_path, out=str(tmp_path / "o"), device="cuda", epochs=2, max_steps_per_epoch=2,
-                  data={"augment": True})
+    cfg = _config(
+        tmp_path,
+        out=str(tmp_path / "o"),
+        device="cuda",
+        epochs=2,
+        max_steps_per_epoch=2,
+        data={"augment": True},
+    )
     first = fit(cfg, progress=False, stop_after_epochs=1)
     result = fit(cfg, progress=False)
     assert first.epochs_run == 1 and result.resumed_from == 1 and result.epochs_run == 2
@@ -193,13 +227,17 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     cfg = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1)
     fit(cfg, progress=False, stop_after_epochs=1)
     other = _config(tmp_path, out=str(tmp_path / "r"), max_steps_per_epoch=1, lr=0.01)
-    with pytest.raises(HierclfError, match=r"cannot resume from .*checkpoint.pt: it was trained with other "
-                                           r"settings \(lr: 0.005 -> 0.01\)"):
+    with pytest.raises(
+        HierclfError,
+        match=r"cannot resume from .*checkpoint.pt: it was trained with other "
+        r"settings \(lr: 0.005 -> 0.01\)",
+    ):
         fit(other, progress=False)
     assert fit(other, progress=False, resume=False).epochs_run == 2  # --no-resume starts over
 
 
 # --- regimes -----------------------------------------------------------------------------------------
+
 
 def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
     """Epoch 1 of gradual unfreezing and linear probing trains the head only: the backbone (weights and
@@ -215,14 +253,22 @@ def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
     init_head = {f"head.{k}": v for k, v in head.state_dict().items()}
     for regime in ("gradual_unfreeze", "linear_probe"):
         out = tmp_path / regime
-        cfg = _config(tmp_path / f"cfg_{regime}", out=str(out), regime=regime, epochs=3,
-                      max_steps_per_epoch=2, schedule="constant", warmup_epochs=0)
+        cfg = _config(
+            tmp_path / f"cfg_{regime}",
+            out=str(out),
+            regime=regime,
+            epochs=3,
+            max_steps_per_epoch=2,
+            schedule="constant",
+            warmup_epochs=0,
+        )
         fit(cfg, progress=False, stop_after_epochs=1)
         ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
         for key, value in init_state.items():
             torch.testing.assert_close(ckpt["model"][key], value, rtol=0, atol=0, msg=key)
-        assert init_head and all(not torch.equal(ckpt["model"][k], v) for k, v in init_head.items()
-                                 if v.is_floating_point())  # the head trained
+        assert init_head and all(
+            not torch.equal(ckpt["model"][k], v) for k, v in init_head.items() if v.is_floating_point()
+        )  # the head trained
         lrs = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
         if regime == "gradual_unfreeze":
             assert lrs == pytest.approx([0.005, 0.0005, 0.00005, 0.000005])  # head, stage3, stage2, stage1
@@ -243,10 +289,22 @@ def test_coarser_classes(kind: str, tmp_path: Path) -> None:
     from hierclf.predictions import read_predictions
 
     tax = Taxonomy.from_yaml(DERMAMNIST)
-    classes = ({"kind": "cut", "nodes": ["malignant", "nv", "benign_keratosis", "benign_dermal"]}
-               if kind == "cut" else {"kind": "partition", "max_class_size": 30})
-    result = fit(_config(tmp_path, out=str(tmp_path / "o"), classes=classes, epochs=1, max_steps_per_epoch=1,
-                         early_stopping={"metric": "val_loss"}), progress=False)
+    classes = (
+        {"kind": "cut", "nodes": ["malignant", "nv", "benign_keratosis", "benign_dermal"]}
+        if kind == "cut"
+        else {"kind": "partition", "max_class_size": 30}
+    )
+    result = fit(
+        _config(
+            tmp_path,
+            out=str(tmp_path / "o"),
+            classes=classes,
+            epochs=1,
+            max_steps_per_epoch=1,
+            early_stopping={"metric": "val_loss"},
+        ),
+        progress=False,
+    )
     if kind == "cut":
         expected = tax.cut(["malignant", "melanocytic_nevus", "benign_keratosis", "benign_dermal"])
     else:  # the partition of the training split's counts, computed here from the generated file
@@ -271,8 +329,16 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
     from hierclf.partition import partition
     from hierclf.predictions import read_predictions
 
-    labels = (["nv"] * 12 + ["mel"] * 6 + ["bcc"] * 4 + ["akiec"] * 3 + ["keratinocyte_carcinoma"] * 3
-              + ["bkl"] * 4 + ["df"] * 2 + ["vasc"] * 2)
+    labels = (
+        ["nv"] * 12
+        + ["mel"] * 6
+        + ["bcc"] * 4
+        + ["akiec"] * 3
+        + ["keratinocyte_carcinoma"] * 3
+        + ["bkl"] * 4
+        + ["df"] * 2
+        + ["vasc"] * 2
+    )
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()
     rows = ["path,label,patient"]
@@ -281,9 +347,16 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
         rows.append(f"img/{i}.png,{label},p{i // 2}")
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     csv = {"train": "list.csv", "val": "list.csv", "test": "list.csv", "group_column": "patient"}
-    cfg = _config(tmp_path, out=str(tmp_path / "o"), epochs=1, max_steps_per_epoch=1, batch_size=12,
-                  data={"source": "csv", "csv": csv}, classes={"kind": "partition", "max_class_size": 8},
-                  early_stopping={"metric": "val_auc:malignant"})
+    cfg = _config(
+        tmp_path,
+        out=str(tmp_path / "o"),
+        epochs=1,
+        max_steps_per_epoch=1,
+        batch_size=12,
+        data={"source": "csv", "csv": csv},
+        classes={"kind": "partition", "max_class_size": 8},
+        early_stopping={"metric": "val_auc:malignant"},
+    )
     result = fit(cfg, progress=False)
     tax = Taxonomy.from_yaml(DERMAMNIST)
     part = partition(tax, {tax.resolve(k): labels.count(k) for k in set(labels)}, max_class_size=8)
@@ -304,8 +377,14 @@ def test_protocol_task_metric(tmp_path: Path) -> None:
     from hierclf.predictions import read_predictions
 
     protocol = str(REPO / "taxonomy" / "protocols" / "dermamnist.yaml")
-    cfg = _config(tmp_path, out=str(tmp_path / "o"), epochs=1, max_steps_per_epoch=2, protocol=protocol,
-                  early_stopping={"metric": "task_auc:melanoma_vs_nevus"})
+    cfg = _config(
+        tmp_path,
+        out=str(tmp_path / "o"),
+        epochs=1,
+        max_steps_per_epoch=2,
+        protocol=protocol,
+        early_stopping={"metric": "task_auc:melanoma_vs_nevus"},
+    )
     result = fit(cfg, progress=False)
     val = read_predictions(result.predictions["val"])
     keep = np.isin(val.labels, ["melanoma", "melanocytic_nevus"])
@@ -322,14 +401,24 @@ def test_protocol_task_metric(tmp_path: Path) -> None:
 def test_early_stopping(tmp_path: Path) -> None:
     """With a learning rate too small to change any prediction, accuracy cannot improve after epoch 1:
     patience 1 stops after epoch 2 and the predictions come from epoch 1."""
-    result = fit(_config(tmp_path, out=str(tmp_path / "o"), lr=1e-12, epochs=5, max_steps_per_epoch=1,
-                         early_stopping={"metric": "val_accuracy", "patience": 1}), progress=False)
+    result = fit(
+        _config(
+            tmp_path,
+            out=str(tmp_path / "o"),
+            lr=1e-12,
+            epochs=5,
+            max_steps_per_epoch=1,
+            early_stopping={"metric": "val_accuracy", "patience": 1},
+        ),
+        progress=False,
+    )
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
     assert result.history[0]["val_accuracy"] == result.history[1]["val_accuracy"]
     assert json.loads((tmp_path / "o" / "DONE").read_text())["stopped_early"] is True
 
 
 # --- building blocks ---------------------------------------------------------------------------------
+
 
 def test_lr_factor_warmup_then_cosine() -> None:
     total, warm = 100, 10
@@ -380,6 +469,7 @@ def test_batch_size_must_split_evenly() -> None:
 
 # --- bad configurations ------------------------------------------------------------------------------
 
+
 def _write(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(f"taxonomy: {DERMAMNIST}\n" + textwrap.dedent(body), encoding="utf-8")
@@ -392,7 +482,8 @@ def test_unknown_backbone_message(tmp_path: Path) -> None:
         load_train_config(path)
     assert str(err.value) == (
         f"{path}:2:11: error: backbone: unknown backbone 'resnt18' (known backbones: convnext_tiny, "
-        "efficientnet_b0, resnet18, resnet50, small_cnn, vit_b_16); did you mean 'resnet18' or 'resnet50'?")
+        "efficientnet_b0, resnet18, resnet50, small_cnn, vit_b_16); did you mean 'resnet18' or 'resnet50'?"
+    )
 
 
 def test_negative_learning_rate_message(tmp_path: Path) -> None:
@@ -403,29 +494,38 @@ def test_negative_learning_rate_message(tmp_path: Path) -> None:
 
 
 def test_unknown_node_message(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = _write(
+        tmp_path,
+        """\
         classes:
           kind: cut
           nodes: [benign, malignat]
-        """)
+        """,
+    )
     with pytest.raises(FileFormatError) as err:
         load_train_config(path)
-    assert str(err.value) == (f"{path}:4:19: error: classes.nodes: unknown node 'malignat' in taxonomy "
-                              "'dermamnist'; did you mean 'malignant'?")
+    assert str(err.value) == (
+        f"{path}:4:19: error: classes.nodes: unknown node 'malignat' in taxonomy "
+        "'dermamnist'; did you mean 'malignant'?"
+    )
 
 
 def test_every_problem_is_reported(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = _write(
+        tmp_path,
+        """\
         optimiser: adamw
         regime: linear
         early_stopping: {metric: val_los}
-        """)
+        """,
+    )
     with pytest.raises(FileFormatError) as err:
         load_train_config(path)
     messages = [str(p) for p in err.value.problems]
     assert messages == [
         f"{path}:2:12: error: unknown field 'optimiser' (expected one of "
-        + ", ".join(TrainConfig.model_fields) + "); did you mean 'optimizer'?",
+        + ", ".join(TrainConfig.model_fields)
+        + "); did you mean 'optimizer'?",
         f"{path}:3:9: error: regime: expected 'linear_probe', 'full' or 'gradual_unfreeze', got 'linear'; "
         "did you mean 'linear_probe'?",
         f"{path}:4:26: error: early_stopping.metric: unknown metric 'val_los' (expected one of val_loss, "
@@ -445,20 +545,40 @@ def test_config_defaults_and_loss_shorthand() -> None:
     assert cfg.early_stopping.mode == "min"
 
 
-@pytest.mark.parametrize(("body", "where", "message"), [
-    ("loss: {name: focal, alpha: 0.25}\n", "2:28", "loss.alpha: expected a scheme name (inverse, effective) "
-     "or a list with one weight per class, got the single number 0.25"),
-    ("loss: {name: weighted_ce, weights: [1, -2]}\n", "2:36",
-     "loss.weights: weights must list non-negative numbers, one per class"),
-    ("loss: {name: ce, gamma: 2}\n", "2:7",
-     "loss: loss 'ce' does not take gamma (it takes: no options besides label_smoothing)"),
-    ("loss: {name: asymmetric, alpha: inverse}\n", "2:7",
-     "loss: loss 'asymmetric' does not take alpha (it takes: gamma_pos, gamma_neg, clip)"),
-    ("loss: focal\nlabel_smoothing: 0.1\n", "3:18",
-     "label_smoothing: label_smoothing applies to the ce and weighted_ce losses, not 'focal'"),
-])
+@pytest.mark.parametrize(
+    ("body", "where", "message"),
+    [
+        (
+            "loss: {name: focal, alpha: 0.25}\n",
+            "2:28",
+            "loss.alpha: expected a scheme name (inverse, effective) "
+            "or a list with one weight per class, got the single number 0.25",
+        ),
+        (
+            "loss: {name: weighted_ce, weights: [1, -2]}\n",
+            "2:36",
+            "loss.weights: weights must list non-negative numbers, one per class",
+        ),
+        (
+            "loss: {name: ce, gamma: 2}\n",
+            "2:7",
+            "loss: loss 'ce' does not take gamma (it takes: no options besides label_smoothing)",
+        ),
+        (
+            "loss: {name: asymmetric, alpha: inverse}\n",
+            "2:7",
+            "loss: loss 'asymmetric' does not take alpha (it takes: gamma_pos, gamma_neg, clip)",
+        ),
+        (
+            "loss: focal\nlabel_smoothing: 0.1\n",
+            "3:18",
+            "label_smoothing: label_smoothing applies to the ce and weighted_ce losses, not 'focal'",
+        ),
+    ],
+)
 def test_loss_options_that_build_loss_would_refuse_are_refused_in_the_file(
-        tmp_path: Path, body: str, where: str, message: str) -> None:
+    tmp_path: Path, body: str, where: str, message: str
+) -> None:
     path = _write(tmp_path, body)
     with pytest.raises(FileFormatError) as err:
         load_train_config(path)

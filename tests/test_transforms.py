@@ -58,7 +58,8 @@ def test_without_augmentation_train_and_eval_agree_exactly() -> None:
     # and the statistics are those of (x / 255 - mean) / std, computed by hand
     raw = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).double() / 255
     expected = (raw - torch.tensor(IMAGENET_MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(
-        IMAGENET_STD, dtype=torch.float64)[:, None, None]
+        IMAGENET_STD, dtype=torch.float64
+    )[:, None, None]
     torch.testing.assert_close(b.double(), expected, rtol=0, atol=1e-6)
 
 
@@ -89,8 +90,13 @@ def test_train_output_shape_from_pil_array_and_tensor() -> None:
 def test_policy_is_the_dermoscopy_one() -> None:
     ops = flatten(augmentation(28))
     kinds = [type(op) for op in ops]
-    for wanted in (v2.RandomHorizontalFlip, v2.RandomVerticalFlip, v2.RandomRotation, v2.RandomResizedCrop,
-                   v2.ColorJitter):
+    for wanted in (
+        v2.RandomHorizontalFlip,
+        v2.RandomVerticalFlip,
+        v2.RandomRotation,
+        v2.RandomResizedCrop,
+        v2.ColorJitter,
+    ):
         assert wanted in kinds
     assert not any(isinstance(op, v2.GaussianBlur) for op in flatten(train_transform(28)))
     rotation = next(op for op in ops if isinstance(op, v2.RandomRotation))
@@ -122,10 +128,13 @@ def test_seed_003_trap_is_caught() -> None:
     with pytest.raises(HierclfError, match="training uses mean=.*evaluation uses no normalisation"):
         check_matching_preprocessing(train_transform(28), unnormalised_eval)
     with pytest.raises(HierclfError, match="differ"):
-        check_matching_preprocessing(train_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-                                     eval_transform(28))
-    check_matching_preprocessing(train_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-                                 eval_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+        check_matching_preprocessing(
+            train_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), eval_transform(28)
+        )
+    check_matching_preprocessing(
+        train_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        eval_transform(28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    )
 
 
 def test_bad_statistics() -> None:
@@ -146,8 +155,12 @@ def _batch(n: int = 8, size: int = 28, seed: int = 0) -> torch.Tensor:
 def _identity_params(n: int, **changes: object) -> AugmentParams:
     base = {"hflip": torch.zeros(n, dtype=torch.bool), "vflip": torch.zeros(n, dtype=torch.bool)}
     base.update({k: torch.zeros(n, dtype=torch.float64) for k in ("angle", "centre_x", "centre_y", "hue")})
-    base.update({k: torch.ones(n, dtype=torch.float64)
-                 for k in ("crop_w", "crop_h", "brightness", "contrast", "saturation")})
+    base.update(
+        {
+            k: torch.ones(n, dtype=torch.float64)
+            for k in ("crop_w", "crop_h", "brightness", "contrast", "saturation")
+        }
+    )
     base.update(changes)  # type: ignore[arg-type]
     return AugmentParams(**base)  # type: ignore[arg-type]
 
@@ -169,8 +182,9 @@ def test_batch_geometry_against_exact_references() -> None:
     # identity parameters reproduce the input
     torch.testing.assert_close(t.geometry(x, _identity_params(4)), x, rtol=0, atol=1e-5)
     # flips are torch.flip
-    flips = _identity_params(4, hflip=torch.tensor([True, False, True, False]),
-                             vflip=torch.tensor([False, True, True, False]))
+    flips = _identity_params(
+        4, hflip=torch.tensor([True, False, True, False]), vflip=torch.tensor([False, True, True, False])
+    )
     expected = torch.stack([x[0].flip(-1), x[1].flip(-2), x[2].flip(-1).flip(-2), x[3]])
     torch.testing.assert_close(t.geometry(x, flips), expected, rtol=0, atol=1e-5)
     # quarter turns are torch.rot90, one direction each
@@ -182,18 +196,25 @@ def test_batch_geometry_against_exact_references() -> None:
     assert not torch.allclose(plus, minus, atol=1e-4)
     # a centred half-size crop is bilinear upsampling of the central 14x14 pixels (away from the outermost
     # output pixels, where F.interpolate clamps to the crop and the crop reads the neighbouring pixels)
-    half = _identity_params(4, crop_w=torch.full((4,), 0.5, dtype=torch.float64),
-                            crop_h=torch.full((4,), 0.5, dtype=torch.float64))
+    half = _identity_params(
+        4,
+        crop_w=torch.full((4,), 0.5, dtype=torch.float64),
+        crop_h=torch.full((4,), 0.5, dtype=torch.float64),
+    )
     reference = F.interpolate(x[..., 7:21, 7:21], size=(28, 28), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(t.geometry(x, half)[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], rtol=0,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        t.geometry(x, half)[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], rtol=0, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize(("name", "factor", "reference"), [
-    ("brightness", 1.08, TF.adjust_brightness),
-    ("contrast", 0.92, TF.adjust_contrast),
-    ("saturation", 1.1, TF.adjust_saturation),
-])
+@pytest.mark.parametrize(
+    ("name", "factor", "reference"),
+    [
+        ("brightness", 1.08, TF.adjust_brightness),
+        ("contrast", 0.92, TF.adjust_contrast),
+        ("saturation", 1.1, TF.adjust_saturation),
+    ],
+)
 def test_batch_colour_matches_torchvision(name: str, factor: float, reference: object) -> None:
     t = BatchTransform(28, hue=0.0)
     x = _batch(3).float() / 255
@@ -220,8 +241,9 @@ def test_batch_augmentation_matches_per_sample_statistics() -> None:
     x = torch.from_numpy(np.broadcast_to(colours[:, :, None, None], (256, 3, 28, 28)).copy())
     batched = BatchTransform(28, rotation=0)(x, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    per_sample = torch.stack([train_transform(28, rotation=0)(Image.fromarray(a))
-                              for a in x.permute(0, 2, 3, 1).numpy()])
+    per_sample = torch.stack(
+        [train_transform(28, rotation=0)(Image.fromarray(a)) for a in x.permute(0, 2, 3, 1).numpy()]
+    )
     torch.testing.assert_close(batched.mean(dim=(0, 2, 3)), per_sample.mean(dim=(0, 2, 3)), rtol=0, atol=0.05)
     torch.testing.assert_close(batched.std(dim=(0, 2, 3)), per_sample.std(dim=(0, 2, 3)), rtol=0.1, atol=0.05)
 
@@ -250,8 +272,9 @@ def test_uint8_dataset_path_equals_eval_path(tmp_path: Path, dermamnist: Taxonom
     assert raw._arrays  # in-memory arrays reach the transform without a PIL round trip
     assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (3, 28, 28)
     xb, yb = next(iter(DataLoader(raw, batch_size=14)))
-    xe, ye = next(iter(DataLoader(TaxonomyImageDataset(source, mapping, transform=eval_transform(28)),
-                                  batch_size=14)))
+    xe, ye = next(
+        iter(DataLoader(TaxonomyImageDataset(source, mapping, transform=eval_transform(28)), batch_size=14))
+    )
     torch.testing.assert_close(BatchTransform(28, augment=False)(xb), xe, rtol=0, atol=1e-6)
     assert torch.equal(yb, ye)
 
@@ -274,5 +297,9 @@ def test_to_uint8_array_fast_path_equals_pil_path() -> None:
     assert fast.dtype == slow.dtype == torch.uint8 and torch.equal(fast, slow)
     assert torch.equal(to_uint8()(array), slow)
     # resizing always goes through PIL, as in eval_transform
-    torch.testing.assert_close(BatchTransform(64, augment=False)(to_uint8(64)(array)[None]),
-                               eval_transform(64)(Image.fromarray(array))[None], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        BatchTransform(64, augment=False)(to_uint8(64)(array)[None]),
+        eval_transform(64)(Image.fromarray(array))[None],
+        rtol=0,
+        atol=1e-6,
+    )

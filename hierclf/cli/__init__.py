@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
         if os.environ.get("HIERCLF_DEBUG"):
             raise
-        print(f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(set HIERCLF_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
+        print(
+            f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE

@@ -34,16 +34,21 @@ def _describe(action: argparse.Action) -> tuple[str, str]:
     if action.option_strings:
         name = ", ".join(f"`{o}`" for o in action.option_strings)
         if action.nargs != 0:
-            metavar = action.metavar or (action.dest.upper() if not action.choices else
-                                         "{" + ",".join(map(str, action.choices)) + "}")
+            metavar = action.metavar or (
+                action.dest.upper() if not action.choices else "{" + ",".join(map(str, action.choices)) + "}"
+            )
             name += f" `{metavar}`" + (" ..." if action.nargs in ("+", "*") else "")
     else:
         name = f"`{action.metavar or action.dest}`" + (" ..." if action.nargs in ("+", "*") else "")
     help_text = (action.help or "").replace("%(default)s", str(action.default))
     if action.option_strings and action.required:
         help_text += " (required)"
-    elif (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
-          and action.nargs != 0 and "default" not in help_text):
+    elif (
+        action.option_strings
+        and action.default not in (None, False, argparse.SUPPRESS)
+        and action.nargs != 0
+        and "default" not in help_text
+    ):
         help_text += f" (default: {action.default})"
     return name, help_text
 
@@ -61,7 +66,8 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
             out.append(" ".join(sub.description.split()) + "\n")
         positional = [a for a in sub._actions if not a.option_strings]
         usage = f"hierclf {name} [options]" + "".join(
-            f" {a.metavar or a.dest}" + (" ..." if a.nargs in ("+", "*") else "") for a in positional)
+            f" {a.metavar or a.dest}" + (" ..." if a.nargs in ("+", "*") else "") for a in positional
+        )
         out.append(f"```\n{usage}\n```\n")
         rows = [_describe(a) for a in sub._actions if not isinstance(a, argparse._HelpAction)]
         if rows:

@@ -23,27 +23,52 @@ AUTO_CELLS = {".npz": 4 * 1024 * 1024, ".csv": 1024 * 1024}
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "rollup", help="sum leaf probabilities up the tree to named nodes (CSV out)",
+        "rollup",
+        help="sum leaf probabilities up the tree to named nodes (CSV out)",
         description="Roll leaf (or training-class) probabilities up the taxonomy: P(node) = sum of the "
-                    "probabilities of the leaves under it. Input .npz or .csv (ISIC challenge CSVs work as "
-                    "is); output CSV with an id column and one column per node.")
+        "probabilities of the leaves under it. Input .npz or .csv (ISIC challenge CSVs work as "
+        "is); output CSV with an id column and one column per node.",
+    )
     p.add_argument("--taxonomy", "-t", required=True, metavar="T", help="taxonomy YAML file")
     p.add_argument("--probs", "-p", required=True, metavar="FILE", help="prediction file (.npz or .csv)")
-    p.add_argument("--node", "-n", action="append", default=[], metavar="NODE",
-                   help="node to output (id, alias or name); repeat for several")
+    p.add_argument(
+        "--node",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="node to output (id, alias or name); repeat for several",
+    )
     p.add_argument("--all", action="store_true", help="output every node the input determines, in tree order")
     p.add_argument("--out", "-o", metavar="FILE", help="output CSV (written atomically); default stdout")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--normalize", action="store_true",
-                     help="divide each row by its sum instead of requiring rows to sum to 1")
+    how.add_argument(
+        "--normalize",
+        action="store_true",
+        help="divide each row by its sum instead of requiring rows to sum to 1",
+    )
     how.add_argument("--logits", action="store_true", help="inputs are logits: apply a softmax per row")
-    p.add_argument("--tolerance", type=float, default=1e-3, metavar="TOL",
-                   help="allowed |row sum - 1| for probabilities (default 1e-3)")
-    p.add_argument("--chunk-size", type=int, default=None, metavar="ROWS",
-                   help="rows per block (default: about 4 million values per block for .npz, 1 million "
-                        "for .csv)")
-    p.add_argument("--digits", type=int, default=8, metavar="D",
-                   help="significant digits of the output values (default 8)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        metavar="TOL",
+        help="allowed |row sum - 1| for probabilities (default 1e-3)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="rows per block (default: about 4 million values per block for .npz, 1 million for .csv)",
+    )
+    p.add_argument(
+        "--digits",
+        type=int,
+        default=8,
+        metavar="D",
+        help="significant digits of the output values (default 8)",
+    )
     p.set_defaults(func=run, _parser=p)
 
 
@@ -103,14 +128,16 @@ def run(args: argparse.Namespace) -> int:
                     if len(zero):
                         r = int(zero[0, 0])
                         ident = f" (id {str(block.ids[r])!r})" if block.ids is not None else ""
-                        raise HierclfError(f"{args.probs}: row {n_rows + r}{ident}: probabilities sum to 0; "
-                                           "cannot renormalise it")
+                        raise HierclfError(
+                            f"{args.probs}: row {n_rows + r}{ident}: probabilities sum to 0; "
+                            "cannot renormalise it"
+                        )
                     probs = probs / sums
                 probs = probs.contiguous()
                 if buffer is None or buffer.shape[0] < len(probs) or buffer.dtype != probs.dtype:
                     buffer = torch.empty((len(probs), len(out_nodes)), dtype=probs.dtype)
                 # one output buffer for every block: fresh pages for each block cost more than the roll-up
-                values = rollup(probs, tax, wanted, columns=reader.columns, out=buffer[:len(probs)]).numpy()
+                values = rollup(probs, tax, wanted, columns=reader.columns, out=buffer[: len(probs)]).numpy()
                 ids = block.ids
                 if ids is None:  # no id column: rows are numbered from 0
                     ids = np.arange(n_rows, n_rows + len(block)).astype(str)

@@ -8,9 +8,11 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("schema", help="print the JSON Schema of taxonomy files",
-                       description="Print the JSON Schema exported from the pydantic model of taxonomy "
-                       "files.")
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of taxonomy files",
+        description="Print the JSON Schema exported from the pydantic model of taxonomy files.",
+    )
     p.add_argument("--out", default=None, help="write to this file (atomically) instead of stdout")
     p.set_defaults(func=run)
 

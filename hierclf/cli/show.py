@@ -7,12 +7,20 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("show", help="print a taxonomy as a tree with ids, names and leaf counts",
-                       description="Print the tree: one line per node with its id, display name and the "
-                       "number of leaves under it.")
+    p = sub.add_parser(
+        "show",
+        help="print a taxonomy as a tree with ids, names and leaf counts",
+        description="Print the tree: one line per node with its id, display name and the "
+        "number of leaves under it.",
+    )
     p.add_argument("file", metavar="FILE", help="taxonomy YAML file")
-    p.add_argument("--depth", type=_non_negative, default=None, metavar="N",
-                   help="show nodes down to depth N only (root is 0)")
+    p.add_argument(
+        "--depth",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="show nodes down to depth N only (root is 0)",
+    )
     p.add_argument("--node", default=None, help="show only the subtree under this node (id or alias)")
     p.set_defaults(func=run)
 

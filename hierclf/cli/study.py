@@ -9,28 +9,40 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "study", help="run a whole pre-registered study: train seeds, predict, evaluate, report",
+        "study",
+        help="run a whole pre-registered study: train seeds, predict, evaluate, report",
         description="Train the protocol's number of seeds, predict validation and test, evaluate under the "
         "protocol and write report.md, report.json, figures/ and predictions/ into --out. An interrupted "
-        "study resumes: finished seeds are not retrained, a half-trained seed continues from its checkpoint.")
-    p.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file (its training: mapping holds the "
-                   "training settings and the taxonomy path)")
-    p.add_argument("--data", default="dermamnist", metavar="dermamnist|synthetic|PATH",
-                   help="dermamnist (downloaded through medmnist into --data-root), synthetic (a small "
-                   "learnable dataset generated offline; the report is marked SYNTHETIC), or a "
-                   "DermaMNIST-layout .npz file or folder (default dermamnist)")
+        "study resumes: finished seeds are not retrained, a half-trained seed continues from its checkpoint.",
+    )
+    p.add_argument(
+        "protocol",
+        metavar="PROTOCOL",
+        help="protocol YAML file (its training: mapping holds the training settings and the taxonomy path)",
+    )
+    p.add_argument(
+        "--data",
+        default="dermamnist",
+        metavar="dermamnist|synthetic|PATH",
+        help="dermamnist (downloaded through medmnist into --data-root), synthetic (a small "
+        "learnable dataset generated offline; the report is marked SYNTHETIC), or a "
+        "DermaMNIST-layout .npz file or folder (default dermamnist)",
+    )
     p.add_argument("--data-root", default=None, help="folder for datasets (default: OUT/data for synthetic)")
     p.add_argument("--out", default="runs/study", help="study folder (default runs/study)")
-    p.add_argument("--taxonomy", default=None,
-                   help="taxonomy file (default: the protocol's training.taxonomy)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds (default: the protocol's min_seeds)")
+    p.add_argument(
+        "--taxonomy", default=None, help="taxonomy file (default: the protocol's training.taxonomy)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the protocol's min_seeds)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's training epochs")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the protocol's, auto)")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
     p.add_argument("--metadata", default=None, help="metadata CSV keyed by sample id (groups, subgroups)")
-    p.add_argument("--readers", default=None,
-                   help="reader operating points CSV (reader,sensitivity,specificity)")
+    p.add_argument(
+        "--readers", default=None, help="reader operating points CSV (reader,sensitivity,specificity)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -40,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from hierclf.study import run_study, summary_rows
 
-    bar = tqdm(total=0, desc="study", unit="epoch", disable=args.no_progress or not sys.stderr.isatty(),
-               file=sys.stderr)
+    bar = tqdm(
+        total=0,
+        desc="study",
+        unit="epoch",
+        disable=args.no_progress or not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
 
     def on_start(total: int) -> None:  # the settings are resolved once, inside run_study
         bar.total = total
@@ -52,10 +69,21 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        result = run_study(args.protocol, data=args.data, data_root=args.data_root, out_dir=args.out,
-                           seeds=args.seeds, epochs=args.epochs, device=args.device, workers=args.workers,
-                           taxonomy=args.taxonomy, metadata=args.metadata, readers=args.readers,
-                           on_start=on_start, on_epoch=on_epoch)
+        result = run_study(
+            args.protocol,
+            data=args.data,
+            data_root=args.data_root,
+            out_dir=args.out,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            device=args.device,
+            workers=args.workers,
+            taxonomy=args.taxonomy,
+            metadata=args.metadata,
+            readers=args.readers,
+            on_start=on_start,
+            on_epoch=on_epoch,
+        )
     finally:
         bar.close()
     if result.report is None:  # a torchrun rank other than 0
@@ -63,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
     rows = summary_rows(result.report)
     if result.report.synthetic:
         print("SYNTHETIC DATA: these numbers test the pipeline; they are not a clinical result.")
-    print(f"study: {len(result.trained)} seed(s) trained, {len(result.reused)} reused; "
-          f"report: {result.files.get('report.md', result.out_dir / 'report.md')}")
+    print(
+        f"study: {len(result.trained)} seed(s) trained, {len(result.reused)} reused; "
+        f"report: {result.files.get('report.md', result.out_dir / 'report.md')}"
+    )
     if rows:
         headers = list(rows[0])
         widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]

@@ -15,13 +15,19 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="train a model over a taxonomy (resumable; DDP under torchrun)",
+        "train",
+        help="train a model over a taxonomy (resumable; DDP under torchrun)",
         description="Train backbone + LeafHead as a YAML config says; see docs/training.md for every field. "
-                    "Outputs (checkpoint, predictions/val.npz, predictions/test.npz, history.json, DONE) go "
-                    "to out_dir. Run under `torchrun --nproc_per_node=N -m hierclf train ...` for DDP.")
+        "Outputs (checkpoint, predictions/val.npz, predictions/test.npz, history.json, DONE) go "
+        "to out_dir. Run under `torchrun --nproc_per_node=N -m hierclf train ...` for DDP.",
+    )
     p.add_argument("--config", required=True, metavar="YAML", help="training configuration file")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from out_dir/checkpoint.pt when present (default); --no-resume starts over")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from out_dir/checkpoint.pt when present (default); --no-resume starts over",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (overrides out_dir)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (overrides seed)")
     p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:<index> (overrides device)")
@@ -40,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from hierclf.train_config import load_train_config
 
     overrides: dict[str, Any] = {}
-    for option, key in (("out", "out_dir"), ("seed", "seed"), ("device", "device"), ("workers", "workers"),
-                        ("epochs", "epochs"), ("data_root", "data.root")):
+    for option, key in (
+        ("out", "out_dir"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("workers", "workers"),
+        ("epochs", "epochs"),
+        ("data_root", "data.root"),
+    ):
         value = getattr(args, option)
         if value is not None:
             overrides[key] = str(Path(value).resolve()) if key in ("out_dir", "data.root") else value
@@ -52,10 +64,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif result.already_done:
-        print(f"{result.out_dir}: already finished (best epoch {result.best_epoch}, {result.metric} "
-              f"{result.best_metric:.4f}); --no-resume to train again")
+        print(
+            f"{result.out_dir}: already finished (best epoch {result.best_epoch}, {result.metric} "
+            f"{result.best_metric:.4f}); --no-resume to train again"
+        )
     else:
         stop = ", stopped early" if result.stopped_early else ""
-        print(f"{result.out_dir}: {result.epochs_run} epoch(s){stop}; best epoch {result.best_epoch} "
-              f"({result.metric} {result.best_metric:.4f}); predictions in {result.out_dir / 'predictions'}")
+        print(
+            f"{result.out_dir}: {result.epochs_run} epoch(s){stop}; best epoch {result.best_epoch} "
+            f"({result.metric} {result.best_metric:.4f}); predictions in {result.out_dir / 'predictions'}"
+        )
     return 0

@@ -28,9 +28,11 @@ def usage_problem(files: list[str]) -> str | None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("validate", help="check taxonomy files (exit 0 valid, 1 invalid, 2 usage error)",
-                       description="Validate taxonomy YAML files and report every problem with "
-                       "file:line:column.")
+    p = sub.add_parser(
+        "validate",
+        help="check taxonomy files (exit 0 valid, 1 invalid, 2 usage error)",
+        description="Validate taxonomy YAML files and report every problem with file:line:column.",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="taxonomy YAML files")
     p.add_argument("--strict", action="store_true", help="treat warnings (e.g. single-child nodes) as errors")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
@@ -49,9 +51,13 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for file in args.files:
         report = validate_file(file, strict=args.strict)
-        summary: dict[str, Any] = {"file": file, "valid": report.ok, "errors": len(report.errors),
-                                   "warnings": len(report.warnings),
-                                   "problems": [p.to_dict() for p in report.problems]}
+        summary: dict[str, Any] = {
+            "file": file,
+            "valid": report.ok,
+            "errors": len(report.errors),
+            "warnings": len(report.warnings),
+            "problems": [p.to_dict() for p in report.problems],
+        }
         if report.spec is not None:
             tax = Taxonomy(report.spec, check=False, source=file)
             summary.update(name=tax.name, nodes=len(tax.nodes), leaves=len(tax.leaves), height=tax.height)
@@ -69,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
             if report.ok:
                 warn = f", {summary['warnings']} warning(s)" if summary["warnings"] else ""
                 leaves = "1 leaf" if summary["leaves"] == 1 else f"{summary['leaves']} leaves"
-                print(f"{summary['file']}: ok ({summary['nodes']} nodes, {leaves}, "
-                      f"height {summary['height']}{warn})")
+                print(
+                    f"{summary['file']}: ok ({summary['nodes']} nodes, {leaves}, "
+                    f"height {summary['height']}{warn})"
+                )
             else:
-                print(f"{summary['file']}: invalid ({summary['errors']} error(s), "
-                      f"{summary['warnings']} warning(s))")
+                print(
+                    f"{summary['file']}: invalid ({summary['errors']} error(s), "
+                    f"{summary['warnings']} warning(s))"
+                )
     return 0 if ok else 1
