@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from hierclf import Taxonomy
-from hierclf.data import TaxonomyImageDataset, load_dermamnist, make_synthetic_dermamnist
-from hierclf.io import atomic_write_text
-from hierclf.transforms import BatchTransform, eval_transform, to_uint8, train_transform
+from hierclf.data.datasets import TaxonomyImageDataset, load_dermamnist, make_synthetic_dermamnist
+from hierclf.data.transforms import BatchTransform, eval_transform, to_uint8, train_transform
+from hierclf.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
 TAXONOMY = ROOT.parent / "taxonomy" / "dermamnist.yaml"

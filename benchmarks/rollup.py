@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierclf import _rollup_kernel
 from hierclf.functional import rollup
-from hierclf.rollup import RollUp
-from hierclf.synthetic import random_taxonomy
-from hierclf.taxonomy import Taxonomy
+from hierclf.nn.rollup_modules import RollUp
+from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
+from hierclf.taxonomy.synthetic import random_taxonomy
+from hierclf.taxonomy.tree import Taxonomy
 
 #: a function whose first run takes longer than this many seconds is timed by that run alone
 SLOW_S = 20.0

@@ -28,9 +28,10 @@ import networkx as nx
 import numpy as np
 import yaml
 
-from hierclf import Taxonomy, _yaml
-from hierclf.io import atomic_write_text
-from hierclf.synthetic import random_taxonomy
+from hierclf import Taxonomy
+from hierclf.io.atomic import atomic_write_text
+from hierclf.io import located_yaml as _yaml
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent

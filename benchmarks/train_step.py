@@ -6,7 +6,7 @@ and 2,032 classes (an Esteva-size random tree).
 Timed, per configuration, on the same backbone weights and the same batch:
 
 * ``flat``: ``F.cross_entropy(linear(backbone(x)), y).backward()`` -- the baseline;
-* ``hier``: ``build_loss("ce")(LeafHead(backbone(x)), y).backward()`` -- what ``hierclf.train.fit`` runs;
+* ``hier``: ``build_loss("ce")(LeafHead(backbone(x)), y).backward()`` -- what ``hierclf.train.loop.fit`` runs;
 * ``hier+rollup``: ``hier`` plus ``head.rollup(logits, 5 nodes)`` in the step (logging or an auxiliary
   node-level term; the rolled-up probabilities enter the loss with weight 0 so the backward includes them).
 
@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hierclf import Taxonomy
-from hierclf.backbones import create_backbone
-from hierclf.head import LeafHead
-from hierclf.losses import build_loss
-from hierclf.synthetic import random_taxonomy
+from hierclf.nn.backbones import create_backbone
+from hierclf.nn.head import LeafHead
+from hierclf.nn.losses import build_loss
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 try:  # the roll-up engine (hierclf.functional) may not be installed in a partial checkout

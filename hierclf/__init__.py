@@ -10,24 +10,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from hierclf.errors import FileFormatError, HierclfError, Problem, TaxonomyError, UnknownNameError
-from hierclf.taxonomy import Taxonomy, TaxonomyIndex
+from hierclf.taxonomy.tree import Taxonomy, TaxonomyIndex
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it; imported lazily (these modules import torch). Functions named like
-# their module (hierclf.partition.partition, hierclf.evaluate.evaluate) are not re-exported here: once the
-# submodule is imported, Python binds its name on the package and would shadow the function.
+# their module (hierclf.classes.esteva.partition, hierclf.evaluation.pipeline.evaluate) are not re-exported
+# here: once the submodule is imported, Python binds its name on the package and would shadow the function.
 _LAZY = {
-    "RollUp": "hierclf.rollup",
-    "LogRollUp": "hierclf.rollup",
-    "LeafHead": "hierclf.head",
-    "Partition": "hierclf.partition",
-    "create_backbone": "hierclf.backbones",
-    "fit": "hierclf.train",
-    "TrainConfig": "hierclf.train",
-    "Protocol": "hierclf.protocol",
-    "load_protocol": "hierclf.protocol",
-    "set_determinism": "hierclf.determinism",
+    "RollUp": "hierclf.nn.rollup_modules",
+    "LogRollUp": "hierclf.nn.rollup_modules",
+    "LeafHead": "hierclf.nn.head",
+    "Partition": "hierclf.classes.esteva",
+    "create_backbone": "hierclf.nn.backbones",
+    "fit": "hierclf.train.loop",
+    "TrainConfig": "hierclf.train.loop",
+    "Protocol": "hierclf.evaluation.protocol_format",
+    "load_protocol": "hierclf.evaluation.protocol_format",
+    "set_determinism": "hierclf.train.seeding",
 }
 
 __all__ = [
@@ -57,13 +57,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names above are imported lazily
-    from hierclf.backbones import create_backbone as create_backbone
-    from hierclf.determinism import set_determinism as set_determinism
-    from hierclf.head import LeafHead as LeafHead
-    from hierclf.partition import Partition as Partition
-    from hierclf.protocol import Protocol as Protocol
-    from hierclf.protocol import load_protocol as load_protocol
-    from hierclf.rollup import LogRollUp as LogRollUp
-    from hierclf.rollup import RollUp as RollUp
-    from hierclf.train import TrainConfig as TrainConfig
-    from hierclf.train import fit as fit
+    from hierclf.classes.esteva import Partition as Partition
+    from hierclf.evaluation.protocol_format import Protocol as Protocol
+    from hierclf.evaluation.protocol_format import load_protocol as load_protocol
+    from hierclf.nn.backbones import create_backbone as create_backbone
+    from hierclf.nn.head import LeafHead as LeafHead
+    from hierclf.nn.rollup_modules import LogRollUp as LogRollUp
+    from hierclf.nn.rollup_modules import RollUp as RollUp
+    from hierclf.train.loop import TrainConfig as TrainConfig
+    from hierclf.train.loop import fit as fit
+    from hierclf.train.seeding import set_determinism as set_determinism

@@ -1,6 +1,6 @@
 """Roll-up of leaf probabilities to any node of the tree: ``P(node) = sum of P(leaf)`` over its leaves.
 
-Three functions, one kernel (shared with :class:`hierclf.rollup.RollUp`):
+Three functions, one kernel (shared with :class:`hierclf.nn.rollup_modules.RollUp`):
 
 * :func:`rollup`: probabilities of named nodes (all nodes in pre-order by default);
 * :func:`log_rollup`: ``log P(node)`` from log-probabilities, stable for very negative inputs;
@@ -36,7 +36,7 @@ from torch import Tensor
 from hierclf.errors import HierclfError
 
 if TYPE_CHECKING:
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _range_sums_blocked(
     subtraction, then one gather of the output columns from ``[block, sums]``. (``torch.gather`` with an
     expanded index is used: on CPU it is several times faster than ``index_select`` along dim 1.)
     """
-    from hierclf import _rollup_kernel
+    from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
 
     if _rollup_kernel.usable(x):  # fused, four rows at a time; bit-identical to the code below
         return _rollup_kernel.range_sums(x, perm, start, end, out)
@@ -368,7 +368,7 @@ def rollup(
     Returns:
         ``(..., len(nodes))`` in the input's dtype and device (``out`` when given). Accumulation is in
         float64 (float32 on MPS). On CPU, float32/float64 inputs without autograd run through a fused kernel
-        (``hierclf._rollup_kernel``, numba) whose results are bit-identical to the torch path.
+        (``hierclf.rollup_engine.cpu_kernels``, numba) whose results are bit-identical to the torch path.
 
     Raises:
         RollUpError: wrong shape or dtype, or a node below the cut (the message names the cut node above it).
@@ -486,7 +486,7 @@ def log_rollup(
     x, was_numpy = _as_tensor(log_probs, "log_probs")
     flat = _flatten(x, len(plan.columns), "log_probs", plan.columns)
     needs_grad = flat.requires_grad and torch.is_grad_enabled()
-    from hierclf import _rollup_kernel
+    from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
 
     if not needs_grad and len(plan.nodes) > 1 and _rollup_kernel.usable(flat) and not _is_tracing():
         # CPU, no autograd: one pass over the tree per row (each node still shifted by its own maximum)

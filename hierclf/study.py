@@ -2,14 +2,14 @@
 
 ``hierclf study PROTOCOL`` is the command a user meets first. The protocol names the tasks, the operating
 point and the number of seeds; its ``training:`` mapping holds the training settings (any
-:class:`~hierclf.train_config.TrainConfig` field, paths relative to the protocol file). The study:
+:class:`~hierclf.train.config.TrainConfig` field, paths relative to the protocol file). The study:
 
 1. trains seeds ``0 .. n-1`` into ``OUT/seeds/seed_<k>/`` (a finished seed is not retrained, a half-trained
-   seed resumes from its checkpoint: :func:`hierclf.train.fit` with ``resume=True``);
+   seed resumes from its checkpoint: :func:`hierclf.train.loop.fit` with ``resume=True``);
 2. copies each seed's validation and test predictions to ``OUT/predictions/`` (files that
    ``hierclf rollup`` and ``hierclf evaluate`` read);
-3. evaluates them under the protocol (:func:`hierclf.evaluate.evaluate`) and writes ``report.md``,
-   ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.report.write_report`);
+3. evaluates them under the protocol (:func:`hierclf.evaluation.pipeline.evaluate`) and writes ``report.md``,
+   ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.evaluation.report.write_report`);
 4. saves the resolved settings of the whole study as ``OUT/study.yaml``.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from hierclf.errors import HierclfError, Problem
-from hierclf.io import atomic_write_text
+from hierclf.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class StudyResult:
 
     Attributes:
         out_dir: the study folder.
-        report: the :class:`~hierclf.evaluate.EvaluationReport` (``None`` on torchrun ranks other than 0).
-        files: the report's files (``report.md``, ``report.json``, figures).
+        report: the :class:`~hierclf.evaluation.pipeline.EvaluationReport` (``None`` on torchrun ranks other
+        than 0). files: the report's files (``report.md``, ``report.json``, figures).
         predictions: ``{"val": [paths per seed], "test": [paths per seed]}``.
         trained: seeds trained (fully or partly) by this call.
         reused: seeds that had finished before and were not retrained.
@@ -60,11 +60,11 @@ class StudyResult:
 
 def _protocol_training(protocol_path: Path) -> dict[str, Any]:
     """The protocol's raw ``training:`` mapping (read before the protocol, which needs the taxonomy)."""
-    from hierclf._yaml import load_located_file
+    from hierclf.io.located_yaml import load_located_file
 
     doc = load_located_file(protocol_path)
     if doc.problems:
-        from hierclf.protocol import ProtocolError
+        from hierclf.evaluation.protocol_format import ProtocolError
 
         raise ProtocolError(doc.problems)
     training = doc.data.get("training") if isinstance(doc.data, dict) else None
@@ -120,9 +120,9 @@ def study_configs(
 
     The taxonomy is ``taxonomy`` when given, else the protocol's ``training.taxonomy``.
     """
-    from hierclf.protocol import load_protocol
-    from hierclf.taxonomy import Taxonomy
-    from hierclf.train_config import TrainConfig
+    from hierclf.evaluation.protocol_format import load_protocol
+    from hierclf.taxonomy.tree import Taxonomy
+    from hierclf.train.config import TrainConfig
 
     protocol_path = Path(protocol)
     if not protocol_path.is_file():
@@ -192,7 +192,7 @@ def run_study(
         seeds: number of seeds (default: the protocol's ``min_seeds``).
         epochs, device, workers: override the protocol's training settings.
         taxonomy: the taxonomy file (default: the protocol's ``training.taxonomy``).
-        metadata, readers: passed to :func:`hierclf.evaluate.evaluate`.
+        metadata, readers: passed to :func:`hierclf.evaluation.pipeline.evaluate`.
         on_start: called once with the study's total number of epochs (seeds x epochs), once the settings
             are resolved and before any training (progress displays).
         on_epoch: called as ``on_epoch(seed, record)`` after every finished epoch (progress displays).
@@ -200,9 +200,9 @@ def run_study(
     Returns:
         A :class:`StudyResult`.
     """
-    from hierclf.evaluate import evaluate
-    from hierclf.report import write_report
-    from hierclf.train import fit
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.report import write_report
+    from hierclf.train.loop import fit
 
     out = Path(out_dir).resolve()
     tax, proto, configs = study_configs(
@@ -272,7 +272,7 @@ def run_study(
 def summary_rows(report: Any) -> list[dict[str, str]]:
     """One row per task for the end-of-study table: AUC with CI, sensitivity and specificity at the
     validation-chosen threshold, and the recall of each class at the protocol's partitions."""
-    from hierclf.report import format_estimate
+    from hierclf.evaluation.report import format_estimate
 
     rows = []
     for name, task in report.tasks.items():

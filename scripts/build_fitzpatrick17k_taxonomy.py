@@ -20,7 +20,7 @@ script with an error. In the current CSV exactly two groups merge: melanoma and 
 Each leaf:
 
 * is named after its *canonical* label, the one with the most images (ties: the alphabetically first), with
-  the first letter capitalised; its id is ``hierclf.taxonomy_format.slugify`` of that label;
+  the first letter capitalised; its id is ``hierclf.taxonomy.format.slugify`` of that label;
 * lists every original label of the group (canonical included, exactly as in the CSV) in ``aliases``, so all
   114 labels resolve;
 * has ``metadata.n_images`` (summed over the group) and ``metadata.fitzpatrick17k_labels`` (each original
@@ -53,9 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from hierclf.errors import HierclfError, Problem, TaxonomyError
-from hierclf.io import atomic_write_text
-from hierclf.taxonomy import Taxonomy
-from hierclf.taxonomy_format import slugify
+from hierclf.io.atomic import atomic_write_text
+from hierclf.taxonomy.format import slugify
+from hierclf.taxonomy.tree import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "fitzpatrick17k_labels.csv"

@@ -14,7 +14,7 @@ The tree written:
   the full colon-joined ISIC path;
 * children sorted by their ISIC name (Python string order), so the output does not depend on line order.
 
-Ids. ``hierclf.taxonomy_format.slugify`` turns a name into snake_case ASCII (``"Melanoma, NOS"`` ->
+Ids. ``hierclf.taxonomy.format.slugify`` turns a name into snake_case ASCII (``"Melanoma, NOS"`` ->
 ``melanoma_nos``; ``"T-Cell/NK"`` -> ``t_cell_nk``; ``"CD30+"`` -> ``cd30_plus``). When several nodes get the
 same id, *all* of them are prefixed with their parent's slug (``benign_other`` style: the id becomes the slug
 of the last two path components, then three, ... for those still colliding) until every id is unique. The rule
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from hierclf.errors import HierclfError, Problem, TaxonomyError
-from hierclf.io import atomic_write_text
-from hierclf.taxonomy import Taxonomy
-from hierclf.taxonomy_format import slugify
+from hierclf.io.atomic import atomic_write_text
+from hierclf.taxonomy.format import slugify
+from hierclf.taxonomy.tree import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "isic_diagnosis_paths.txt"

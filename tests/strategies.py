@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
-from hierclf.taxonomy_validation import normalise_name
+from hierclf.taxonomy.validation import normalise_name
 
 _WORD = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=5)
 _TAIL = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=3)

@@ -12,7 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
-from hierclf.backbones import (
+from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.nn.backbones import (
     Backbone,
     backbone_parameters_by_block,
     create_backbone,
@@ -20,8 +21,7 @@ from hierclf.backbones import (
     pretrained_weights_path,
     register_backbone,
 )
-from hierclf.determinism import get_rng_state, seed_worker, set_determinism, set_rng_state
-from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.train.seeding import get_rng_state, seed_worker, set_determinism, set_rng_state
 
 # name, smallest input size used here, feature width stated by torchvision's model definitions
 CASES = [

@@ -11,7 +11,7 @@ import pytest
 
 from hierclf import Taxonomy
 from hierclf.cli import main
-from hierclf.predictions import Predictions, write_predictions
+from hierclf.evaluation.prediction_files import Predictions, write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMY = REPO / "taxonomy" / "dermamnist.yaml"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from hierclf.cli import main
-from hierclf.predictions import Predictions, write_predictions
-from hierclf.synthetic import random_taxonomy
+from hierclf.evaluation.prediction_files import Predictions, write_predictions
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 DERMAMNIST = str(REPO / "taxonomy" / "dermamnist.yaml")

@@ -12,7 +12,7 @@ import pytest
 
 from hierclf import Taxonomy
 from hierclf.cli import main
-from hierclf.taxonomy_format import json_schema_text
+from hierclf.taxonomy.format import json_schema_text
 
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMY_DIR = REPO / "taxonomy"

@@ -1,4 +1,5 @@
-"""hierclf.data: the generated DermaMNIST npz read through medmnist's own class, the loader's label mapping
+"""hierclf.data.datasets: the generated DermaMNIST npz read through medmnist's own class, the loader's label
+mapping
 and errors, users' CSV / folder data, the (image, class index) wrapper and the class-aware samplers."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from hierclf import HierclfError, Taxonomy, UnknownNameError
-from hierclf.data import (
+from hierclf.data.datasets import (
     DERMAMNIST_COUNTS,
     ArrayImageDataset,
     CsvImageDataset,
@@ -28,8 +29,8 @@ from hierclf.data import (
     make_synthetic_dermamnist,
     sampler_weights,
 )
+from hierclf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from hierclf.errors import FileFormatError
-from hierclf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 SMALL = {"n_train": 280, "n_val": 70, "n_test": 140}
 
@@ -276,7 +277,7 @@ def test_taxonomy_dataset_with_callable_and_cut(small_npz: Path, dermamnist: Tax
 
 
 def test_taxonomy_dataset_with_leaf_head(small_npz: Path, dermamnist: Taxonomy) -> None:
-    head_mod = pytest.importorskip("hierclf.head")
+    head_mod = pytest.importorskip("hierclf.nn.head")
     source = load_dermamnist(small_npz.parent, "val", taxonomy=dermamnist)
     head = head_mod.LeafHead(8, dermamnist)
     ds = TaxonomyImageDataset(source, head.class_index)
@@ -359,7 +360,7 @@ def _class_probabilities(weights: torch.Tensor, labels: np.ndarray, k: int) -> n
 
 
 def test_balanced_sampler_hand_computation() -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     labels = np.array([0] * 60 + [1] * 30 + [2] * 10)
     w = sampler_weights(labels, "balanced")
     # by hand: every sample of class c weighs proportional to 1 / n_c, so each class is drawn w.p. 1/3
@@ -369,7 +370,7 @@ def test_balanced_sampler_hand_computation() -> None:
 
 @pytest.mark.parametrize("beta", [0.9, 0.99, 0.999])
 def test_effective_sampler_hand_computation(beta: float) -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     n = np.array([60, 30, 10])
     labels = np.repeat(np.arange(3), n)
     w = sampler_weights(labels, "effective", beta=beta)
@@ -378,7 +379,7 @@ def test_effective_sampler_hand_computation(beta: float) -> None:
 
 
 def test_empty_class_is_never_drawn_and_nothing_is_nan() -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     labels = torch.tensor([0, 0, 0, 2, 2, 3])
     for scheme in ("balanced", "effective"):
         w = sampler_weights(labels, scheme, n_classes=5)
@@ -393,7 +394,7 @@ def test_empty_class_is_never_drawn_and_nothing_is_nan() -> None:
 
 
 def test_balanced_sampler_draws_near_uniform_classes() -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     labels = np.repeat(np.arange(7), DERMAMNIST_COUNTS["train"])
     sampler = make_sampler(labels, "balanced", num_samples=70_000, generator=torch.Generator().manual_seed(0))
     assert sampler is not None and sampler.num_samples == 70_000 and sampler.replacement
@@ -404,7 +405,7 @@ def test_balanced_sampler_draws_near_uniform_classes() -> None:
 
 
 def test_sampler_accepts_names_and_rejects_bad_input() -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     names = np.array(["mel"] * 3 + ["nv"] * 9)
     np.testing.assert_allclose(
         _class_probabilities(sampler_weights(names, "balanced"), (names == "nv").astype(np.int64), 2),
@@ -449,7 +450,7 @@ def test_ham10000_metadata_as_an_image_list(shared_data: Path, dermamnist: Taxon
     beta=st.sampled_from([0.9, 0.99, 0.999, 0.9999]),
 )
 def test_property_sampler_class_probabilities(counts: list[int], beta: float) -> None:
-    pytest.importorskip("hierclf.losses")
+    pytest.importorskip("hierclf.nn.losses")
     n = np.asarray(counts)
     labels = np.repeat(np.arange(n.size), n)
     present = n > 0
@@ -463,7 +464,7 @@ def test_property_sampler_class_probabilities(counts: list[int], beta: float) ->
 
 
 def test_loader_workers_and_split_transforms(small_npz: Path, dermamnist: Taxonomy) -> None:
-    from hierclf.transforms import eval_transform, train_transform
+    from hierclf.data.transforms import eval_transform, train_transform
 
     data = DermaMNISTData.load(
         small_npz.parent,

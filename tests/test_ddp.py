@@ -23,9 +23,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from hierclf.backbones import create_backbone
-from hierclf.determinism import set_determinism
-from hierclf.train import fit
+from hierclf.nn.backbones import create_backbone
+from hierclf.train.loop import fit
+from hierclf.train.seeding import set_determinism
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,16 +22,16 @@ from sklearn.metrics import (
 )
 
 from hierclf import Taxonomy
-from hierclf.evaluate import (
+from hierclf.evaluation.pipeline import (
     EvaluationError,
     evaluate,
     read_metadata,
     reader_dominance,
     task_scores,
 )
-from hierclf.predictions import Predictions, write_predictions
-from hierclf.protocol import Protocol, protocol_from_dict
-from hierclf.report import write_report
+from hierclf.evaluation.prediction_files import Predictions, write_predictions
+from hierclf.evaluation.protocol_format import Protocol, protocol_from_dict
+from hierclf.evaluation.report import write_report
 
 REPLICATES = 40
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_bootstrap_resamples_groups_not_rows(tax: Taxonomy, data: Any) -> None:
 
 
 def test_few_seeds_warn(tax: Taxonomy, data: Any, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hierclf.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="hierclf.evaluation.pipeline"):
         rep = evaluate(tax, _protocol(tax, min_seeds=5), data[0][:2], data[1][:2])
     assert any("ONLY 2 SEEDS" in w and "at least 5" in w for w in rep.warnings)
     assert any("ONLY 2 SEEDS" in r.getMessage() for r in caplog.records)
@@ -290,7 +290,7 @@ def test_hierarchical_metrics_against_brute_force(tax: Taxonomy, data: Any, repo
 
 
 def test_calibration_uses_task_scores_and_node_probabilities(tax: Taxonomy, data: Any, report: Any) -> None:
-    from hierclf.metrics import expected_calibration_error
+    from hierclf.evaluation.metrics import expected_calibration_error
 
     t = data[1][0]
     _, y, s = _bf_task(tax, t, ["malignant"], ["benign"])
@@ -569,7 +569,7 @@ def test_reader_dominance_property(seed: int, n: int) -> None:
 def test_ham10000_metadata_groups_and_subgroups(tax: Taxonomy, shared_data: Path, tmp_path: Path) -> None:
     """The shipped protocol on predictions keyed by real HAM10000 image ids: lesions are the bootstrap unit
     and sex / localization subgroups are counted from the real metadata file."""
-    from hierclf.protocol import load_protocol
+    from hierclf.evaluation.protocol_format import load_protocol
 
     path = shared_data / "HAM10000_metadata.csv"
     with open(path, newline="") as fh:
@@ -607,7 +607,7 @@ def test_ham10000_metadata_groups_and_subgroups(tax: Taxonomy, shared_data: Path
 
 
 def test_evaluator_class_equals_function(tax: Taxonomy, data: Any, report: Any) -> None:
-    from hierclf.evaluate import Evaluator
+    from hierclf.evaluation.pipeline import Evaluator
 
     ev = Evaluator(tax, _protocol(tax))
     for v, t in zip(*data):
@@ -630,8 +630,8 @@ def test_evaluator_class_equals_function(tax: Taxonomy, data: Any, report: Any) 
 def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) -> None:
     """Each replicate's per-class recall equals scikit-learn's recall with the replicate's per-sample draw
     counts (grouped_bootstrap_counts on the samples' groups) as sample weights."""
-    from hierclf.evaluate import _boot_partition
-    from hierclf.metrics import grouped_bootstrap_counts
+    from hierclf.evaluation.metrics import grouped_bootstrap_counts
+    from hierclf.evaluation.pipeline import _boot_partition
 
     rng = np.random.default_rng(5)
     n, C = 300, 3
@@ -656,7 +656,7 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
 def test_json_roc_is_downsampled_for_large_curves(
     tax: Taxonomy, data: Any, report: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hierclf.evaluate as ev
+    import hierclf.evaluation.pipeline as ev
 
     monkeypatch.setattr(ev, "JSON_ROC_POINTS", 11)
     roc = report.tasks["malignant_vs_benign"].roc[0]

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
+from hierclf.classes.esteva import partition, residual_node
 from hierclf.errors import HierclfError, TaxonomyError, UnknownNameError
-from hierclf.head import LeafHead
-from hierclf.partition import partition, residual_node
-from hierclf.synthetic import random_taxonomy
+from hierclf.nn.head import LeafHead
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 COARSE = ["benign", "melanoma", "keratinocyte_carcinoma"]
 

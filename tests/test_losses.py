@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierclf.errors import HierclfError, UnknownNameError
-from hierclf.losses import AsymmetricLoss, CrossEntropyLoss, FocalLoss, build_loss, class_weights
+from hierclf.nn.losses import AsymmetricLoss, CrossEntropyLoss, FocalLoss, build_loss, class_weights
 
 
 def _batch(n: int = 16, c: int = 5, seed: int = 0, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +67,7 @@ def test_none_scheme_is_ones() -> None:
 
 @pytest.mark.parametrize("scheme", ["inverse", "effective", "none"])
 def test_empty_classes_get_zero_weight_and_a_warning(scheme: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hierclf.losses"):
+    with caplog.at_level(logging.WARNING, logger="hierclf.nn.losses"):
         w = class_weights([10, 0, 30, 0], scheme)
     assert torch.isfinite(w).all()
     assert w[1] == 0 and w[3] == 0

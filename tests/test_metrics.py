@@ -1,4 +1,5 @@
-"""hierclf.metrics against independent references: scikit-learn, brute-force pair counts and threshold loops,
+"""hierclf.evaluation.metrics against independent references: scikit-learn, brute-force pair counts and
+threshold loops,
 set-based hierarchical definitions over networkx ancestors, and explicit resampling for the bootstrap."""
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from hierclf import metrics as hm
 from hierclf.errors import HierclfError
-from hierclf.synthetic import random_taxonomy
+from hierclf.evaluation import metrics as hm
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 
 def _case(name: str) -> tuple[np.ndarray, np.ndarray]:

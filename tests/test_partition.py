@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
+from hierclf.classes.esteva import RESIDUAL_SUFFIX, Partition, partition, residual_class, residual_node
 from hierclf.errors import HierclfError, UnknownNameError
-from hierclf.partition import RESIDUAL_SUFFIX, Partition, partition, residual_class, residual_node
-from hierclf.synthetic import random_taxonomy
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 ISIC = Path(__file__).resolve().parents[1] / "taxonomy" / "isic.yaml"
 
@@ -128,7 +128,7 @@ def test_internal_labels_residual_class() -> None:
 
 
 def test_internal_labels_drop(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hierclf.partition"):
+    with caplog.at_level(logging.WARNING, logger="hierclf.classes.esteva"):
         p = partition(TREE, {**BASE, "b": 3}, max_class_size=10, internal_labels="drop")
     assert p.classes == ("a", "b1", "b2", "c") and p.dropped == {"b": 3}
     assert "dropping 3 images labelled at split internal node 'b'" in caplog.text
@@ -156,7 +156,7 @@ def test_no_residual_class_without_images() -> None:
 
 
 def test_zero_count_leaf_and_subtree(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hierclf.partition"):
+    with caplog.at_level(logging.WARNING, logger="hierclf.classes.esteva"):
         p = partition(TREE, {**BASE, "c": 0}, max_class_size=5)
     # a (7) and b (9) split; a1 (3), a2 (4) classes; b1 (4), b2 (5 -> leaf, oversized) ; c empty leaf class
     assert p.classes == ("a1", "a2", "b1", "b2", "c")

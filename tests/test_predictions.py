@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hierclf.predictions import (
+from hierclf.evaluation.prediction_files import (
     Predictions,
     PredictionsError,
     open_predictions,

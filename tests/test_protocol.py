@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hierclf import Taxonomy
-from hierclf.protocol import (
+from hierclf.evaluation.protocol_format import (
     BINARY_METRICS,
     Protocol,
     ProtocolError,
@@ -67,7 +67,7 @@ def test_shipped_protocol_loads_and_resolves_aliases(dermamnist: Taxonomy) -> No
 
 def test_shipped_training_settings_are_a_valid_train_config(dermamnist: Taxonomy) -> None:
     """`hierclf study` turns the protocol's training mapping into one TrainConfig per seed."""
-    from hierclf.train_config import TrainConfig
+    from hierclf.train.config import TrainConfig
 
     training = dict(load_protocol(SHIPPED, dermamnist).training or {})
     assert (SHIPPED.parent / training["taxonomy"]).resolve() == (REPO / "taxonomy" / "dermamnist.yaml")
@@ -206,6 +206,6 @@ def test_from_dict_round_trip(dermamnist: Taxonomy) -> None:
 
 
 def test_metric_lists_are_disjoint() -> None:
-    from hierclf.protocol import PARTITION_METRICS
+    from hierclf.evaluation.protocol_format import PARTITION_METRICS
 
     assert not set(BINARY_METRICS) & set(PARTITION_METRICS)

@@ -103,7 +103,7 @@ def test_rollup_output_equals_leaf_sums(
     quickstart: dict[str, subprocess.CompletedProcess[str]], workdir: Path
 ) -> None:
     from hierclf import Taxonomy
-    from hierclf.predictions import read_predictions
+    from hierclf.evaluation.prediction_files import read_predictions
 
     tax = Taxonomy.from_yaml(workdir / "taxonomy" / "dermamnist.yaml")
     preds = read_predictions(workdir / "runs/quickstart/predictions/test_seed0.npz", tax)

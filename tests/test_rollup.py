@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from hierclf import Taxonomy, UnknownNameError
 from hierclf.functional import RollUpError, conditional, log_rollup, rollup
-from hierclf.rollup import LogRollUp, RollUp
-from hierclf.synthetic import random_taxonomy
+from hierclf.nn.rollup_modules import LogRollUp, RollUp
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 TAXONOMY_DIR = Path(__file__).resolve().parents[1] / "taxonomy"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -10,10 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hierclf import Taxonomy, _rollup_kernel
+from hierclf import Taxonomy
 from hierclf.functional import _plan, _tensors, rollup
-from hierclf.shipped import shipped_taxonomy
-from hierclf.synthetic import random_taxonomy
+from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
+from hierclf.taxonomy.shipped import shipped_taxonomy
+from hierclf.taxonomy.synthetic import random_taxonomy
 
 pytestmark = pytest.mark.skipif(not _rollup_kernel.AVAILABLE, reason="numba is not installed")
 
@@ -303,7 +304,7 @@ def test_log_kernel_float32_and_leaves_exact() -> None:
 
 def test_log_module_uses_the_kernel_and_agrees_with_the_function() -> None:
     from hierclf.functional import log_rollup
-    from hierclf.rollup import LogRollUp
+    from hierclf.nn.rollup_modules import LogRollUp
 
     tax = random_taxonomy(150, max_depth=6, seed=6)
     cut = list(reversed(tax.children(tax.root)))  # a cut in another order than pre-order

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hierclf import Taxonomy
-from hierclf.taxonomy_format import ID_PATTERN
-from hierclf.taxonomy_validation import validate_file
+from hierclf.taxonomy.format import ID_PATTERN
+from hierclf.taxonomy.validation import validate_file
 
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMY_DIR = REPO / "taxonomy"

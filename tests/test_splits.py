@@ -1,5 +1,5 @@
-"""hierclf.splits: lesion-grouped splits on the real HAM10000 metadata (and why image-level splits leak), the
-fraction-to-fold rule, the leakage check, and invariants on random groupings."""
+"""hierclf.data.splits: lesion-grouped splits on the real HAM10000 metadata (and why image-level splits leak),
+the fraction-to-fold rule, the leakage check, and invariants on random groupings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hierclf import HierclfError, UnknownNameError
-from hierclf.errors import FileFormatError
-from hierclf.splits import (
+from hierclf.data.splits import (
     HAM10000Split,
     LeakageError,
     check_no_leakage,
@@ -21,6 +20,7 @@ from hierclf.splits import (
     ham10000_split,
     split_proportions,
 )
+from hierclf.errors import FileFormatError
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from strategies import tree_dicts
 
 from hierclf import Taxonomy, TaxonomyError, UnknownNameError
-from hierclf.synthetic import random_taxonomy
-from hierclf.taxonomy_validation import normalise_name
+from hierclf.taxonomy.synthetic import random_taxonomy
+from hierclf.taxonomy.validation import normalise_name
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "taxonomy").glob("*.yaml"))

@@ -1,8 +1,8 @@
 """Training: a real 2-epoch run beats chance, resume is exact, configs fail with positioned messages.
 
 Every run trains ``small_cnn`` on a generated DermaMNIST-layout npz
-(``hierclf.data.make_synthetic_dermamnist``) on the CPU, without augmentation and with tiny splits, so the
-file stays near a minute on two cores.
+(``hierclf.data.datasets.make_synthetic_dermamnist``) on the CPU, without augmentation and with tiny splits,
+so the file stays near a minute on two cores.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from hierclf import Taxonomy
 from hierclf.errors import FileFormatError, HierclfError
-from hierclf.train import EpochBatchSampler, fit, lr_factor
-from hierclf.train_config import TrainConfig, config_from_text, load_train_config
+from hierclf.train.config import TrainConfig, config_from_text, load_train_config
+from hierclf.train.loop import EpochBatchSampler, fit, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 DERMAMNIST = REPO / "taxonomy" / "dermamnist.yaml"
@@ -72,7 +72,7 @@ SELECT = "val_auc:malignant"
 
 
 def test_two_epochs_beat_chance(trained) -> None:
-    from hierclf.predictions import read_predictions
+    from hierclf.evaluation.prediction_files import read_predictions
 
     tax = Taxonomy.from_yaml(DERMAMNIST)
     test = read_predictions(trained.predictions["test"], tax)
@@ -114,7 +114,7 @@ def test_history_metrics_match_saved_predictions(trained) -> None:
     import networkx as nx
     from sklearn.metrics import roc_auc_score
 
-    from hierclf.predictions import read_predictions
+    from hierclf.evaluation.prediction_files import read_predictions
 
     tax = Taxonomy.from_yaml(DERMAMNIST)
     val = read_predictions(trained.predictions["val"])
@@ -144,7 +144,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1 epoch, then a crash in the middle of epoch 2, then resume == 2 epochs straight (``trained``)."""
-    import hierclf.train as train_mod
+    import hierclf.train.loop as train_mod
 
     cfg = _config(tmp_path, out=str(tmp_path / "resumed"))
     first = fit(cfg, progress=False, stop_after_epochs=1)
@@ -242,9 +242,9 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
 def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
     """Epoch 1 of gradual unfreezing and linear probing trains the head only: the backbone (weights and
     BatchNorm statistics) stays at its seeded initialisation; per-block learning rates fall 10x per block."""
-    from hierclf.backbones import create_backbone
-    from hierclf.determinism import set_determinism
-    from hierclf.head import LeafHead
+    from hierclf.nn.backbones import create_backbone
+    from hierclf.nn.head import LeafHead
+    from hierclf.train.seeding import set_determinism
 
     set_determinism(3)  # fit's order: seed, backbone, head
     initial, n_features = create_backbone("small_cnn", in_size=28)
@@ -285,8 +285,8 @@ def test_gradual_unfreeze_and_linear_probe(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["cut", "partition"])
 def test_coarser_classes(kind: str, tmp_path: Path) -> None:
     """The head's classes follow classes.kind; predictions are over those classes, labels stay leaves."""
-    from hierclf.partition import partition
-    from hierclf.predictions import read_predictions
+    from hierclf.classes.esteva import partition
+    from hierclf.evaluation.prediction_files import read_predictions
 
     tax = Taxonomy.from_yaml(DERMAMNIST)
     classes = (
@@ -326,8 +326,8 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
     a residual class, and the prediction files are over the cut (every column a node, rows summing to 1)."""
     from PIL import Image
 
-    from hierclf.partition import partition
-    from hierclf.predictions import read_predictions
+    from hierclf.classes.esteva import partition
+    from hierclf.evaluation.prediction_files import read_predictions
 
     labels = (
         ["nv"] * 12
@@ -374,7 +374,7 @@ def test_protocol_task_metric(tmp_path: Path) -> None:
     samples under either side, recomputed here with scikit-learn from the saved validation predictions."""
     from sklearn.metrics import roc_auc_score
 
-    from hierclf.predictions import read_predictions
+    from hierclf.evaluation.prediction_files import read_predictions
 
     protocol = str(REPO / "taxonomy" / "protocols" / "dermamnist.yaml")
     cfg = _config(
@@ -454,7 +454,7 @@ def test_epoch_batches_shard_the_global_batch(weighted: bool) -> None:
 
 
 def test_balanced_draws_equalise_classes() -> None:
-    from hierclf.data import sampler_weights
+    from hierclf.data.datasets import sampler_weights
 
     targets = np.array([0] * 900 + [1] * 90 + [2] * 10)
     s = EpochBatchSampler(1000, 1000, sampler_weights(targets, "balanced"), seed=0)
@@ -586,7 +586,7 @@ def test_loss_options_that_build_loss_would_refuse_are_refused_in_the_file(
 
 
 def test_per_class_loss_weights_reach_the_loss(tmp_path: Path) -> None:
-    from hierclf.losses import build_loss
+    from hierclf.nn.losses import build_loss
 
     cfg = load_train_config(_write(tmp_path, "loss: {name: focal, alpha: [1, 2, 0.5, 1, 1, 1, 1]}\n"))
     loss = build_loss(cfg.loss.name, class_counts=[10] * 7, **cfg.loss.params())

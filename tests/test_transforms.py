@@ -1,4 +1,4 @@
-"""hierclf.transforms: one preprocessing shared by training and evaluation, and the dermoscopy policy."""
+"""hierclf.data.transforms: one preprocessing shared by training and evaluation, and the dermoscopy policy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from hierclf import HierclfError, Taxonomy
-from hierclf.transforms import (
+from hierclf.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentParams,
@@ -27,7 +27,7 @@ from hierclf.transforms import (
     to_uint8,
     train_transform,
 )
-from hierclf.transforms import _flatten as flatten
+from hierclf.data.transforms import _flatten as flatten
 
 
 def _images(n: int = 16, size: int = 28, seed: int = 0) -> list[Image.Image]:
@@ -263,7 +263,7 @@ def test_batch_is_reproducible_and_checks_shapes() -> None:
 
 
 def test_uint8_dataset_path_equals_eval_path(tmp_path: Path, dermamnist: Taxonomy) -> None:
-    from hierclf.data import TaxonomyImageDataset, load_dermamnist, make_synthetic_dermamnist
+    from hierclf.data.datasets import TaxonomyImageDataset, load_dermamnist, make_synthetic_dermamnist
 
     make_synthetic_dermamnist(tmp_path, n_train=14, n_val=14, n_test=14)
     source = load_dermamnist(tmp_path, "val", taxonomy=dermamnist)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from strategies import tree_dicts
 
 from hierclf import Taxonomy, TaxonomyError
-from hierclf.taxonomy_validation import validate_file, validate_text
+from hierclf.taxonomy.validation import validate_file, validate_text
 
 ID_RULE = (
     "expected snake_case: lowercase letters and digits in words joined by single '_', starting with a letter"
@@ -306,7 +306,7 @@ def test_injected_problems_are_all_found_at_their_lines(data: dict, draw: st.Dat
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree_dicts(max_nodes=15))
 def test_libyaml_fast_path_equals_pure_python_parser(data: dict) -> None:
-    from hierclf import _yaml
+    from hierclf.io import located_yaml as _yaml
 
     if _yaml._FastLoader is None:
         pytest.skip("PyYAML without libyaml: there is only one parser")

@@ -63,10 +63,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hierclf.evaluate import EvaluationError, evaluate
-    from hierclf.protocol import load_protocol
-    from hierclf.report import write_report
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.evaluation.pipeline import EvaluationError, evaluate
+    from hierclf.evaluation.protocol_format import load_protocol
+    from hierclf.evaluation.report import write_report
+    from hierclf.taxonomy.tree import Taxonomy
 
     if args.val and len(args.val) != len(args.test):
         raise EvaluationError(

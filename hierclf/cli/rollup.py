@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hierclf.errors import HierclfError
+    from hierclf.evaluation.prediction_files import open_predictions, write_csv_rows
     from hierclf.functional import rollup, rollup_nodes
-    from hierclf.io import atomic_open
-    from hierclf.predictions import open_predictions, write_csv_rows
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.io.atomic import atomic_open
+    from hierclf.taxonomy.tree import Taxonomy
 
     parser: argparse.ArgumentParser = args._parser
     if not args.node and not args.all:

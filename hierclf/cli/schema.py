@@ -18,11 +18,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hierclf.taxonomy_format import json_schema_text
+    from hierclf.taxonomy.format import json_schema_text
 
     text = json_schema_text()
     if args.out:
-        from hierclf.io import atomic_write_text
+        from hierclf.io.atomic import atomic_write_text
 
         atomic_write_text(args.out, text)
     else:

@@ -41,7 +41,7 @@ def _leaves(count: int) -> str:
 
 def render_tree(tax: Any, depth: int | None = None, node: str | None = None) -> list[str]:
     """Lines of the tree drawing (used by ``show`` and the docs)."""
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
     assert isinstance(tax, Taxonomy)
     top = tax.resolve(node) if node else tax.root
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from hierclf.cli.validate import EXIT_USAGE, usage_problem
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
     usage = usage_problem([args.file])
     if usage:

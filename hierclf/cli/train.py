@@ -42,8 +42,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hierclf.train import fit
-    from hierclf.train_config import load_train_config
+    from hierclf.train.config import load_train_config
+    from hierclf.train.loop import fit
 
     overrides: dict[str, Any] = {}
     for option, key in (

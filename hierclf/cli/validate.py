@@ -41,8 +41,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hierclf.taxonomy import Taxonomy
-    from hierclf.taxonomy_validation import validate_file
+    from hierclf.taxonomy.tree import Taxonomy
+    from hierclf.taxonomy.validation import validate_file
 
     usage = usage_problem(args.files)
     if usage:

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from hierclf.errors import HierclfError, UnknownNameError
-from hierclf.taxonomy import Taxonomy
+from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def above_cut_error(
     hint: str = "relabel those images at a finer node",
 ) -> HierclfError:
     """The error for a dataset label whose node lies above the training classes, naming the classes it
-    spans (shared by :class:`Partition` and :class:`~hierclf.head.LeafHead`)."""
+    spans (shared by :class:`Partition` and :class:`~hierclf.nn.head.LeafHead`)."""
     spanned = []
     for c in classes:
         c_node = residual_node(c) or c

@@ -196,7 +196,7 @@ def check_no_leakage(
     raise LeakageError(
         f"{total} {what}(s) appear in more than one split: "
         + "; ".join(parts)
-        + f". Split by {what} (hierclf.splits.grouped_split), not by image.",
+        + f". Split by {what} (hierclf.data.splits.grouped_split), not by image.",
         leaks,
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hierclf.errors import UnknownNameError
 
-_CHECKOUT = Path(__file__).resolve().parents[1] / "taxonomy"
+_CHECKOUT = Path(__file__).resolve().parents[2] / "taxonomy"
 
 
 def shipped_dir() -> Path:

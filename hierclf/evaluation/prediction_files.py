@@ -41,10 +41,10 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, HierclfError, Problem, did_you_mean
-from hierclf.io import atomic_open
+from hierclf.io.atomic import atomic_open
 
 if TYPE_CHECKING:
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierclf.taxonomy import Taxonomy
-from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
+from hierclf.taxonomy.format import NodeSpec, TaxonomyFile
+from hierclf.taxonomy.tree import Taxonomy
 
 
 def random_taxonomy(

@@ -1,4 +1,5 @@
-"""Render an :class:`~hierclf.evaluate.EvaluationReport`: ``report.md``, ``report.json`` and PNG figures.
+"""Render an :class:`~hierclf.evaluation.pipeline.EvaluationReport`: ``report.md``, ``report.json`` and PNG
+figures.
 
 ``report.md`` is for people (a clinical reviewer first): warnings at the top, the pre-registered primary
 metric, then one table per task with AUC and the operating point chosen on validation (sensitivity,
@@ -20,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.evaluate import SYNTHETIC_BANNER, Estimate, EvaluationReport, PartitionResult, TaskResult
-from hierclf.io import atomic_write_bytes, atomic_write_text
+from hierclf.evaluation.pipeline import (
+    SYNTHETIC_BANNER,
+    Estimate,
+    EvaluationReport,
+    PartitionResult,
+    TaskResult,
+)
+from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

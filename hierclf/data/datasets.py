@@ -10,8 +10,8 @@ files need:
 * ``load_image(i)``: the ``i``-th image as an RGB ``PIL.Image``.
 
 :class:`TaxonomyImageDataset` wraps a source with a mapping from true node id to class index (a
-:class:`~hierclf.head.LeafHead`'s ``class_index`` or a dict) and a transform. Group-aware splits live in
-:mod:`hierclf.splits` and are re-exported here; class-balanced samplers are :func:`make_sampler`.
+:class:`~hierclf.nn.head.LeafHead`'s ``class_index`` or a dict) and a transform. Group-aware splits live in
+:mod:`hierclf.data.splits` and are re-exported here; class-balanced samplers are :func:`make_sampler`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
-from hierclf.io import atomic_open
-from hierclf.splits import check_no_leakage, grouped_split, ham10000_split
-from hierclf.taxonomy import Taxonomy
+from hierclf.io.atomic import atomic_open
+from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class _SourceDataset(Dataset):
         return image, str(self.labels[index])
 
     def class_counts(self) -> dict[str, int]:
-        """Images per true node id (what :func:`hierclf.partition` takes as ``counts``)."""
+        """Images per true node id (what :func:`hierclf.classes.esteva` takes as ``counts``)."""
         uniq, counts = np.unique(self.labels, return_counts=True)
         return {str(u): int(c) for u, c in zip(uniq, counts)}
 
@@ -478,7 +478,7 @@ def make_synthetic_dermamnist(
     ``(n, 1)`` uint8 codes 0-6 (the dtypes of MedMNIST's files). Each image is a soft disc on a skin-coloured
     background whose colour and radius depend on the class, plus Gaussian pixel noise: a signal a small CNN
     learns in an epoch, invariant to the flips, rotations and mild colour jitter of
-    :func:`hierclf.transforms.train_transform`. Class frequencies follow the real DermaMNIST splits
+    :func:`hierclf.data.transforms.train_transform`. Class frequencies follow the real DermaMNIST splits
     (67 % nevi, 1 % dermatofibroma) unless ``class_counts`` says otherwise.
 
     DermaMNIST's npz carries no patient or lesion ids. With ``write_ids`` a side file ``<stem>_ids.csv``
@@ -584,7 +584,7 @@ def _missing_file_error(root: Path, name: str, size: int, failure: str = "") -> 
 
 
 def _default_taxonomy() -> Taxonomy:
-    from hierclf.shipped import shipped_taxonomy
+    from hierclf.taxonomy.shipped import shipped_taxonomy
 
     return Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
 
@@ -861,7 +861,7 @@ class TaxonomyImageDataset(Dataset):
             class order) or a callable taking a list of node ids and returning their indices, such as
             ``LeafHead.class_index`` (which rejects labels above the head's cut).
         transform: applied to the PIL image; default the source's own transform, else
-            :func:`hierclf.transforms.eval_transform` (the shared preprocessing, no augmentation).
+            :func:`hierclf.data.transforms.eval_transform` (the shared preprocessing, no augmentation).
 
     Attributes:
         targets: ``(n,)`` int64 class index of each sample (for samplers).
@@ -882,7 +882,7 @@ class TaxonomyImageDataset(Dataset):
         if transform is None:
             transform = getattr(source, "transform", None)
         if transform is None:
-            from hierclf.transforms import eval_transform
+            from hierclf.data.transforms import eval_transform
 
             transform = eval_transform()
         self.transform = transform
@@ -914,7 +914,7 @@ def sampler_weights(
 ) -> torch.Tensor:
     """Per-sample weights ``(n,)`` float64 of a sampler: the class weight of each sample's class.
 
-    ``balanced`` uses ``hierclf.losses.class_weights(counts, "inverse")`` (each non-empty class drawn with
+    ``balanced`` uses ``hierclf.nn.losses.class_weights(counts, "inverse")`` (each non-empty class drawn with
     probability ``1 / n_nonempty_classes``); ``effective`` uses the effective-number weights of Cui et al.
     (class ``c`` drawn with probability proportional to ``n_c (1 - beta) / (1 - beta^n_c)``); ``uniform``
     gives every sample weight 1. Empty classes get weight 0 and are never drawn (they have no samples).
@@ -924,7 +924,7 @@ def sampler_weights(
     codes, k = _label_codes(labels, n_classes)
     if scheme == "uniform":
         return torch.ones(codes.size, dtype=torch.float64)
-    from hierclf.losses import class_weights
+    from hierclf.nn.losses import class_weights
 
     counts = np.bincount(codes, minlength=k)
     w = class_weights(torch.as_tensor(counts), scheme=str(_SAMPLER_SCHEMES[scheme]), beta=beta)
@@ -985,8 +985,8 @@ def make_sampler(
     if n <= 0:
         raise HierclfError(f"num_samples must be positive; got {n}")
     return WeightedRandomSampler(
-        weights,
+        weights,  # type: ignore[arg-type]
         num_samples=n,
-        replacement=True,  # type: ignore[arg-type]
+        replacement=True,
         generator=generator,
     )

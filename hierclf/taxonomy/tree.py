@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from hierclf._yaml import LocatedYAML
 from hierclf.errors import Problem, TaxonomyError, UnknownNameError, did_you_mean
-from hierclf.taxonomy_format import FORMAT_VERSION, NodeSpec, TaxonomyFile
-from hierclf.taxonomy_validation import (
+from hierclf.io.located_yaml import LocatedYAML
+from hierclf.taxonomy.format import FORMAT_VERSION, NodeSpec, TaxonomyFile
+from hierclf.taxonomy.validation import (
     ValidationReport,
     normalise_name,
     validate_document,
@@ -208,7 +208,7 @@ class Taxonomy:
             default_flow_style=False,
         )
         if path is not None:
-            from hierclf.io import atomic_write_text
+            from hierclf.io.atomic import atomic_write_text
 
             atomic_write_text(path, text)
         return text

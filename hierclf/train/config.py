@@ -1,6 +1,7 @@
 """The training configuration: a pydantic model read from YAML with every error positioned (file:line:col).
 
-``TrainConfig.from_yaml("run.yaml")`` reads the file with :func:`hierclf._yaml.load_located` (safe loader,
+``TrainConfig.from_yaml("run.yaml")`` reads the file with :func:`hierclf.io.located_yaml.load_located` (safe
+loader,
 duplicate keys refused), validates it (unknown fields, types, ranges, unknown backbone with "did you mean"),
 then checks it against the taxonomy (class nodes, the node of an ``val_auc:<node>`` metric). Relative paths
 in the file are taken from the file's folder; the resolved configuration (absolute paths, every default
@@ -15,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
+from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
 
 __all__ = [
     "ClassesConfig",
@@ -56,7 +57,7 @@ class _Model(BaseModel):
 
 
 class SyntheticOptions(_Model):
-    """A generated DermaMNIST-layout npz (``hierclf.data.make_synthetic_dermamnist``), written into
+    """A generated DermaMNIST-layout npz (``hierclf.data.datasets.make_synthetic_dermamnist``), written into
     ``data.root`` on first use."""
 
     n_train: int = Field(700, ge=7)
@@ -67,7 +68,7 @@ class SyntheticOptions(_Model):
 
 
 class CsvOptions(_Model):
-    """Users' own images: one CSV per split (``hierclf.data.CsvImageDataset``)."""
+    """Users' own images: one CSV per split (``hierclf.data.datasets.CsvImageDataset``)."""
 
     train: Path
     val: Path
@@ -104,7 +105,7 @@ class ClassesConfig(_Model):
 
 
 class LossConfig(_Model):
-    """Arguments of ``hierclf.losses.build_loss`` (unset options keep that function's defaults)."""
+    """Arguments of ``hierclf.nn.losses.build_loss`` (unset options keep that function's defaults)."""
 
     name: Literal["ce", "weighted_ce", "focal", "asymmetric"] = "ce"
     #: ``weighted_ce`` class weights: a scheme, ``none``, or one weight per class
@@ -140,9 +141,9 @@ class LossConfig(_Model):
 
     @model_validator(mode="after")
     def _options_of_this_loss(self) -> LossConfig:
-        # build_loss would refuse these at the start of training (its table: hierclf.losses.LOSSES); say so
+        # build_loss would refuse these at the start of training (its table: hierclf.nn.losses.LOSSES); say so
         # where the file sets them
-        from hierclf.losses import LOSSES
+        from hierclf.nn.losses import LOSSES
 
         takes = [k for k in LOSSES[self.name] if k in type(self).model_fields]
         given = [k for k, v in self.params().items() if k not in takes]
@@ -236,7 +237,7 @@ class TrainConfig(_Model):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from hierclf.backbones import list_backbones
+        from hierclf.nn.backbones import list_backbones
 
         key = value.strip().lower()
         known = list_backbones()
@@ -253,7 +254,7 @@ class TrainConfig(_Model):
     @field_validator("label_smoothing")
     @classmethod
     def _smoothing_needs_cross_entropy(cls, value: float, info: Any) -> float:
-        from hierclf.losses import LOSSES
+        from hierclf.nn.losses import LOSSES
 
         loss = info.data.get("loss")
         if value and loss is not None and "label_smoothing" not in LOSSES[loss.name]:
@@ -333,7 +334,7 @@ class TrainConfig(_Model):
                     "(the protocol: field) that defines the task",
                 )
             else:
-                from hierclf.protocol import load_protocol
+                from hierclf.evaluation.protocol_format import load_protocol
 
                 try:
                     load_protocol(self.protocol, taxonomy).task(task)
@@ -378,7 +379,7 @@ def load_train_config(
             holder[parts[-1]] = value
         config = validate_config(merged, None).resolved(Path.cwd())
     if check_taxonomy:
-        from hierclf.taxonomy import Taxonomy
+        from hierclf.taxonomy.tree import Taxonomy
 
         taxonomy = Taxonomy.from_yaml(config.taxonomy)
         config.check_against(taxonomy, doc)

@@ -34,7 +34,7 @@ import numpy as np
 from hierclf.errors import HierclfError
 
 if TYPE_CHECKING:
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -564,7 +564,7 @@ def mistake_severity(
         sit at the same depth this equals ``taxonomy.height - depth(lca)``, the paper's definition.
 
     Example:
-        >>> from hierclf.synthetic import random_taxonomy
+        >>> from hierclf.taxonomy.synthetic import random_taxonomy
         >>> tax = random_taxonomy(6, max_depth=3, seed=0)
         >>> d, h = mistake_severity([0, 0], [0, 5], tax)
         >>> d.tolist()[0], h.tolist()[0]
@@ -600,7 +600,7 @@ def hierarchical_prf(
         taxonomy: the tree.
 
     Example:
-        >>> from hierclf.synthetic import random_taxonomy
+        >>> from hierclf.taxonomy.synthetic import random_taxonomy
         >>> tax = random_taxonomy(6, max_depth=3, seed=0)
         >>> hierarchical_prf([1, 2], [1, 2], tax)
         (1.0, 1.0, 1.0)

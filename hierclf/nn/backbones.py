@@ -1,12 +1,12 @@
 """Feature extractors ("backbones") by name: a small registry in the style of timm's ``create_model``.
 
 :func:`create_backbone` returns a module mapping images ``(batch, in_channels, H, W)`` to features
-``(batch, n_features)`` (no classifier) and the feature width, so that a :class:`~hierclf.head.LeafHead`
+``(batch, n_features)`` (no classifier) and the feature width, so that a :class:`~hierclf.nn.head.LeafHead`
 never needs to know which network it sits on.
 
 Every backbone is a :class:`Backbone`: the torchvision (or hierclf) network in ``.body`` plus ``.blocks``,
 its layers grouped from the input (stem) to the output. Training uses the groups for gradual unfreezing
-with differential learning rates (``hierclf.train``).
+with differential learning rates (``hierclf.train.loop``).
 
 Pretrained weights are read from the local torch hub cache only (``torch.hub.get_dir()/checkpoints``, the
 file torchvision itself would download); hierclf never downloads. When the file is absent the error names

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from hierclf.functional import _is_tracing, _log_tree, _pairs, _plan, _range_sums_blocked, _split
 
 if TYPE_CHECKING:
-    from hierclf.taxonomy import Taxonomy
+    from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = ["LogRollUp", "RollUp"]
 
@@ -187,13 +187,13 @@ class LogRollUp(_RollUpBase):
 
     @torch.jit.unused
     def _eager_cpu_kernel(self, x: Tensor) -> bool:
-        from hierclf import _rollup_kernel
+        from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
 
         return self._eager_inference(x) and _rollup_kernel.usable(x) and self.tree_column.device.type == "cpu"
 
     @torch.jit.unused
     def _cpu_kernel(self, x: Tensor) -> Tensor:
-        from hierclf import _rollup_kernel
+        from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
 
         return _rollup_kernel.log_range_sums(
             x, self.tree_column.numpy(), self.tree_parent.numpy(), self.tree_wanted.numpy()

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.errors import Problem, did_you_mean
-from hierclf.taxonomy_format import NodeSpec, TaxonomyFile
+from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.taxonomy.format import NodeSpec, TaxonomyFile
 
 _NODE_FIELDS = tuple(NodeSpec.model_fields)
 _FILE_FIELDS = tuple(TaxonomyFile.model_fields)

@@ -1,4 +1,4 @@
-"""A thin, resumable training loop in plain PyTorch: a backbone and a :class:`~hierclf.head.LeafHead`.
+"""A thin, resumable training loop in plain PyTorch: a backbone and a :class:`~hierclf.nn.head.LeafHead`.
 
 ``fit(config)`` trains and writes into ``config.out_dir``::
 
@@ -8,10 +8,11 @@
     best.pt                   model weights of the best epoch on the validation metric
     history.json              one record per epoch (losses, validation metrics, learning rate, time)
     predictions/val.npz       probabilities over the head's classes for validation and test, from the best
-    predictions/test.npz      epoch, with true node ids, sample ids and groups (``hierclf.predictions``)
+    predictions/test.npz      epoch, with true node ids, sample ids and groups
+    (``hierclf.evaluation.prediction_files``)
     DONE                      written last; a finished run called again returns at once
 
-What the loop does, in order: seeds everything (``hierclf.determinism``); loads the taxonomy and the data
+What the loop does, in order: seeds everything (``hierclf.train.seeding``); loads the taxonomy and the data
 (DermaMNIST through medmnist, a generated npz, or users' CSVs); builds the head's classes (leaves, Esteva's
 partition or a given cut); builds backbone + head and the optimiser's parameter groups for the regime
 (``linear_probe``, ``full``, ``gradual_unfreeze`` with per-block learning rates); then per epoch trains on
@@ -42,13 +43,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hierclf import metrics
-from hierclf.backbones import Backbone, backbone_parameters_by_block, create_backbone
-from hierclf.determinism import get_rng_state, seed_worker, set_determinism, set_rng_state
 from hierclf.errors import HierclfError
-from hierclf.io import atomic_open, atomic_write_text
-from hierclf.taxonomy import Taxonomy
-from hierclf.train_config import TrainConfig, load_train_config
+from hierclf.evaluation import metrics
+from hierclf.io.atomic import atomic_open, atomic_write_text
+from hierclf.nn.backbones import Backbone, backbone_parameters_by_block, create_backbone
+from hierclf.taxonomy.tree import Taxonomy
+from hierclf.train.config import TrainConfig, load_train_config
+from hierclf.train.seeding import get_rng_state, seed_worker, set_determinism, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +136,8 @@ class FitResult:
 class HierarchicalClassifier(nn.Module):
     """Backbone + head: ``forward(images (batch, C, H, W)) -> logits (batch, n_classes)``.
 
-    ``head`` is a :class:`~hierclf.head.LeafHead`; ``head.rollup(logits, nodes)`` turns the logits into node
-    probabilities, ``head.classes`` names the logit columns.
+    ``head`` is a :class:`~hierclf.nn.head.LeafHead`; ``head.rollup(logits, nodes)`` turns the logits into
+    node probabilities, ``head.classes`` names the logit columns.
     """
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
@@ -161,7 +162,7 @@ class EpochBatchSampler:
     of ``batch_size`` and yields its own contiguous share of each batch (``batch_size / world_size``
     samples). A single process and ``N`` processes therefore see the same global batches, and a run resumed
     at epoch ``e`` sees the same batches as one that never stopped. This is the distributed form of
-    ``hierclf.data.make_sampler`` (same weights, ``hierclf.data.sampler_weights``).
+    ``hierclf.data.datasets.make_sampler`` (same weights, ``hierclf.data.datasets.sampler_weights``).
 
     Args:
         n: dataset size.
@@ -315,12 +316,12 @@ def _pick_device(spec: str) -> torch.device:
 
 @dataclass
 class _Split:
-    source: Any  # an hierclf.data.ImageSource: labels, ids, groups, load_image
+    source: Any  # an hierclf.data.datasets.ImageSource: labels, ids, groups, load_image
     name: str
 
 
 def _load_sources(config: TrainConfig, taxonomy: Taxonomy, ddp: _Dist) -> dict[str, Any]:
-    from hierclf import data as hdata
+    from hierclf.data import datasets as hdata
 
     d = config.data
     if d.source == "csv":
@@ -381,7 +382,7 @@ def _classes(
     if kind == "cut":
         nodes = [taxonomy.resolve(n) for n in config.classes.nodes or []]
         return tuple(taxonomy.cut(nodes)), None
-    from hierclf.partition import partition
+    from hierclf.classes.esteva import partition
 
     uniq, counts = np.unique(train_labels, return_counts=True)
     part = partition(
@@ -549,7 +550,7 @@ def _metrics(
 def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: tuple[str, ...]) -> Any:
     """For ``val_auc:<node>`` and ``task_auc:<task>``: a function ``(probs, labels) -> AUC``, with ``probs``
     over ``classes`` (tree nodes). Node and task scores come from the roll-up engine, AUC from
-    :mod:`hierclf.metrics`, so model selection measures what the evaluation reports."""
+    :mod:`hierclf.evaluation.metrics`, so model selection measures what the evaluation reports."""
     if ":" not in metric:
         return None
     from hierclf.functional import conditional, rollup
@@ -579,7 +580,7 @@ def _auc_scorer(metric: str, config: TrainConfig, taxonomy: Taxonomy, classes: t
             return metrics.roc_auc(y, rollup(probs, taxonomy, [node], columns=classes)[:, 0])
 
         return node_auc
-    from hierclf.protocol import load_protocol
+    from hierclf.evaluation.protocol_format import load_protocol
 
     if config.protocol is None:
         raise HierclfError(f"early_stopping.metric {metric!r} names a protocol task but no protocol is set")
@@ -716,11 +717,11 @@ def _fit(
     stop_after_epochs: int | None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    from hierclf.data import TaxonomyImageDataset, sampler_weights
-    from hierclf.head import LeafHead
-    from hierclf.losses import build_loss
-    from hierclf.predictions import Predictions, write_predictions
-    from hierclf.transforms import BatchTransform, eval_transform, to_uint8, train_transform
+    from hierclf.data.datasets import TaxonomyImageDataset, sampler_weights
+    from hierclf.data.transforms import BatchTransform, eval_transform, to_uint8, train_transform
+    from hierclf.evaluation.prediction_files import Predictions, write_predictions
+    from hierclf.nn.head import LeafHead
+    from hierclf.nn.losses import build_loss
 
     if resume and (out / DONE).is_file():
         logger.info("%s is finished (DONE exists); nothing to train", out)

@@ -179,7 +179,7 @@ def check_matching_preprocessing(train: Callable[[Any], Any], evaluation: Callab
 
         raise HierclfError(
             f"training and evaluation preprocessing differ: training uses {show(a)}, "
-            f"evaluation uses {show(b)}; build both from hierclf.transforms "
+            f"evaluation uses {show(b)}; build both from hierclf.data.transforms "
             "(train_transform / eval_transform with the same mean and std)"
         )
 
@@ -194,8 +194,8 @@ class ToUint8:
     uint8 tensor, nothing else; :class:`BatchTransform` does the rest on the batch's device.
 
     Resizing goes through PIL exactly as in :func:`eval_transform`. A ``(H, W, 3)`` uint8 array that needs no
-    resizing is converted without PIL (``accepts_arrays``: :class:`hierclf.data.TaxonomyImageDataset` then
-    hands it in-memory arrays directly), several times faster for small images.
+    resizing is converted without PIL (``accepts_arrays``: :class:`hierclf.data.datasets.TaxonomyImageDataset`
+    then hands it in-memory arrays directly), several times faster for small images.
     """
 
     accepts_arrays = True

@@ -26,9 +26,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-from hierclf._yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError, did_you_mean
-from hierclf.taxonomy import Taxonomy
+from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = [
     "BINARY_METRICS",

@@ -1,7 +1,9 @@
 """Clinically partitioned evaluation: the numbers a protocol pre-registered, with their provenance.
 
-:func:`evaluate` takes validation and test predictions (one file or :class:`~hierclf.predictions.Predictions`
-per seed) and a :class:`~hierclf.protocol.Protocol`, and returns an :class:`EvaluationReport`:
+:func:`evaluate` takes validation and test predictions (one file or
+:class:`~hierclf.evaluation.prediction_files.Predictions`
+per seed) and a :class:`~hierclf.evaluation.protocol_format.Protocol`, and returns an
+:class:`EvaluationReport`:
 
 * **binary tasks** -- samples whose true label lies under the task's positive or negative nodes; score =
   conditional roll-up ``P(pos) / (P(pos) + P(neg))``; ROC, AUC, partial AUC above the target sensitivity; the
@@ -16,8 +18,9 @@ per seed) and a :class:`~hierclf.protocol.Protocol`, and returns an :class:`Eval
   across seeds the mean, the sample standard deviation (``ddof=1``) and a pooled CI (the bootstrap
   replicates of all seeds together, so it carries both sampling and training variation).
 
-The numeric kernels live in :mod:`hierclf.metrics`; this module decides *which* samples, scores and
-thresholds go into them and records where each number came from. :mod:`hierclf.report` writes the report.
+The numeric kernels live in :mod:`hierclf.evaluation.metrics`; this module decides *which* samples, scores and
+thresholds go into them and records where each number came from. :mod:`hierclf.evaluation.report` writes the
+report.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from hierclf import metrics as M
 from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.evaluation import metrics as M
+from hierclf.evaluation.prediction_files import Predictions, read_predictions
+from hierclf.evaluation.protocol_format import Protocol, TaskSpec
 from hierclf.functional import conditional, rollup
-from hierclf.predictions import Predictions, read_predictions
-from hierclf.protocol import Protocol, TaskSpec
-from hierclf.taxonomy import Taxonomy
+from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ class PartitionResult:
 
 @dataclass
 class EvaluationReport:
-    """The result of :func:`evaluate`; :func:`hierclf.report.write_report` renders it."""
+    """The result of :func:`evaluate`; :func:`hierclf.evaluation.report.write_report` renders it."""
 
     taxonomy: str
     protocol: dict[str, Any]
@@ -487,7 +490,8 @@ def reader_dominance(
 def _boot_binary(
     y: np.ndarray, s: np.ndarray, groups: np.ndarray, proto: Protocol, threshold: float | None
 ) -> dict[str, tuple[float, np.ndarray]]:
-    """Point estimate and replicates of each binary metric (grouped bootstrap, see :mod:`hierclf.metrics`)."""
+    """Point estimate and replicates of each binary metric (grouped bootstrap, see
+    :mod:`hierclf.evaluation.metrics`)."""
     res = M.bootstrap_binary(
         y,
         s,
@@ -511,7 +515,8 @@ def _boot_partition(
 ) -> dict[str, np.ndarray]:
     """Bootstrap replicates of per-class recall ``(R, C)``, balanced accuracy ``(R,)`` and cancer sensitivity.
 
-    A replicate draws groups with replacement (:func:`hierclf.metrics.grouped_bootstrap_counts` over the
+    A replicate draws groups with replacement (:func:`hierclf.evaluation.metrics.grouped_bootstrap_counts`
+    over the
     distinct groups, the same draws as for the samples) and counts each group's samples as often as it was
     drawn. Samples are first summed per group, so a chunk of replicates costs two ``(chunk, n_groups) @
     (n_groups, C + 1)`` products: recall_c = drawn correct class-c samples / drawn class-c samples.
@@ -677,7 +682,8 @@ def evaluate(
 
     Args:
         taxonomy: the disease tree.
-        protocol: a protocol loaded with :func:`hierclf.protocol.load_protocol` (node names resolved).
+        protocol: a protocol loaded with :func:`hierclf.evaluation.protocol_format.load_protocol` (node names
+        resolved).
         val: validation predictions, one per seed (paths or :class:`Predictions`), paired with ``test`` by
             position; thresholds are chosen on them. ``None`` or empty: thresholds would be chosen on test,
             which is refused unless ``allow_test_thresholds`` (or the protocol's flag) allows it.
@@ -766,7 +772,7 @@ def evaluate(
                 "metadata was given (--metadata).",
             )
         else:
-            quiet = logging.getLogger("hierclf.metrics")
+            quiet = logging.getLogger("hierclf.evaluation.metrics")
             old_level = quiet.level
             quiet.setLevel(logging.ERROR)  # small subgroups miss a class in many replicates: expected there
             try:
@@ -1262,7 +1268,7 @@ class Evaluator:
 
     Example:
         >>> from hierclf import Taxonomy
-        >>> from hierclf.protocol import protocol_from_dict
+        >>> from hierclf.evaluation.protocol_format import protocol_from_dict
         >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
         >>> proto = protocol_from_dict({"name": "demo", "target_sensitivity": 0.9, "group_column": None,
         ...     "min_seeds": 1, "bootstrap": {"replicates": 20},

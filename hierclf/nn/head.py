@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hierclf.classes.esteva import _rows_by_depth, above_cut_error, residual_class, residual_node
 from hierclf.errors import HierclfError, UnknownNameError
-from hierclf.partition import _rows_by_depth, above_cut_error, residual_class, residual_node
-from hierclf.taxonomy import Taxonomy
+from hierclf.taxonomy.tree import Taxonomy
 
 if TYPE_CHECKING:
-    from hierclf.partition import Partition
+    from hierclf.classes.esteva import Partition
 
 __all__ = ["LeafHead"]
 
@@ -56,7 +56,8 @@ class LeafHead(nn.Module):
 
     Output order: logit ``j`` is :attr:`classes` ``[j]``. Without ``classes`` these are ``taxonomy.leaves``
     (pre-order, the leaf column order used everywhere in hierclf); with ``classes`` (e.g.
-    :attr:`Partition.classes <hierclf.partition.Partition.classes>`) they are the given classes sorted into
+    :attr:`Partition.classes <hierclf.classes.esteva.Partition.classes>`) they are the given classes sorted
+    into
     tree pre-order, a residual class ``"<node>:residual"`` right before the classes under its node. The order
     does not depend on the order ``classes`` was given in.
 
@@ -64,7 +65,7 @@ class LeafHead(nn.Module):
         in_features: width of the backbone's features.
         taxonomy: the tree.
         classes: None (the leaves) or node ids / aliases forming a cut of the tree, optionally with residual
-            classes of nodes above the cut (see :func:`hierclf.partition.partition`).
+            classes of nodes above the cut (see :func:`hierclf.classes.esteva.partition`).
         bias: whether the linear layer has a bias.
         dropout: dropout probability on the features, in ``[0, 1)``.
 
@@ -127,7 +128,7 @@ class LeafHead(nn.Module):
     def from_partition(
         cls, in_features: int, partition: Partition, *, bias: bool = True, dropout: float = 0.0
     ) -> LeafHead:
-        """A head over a :class:`~hierclf.partition.Partition`'s training classes (same order)."""
+        """A head over a :class:`~hierclf.classes.esteva.Partition`'s training classes (same order)."""
         return cls(in_features, partition.taxonomy, partition.classes, bias=bias, dropout=dropout)
 
     # --- structure --------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Images in (torch): datasets, DermaMNIST, grouped splits, transforms and samplers."""

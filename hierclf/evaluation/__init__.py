@@ -1,0 +1,1 @@
+"""Clinical evaluation (no torch): protocol, prediction files, metrics, the evaluation and its report."""

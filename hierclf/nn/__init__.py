@@ -1,0 +1,1 @@
+"""The model (torch): roll-up modules, the leaf head, losses and backbones."""

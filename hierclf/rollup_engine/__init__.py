@@ -1,0 +1,1 @@
+"""The roll-up engine: the compute behind ``hierclf.functional`` and the roll-up modules."""

@@ -1,0 +1,1 @@
+"""The disease tree: the file format, its validation, the :class:`Taxonomy` and its index."""

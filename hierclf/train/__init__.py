@@ -1,0 +1,1 @@
+"""Training (torch): the configuration, seeding and the resumable loop."""
