@@ -523,7 +523,7 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
         load_train_config(path)
     messages = [str(p) for p in err.value.problems]
     assert messages == [
-        f"{path}:2:12: error: unknown field 'optimiser' (expected one of "
+        f"{path}:2:12: error: top level: unknown field 'optimiser' (expected one of "
         + ", ".join(TrainConfig.model_fields)
         + "); did you mean 'optimizer'?",
         f"{path}:3:9: error: regime: expected 'linear_probe', 'full' or 'gradual_unfreeze', got 'linear'; "

@@ -26,8 +26,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError, did_you_mean
+from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError
 from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.io.problems import FieldError, dotted, problems_from_validation_error
 from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = [
@@ -236,58 +237,19 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
     try:
         proto = Protocol.model_validate(doc.data)
     except ValidationError as exc:
-        problems = [_schema_problem(doc, err) for err in exc.errors()]
-        raise ProtocolError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0))) from None
+        problems = problems_from_validation_error(exc, Protocol, doc, code="schema", explain=_explain)
+        raise ProtocolError(problems) from None
     problems = _check_against_taxonomy(proto, taxonomy, doc)
     if problems:
         raise ProtocolError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     return _resolved(proto, taxonomy)
 
 
-def _fields_at(loc: PathKey) -> tuple[str, ...]:
-    models: dict[str, type[BaseModel]] = {
-        "bootstrap": BootstrapSpec,
-        "primary_metric": PrimaryMetric,
-        "tasks": TaskSpec,
-        "partitions": PartitionSpec,
-    }
-    model: type[BaseModel] = Protocol
-    if loc and isinstance(loc[0], str) and loc[0] in models:
-        model = models[loc[0]]
-    return tuple(model.model_fields)
-
-
-def _schema_problem(doc: LocatedYAML, err: Any) -> Problem:
-    loc: PathKey = tuple(err["loc"])
-    dotted = _dotted(loc) or "top level"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        name = str(loc[-1])
-        allowed = _fields_at(loc[:-1])
-        hint = did_you_mean(name, allowed)
-        msg = (
-            f"unknown field {name!r} in {_dotted(loc[:-1]) or 'the protocol'} (expected one of "
-            f"{', '.join(allowed)})" + (f"; did you mean {hint[0]!r}?" if hint else "")
-        )
-    elif kind == "missing":
-        msg = f"missing required field {dotted!r}"
-    elif kind == "string_pattern_mismatch":
-        msg = (
-            f"{dotted}: invalid name {err.get('input')!r}: expected snake_case (lowercase letters, "
-            "digits, single '_')"
-        )
-    elif kind == "value_error":
-        msg = f"{dotted}: {str(err['msg']).removeprefix('Value error, ')}"
-    else:
-        msg = f"{dotted}: {err['msg']} (got {err.get('input')!r})"
-    return doc.problem(loc, msg, code="schema")
-
-
-def _dotted(path: PathKey) -> str:
-    out = ""
-    for key in path:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out
+def _explain(err: FieldError) -> str | None:
+    """The protocol format's own words for a task, partition or protocol name that is not snake_case."""
+    if err.kind == "string_pattern_mismatch" and err.field == "name":
+        return f"invalid name {err.value!r}: expected snake_case (lowercase letters, digits, single '_')"
+    return None
 
 
 def _resolve(
@@ -296,7 +258,7 @@ def _resolve(
     try:
         return taxonomy.resolve(name)
     except UnknownNameError as exc:
-        problems.append(doc.problem(path, f"{_dotted(path)}: {exc}", code="unknown-node", node=name))
+        problems.append(doc.problem(path, f"{dotted(path)}: {exc}", code="unknown-node", node=name))
         return None
 
 

@@ -15,12 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hierclf.errors import Problem, did_you_mean
+from hierclf.errors import Problem
 from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
-from hierclf.taxonomy.format import NodeSpec, TaxonomyFile
+from hierclf.io.problems import FieldError, dotted, kind_of, problems_from_validation_error
+from hierclf.taxonomy.format import TaxonomyFile
 
-_NODE_FIELDS = tuple(NodeSpec.model_fields)
-_FILE_FIELDS = tuple(TaxonomyFile.model_fields)
 _ID_RULE = (
     "expected snake_case: lowercase letters and digits in words joined by single '_', starting with a letter"
 )
@@ -79,7 +78,7 @@ def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationRepor
         report.problems.append(
             doc.problem(
                 (),
-                f"expected a mapping with 'name' and 'root' at the top, got {_kind(doc.data)}",
+                f"expected a mapping with 'name' and 'root' at the top, got {kind_of(doc.data)}",
                 code="schema",
             )
         )
@@ -123,19 +122,6 @@ def _node_id(node: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _kind(value: Any) -> str:
-    names = {
-        dict: "a mapping",
-        list: "a list",
-        str: "text",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        type(None): "nothing",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
 def _node_path(loc: PathKey) -> PathKey:
     """The longest prefix of ``loc`` that is the path of a tree node: root, then ('children', i) pairs."""
     if not loc or loc[0] != "root":
@@ -155,13 +141,6 @@ def _get(data: Any, path: PathKey) -> Any:
     return data
 
 
-def _dotted(path: PathKey) -> str:
-    out = ""
-    for key in path:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out
-
-
 # --- the checks ----------------------------------------------------------------------------------------
 
 
@@ -170,34 +149,31 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
     try:
         TaxonomyFile.model_validate(doc.data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            key_error = bool(loc) and loc[-1] == "[key]"
-            value_loc = loc[:-1] if key_error else loc
-            node_path = _node_path(value_loc)
+
+        def describe(loc: PathKey) -> tuple[str, PathKey]:
+            node_path = _node_path(loc)
             node_id = _node_id(_get(doc.data, node_path) or {}) if node_path else None
-            where = f"node {node_id!r}" if node_id else _dotted(node_path) or "top level"
-            message = _schema_message(dict(err), value_loc, key_error, node_path, doc.data)
-            problems.append(doc.problem(value_loc, f"{where}: {message}", code="schema", node=node_id))
-        return problems
+            where = f"node {node_id!r}" if node_id else dotted(node_path) or "top level"
+            return where, loc[len(node_path) :]
+
+        def node(loc: PathKey) -> str | None:
+            node_path = _node_path(loc)
+            return _node_id(_get(doc.data, node_path) or {}) if node_path else None
+
+        return problems_from_validation_error(
+            exc, TaxonomyFile, doc, code="schema", describe=describe, explain=_explain, node=node
+        )
     return []
 
 
-def _schema_message(err: dict[str, Any], loc: PathKey, key_error: bool, node_path: PathKey, data: Any) -> str:
-    kind = err["type"]
-    inner = loc[len(node_path) :]
-    fieldname = str(inner[0]) if inner else (str(loc[-1]) if loc else "")
-    value = err.get("input")
-    if kind == "missing":
-        return f"missing required field {fieldname!r}"
-    if kind == "extra_forbidden":
-        allowed = _NODE_FIELDS if node_path else _FILE_FIELDS
-        hint = did_you_mean(fieldname, allowed)
-        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown field {fieldname!r} (expected one of {', '.join(allowed)}){suffix}"
-    if kind == "string_pattern_mismatch":
-        if key_error and fieldname == "codes":
+def _explain(err: FieldError) -> str | None:
+    """The taxonomy format's own words for id syntax, empty names, dataset codes and the format version."""
+    node_path = _node_path(err.loc)
+    inner = err.loc[len(node_path) :]
+    fieldname = str(inner[0]) if inner else ""
+    value = err.value
+    if err.kind == "string_pattern_mismatch":
+        if err.key_error and fieldname == "codes":
             return f"invalid dataset name {value!r} in codes: {_ID_RULE}"
         if not node_path and fieldname == "name":
             return f"invalid taxonomy name {value!r}: {_ID_RULE}"
@@ -207,18 +183,12 @@ def _schema_message(err: dict[str, Any], loc: PathKey, key_error: bool, node_pat
             return "empty name: every node needs a display name"
         if fieldname == "aliases":
             return "empty alias: remove it or write the other name"
-    if fieldname == "codes" and kind in ("int_type", "greater_than_equal"):
+    if fieldname == "codes" and err.kind in ("int_type", "greater_than_equal"):
         dataset = inner[1] if len(inner) > 1 else "?"
         return f"code for dataset {dataset!r} must be a whole number >= 0, got {value!r}"
-    if kind == "string_type":
-        return f"{fieldname}: expected text, got {_kind(value)} {value!r}"
-    if kind in ("list_type",):
-        return f"{fieldname}: expected a list, got {_kind(value)}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"{fieldname or 'node'}: expected a mapping, got {_kind(value)}"
-    if fieldname == "format_version":
+    if not node_path and fieldname == "format_version":
         return f"format_version: this hierclf reads format version 1, got {value!r}"
-    return f"{_dotted(inner) or fieldname}: {err['msg']}"
+    return None
 
 
 def check_unique_ids(doc: LocatedYAML) -> list[Problem]:
@@ -314,7 +284,7 @@ def check_codes(doc: LocatedYAML) -> list[Problem]:
             valid_code = isinstance(code, int) and not isinstance(code, bool) and code >= 0
             if isinstance(dataset, str) and valid_code:
                 by_dataset.setdefault(dataset, {}).setdefault(code, []).append(
-                    (_node_id(node) or _dotted(path), (*path, "codes", dataset))
+                    (_node_id(node) or dotted(path), (*path, "codes", dataset))
                 )
     problems = []
     for dataset, table in by_dataset.items():

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
 from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
+from hierclf.io.problems import problems_from_validation_error
 
 __all__ = [
     "ClassesConfig",
@@ -391,15 +392,7 @@ def validate_config(data: dict[str, Any], doc: LocatedYAML | None) -> TrainConfi
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            message = _message(err, loc)
-            if doc is not None:
-                problems.append(doc.problem(loc, message, code="config"))
-            else:
-                problems.append(Problem(message, code="config"))
-        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0))) from None
+        raise ConfigError(problems_from_validation_error(exc, TrainConfig, doc, code="config")) from None
 
 
 def config_from_text(text: str, file: str = "<string>") -> TrainConfig:
@@ -410,45 +403,3 @@ def config_from_text(text: str, file: str = "<string>") -> TrainConfig:
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem((), "expected a mapping of training settings at the top")])
     return validate_config(doc.data, doc)
-
-
-_MODELS: dict[str, type[BaseModel]] = {
-    "": TrainConfig,
-    "data": DataConfig,
-    "classes": ClassesConfig,
-    "loss": LossConfig,
-    "early_stopping": EarlyStoppingConfig,
-    "data.synthetic": SyntheticOptions,
-    "data.csv": CsvOptions,
-}
-
-
-def _message(err: Any, loc: tuple[Any, ...]) -> str:
-    kind = err["type"]
-    dotted = ".".join(str(p) for p in loc)
-    value = err.get("input")
-    if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in loc[:-1])
-        allowed = list(_MODELS.get(parent, TrainConfig).model_fields)
-        hint = did_you_mean(str(loc[-1]), allowed)
-        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-        where = f" in {parent}" if parent else ""
-        return f"unknown field {loc[-1]!r}{where} (expected one of {', '.join(allowed)}){suffix}"
-    if kind == "missing":
-        return f"missing required field {dotted!r}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        ctx = err.get("ctx", {})
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[
-            kind
-        ]
-        limit = next(iter(ctx.values()), "?")
-        return f"{dotted}: must be {op} {limit}, got {value!r}"
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",") if o.strip()]
-        hint = did_you_mean(str(value), options) if isinstance(value, str) else []
-        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"{dotted}: expected {expected}, got {value!r}{suffix}"
-    if kind == "value_error":
-        return f"{dotted}: {str(err['msg']).removeprefix('Value error, ')}"
-    return f"{dotted}: {err['msg']} (got {value!r})"
