@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from hierclf.errors import UnknownNameError
 
-__all__ = ["Registry", "RegistryEntry", "look_up_option", "normalise_option"]
+__all__ = ["Registry", "RegistryEntry", "look_up_option", "normalise_option", "option_validator"]
 
 T = TypeVar("T")
 
@@ -140,3 +140,22 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._entries)})"
+
+
+def option_validator(kind: str, names: Callable[[], Iterable[str]]) -> Callable[[str], str]:
+    """A pydantic ``AfterValidator``: text must name one of ``names()``; it becomes the canonical spelling.
+
+    ``names`` is called at validation time, so a configuration accepts exactly what a registry holds then
+    (``option_validator("backbone", BACKBONES.names)``); an unknown name is a positioned validation error
+    with "did you mean"::
+
+        backbone: Annotated[str, AfterValidator(option_validator("backbone", BACKBONES.names))]
+    """
+
+    def check(value: str) -> str:
+        try:
+            return look_up_option(value, names(), kind=kind)
+        except UnknownNameError as exc:  # pydantic reports ValueErrors as positioned validation errors
+            raise ValueError(str(exc)) from None
+
+    return check

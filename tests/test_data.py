@@ -25,10 +25,9 @@ from hierclf.data.datasets import (
     TaxonomyImageDataset,
     dermamnist_filename,
     load_dermamnist,
-    make_sampler,
     make_synthetic_dermamnist,
-    sampler_weights,
 )
+from hierclf.data.sampling import make_sampler, sampler_weights
 from hierclf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from hierclf.errors import FileFormatError
 

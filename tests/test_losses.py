@@ -295,8 +295,8 @@ def test_module_moves_with_to() -> None:
 def test_unknown_loss_lists_known() -> None:
     with pytest.raises(
         UnknownNameError,
-        match=r"unknown loss 'facal'.*known: ce, weighted_ce, focal, "
-        r"asymmetric.*did you mean 'focal'",
+        match=r"unknown loss 'facal' \(known losses: asymmetric, ce, focal, "
+        r"weighted_ce\); did you mean 'focal'\?",
     ):
         build_loss("facal")
 

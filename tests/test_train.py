@@ -454,7 +454,7 @@ def test_epoch_batches_shard_the_global_batch(weighted: bool) -> None:
 
 
 def test_balanced_draws_equalise_classes() -> None:
-    from hierclf.data.datasets import sampler_weights
+    from hierclf.data.sampling import sampler_weights
 
     targets = np.array([0] * 900 + [1] * 90 + [2] * 10)
     s = EpochBatchSampler(1000, 1000, sampler_weights(targets, "balanced"), seed=0)
@@ -551,7 +551,7 @@ def test_config_defaults_and_loss_shorthand() -> None:
         (
             "loss: {name: focal, alpha: 0.25}\n",
             "2:28",
-            "loss.alpha: expected a scheme name (inverse, effective) "
+            "loss.alpha: expected a scheme name (inverse, effective, none) "
             "or a list with one weight per class, got the single number 0.25",
         ),
         (

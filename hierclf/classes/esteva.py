@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.options import look_up_option
 from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ __all__ = ["RESIDUAL_SUFFIX", "Partition", "above_cut_error", "partition", "resi
 #: suffix of the name of a residual class: the images labelled exactly at a split internal node
 RESIDUAL_SUFFIX = ":residual"
 
-InternalLabels = Literal["residual", "drop", "error"]
-_INTERNAL_MODES = ("residual", "drop", "error")
+#: what :func:`partition` does with images labelled at a split internal node (``internal_labels``)
+INTERNAL_LABEL_MODES: tuple[str, ...] = ("residual", "drop", "error")
 
 
 def residual_class(node: str) -> str:
@@ -256,7 +256,7 @@ def partition(
     max_class_size: int = 1000,
     *,
     inclusive: bool = False,
-    internal_labels: InternalLabels = "residual",
+    internal_labels: str = "residual",
 ) -> Partition:
     """Esteva et al.'s training-class partition of ``taxonomy`` given image counts.
 
@@ -300,10 +300,7 @@ def partition(
         or max_class_size < 1
     ):
         raise HierclfError(f"max_class_size must be an integer >= 1, got {max_class_size!r}")
-    if internal_labels not in _INTERNAL_MODES:
-        raise UnknownNameError(
-            "internal_labels mode", internal_labels, _INTERNAL_MODES, f"(known: {', '.join(_INTERNAL_MODES)})"
-        )
+    mode = look_up_option(internal_labels, INTERNAL_LABEL_MODES, kind="internal_labels mode")
     limit = int(max_class_size)
     idx = taxonomy.index
     parent = idx.parent
@@ -325,7 +322,7 @@ def partition(
         reached[rows] = reached[parent[rows]] & split[parent[rows]]
     is_class = reached & ~split
     split_with_images = np.flatnonzero(reached & split & (own > 0))
-    if split_with_images.size and internal_labels == "error":
+    if split_with_images.size and mode == "error":
         row = int(split_with_images[0])
         more = f" (and {split_with_images.size - 1} more such nodes)" if split_with_images.size > 1 else ""
         raise HierclfError(
@@ -336,7 +333,7 @@ def partition(
         )
     has_residual = np.zeros(n, dtype=bool)
     dropped: dict[str, int] = {}
-    if internal_labels == "residual":
+    if mode == "residual":
         has_residual[split_with_images] = True
     else:
         dropped = {idx.nodes[r]: int(own[r]) for r in split_with_images.tolist()}
@@ -363,7 +360,7 @@ def partition(
         label_map=label_map,
         max_class_size=limit,
         inclusive=bool(inclusive),
-        internal_labels=internal_labels,
+        internal_labels=mode,
         dropped=dropped,
     )
     empty = [classes[k] for k in np.flatnonzero(class_counts == 0).tolist()]

@@ -14,23 +14,25 @@ import os
 import sys
 from collections.abc import Sequence
 
-#: subcommand -> module; order is the order of ``hierclf --help``
-COMMANDS = {
-    "validate": "hierclf.cli.validate",
-    "show": "hierclf.cli.show",
-    "schema": "hierclf.cli.schema",
-    "rollup": "hierclf.cli.rollup",
-    "train": "hierclf.cli.train",
-    "evaluate": "hierclf.cli.evaluate",
-    "study": "hierclf.cli.study",
-}
+from hierclf.options import Registry
+
+#: subcommand -> the module that implements it; registration order is the order of ``hierclf --help``
+COMMANDS: Registry[str] = Registry("command")
+COMMANDS.add("validate", "hierclf.cli.validate", summary="check taxonomy files")
+COMMANDS.add("show", "hierclf.cli.show", summary="draw a taxonomy as a tree")
+COMMANDS.add("schema", "hierclf.cli.schema", summary="print the JSON Schema of taxonomy files")
+COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up the tree")
+COMMANDS.add("train", "hierclf.cli.train", summary="train backbone + head from a config")
+COMMANDS.add("evaluate", "hierclf.cli.evaluate", summary="evaluate predictions under a protocol")
+COMMANDS.add("study", "hierclf.cli.study", summary="train a protocol's seeds and report")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _available_commands() -> dict[str, object]:
     found: dict[str, object] = {}
-    for name, module in COMMANDS.items():
+    for name in COMMANDS:
+        module = COMMANDS.get(name)
         try:
             found[name] = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
@@ -49,9 +49,7 @@ __all__ = [
     "grouped_split",
     "ham10000_split",
     "load_dermamnist",
-    "make_sampler",
     "make_synthetic_dermamnist",
-    "sampler_weights",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -897,96 +895,3 @@ class TaxonomyImageDataset(Dataset):
         else:
             image = self.transform(self.source.load_image(index))
         return image, int(self.targets[index])
-
-
-# --------------------------------------------------------------------------------------------------------
-# Samplers
-# --------------------------------------------------------------------------------------------------------
-
-_SAMPLER_SCHEMES = {"uniform": None, "balanced": "inverse", "effective": "effective"}
-
-
-def sampler_weights(
-    labels: Sequence[Any] | np.ndarray | torch.Tensor,
-    scheme: str = "balanced",
-    beta: float = 0.999,
-    n_classes: int | None = None,
-) -> torch.Tensor:
-    """Per-sample weights ``(n,)`` float64 of a sampler: the class weight of each sample's class.
-
-    ``balanced`` uses ``hierclf.nn.losses.class_weights(counts, "inverse")`` (each non-empty class drawn with
-    probability ``1 / n_nonempty_classes``); ``effective`` uses the effective-number weights of Cui et al.
-    (class ``c`` drawn with probability proportional to ``n_c (1 - beta) / (1 - beta^n_c)``); ``uniform``
-    gives every sample weight 1. Empty classes get weight 0 and are never drawn (they have no samples).
-    """
-    if scheme not in _SAMPLER_SCHEMES:
-        raise UnknownNameError("sampler", scheme, list(_SAMPLER_SCHEMES))
-    codes, k = _label_codes(labels, n_classes)
-    if scheme == "uniform":
-        return torch.ones(codes.size, dtype=torch.float64)
-    from hierclf.nn.losses import class_weights
-
-    counts = np.bincount(codes, minlength=k)
-    w = class_weights(torch.as_tensor(counts), scheme=str(_SAMPLER_SCHEMES[scheme]), beta=beta)
-    w = torch.as_tensor(w, dtype=torch.float64).cpu()
-    if w.shape != (k,) or not torch.isfinite(w).all():
-        raise HierclfError(
-            f"class weights for counts {counts.tolist()} are not {k} finite numbers: {w.tolist()}"
-        )
-    return w[torch.from_numpy(codes)]
-
-
-def _label_codes(
-    labels: Sequence[Any] | np.ndarray | torch.Tensor, n_classes: int | None
-) -> tuple[np.ndarray, int]:
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    arr = arr.reshape(-1)
-    if arr.size == 0:
-        raise HierclfError("cannot build a sampler over zero samples")
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.min() < 0:
-            raise HierclfError(f"class indices must be >= 0; got {int(arr.min())}")
-        k = int(arr.max()) + 1 if n_classes is None else int(n_classes)
-        if arr.max() >= k:
-            raise HierclfError(f"class index {int(arr.max())} out of range for n_classes={k}")
-        return arr.astype(np.int64), k
-    if n_classes is not None:
-        raise HierclfError("n_classes applies to integer class indices; labels here are names")
-    uniq, inv = np.unique(arr.astype(str), return_inverse=True)
-    return inv.reshape(-1).astype(np.int64), int(uniq.size)
-
-
-def make_sampler(
-    labels: Sequence[Any] | np.ndarray | torch.Tensor,
-    scheme: str = "uniform",
-    beta: float = 0.999,
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-    n_classes: int | None = None,
-) -> WeightedRandomSampler | None:
-    """A class-aware sampler for a training ``DataLoader``, or None for ``"uniform"`` (plain shuffling).
-
-    Args:
-        labels: ``(n,)`` class indices (int) or class names of the training samples.
-        scheme: ``"uniform"``, ``"balanced"`` (inverse frequency: every class equally likely per draw) or
-            ``"effective"`` (effective-number weights, ``beta``; between uniform and balanced).
-        beta: the effective-number ``beta`` in (0, 1).
-        num_samples: draws per epoch; default ``n``.
-        generator: torch generator for reproducible draws.
-        n_classes: number of classes when ``labels`` are indices (classes without samples get weight 0).
-
-    Returns:
-        ``WeightedRandomSampler(weights, num_samples, replacement=True)`` or None.
-    """
-    weights = sampler_weights(labels, scheme, beta, n_classes)
-    if scheme == "uniform":
-        return None
-    n = int(weights.shape[0]) if num_samples is None else int(num_samples)
-    if n <= 0:
-        raise HierclfError(f"num_samples must be positive; got {n}")
-    return WeightedRandomSampler(
-        weights,  # type: ignore[arg-type]
-        num_samples=n,
-        replacement=True,
-        generator=generator,
-    )

@@ -247,7 +247,7 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
 
 def _explain(err: FieldError) -> str | None:
     """The protocol format's own words for a task, partition or protocol name that is not snake_case."""
-    if err.kind == "string_pattern_mismatch" and err.field == "name":
+    if err.kind == "string_pattern_mismatch" and err.field_name == "name":
         return f"invalid name {err.value!r}: expected snake_case (lowercase letters, digits, single '_')"
     return None
 

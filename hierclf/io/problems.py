@@ -102,7 +102,7 @@ class FieldError:
 
     Attributes:
         loc: path of the offending value (for an error about a mapping key: of the mapping).
-        field: the name of the field the error is about (``""`` at the top).
+        field_name: the name of the field the error is about (``""`` at the top).
         container: path of the mapping that holds ``field``.
         kind: pydantic's error type (``missing``, ``extra_forbidden``, ``greater_than``, ...).
         value: the offending input.
@@ -112,7 +112,7 @@ class FieldError:
     """
 
     loc: PathKey
-    field: str
+    field_name: str
     container: PathKey
     kind: str
     value: Any
@@ -201,12 +201,11 @@ def shared_wording(err: FieldError, model: type[BaseModel]) -> str:
     """What an error says in every format (the ``what`` of ``where: what``)."""
     kind, value = err.kind, err.value
     if kind == "missing":
-        return f"missing required field {err.field!r}"
+        return f"missing required field {err.field_name!r}"
     if kind == "extra_forbidden":
         allowed = fields_at(model, err.container)
-        return (
-            f"unknown field {err.field!r} (expected one of {', '.join(allowed)}){_hint(err.field, allowed)}"
-        )
+        hint = _hint(err.field_name, allowed)
+        return f"unknown field {err.field_name!r} (expected one of {', '.join(allowed)}){hint}"
     if kind in _COMPARISONS:
         limit = next(iter(err.ctx.values()), "?")
         return f"must be {_COMPARISONS[kind]} {limit}, got {value!r}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.errors import HierclfError
+from hierclf.options import Registry
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Backbone",
-    "BackboneSpec",
+    "BACKBONES",
+    "BackboneBuilder",
     "backbone_parameters_by_block",
     "create_backbone",
     "list_backbones",
@@ -85,30 +86,16 @@ class Backbone(nn.Module):
         return f"name={self.name!r}, n_features={self.n_features}, blocks={len(self.block_paths)}"
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A registry entry: ``build(pretrained, in_size, in_channels) -> Backbone`` and a one-line summary."""
+#: a backbone builder: ``build(pretrained, in_size, in_channels) -> Backbone``
+BackboneBuilder = Callable[[bool, int, int], Backbone]
 
-    name: str
-    build: Callable[[bool, int, int], Backbone]
-    summary: str
+#: the backbones :func:`create_backbone` (and a training config's ``backbone``) accepts
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register_backbone(
-    name: str, summary: str = ""
-) -> Callable[[Callable[[bool, int, int], Backbone]], Callable[[bool, int, int], Backbone]]:
+def register_backbone(name: str, summary: str = "") -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator adding a builder ``fn(pretrained, in_size, in_channels) -> Backbone`` to the registry."""
-
-    def decorate(fn: Callable[[bool, int, int], Backbone]) -> Callable[[bool, int, int], Backbone]:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneSpec(name, fn, summary or (fn.__doc__ or "").strip().splitlines()[0])
-        return fn
-
-    return decorate
+    return BACKBONES.register(name, summary=summary)
 
 
 def list_backbones() -> list[str]:
@@ -118,7 +105,7 @@ def list_backbones() -> list[str]:
         >>> list_backbones()
         ['convnext_tiny', 'efficientnet_b0', 'resnet18', 'resnet50', 'small_cnn', 'vit_b_16']
     """
-    return sorted(_REGISTRY)
+    return sorted(BACKBONES.names())
 
 
 def create_backbone(
@@ -148,16 +135,12 @@ def create_backbone(
         >>> n, tuple(net(torch.zeros(2, 3, 28, 28)).shape)
         (128, (2, 128))
     """
-    key = str(name).strip().lower()
-    spec = _REGISTRY.get(key)
-    if spec is None:
-        known = list_backbones()
-        raise UnknownNameError("backbone", name, known, context=f"(known backbones: {', '.join(known)})")
+    key = BACKBONES.resolve(name)
     if in_size < 8:
         raise HierclfError(f"backbone {key!r}: in_size must be at least 8 pixels, got {in_size}")
     if in_channels < 1:
         raise HierclfError(f"backbone {key!r}: in_channels must be at least 1, got {in_channels}")
-    module = spec.build(bool(pretrained), int(in_size), int(in_channels))
+    module = BACKBONES.get(key)(bool(pretrained), int(in_size), int(in_channels))
     return module, module.n_features
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.classes.weights import WEIGHT_SCHEMES, check_beta, class_weight_array
+from hierclf.errors import HierclfError
+from hierclf.options import Registry, look_up_option
 
 logger = logging.getLogger(__name__)
 
@@ -38,35 +41,15 @@ __all__ = [
     "CrossEntropyLoss",
     "FocalLoss",
     "LOSSES",
+    "LossSpec",
     "build_loss",
     "class_weights",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-_SCHEMES = ("inverse", "effective", "none")
 
 
 # --- class weights ---------------------------------------------------------------------------------------
-
-
-def _counts_array(counts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
-    if isinstance(counts, Tensor):
-        counts = counts.detach().cpu().numpy()
-    try:
-        arr = np.asarray(counts, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise HierclfError(f"class counts must be numbers, got {counts!r}") from exc
-    if arr.ndim != 1 or arr.size == 0:
-        raise HierclfError(
-            f"class counts must be a non-empty 1-D sequence (one per class), got shape {arr.shape}"
-        )
-    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
-    if bad.size:
-        i = int(bad[0])
-        value = float(arr[i])
-        shown = int(value) if value.is_integer() else value
-        raise HierclfError(f"class counts must be finite and >= 0; class {i} has count {shown}")
-    return arr
 
 
 def class_weights(
@@ -83,6 +66,7 @@ def class_weights(
     gets all ones). An empty class (``n_c = 0``) gets weight 0 and is left out of the normalisation: it never
     occurs as a target, so its weight only matters for label smoothing, where 0 keeps smoothing mass off a
     class the data never shows. Empty classes are logged as a warning. No division by zero, never NaN.
+    The numbers come from :func:`hierclf.classes.weights.class_weight_array`, which the samplers share.
 
     Args:
         counts: images per class, shape ``(n_classes,)``, non-negative.
@@ -102,41 +86,13 @@ def class_weights(
         >>> class_weights([10, 10], "effective", beta=0.99)
         tensor([1., 1.])
     """
-    if scheme not in _SCHEMES:
-        raise UnknownNameError("class weight scheme", scheme, _SCHEMES, f"(known: {', '.join(_SCHEMES)})")
-    _check_beta(beta)
-    n = _counts_array(counts)
-    present = n > 0
-    if not present.any():
-        raise HierclfError(f"every one of the {n.size} classes has zero images; cannot compute class weights")
-    if not present.all():
-        empty = np.flatnonzero(~present).tolist()
-        logger.warning(
-            "%d of %d classes have no images (class indices %s); they get weight 0",
-            len(empty),
-            n.size,
-            empty[:20] if len(empty) <= 20 else f"{empty[:20]} ...",
-        )
-    raw = np.zeros_like(n)
-    if scheme == "inverse":
-        raw[present] = 1.0 / n[present]
-    elif scheme == "effective":
-        # 1 - beta^n computed as -expm1(n log beta): exact for small (1 - beta) and large n alike
-        raw[present] = (1.0 - beta) / -np.expm1(n[present] * math.log(beta))
-    else:
-        raw[present] = 1.0
-    raw *= present.sum() / raw[present].sum()
-    return torch.as_tensor(raw, dtype=torch.float32)
+    if isinstance(counts, Tensor):
+        counts = counts.detach().cpu().numpy()
+    return torch.as_tensor(class_weight_array(counts, scheme, beta), dtype=torch.float32)
 
 
-def _check_beta(beta: float) -> None:
-    if not isinstance(beta, (int, float)) or not 0.0 < float(beta) < 1.0:
-        raise HierclfError(f"beta must be a number strictly between 0 and 1 (e.g. 0.999), got {beta!r}")
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise UnknownNameError("reduction", reduction, _REDUCTIONS, f"(known: {', '.join(_REDUCTIONS)})")
+def _check_reduction(reduction: str) -> str:
+    return look_up_option(reduction, _REDUCTIONS, kind="reduction")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -205,10 +161,9 @@ class CrossEntropyLoss(nn.Module):
         super().__init__()
         if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
             raise HierclfError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        _check_reduction(reduction)
         self.register_buffer("weight", _optional_weight(weight, "class weights"))
         self.label_smoothing = float(label_smoothing)
-        self.reduction = reduction
+        self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits (batch, n_classes)`` against ``target (batch,)``; float32."""
@@ -249,10 +204,9 @@ class FocalLoss(nn.Module):
         super().__init__()
         if not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
             raise HierclfError(f"focal loss gamma must be a finite number >= 0, got {gamma!r}")
-        _check_reduction(reduction)
         self.gamma = float(gamma)
         self.register_buffer("alpha", _optional_weight(alpha, "focal loss alpha"))
-        self.reduction = reduction
+        self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits (batch, n_classes)`` against ``target (batch,)``; float32."""
@@ -307,11 +261,10 @@ class AsymmetricLoss(nn.Module):
                 raise HierclfError(f"asymmetric loss {name} must be a finite number >= 0, got {value!r}")
         if not isinstance(clip, (int, float)) or not 0.0 <= clip < 1.0:
             raise HierclfError(f"asymmetric loss clip must be in [0, 1), got {clip!r}")
-        _check_reduction(reduction)
         self.gamma_pos = float(gamma_pos)
         self.gamma_neg = float(gamma_neg)
         self.clip = float(clip)
-        self.reduction = reduction
+        self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits (batch, n_classes)`` against ``target (batch,)``; float32."""
@@ -339,13 +292,21 @@ class AsymmetricLoss(nn.Module):
 
 # --- registry ----------------------------------------------------------------------------------------------
 
-#: loss name -> the parameters :func:`build_loss` accepts for it
-LOSSES: Mapping[str, tuple[str, ...]] = {
-    "ce": ("label_smoothing", "reduction"),
-    "weighted_ce": ("weights", "beta", "label_smoothing", "reduction"),
-    "focal": ("gamma", "alpha", "beta", "reduction"),
-    "asymmetric": ("gamma_pos", "gamma_neg", "clip", "reduction"),
-}
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: the options :func:`build_loss` accepts for it and how it is built.
+
+    ``build(class_counts, options)`` gets the options given (``None`` values removed) and the validated
+    ``reduction`` and ``beta`` among them.
+    """
+
+    params: tuple[str, ...]
+    build: Callable[[Any, dict[str, Any]], nn.Module]
+
+
+#: the losses :func:`build_loss` (and a training config's ``loss.name``) accepts, with their options
+LOSSES: Registry[LossSpec] = Registry("loss")
 
 
 def _weights_from(spec: Any, class_counts: Any, beta: float, loss: str, param: str) -> Tensor | None:
@@ -353,17 +314,16 @@ def _weights_from(spec: Any, class_counts: Any, beta: float, loss: str, param: s
     if spec is None:
         return None
     if isinstance(spec, str):
-        if spec not in _SCHEMES:
-            raise UnknownNameError(
-                "class weight scheme", spec, _SCHEMES, f"for {loss} {param} (known: {', '.join(_SCHEMES)})"
-            )
+        scheme = look_up_option(
+            spec, WEIGHT_SCHEMES, kind="class weight scheme", context=f"for {loss} {param}"
+        )
         if class_counts is None:
             raise HierclfError(f"loss {loss!r} with {param}={spec!r} needs class_counts (images per class)")
-        return class_weights(class_counts, spec, beta)
+        return class_weights(class_counts, scheme, beta)
     if isinstance(spec, (int, float)):
         raise HierclfError(
             f"{loss} {param} must be per-class (a sequence with one weight per class) or a "
-            f"scheme name ({', '.join(_SCHEMES)}), got the single number {spec!r}"
+            f"scheme name ({', '.join(WEIGHT_SCHEMES)}), got the single number {spec!r}"
         )
     w = _optional_weight(spec, f"{loss} {param}")
     if class_counts is not None and w is not None and w.numel() != len(class_counts):
@@ -373,10 +333,55 @@ def _weights_from(spec: Any, class_counts: Any, beta: float, loss: str, param: s
     return w
 
 
+def _build_ce(class_counts: Any, given: dict[str, Any]) -> nn.Module:
+    return CrossEntropyLoss(label_smoothing=given.get("label_smoothing", 0.0), reduction=given["reduction"])
+
+
+def _build_weighted_ce(class_counts: Any, given: dict[str, Any]) -> nn.Module:
+    weight = _weights_from(
+        given.get("weights", "inverse"), class_counts, given["beta"], "weighted_ce", "weights"
+    )
+    return CrossEntropyLoss(
+        weight, label_smoothing=given.get("label_smoothing", 0.0), reduction=given["reduction"]
+    )
+
+
+def _build_focal(class_counts: Any, given: dict[str, Any]) -> nn.Module:
+    alpha = _weights_from(given.get("alpha"), class_counts, given["beta"], "focal", "alpha")
+    return FocalLoss(gamma=given.get("gamma", 2.0), alpha=alpha, reduction=given["reduction"])
+
+
+def _build_asymmetric(class_counts: Any, given: dict[str, Any]) -> nn.Module:
+    return AsymmetricLoss(
+        gamma_pos=given.get("gamma_pos", 0.0),
+        gamma_neg=given.get("gamma_neg", 4.0),
+        clip=given.get("clip", 0.05),
+        reduction=given["reduction"],
+    )
+
+
+LOSSES.add("ce", LossSpec(("label_smoothing", "reduction"), _build_ce), summary="cross-entropy")
+LOSSES.add(
+    "weighted_ce",
+    LossSpec(("weights", "beta", "label_smoothing", "reduction"), _build_weighted_ce),
+    summary="class-weighted cross-entropy (inverse frequency or effective number)",
+)
+LOSSES.add(
+    "focal",
+    LossSpec(("gamma", "alpha", "beta", "reduction"), _build_focal),
+    summary="focal loss (Lin et al. 2017)",
+)
+LOSSES.add(
+    "asymmetric",
+    LossSpec(("gamma_pos", "gamma_neg", "clip", "reduction"), _build_asymmetric),
+    summary="asymmetric loss (Ridnik et al. 2021)",
+)
+
+
 def build_loss(
     name: str, class_counts: Sequence[float] | np.ndarray | Tensor | None = None, **params: Any
 ) -> nn.Module:
-    """A loss module by name, as a config file names it.
+    """A loss module by name, as a config file names it (the names and options of :data:`LOSSES`).
 
     Args:
         name: ``"ce"``, ``"weighted_ce"``, ``"focal"`` or ``"asymmetric"`` (case and ``-`` / ``_`` ignored).
@@ -400,32 +405,11 @@ def build_loss(
         >>> build_loss("weighted_ce", class_counts=[100, 10], weights="inverse").weight
         tensor([0.1818, 1.8182])
     """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in LOSSES:
-        raise UnknownNameError("loss", name, LOSSES, f"(known: {', '.join(LOSSES)})")
-    allowed = LOSSES[key]
+    key = LOSSES.resolve(name)
+    spec = LOSSES.get(key)
     for p in params:
-        if p not in allowed:
-            raise UnknownNameError(
-                "parameter", p, allowed, f"for loss {key!r} (it takes: {', '.join(allowed)})"
-            )
+        look_up_option(p, spec.params, kind="parameter", context=f"for loss {key!r}")
     given = {k: v for k, v in params.items() if v is not None}
-    reduction = given.get("reduction", "mean")
-    beta = given.get("beta", 0.999)
-    _check_beta(beta)
-    if key == "ce":
-        return CrossEntropyLoss(label_smoothing=given.get("label_smoothing", 0.0), reduction=reduction)
-    if key == "weighted_ce":
-        weight = _weights_from(given.get("weights", "inverse"), class_counts, beta, key, "weights")
-        return CrossEntropyLoss(
-            weight, label_smoothing=given.get("label_smoothing", 0.0), reduction=reduction
-        )
-    if key == "focal":
-        alpha = _weights_from(given.get("alpha"), class_counts, beta, key, "alpha")
-        return FocalLoss(gamma=given.get("gamma", 2.0), alpha=alpha, reduction=reduction)
-    return AsymmetricLoss(
-        gamma_pos=given.get("gamma_pos", 0.0),
-        gamma_neg=given.get("gamma_neg", 4.0),
-        clip=given.get("clip", 0.05),
-        reduction=reduction,
-    )
+    given["reduction"] = given.get("reduction", "mean")
+    given["beta"] = check_beta(given.get("beta", 0.999))
+    return spec.build(class_counts, given)

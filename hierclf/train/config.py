@@ -11,14 +11,24 @@ filled in) is written next to the outputs as ``config.resolved.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from hierclf.classes.esteva import INTERNAL_LABEL_MODES
 from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
 from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.io.problems import problems_from_validation_error
+from hierclf.options import look_up_option, option_validator
 
 __all__ = [
     "ClassesConfig",
@@ -44,6 +54,33 @@ _PATH_FIELDS: tuple[PathKey, ...] = (
     ("data", "csv", "image_root"),
 )
 METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
+
+
+def _backbone_names() -> tuple[str, ...]:
+    from hierclf.nn.backbones import BACKBONES
+
+    return BACKBONES.names()
+
+
+def _loss_names() -> tuple[str, ...]:
+    from hierclf.nn.losses import LOSSES
+
+    return LOSSES.names()
+
+
+def _sampler_names() -> tuple[str, ...]:
+    from hierclf.data.sampling import SAMPLERS
+
+    return SAMPLERS.names()
+
+
+# names that registries define: the config accepts exactly what the code can build
+_BackboneName = Annotated[str, AfterValidator(option_validator("backbone", _backbone_names))]
+_LossName = Annotated[str, AfterValidator(option_validator("loss", _loss_names))]
+_SamplerName = Annotated[str, AfterValidator(option_validator("sampler", _sampler_names))]
+_InternalLabels = Annotated[
+    str, AfterValidator(option_validator("internal_labels mode", lambda: INTERNAL_LABEL_MODES))
+]
 
 
 class ConfigError(FileFormatError):
@@ -101,21 +138,21 @@ class ClassesConfig(_Model):
     kind: Literal["leaves", "partition", "cut"] = "leaves"
     max_class_size: int = Field(1000, ge=1)
     inclusive: bool = False
-    internal_labels: Literal["residual", "error"] = "residual"
+    internal_labels: _InternalLabels = "residual"
     nodes: list[str] | None = None
 
 
 class LossConfig(_Model):
     """Arguments of ``hierclf.nn.losses.build_loss`` (unset options keep that function's defaults)."""
 
-    name: Literal["ce", "weighted_ce", "focal", "asymmetric"] = "ce"
-    #: ``weighted_ce`` class weights: a scheme, ``none``, or one weight per class
-    weights: Literal["inverse", "effective", "none"] | list[float] | None = None
+    name: _LossName = "ce"
+    #: ``weighted_ce`` class weights: a scheme (``inverse``, ``effective``, ``none``) or one weight per class
+    weights: str | list[float] | None = None
     beta: float | None = Field(None, gt=0, lt=1)
     gamma: float | None = Field(None, ge=0)
     #: ``focal`` per-class weights: a scheme or one weight per class (Lin et al.'s scalar alpha is for
     #: binary detection; in a softmax over classes only per-class weights change the optimum)
-    alpha: Literal["inverse", "effective"] | list[float] | None = None
+    alpha: str | list[float] | None = None
     gamma_pos: float | None = Field(None, ge=0)
     gamma_neg: float | None = Field(None, ge=0)
     clip: float | None = Field(None, ge=0, lt=1)
@@ -129,9 +166,16 @@ class LossConfig(_Model):
     @field_validator("weights", "alpha", mode="before")
     @classmethod
     def _per_class(cls, value: Any, info: Any) -> Any:
+        from hierclf.classes.weights import WEIGHT_SCHEMES
+
+        if isinstance(value, str):
+            try:
+                return look_up_option(value, WEIGHT_SCHEMES, kind="class weight scheme")
+            except UnknownNameError as exc:
+                raise ValueError(str(exc)) from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ValueError(
-                f"expected a scheme name (inverse, effective) or a list with one weight per "
+                f"expected a scheme name ({', '.join(WEIGHT_SCHEMES)}) or a list with one weight per "
                 f"class, got the single number {value!r}"
             )
         if isinstance(value, list) and not all(
@@ -146,7 +190,7 @@ class LossConfig(_Model):
         # where the file sets them
         from hierclf.nn.losses import LOSSES
 
-        takes = [k for k in LOSSES[self.name] if k in type(self).model_fields]
+        takes = [k for k in LOSSES.get(self.name).params if k in type(self).model_fields]
         given = [k for k, v in self.params().items() if k not in takes]
         if given:
             raise ValueError(
@@ -204,7 +248,7 @@ class TrainConfig(_Model):
     taxonomy: Path
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     classes: ClassesConfig = Field(default_factory=ClassesConfig)  # type: ignore[arg-type]
-    backbone: str = "small_cnn"
+    backbone: _BackboneName = "small_cnn"
     pretrained: bool = False
     regime: Literal["linear_probe", "full", "gradual_unfreeze"] = "full"
     unfreeze_every: int = Field(1, ge=1)
@@ -222,7 +266,7 @@ class TrainConfig(_Model):
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     loss: LossConfig = Field(default_factory=LossConfig)  # type: ignore[arg-type]
-    sampler: Literal["uniform", "balanced", "effective"] = "uniform"
+    sampler: _SamplerName = "uniform"
     sampler_beta: float = Field(0.999, gt=0, lt=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto"] | bool = "auto"
@@ -235,30 +279,13 @@ class TrainConfig(_Model):
     out_dir: Path = Path("runs/train")
     max_steps_per_epoch: int | None = Field(None, ge=1)
 
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, value: str) -> str:
-        from hierclf.nn.backbones import list_backbones
-
-        key = value.strip().lower()
-        known = list_backbones()
-        if key not in known:
-            raise ValueError(
-                str(
-                    UnknownNameError(
-                        "backbone", value, known, context=f"(known backbones: {', '.join(known)})"
-                    )
-                )
-            )
-        return key
-
     @field_validator("label_smoothing")
     @classmethod
     def _smoothing_needs_cross_entropy(cls, value: float, info: Any) -> float:
         from hierclf.nn.losses import LOSSES
 
         loss = info.data.get("loss")
-        if value and loss is not None and "label_smoothing" not in LOSSES[loss.name]:
+        if value and loss is not None and "label_smoothing" not in LOSSES.get(loss.name).params:
             raise ValueError(f"label_smoothing applies to the ce and weighted_ce losses, not {loss.name!r}")
         return value
 

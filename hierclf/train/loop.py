@@ -162,7 +162,7 @@ class EpochBatchSampler:
     of ``batch_size`` and yields its own contiguous share of each batch (``batch_size / world_size``
     samples). A single process and ``N`` processes therefore see the same global batches, and a run resumed
     at epoch ``e`` sees the same batches as one that never stopped. This is the distributed form of
-    ``hierclf.data.datasets.make_sampler`` (same weights, ``hierclf.data.datasets.sampler_weights``).
+    ``hierclf.data.sampling.make_sampler`` (same weights, ``hierclf.data.sampling.sampler_weights``).
 
     Args:
         n: dataset size.
@@ -717,7 +717,8 @@ def _fit(
     stop_after_epochs: int | None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    from hierclf.data.datasets import TaxonomyImageDataset, sampler_weights
+    from hierclf.data.datasets import TaxonomyImageDataset
+    from hierclf.data.sampling import sampler_weights
     from hierclf.data.transforms import BatchTransform, eval_transform, to_uint8, train_transform
     from hierclf.evaluation.prediction_files import Predictions, write_predictions
     from hierclf.nn.head import LeafHead
