@@ -21,7 +21,7 @@ _LAZY = {
     "RollUp": "hierclf.nn.rollup_modules",
     "LogRollUp": "hierclf.nn.rollup_modules",
     "LeafHead": "hierclf.nn.head",
-    "Partition": "hierclf.classes.esteva",
+    "TrainingClasses": "hierclf.classes.esteva",
     "create_backbone": "hierclf.nn.backbones",
     "fit": "hierclf.train.loop",
     "TrainConfig": "hierclf.train.loop",
@@ -57,7 +57,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names above are imported lazily
-    from hierclf.classes.esteva import Partition as Partition
+    from hierclf.classes.esteva import TrainingClasses as TrainingClasses
     from hierclf.evaluation.protocol_format import Protocol as Protocol
     from hierclf.evaluation.protocol_format import load_protocol as load_protocol
     from hierclf.nn.backbones import create_backbone as create_backbone

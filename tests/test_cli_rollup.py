@@ -162,7 +162,7 @@ BAD_INPUTS = [
     ),
     (
         "image,MEL,NV,BCC,AKIEC,BKL,DF\na,0.1,0.5,0.1,0.1,0.1,0.1\n",
-        "missing columns for 1 leaf: 'vascular_lesion'",
+        "columns leave 1 leaf uncovered: 'vascular_lesion'",
     ),
     (
         f"{ISIC_HEADER}\na,0.1,0.5,0.1,0.1,0.1,0.05,0.05\na,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",

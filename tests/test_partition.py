@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
-from hierclf.classes.esteva import RESIDUAL_SUFFIX, Partition, partition, residual_class, residual_node
+from hierclf.classes.esteva import RESIDUAL_SUFFIX, TrainingClasses, partition, residual_class, residual_node
 from hierclf.errors import HierclfError, UnknownNameError
 from hierclf.taxonomy.synthetic import random_taxonomy
 
@@ -257,7 +257,7 @@ def check_partition(
     tax: Taxonomy, counts: dict[str, int], limit: int, inclusive: bool, internal: str
 ) -> None:
     p = partition(tax, counts, limit, inclusive=inclusive, internal_labels=internal)
-    assert isinstance(p, Partition)
+    assert isinstance(p, TrainingClasses)
     # the node classes are a cut: every leaf under exactly one (Taxonomy.cut checks it)
     assert tax.cut(p.cut) == p.cut
     g = tax.graph

@@ -122,11 +122,11 @@ def _csv(tmp_path: Path, text: str) -> Path:
         (
             "image,MEL,NV,BCC,AKIEC,BKL,DF,VASK\nx,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",
             r"unknown column 'VASK' \(column 8; did you mean 'vasc'\?\).*"
-            r"missing columns for 1 leaf: 'vascular_lesion'",
+            r"columns leave 1 leaf uncovered: 'vascular_lesion'",
         ),
         (
             "image,MEL,NV,BCC,AKIEC,BKL,DF\nx,0.1,0.5,0.1,0.1,0.2,0.1\n",
-            "missing columns for 1 leaf: 'vascular_lesion'",
+            "columns leave 1 leaf uncovered: 'vascular_lesion'",
         ),
         (
             "image,MEL,melanoma,NV,BCC,AKIEC,BKL,DF,VASC\nx,0,0.1,0.5,0.1,0.1,0.1,0.05,0.05\n",

@@ -855,7 +855,7 @@ class TaxonomyImageDataset(Dataset):
     Args:
         source: an :class:`ImageSource` (:func:`load_dermamnist`, :class:`CsvImageDataset`,
             :class:`ArrayImageDataset`).
-        class_index: true node id -> class index: a dict (e.g. ``Partition.label_map`` composed with the
+        class_index: true node id -> class index: a dict (e.g. ``TrainingClasses.label_map`` composed with the
             class order) or a callable taking a list of node ids and returning their indices, such as
             ``LeafHead.class_index`` (which rejects labels above the head's cut).
         transform: applied to the PIL image; default the source's own transform, else

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hierclf.classes.class_map import ClassMap
 from hierclf.errors import HierclfError, UnknownNameError
 from hierclf.evaluation import metrics as M
 from hierclf.evaluation.prediction_files import Predictions, read_predictions
@@ -418,23 +419,19 @@ def _as_predictions(item: str | Path | Predictions, taxonomy: Taxonomy, what: st
 # --- label bookkeeping ---------------------------------------------------------------------------------
 
 
-def _under(taxonomy: Taxonomy, label: str, nodes: Sequence[str]) -> bool:
-    """True when ``label`` is one of ``nodes`` or lies below one of them."""
-    return any(label == n or n in taxonomy.ancestors(label) for n in nodes)
-
-
 def _task_labels(taxonomy: Taxonomy, split: _Split, task: TaskSpec) -> np.ndarray:
     """Per sample: 1 positive, 0 negative, -1 not in the task (label elsewhere or above both sides)."""
-    return split.per_label(
-        lambda u: 1 if _under(taxonomy, u, task.positive) else 0 if _under(taxonomy, u, task.negative) else -1
-    )
+    idx = taxonomy.index
+    rows = idx.rows(split.label_names)
+    positive = idx.under_any(rows, idx.rows(task.positive))
+    negative = idx.under_any(rows, idx.rows(task.negative))
+    return split.per_label_table(np.where(positive, 1, np.where(negative, 0, -1)))
 
 
 def _cut_labels(taxonomy: Taxonomy, split: _Split, cut: Sequence[str]) -> np.ndarray:
     """Per sample: index of the cut class containing its label, -1 when the label lies above the cut."""
-    return split.per_label(
-        lambda u: next((cut.index(c) for c in (u, *taxonomy.ancestors(u)) if c in cut), -1)
-    )
+    table = ClassMap.of(taxonomy, cut).class_index(split.label_names, above="ignore")
+    return split.per_label_table(table)
 
 
 def _covered(taxonomy: Taxonomy, nodes: Sequence[str], columns: Sequence[str]) -> list[str]:
@@ -584,6 +581,11 @@ class _Split:
             self.label_names, self.label_codes = uniq.tolist(), inv.reshape(-1).astype(np.int64)
         names, codes = np.unique(np.asarray(self.groups).astype(str), return_inverse=True)
         self.group_names, self.groups = names, codes.reshape(-1).astype(np.int64)
+
+    def per_label_table(self, table: np.ndarray) -> np.ndarray:
+        """``(n,)`` int64: ``table[k]`` for the samples whose label is ``label_names[k]``."""
+        table = np.asarray(table, dtype=np.int64)
+        return table[self.label_codes] if len(table) else np.zeros(len(self.label_codes), np.int64)
 
     def per_label(self, value: Callable[[str], int]) -> np.ndarray:
         """``(n,)`` int64: ``value(label)`` of each sample, computed once per distinct label."""
@@ -1010,7 +1012,8 @@ def _evaluate_partition(
     cancer_cls = None
     notes: list[str] = []
     if cancer is not None:
-        inside = [i for i, c in enumerate(cut) if c == cancer or cancer in taxonomy.ancestors(c)]
+        idx = taxonomy.index
+        inside = np.flatnonzero(idx.is_under(idx.rows(cut), idx.position[cancer])).tolist()
         if inside and sorted(taxonomy.leaves_under(cancer)) == sorted(
             leaf for i in inside for leaf in taxonomy.leaves_under(cut[i])
         ):
@@ -1139,15 +1142,17 @@ def _evaluate_hierarchical(taxonomy: Taxonomy, test: list[_Split], notes: list[s
 def _calibration_node(taxonomy: Taxonomy, proto: Protocol, node: str, test: list[_Split]) -> dict[str, Any]:
     """ECE and reliability of P(node) against 'true label under node' (labels above the node left out)."""
     eces, curves, ns = [], [], []
-    above = set(taxonomy.ancestors(node))
 
-    def side(label: str) -> int:  # 1 under the node, -1 above it (unknown), 0 elsewhere
-        return 1 if _under(taxonomy, label, [node]) else -1 if label in above else 0
+    idx = taxonomy.index
+    row = idx.position[node]
 
     for s in test:
         if _covered(taxonomy, [node], s.preds.columns):
             return {"note": f"{node!r} lies below the prediction columns; not computed"}
-        code = s.per_label(side)
+        labels = idx.rows(s.label_names)  # 1 under the node, -1 above it (unknown), 0 elsewhere
+        code = s.per_label_table(
+            np.where(idx.is_under(labels, row), 1, np.where(idx.is_under(row, labels), -1, 0))
+        )
         rows = np.flatnonzero(code >= 0)
         p = np.asarray(
             rollup(

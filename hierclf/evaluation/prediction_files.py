@@ -212,25 +212,14 @@ def resolve_columns(
             f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: not "
             f"{'nodes' if len(unknown) > 1 else 'a node'} of taxonomy {taxonomy.name!r}"
         )
-    owner: dict[str, str] = {}
-    idx = taxonomy.index
+    first: dict[str, str] = {}
     for name, node in zip(names, ids):
-        if not node:
-            continue
-        i = idx.position[node]
-        for leaf in idx.leaves[idx.leaf_start[i] : idx.leaf_end[i]]:
-            if leaf in owner:
-                parts.append(f"columns {owner[leaf]!r} and {name!r} overlap (both cover leaf {leaf!r})")
-                break
-            owner[leaf] = name
-    missing = [leaf for leaf in taxonomy.leaves if leaf not in owner]
-    if missing:
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        shown = ", ".join(map(repr, missing[:10])) + more
-        parts.append(
-            f"missing columns for {len(missing)} lea{'ves' if len(missing) > 1 else 'f'}: {shown} "
-            "(the columns must cover every leaf exactly once)"
-        )
+        if node and node in first:
+            parts.append(f"columns {first[node]!r} and {name!r} overlap (both name node {node!r})")
+        first.setdefault(node, name)
+    known = [node for node in first if node]
+    if known:
+        parts += [message for _, message in taxonomy.cut_problems(known, what="columns", shown=first)]
     if parts:
         line = 1 if file and file.lower().endswith(".csv") else None
         raise PredictionsError([Problem("; ".join(parts), file, line, code="columns")])

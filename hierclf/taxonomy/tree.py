@@ -8,8 +8,7 @@ makes the roll-up a range sum (see :attr:`Taxonomy.index`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import yaml
 from hierclf.errors import Problem, TaxonomyError, UnknownNameError, did_you_mean
 from hierclf.io.located_yaml import LocatedYAML
 from hierclf.taxonomy.format import FORMAT_VERSION, NodeSpec, TaxonomyFile
+from hierclf.taxonomy.index import TaxonomyIndex, build_index
 from hierclf.taxonomy.validation import (
     ValidationReport,
     normalise_name,
@@ -48,40 +48,6 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
-
-
-@dataclass(frozen=True)
-class TaxonomyIndex:
-    """Integer structure of a tree, computed once per taxonomy (what the roll-up needs).
-
-    Rows are the nodes in depth-first pre-order; columns are the leaves in the same order.
-
-    Attributes:
-        nodes: node ids, pre-order, shape ``(n_nodes,)``.
-        leaves: leaf ids, pre-order, shape ``(n_leaves,)``.
-        parent: row of each node's parent, ``-1`` for the root, shape ``(n_nodes,)``.
-        depth: depth of each node (root 0), shape ``(n_nodes,)``.
-        leaf_start, leaf_end: the leaves under node ``i`` are columns ``leaf_start[i]:leaf_end[i]``.
-        leaf_rows: row of each leaf, shape ``(n_leaves,)``.
-        position: node id -> row.
-    """
-
-    nodes: tuple[str, ...]
-    leaves: tuple[str, ...]
-    parent: np.ndarray
-    depth: np.ndarray
-    leaf_start: np.ndarray
-    leaf_end: np.ndarray
-    leaf_rows: np.ndarray
-    position: Mapping[str, int]
-
-    @property
-    def n_nodes(self) -> int:
-        return len(self.nodes)
-
-    @property
-    def n_leaves(self) -> int:
-        return len(self.leaves)
 
 
 class Taxonomy:
@@ -252,8 +218,8 @@ class Taxonomy:
         return tuple(n for n, s in self._specs.items() if not s.children)
 
     def node(self, node: str) -> NodeSpec:
-        """The node's spec (name, aliases, codes, metadata, children)."""
-        return self._specs[self._check(node)]
+        """The node's spec (name, aliases, codes, metadata, children); ``node`` is an id, alias or name."""
+        return self._specs[self.resolve(node)]
 
     def display_name(self, node: str) -> str:
         return self.node(node).name
@@ -266,34 +232,34 @@ class Taxonomy:
 
     def parent(self, node: str) -> str | None:
         """The parent's id, ``None`` for the root."""
-        return self._parent[self._check(node)]
+        return self._parent[self.resolve(node)]
+
+    def _row(self, node: str) -> int:
+        return self.index.position[self.resolve(node)]
 
     def ancestors(self, node: str) -> tuple[str, ...]:
         """Proper ancestors, nearest first (parent, grandparent, ..., root)."""
-        out = []
-        up = self._parent[self._check(node)]
-        while up is not None:
-            out.append(up)
-            up = self._parent[up]
-        return tuple(out)
+        i = self._row(node)
+        up = self.index.ancestor_table[i, : self.index.depth[i]]
+        return tuple(self.nodes[r] for r in up[::-1].tolist())
 
     def descendants(self, node: str) -> tuple[str, ...]:
         """Proper descendants in pre-order."""
-        i = self.index.position[self._check(node)]
-        end = i + 1
-        depth = self.index.depth
-        while end < len(depth) and depth[end] > depth[i]:
-            end += 1
-        return self.nodes[i + 1 : end]
+        i = self._row(node)
+        return self.nodes[i + 1 : int(self.index.subtree_end[i])]
 
     def leaves_under(self, node: str) -> tuple[str, ...]:
         """Leaves of the subtree at ``node`` (``(node,)`` for a leaf), in leaf order."""
-        i = self.index.position[self._check(node)]
+        i = self._row(node)
         return self.leaves[self.index.leaf_start[i] : self.index.leaf_end[i]]
+
+    def is_under(self, node: str, ancestor: str) -> bool:
+        """Whether ``node`` is ``ancestor`` or lies below it."""
+        return bool(self.index.is_under(self._row(node), self._row(ancestor)))
 
     def depth(self, node: str) -> int:
         """Edges from the root (root is 0)."""
-        return int(self.index.depth[self.index.position[self._check(node)]])
+        return int(self.index.depth[self._row(node)])
 
     @property
     def height(self) -> int:
@@ -301,19 +267,15 @@ class Taxonomy:
 
     def lca(self, a: str, b: str) -> str:
         """Lowest common ancestor (a node is its own ancestor here, as in networkx)."""
-        up_a = {self._check(a), *self.ancestors(a)}
-        for n in (self._check(b), *self.ancestors(b)):
-            if n in up_a:
-                return n
-        raise AssertionError("a tree always has a common ancestor")  # pragma: no cover
+        return self.nodes[int(self.index.lca(self._row(a), self._row(b)))]
 
     def path(self, a: str, b: str | None = None) -> tuple[str, ...]:
         """Root -> ``a`` when ``b`` is None, else the unique tree path ``a -> ... -> lca -> ... -> b``."""
         if b is None:
-            return (*reversed(self.ancestors(a)), self._check(a))
+            return (*reversed(self.ancestors(a)), self.resolve(a))
         top = self.lca(a, b)
-        up = (self._check(a), *self.ancestors(a))
-        down = (self._check(b), *self.ancestors(b))
+        up = (self.resolve(a), *self.ancestors(a))
+        down = (self.resolve(b), *self.ancestors(b))
         return (*up[: up.index(top) + 1], *reversed(down[: down.index(top)]))
 
     def distance(self, a: str, b: str) -> int:
@@ -384,11 +346,6 @@ class Taxonomy:
             picked.setdefault(owners[candidate], candidate)
         return list(picked.values())
 
-    def _check(self, node: str) -> str:
-        if node not in self._specs:
-            raise UnknownNameError("node", node, self._suggestion_pool(node), f"in taxonomy {self.name!r}")
-        return node
-
     # --- datasets --------------------------------------------------------------------------------------
 
     @cached_property
@@ -420,42 +377,57 @@ class Taxonomy:
         """Check that ``nodes`` (ids or aliases) partition the leaves: every leaf lies under exactly one.
 
         Returns the resolved ids in tree (pre-order) order. Raises :class:`TaxonomyError` naming the
-        overlapping nodes and the leaves left uncovered.
+        overlapping nodes, repeated nodes and the leaves left uncovered.
         """
         ids = [self.resolve(n) for n in nodes]
-        problems = []
-        if not ids:
-            problems.append(Problem("a cut needs at least one node", node=None, code="cut"))
-        owner: dict[str, str] = {}
-        for n in dict.fromkeys(ids):
-            for leaf in self.leaves_under(n):
-                if leaf in owner:
-                    problems.append(
-                        Problem(
-                            f"cut nodes {owner[leaf]!r} and {n!r} overlap (leaf {leaf!r} lies under both)",
-                            node=n,
-                            code="cut-overlap",
-                        )
-                    )
-                    break
-                owner[leaf] = n
-        if len(ids) != len(set(ids)):
-            dup = sorted({n for n in ids if ids.count(n) > 1})
-            problems.append(
-                Problem(f"cut lists {', '.join(map(repr, dup))} more than once", code="cut-overlap")
-            )
-        missing = [leaf for leaf in self.leaves if leaf not in owner]
-        if ids and missing:
-            shown = ", ".join(map(repr, missing[:8]))
-            if len(missing) > 8:
-                shown += f" and {len(missing) - 8} more"
-            problems.append(Problem(f"cut leaves {len(missing)} leaves uncovered: {shown}", code="cut-gap"))
+        problems = self.cut_problems(ids)
         if problems:
-            raise TaxonomyError(
-                [Problem(p.message, f"<cut of {self.name}>", code=p.code, node=p.node) for p in problems]
-            )
+            raise TaxonomyError([Problem(p, f"<cut of {self.name}>", code=c) for c, p in problems])
         pos = self.index.position
         return tuple(sorted(dict.fromkeys(ids), key=pos.__getitem__))
+
+    def cut_problems(
+        self, ids: Sequence[str], *, what: str = "cut nodes", shown: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """``(code, message)`` of every reason why node ids ``ids`` are not a cut (``[]`` for a cut).
+
+        Args:
+            ids: node ids (resolved).
+            what: what the listed things are called in the messages (``"columns"`` for a file header).
+            shown: how to show each id in the messages (e.g. the column name as the file writes it).
+        """
+        if not ids:
+            return [("cut", "a cut needs at least one node")]
+        idx = self.index
+        name = (
+            (lambda row: repr(shown.get(idx.nodes[row], idx.nodes[row])))
+            if shown
+            else (lambda row: repr(idx.nodes[row]))
+        )
+        check = idx.check_cut(idx.rows(ids))
+        out = []
+        for a, b in check.overlaps[:8]:
+            leaf = idx.leaves[int(idx.leaf_start[b])]
+            out.append(
+                ("cut-overlap", f"{what} {name(a)} and {name(b)} overlap (leaf {leaf!r} lies under both)")
+            )
+        if len(check.overlaps) > 8:
+            out.append(("cut-overlap", f"{len(check.overlaps) - 8} more overlapping pairs"))
+        if check.repeated:
+            out.append(
+                (
+                    "cut-overlap",
+                    f"{what} list {', '.join(name(r) for r in check.repeated[:8])} more than once",
+                )
+            )
+        missing = check.uncovered
+        if missing.size:
+            listed = ", ".join(repr(idx.leaves[k]) for k in missing[:8].tolist())
+            listed += f" and {missing.size - 8} more" if missing.size > 8 else ""
+            leaves = "leaf" if missing.size == 1 else "leaves"
+            message = f"{what} leave {missing.size} {leaves} uncovered: {listed}"
+            out.append(("cut-gap", message + " (every leaf must lie under exactly one)"))
+        return out
 
     def column_ranges(self, columns: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """For probabilities over ``columns`` (a cut, see :meth:`cut`), the column range of every node.
@@ -463,64 +435,23 @@ class Taxonomy:
         Returns ``(start, end)`` of shape ``(n_nodes,)`` in pre-order: node ``i`` is the sum of columns
         ``start[i]:end[i]``. Nodes strictly below the cut get ``start = end = -1``.
         """
-        cut = self.cut(columns)
-        idx = self.index
-        rows = np.array([idx.position[c] for c in cut])
-        col_start, col_end = idx.leaf_start[rows], idx.leaf_end[rows]
-        # The cut node holding a node's first leaf; the node lies strictly below the cut exactly when it is
-        # deeper than that cut node (leaf ranges alone cannot tell a single child from its parent).
-        holder = np.searchsorted(col_start, idx.leaf_start, side="right") - 1
-        below = idx.depth > idx.depth[rows[holder]]
-        start = np.searchsorted(col_start, idx.leaf_start, side="left")
-        end = np.searchsorted(col_end, idx.leaf_end, side="right")
-        return np.where(below, -1, start), np.where(below, -1, end)
+        return self.index.cut_ranges(self.index.rows(self.cut(columns)))
 
     def cut_node_above(self, node: str, cut: Iterable[str]) -> str | None:
         """The cut node that contains ``node`` when ``node`` lies strictly below the cut, else ``None``."""
-        cut_set = set(self.cut(cut))
-        node = self._check(node)
-        if node in cut_set:
+        nodes = self.cut(cut)
+        row = self._row(node)
+        owner = int(self.index.cut_of(self.index.rows(nodes))[row])
+        if owner < 0 or nodes[owner] == self.nodes[row]:
             return None
-        return next((a for a in self.ancestors(node) if a in cut_set), None)
+        return nodes[owner]
 
     # --- index and graph -------------------------------------------------------------------------------
 
     @cached_property
     def index(self) -> TaxonomyIndex:
         """The integer structure of the tree, computed once (see :class:`TaxonomyIndex`)."""
-        nodes = self.nodes
-        position = {n: i for i, n in enumerate(nodes)}
-        parent = np.array(
-            [
-                -1 if self._parent[n] is None else position[self._parent[n]]  # type: ignore[index]
-                for n in nodes
-            ],
-            dtype=np.int64,
-        )
-        depth = np.zeros(len(nodes), dtype=np.int64)
-        for i in range(1, len(nodes)):  # pre-order: a parent's row precedes its children's
-            depth[i] = depth[parent[i]] + 1
-        is_leaf = np.array([not self._specs[n].children for n in nodes])
-        leaf_rank = np.cumsum(is_leaf) - is_leaf  # leaves before row i
-        leaf_start = leaf_rank.copy()
-        leaf_end = leaf_rank + is_leaf
-        for i in range(len(nodes) - 1, 0, -1):  # children after parents: fold ends upward
-            p = parent[i]
-            leaf_end[p] = max(leaf_end[p], leaf_end[i])
-        for arr in (parent, depth, leaf_start, leaf_end):
-            arr.setflags(write=False)
-        leaf_rows = np.flatnonzero(is_leaf)
-        leaf_rows.setflags(write=False)
-        return TaxonomyIndex(
-            nodes=nodes,
-            leaves=self.leaves,
-            parent=parent,
-            depth=depth,
-            leaf_start=leaf_start,
-            leaf_end=leaf_end,
-            leaf_rows=leaf_rows,
-            position=position,
-        )
+        return build_index(self.nodes, self._parent, [not self._specs[n].children for n in self.nodes])
 
     @cached_property
     def graph(self) -> nx.DiGraph:

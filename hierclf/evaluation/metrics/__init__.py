@@ -506,40 +506,6 @@ def expected_calibration_error(y_true: Any, prob: Any, n_bins: int = 15) -> floa
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _ancestor_table(taxonomy: Taxonomy) -> np.ndarray:
-    """``(n_nodes, height + 1)`` table: row of the ancestor of each node at each depth (``-1`` below it)."""
-    index = taxonomy.index
-    parent, depth = index.parent, index.depth
-    n, height = len(parent), int(depth.max())
-    table = np.full((n, height + 1), -1, dtype=np.int64)
-    rows = np.arange(n)
-    node = rows.copy()
-    for _ in range(height + 1):  # walk every node up one level at a time (a loop over levels)
-        ok = node >= 0
-        table[rows[ok], depth[node[ok]]] = node[ok]
-        node = np.where(ok, parent[np.maximum(node, 0)], -1)
-    return table
-
-
-def _lca_rows(a: np.ndarray, b: np.ndarray, taxonomy: Taxonomy) -> np.ndarray:
-    """Row of the lowest common ancestor of node rows ``a`` and ``b`` (vectorised over pairs)."""
-    table = _ancestor_table(taxonomy)
-    same = (table[a] == table[b]) & (table[a] >= 0)  # a prefix of True (root first), then False
-    lca_depth = same.sum(axis=1) - 1
-    return table[a, lca_depth]
-
-
-def _node_height(taxonomy: Taxonomy) -> np.ndarray:
-    """Height of each node: edges on the longest downward path to a leaf (leaves 0)."""
-    index = taxonomy.index
-    height = np.zeros(len(index.parent), dtype=np.int64)
-    depth = index.depth
-    for d in range(int(depth.max()), 0, -1):  # deepest level first
-        rows = np.flatnonzero(depth == d)
-        np.maximum.at(height, index.parent[rows], height[rows] + 1)
-    return height
-
-
 def _check_rows(x: Any, n: int, what: str) -> np.ndarray:
     return _check_labels(x, n, what)
 
@@ -575,9 +541,9 @@ def mistake_severity(
     p = index.leaf_rows[_check_rows(pred_leaf_idx, index.n_leaves, "pred_leaf_idx")]
     if t.shape != p.shape:
         raise MetricError(f"true_leaf_idx has {t.size} samples but pred_leaf_idx has {p.size}")
-    lca = _lca_rows(t, p, taxonomy)
+    lca = index.lca(t, p)
     depth = index.depth
-    return depth[t] + depth[p] - 2 * depth[lca], _node_height(taxonomy)[lca]
+    return depth[t] + depth[p] - 2 * depth[lca], index.height[lca]
 
 
 def hierarchical_prf(
@@ -611,7 +577,7 @@ def hierarchical_prf(
     if t.shape != p.shape:
         raise MetricError(f"true_node_idx has {t.size} samples but pred_node_idx has {p.size}")
     depth = index.depth
-    common = float(depth[_lca_rows(t, p, taxonomy)].sum())
+    common = float(depth[index.lca(t, p)].sum())
     precision = _ratio(common, float(depth[p].sum()))
     recall = _ratio(common, float(depth[t].sum()))
     f1 = (
