@@ -334,7 +334,7 @@ def test_csv_dataset_reports_every_bad_row(tmp_path: Path, dermamnist: Taxonomy)
 def test_csv_dataset_column_and_id_errors(tmp_path: Path, dermamnist: Taxonomy) -> None:
     _write_images(tmp_path, ["a.png"])
     (tmp_path / "list.csv").write_text("path,diagnosis\na.png,mel\na.png,nv\n")
-    with pytest.raises(UnknownNameError, match="unknown column 'label'"):
+    with pytest.raises(FileFormatError, match="unknown column 'label'"):
         CsvImageDataset(tmp_path / "list.csv", dermamnist)
     with pytest.raises(HierclfError, match="sample ids must be unique; repeated: 'a.png'"):
         CsvImageDataset(tmp_path / "list.csv", dermamnist, label_column="diagnosis")

@@ -21,7 +21,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from hierclf import Taxonomy
+from hierclf import FileFormatError, Taxonomy
 from hierclf.evaluation.pipeline import (
     EvaluationError,
     evaluate,
@@ -437,10 +437,10 @@ def test_metadata_errors(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
     ):
         evaluate(tax, _protocol(tax), [val[0]], [test[0]], metadata=tmp_path / "meta.csv")
     (tmp_path / "noid.csv").write_text("name,sex\na,male\n")
-    with pytest.raises(EvaluationError, match="no sample id column"):
+    with pytest.raises(FileFormatError, match="no sample id column"):
         read_metadata(tmp_path / "noid.csv")
     (tmp_path / "dup.csv").write_text("image_id,sex\na,male\na,female\n")
-    with pytest.raises(EvaluationError, match="appears 2 times"):
+    with pytest.raises(FileFormatError, match="appears 2 times"):
         read_metadata(tmp_path / "dup.csv")
     _write_metadata(tmp_path / "all.csv", [val[0], test[0]])
     with pytest.raises(KeyError, match="unknown metadata column 'sexx'.*did you mean 'sex'"):
@@ -475,7 +475,7 @@ def test_readers_in_report(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
     mal = rep.tasks["malignant_vs_benign"]
     assert mal.readers[0].dominated == [False] * 3 and mal.reader_fraction_dominated.value == 0.0
     (tmp_path / "bad.csv").write_text("reader,sensitivity,specificity\nA,95,80\n")
-    with pytest.raises(EvaluationError, match="fractions"):
+    with pytest.raises(FileFormatError, match="fractions"):
         evaluate(tax, _protocol(tax), val, test, readers=tmp_path / "bad.csv")
     (tmp_path / "task.csv").write_text("reader,sensitivity,specificity,task\nA,0.9,0.8,mel_vs_nevus\n")
     with pytest.raises(KeyError, match="did you mean 'mel_vs_nv'"):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hierclf import HierclfError, UnknownNameError
+from hierclf import HierclfError
 from hierclf.data.splits import (
     HAM10000Split,
     LeakageError,
@@ -157,7 +157,7 @@ def test_bad_split_arguments() -> None:
 
 def test_bad_metadata_files(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("lesion,image_id,dx\nL1,I1,nv\n")
-    with pytest.raises(UnknownNameError, match="unknown column 'lesion_id'.*did you mean 'lesion'"):
+    with pytest.raises(FileFormatError, match="unknown column 'lesion_id'.*did you mean 'lesion'"):
         ham10000_split(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text("lesion_id,image_id,dx\nL1,I1,nv\n,I2,mel\n")
     with pytest.raises(FileFormatError, match=r"b\.csv:3:1: error: empty lesion_id"):

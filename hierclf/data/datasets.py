@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
 from hierclf.io.atomic import atomic_open
+from hierclf.io.csv_table import CsvTable, read_csv_table
 from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -214,97 +215,23 @@ class CsvImageDataset(_SourceDataset):
         path_suffix: str = "",
     ) -> None:
         csv_path = Path(csv_path)
-        if not csv_path.is_file():
-            raise HierclfError(f"image list {csv_path} not found")
-        root = Path(image_root) if image_root is not None else csv_path.parent
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = list(reader.fieldnames or [])
-            wanted = [c for c in (path_column, label_column, group_column, id_column) if c is not None]
-            for column in wanted:
-                if column not in header:
-                    raise UnknownNameError(
-                        "column", column, header, f"in {csv_path} (columns: {', '.join(header) or 'none'})"
-                    )
-            rows = [(reader.line_num, row) for row in reader]
-        if not rows:
+        wanted = [c for c in (path_column, label_column, group_column, id_column) if c is not None]
+        table = read_csv_table(csv_path, what="image list", required=wanted)
+        if not len(table):
             raise FileFormatError(
                 [Problem("no image rows below the header", file=str(csv_path), line=1)], what="image list"
             )
-        problems: list[Problem] = []
-        col_of = {c: header.index(c) + 1 for c in wanted}
-        raw_labels = [(row.get(label_column) or "").strip() for _, row in rows]
-        resolved: dict[str, str] = {}
-        for name in dict.fromkeys(raw_labels):
-            try:
-                resolved[name] = taxonomy.resolve(name)
-            except UnknownNameError as err:
-                lines = [line for (line, _), lab in zip(rows, raw_labels) if lab == name]
-                more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
-                shown = ", ".join(str(x) for x in lines[:5]) + more
-                msg = f"{err} (column {label_column!r}, line{'s' if len(lines) > 1 else ''} {shown})"
-                if not name:
-                    msg = f"empty label in column {label_column!r} (lines {shown})"
-                problems.append(
-                    Problem(
-                        msg,
-                        file=str(csv_path),
-                        line=lines[0],
-                        column=col_of[label_column],
-                        code="unknown-label",
-                    )
-                )
-        paths: list[Path] = []
-        for line, row in rows:
-            text = (row.get(path_column) or "").strip()
-            if not text:
-                problems.append(
-                    Problem(
-                        f"empty image path in column {path_column!r}",
-                        file=str(csv_path),
-                        line=line,
-                        column=col_of[path_column],
-                        code="missing-path",
-                    )
-                )
-            path = Path(text + path_suffix)
-            path = path if path.is_absolute() else root / path
-            paths.append(path)
-        if check_files:
-            missing = [(line, p) for (line, _), p in zip(rows, paths) if not p.is_file()]
-            for line, p in missing[:20]:
-                problems.append(
-                    Problem(
-                        f"image file {p} not found",
-                        file=str(csv_path),
-                        line=line,
-                        column=col_of[path_column],
-                        code="missing-file",
-                    )
-                )
-            if len(missing) > 20:
-                problems.append(
-                    Problem(
-                        f"... and {len(missing) - 20} more image files not found",
-                        file=str(csv_path),
-                        code="missing-file",
-                    )
-                )
-        if problems:
-            raise FileFormatError(problems, what="image list")
+        root = Path(image_root) if image_root is not None else csv_path.parent
+        labels, problems = _resolve_labels(table, taxonomy, label_column)
+        paths, path_problems = _image_paths(table, path_column, root, path_suffix, check_files)
+        if problems + path_problems:
+            raise FileFormatError(problems + path_problems, what="image list")
         self.csv_path: Path | None = csv_path
         self.paths = paths
-        self.labels = _str_array([resolved[lab] for lab in raw_labels])
-        if id_column is not None:
-            self.ids = _str_array([(row.get(id_column) or "").strip() for _, row in rows])
-        else:
-            self.ids = _str_array([(row.get(path_column) or "").strip() for _, row in rows])
+        self.labels = _str_array(labels)
+        self.ids = _str_array(table.column(id_column if id_column is not None else path_column))
         _check_unique_ids(self.ids, str(csv_path))
-        self.groups = (
-            _str_array([(row.get(group_column) or "").strip() for _, row in rows])
-            if group_column is not None
-            else None
-        )
+        self.groups = _str_array(table.column(group_column)) if group_column is not None else None
         self.transform = transform
 
     @classmethod
@@ -347,6 +274,54 @@ class CsvImageDataset(_SourceDataset):
 # --------------------------------------------------------------------------------------------------------
 # DermaMNIST
 # --------------------------------------------------------------------------------------------------------
+
+
+def _resolve_labels(table: CsvTable, taxonomy: Taxonomy, column: str) -> tuple[list[str], list[Problem]]:
+    """The node id of every row's label, resolved once per distinct label; a problem per unknown label
+    (its lines, the first five named)."""
+    col = table.index_of(column)
+    raw = table.cells[:, col]
+    distinct, inverse = np.unique(raw, return_inverse=True)
+    resolved: list[str] = []
+    problems: list[Problem] = []
+    for k, name in enumerate(distinct.tolist()):  # a loop over distinct labels
+        try:
+            resolved.append(taxonomy.resolve(name))
+        except UnknownNameError as err:
+            resolved.append("")
+            lines = table.lines[inverse.reshape(-1) == k].tolist()
+            more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
+            shown = ", ".join(str(x) for x in lines[:5]) + more
+            msg = f"{err} (column {column!r}, line{'s' if len(lines) > 1 else ''} {shown})"
+            if not name:
+                msg = f"empty label in column {column!r} (lines {shown})"
+            problems.append(Problem(msg, table.file, lines[0], col + 1, code="unknown-label"))
+    problems.sort(key=lambda p: p.line or 0)
+    return np.asarray(resolved, dtype=object)[inverse.reshape(-1)].tolist(), problems
+
+
+def _image_paths(
+    table: CsvTable, column: str, root: Path, suffix: str, check_files: bool
+) -> tuple[list[Path], list[Problem]]:
+    """The image path of every row (relative paths taken from ``root``) and a problem per empty path and
+    per missing file (the first 20, then a count)."""
+    col = table.index_of(column)
+    texts = table.cells[:, col].tolist()
+    problems = [
+        table.problem(r, f"empty image path in column {column!r}", column=col, code="missing-path")
+        for r, text in enumerate(texts)
+        if not text
+    ]
+    paths = [p if p.is_absolute() else root / p for p in (Path(text + suffix) for text in texts)]
+    if check_files:
+        missing = [r for r, p in enumerate(paths) if not p.is_file()]
+        problems += [
+            table.problem(r, f"image file {paths[r]} not found", column=col, code="missing-file")
+            for r in missing[:20]
+        ]
+        if len(missing) > 20:
+            problems.append(Problem(f"... and {len(missing) - 20} more image files not found", table.file))
+    return paths, problems
 
 
 def dermamnist_filename(size: int = 28) -> str:
@@ -623,41 +598,25 @@ def _check_layout(npz: Any, file: Path, split: str, size: int) -> tuple[np.ndarr
 
 
 def _read_ids(csv_path: Path, split: str, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"split", "index", "id"} - set(reader.fieldnames or [])
-        if missing:
-            raise FileFormatError(
-                [
-                    Problem(
-                        f"missing column(s) {', '.join(sorted(missing))}; expected split,index,id[,group]",
-                        file=str(csv_path),
-                        line=1,
-                    )
-                ],
-                what="id file",
-            )
-        rows = [r for r in reader if r["split"] == split]
-    index = np.array([int(r["index"]) for r in rows], dtype=np.int64)
+    """Sample ids (and lesion groups) of one split from the ids CSV written beside a generated npz."""
+    table = read_csv_table(csv_path, what="id file", required=("split", "index", "id"))
+    mine = np.flatnonzero(table.column("split") == split)
+    cells = table.column("index")[mine]
+    if not all(c.isdigit() for c in cells.tolist()):
+        r = int(mine[next(i for i, c in enumerate(cells.tolist()) if not c.isdigit())])
+        bad = table.problem(r, f"index {str(table.cells[r, table.index_of('index')])!r} is not a row number")
+        raise FileFormatError([bad], what="id file")
+    index = cells.astype(np.int64)
     if index.size != n or not np.array_equal(np.sort(index), np.arange(n)):
-        raise FileFormatError(
-            [
-                Problem(
-                    f"split {split!r} lists {index.size} rows; expected indices "
-                    f"0..{n - 1} once each, matching the npz",
-                    file=str(csv_path),
-                )
-            ],
-            what="id file",
-        )
+        message = f"split {split!r} lists {index.size} rows; expected indices 0..{n - 1} once each (the npz's rows)"
+        raise FileFormatError([Problem(message, file=str(csv_path))], what="id file")
     ids = np.empty(n, dtype=object)
-    ids[index] = [r["id"] for r in rows]
-    groups = None
-    if rows and "group" in rows[0]:
-        groups = np.empty(n, dtype=object)
-        groups[index] = [r["group"] for r in rows]
-        groups = groups.astype(str)
-    return ids.astype(str), groups
+    ids[index] = table.column("id")[mine]
+    if table.find("group") is None:
+        return ids.astype(str), None
+    groups = np.empty(n, dtype=object)
+    groups[index] = table.column("group")[mine]
+    return ids.astype(str), groups.astype(str)
 
 
 class DermaMNISTSplit(ArrayImageDataset):

@@ -16,7 +16,6 @@ Fractions are of groups; image fractions follow closely when groups are small.
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
+from hierclf.errors import FileFormatError, HierclfError, Problem
+from hierclf.io.csv_table import read_csv_table
 
 logger = logging.getLogger(__name__)
 
@@ -232,27 +232,12 @@ class HAM10000Split:
 
 
 def _read_ham10000(metadata_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if not metadata_csv.is_file():
-        raise HierclfError(f"HAM10000 metadata {metadata_csv} not found")
     required = ("lesion_id", "image_id", "dx")
-    with open(metadata_csv, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        for column in required:
-            if column not in header:
-                raise UnknownNameError(
-                    "column", column, header, f"in {metadata_csv} (needs {', '.join(required)})"
-                )
-        cols = [header.index(c) for c in required]
-        rows = list(reader)
-    problems = []
-    for line, row in enumerate(rows, start=2):
-        for name, c in zip(required, cols):
-            if c >= len(row) or not row[c].strip():
-                problems.append(Problem(f"empty {name}", file=str(metadata_csv), line=line, column=c + 1))
+    table = read_csv_table(metadata_csv, what="HAM10000 metadata", required=required)
+    problems = table.empty_cells(*required)
     if problems:
         raise FileFormatError(problems, what="HAM10000 metadata")
-    table = np.array([[row[c].strip() for c in cols] for row in rows], dtype=str).reshape(-1, 3)
+    table = np.stack([table.column(c) for c in required], axis=1).reshape(-1, 3)
     lesion, image, dx = table[:, 0], table[:, 1], table[:, 2]
     uniq, counts = np.unique(image, return_counts=True)
     if (counts > 1).any():

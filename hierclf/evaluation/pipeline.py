@@ -25,7 +25,6 @@ report.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import warnings
@@ -37,11 +36,12 @@ from typing import Any
 import numpy as np
 
 from hierclf.classes.class_map import ClassMap
-from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
 from hierclf.evaluation import metrics as M
 from hierclf.evaluation.prediction_files import Predictions, read_predictions
 from hierclf.evaluation.protocol_format import Protocol, TaskSpec
 from hierclf.functional import conditional, rollup
+from hierclf.io.csv_table import read_csv_table
 from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -312,77 +312,78 @@ class Metadata:
 def read_metadata(path: str | Path) -> Metadata:
     """Read a metadata CSV whose id column is ``id``, ``image_id`` or ``image`` (case-insensitive).
 
-    Values are kept as text; empty cells become ``"(missing)"``.
+    Values are kept as text; empty cells become ``"(missing)"``. Every problem of the file is a positioned
+    :class:`~hierclf.errors.FileFormatError`.
     """
-    file = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise EvaluationError(f"{file}: cannot read metadata ({exc.strerror or exc})") from None
-    if not rows:
-        raise EvaluationError(f"{file}: the metadata file is empty; expected a header row")
-    header = [h.strip() for h in rows[0]]
-    lowered = [h.casefold() for h in header]
-    id_col = next((lowered.index(c) for c in METADATA_ID_COLUMNS if c in lowered), None)
+    table = read_csv_table(path, what="metadata")
+    id_col = table.find(*METADATA_ID_COLUMNS)
     if id_col is None:
-        raise EvaluationError(
-            f"{file}:1: no sample id column; expected one of "
-            f"{', '.join(METADATA_ID_COLUMNS)} (found {', '.join(header)})"
+        problem = Problem(
+            f"no sample id column; expected one of {', '.join(METADATA_ID_COLUMNS)} "
+            f"(found {', '.join(table.header)})",
+            table.file,
+            1,
+            code="missing-column",
         )
-    body = [r for r in rows[1:] if r]
-    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
-    if bad is not None:
-        raise EvaluationError(
-            f"{file}:{bad + 2}: row has {len(body[bad])} fields, the header has {len(header)}"
-        )
-    table = np.array(body, dtype=str).reshape(len(body), len(header))
-    table = np.char.strip(table)
-    table = np.where(table == "", "(missing)", table)
-    ids = table[:, id_col]
-    uniq, counts = np.unique(ids, return_counts=True)
+        raise FileFormatError([problem], what="metadata")
+    cells = np.where(table.cells == "", "(missing)", table.cells)
+    ids = cells[:, id_col]
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():
-        raise EvaluationError(
-            f"{file}: sample id {str(uniq[counts > 1][0])!r} appears "
-            f"{int(counts[counts > 1][0])} times in column {header[id_col]!r}; ids must be unique"
+        k = int(np.flatnonzero(counts > 1)[0])
+        again = int(np.flatnonzero(ids == uniq[k])[1])
+        message = (
+            f"sample id {str(uniq[k])!r} appears {int(counts[k])} times in column {table.header[id_col]!r} "
+            f"(first at line {int(table.lines[first[k]])}); ids must be unique"
         )
-    return Metadata(file, header[id_col], ids, {h: table[:, k] for k, h in enumerate(header) if k != id_col})
+        raise FileFormatError(
+            [table.problem(again, message, column=id_col, code="duplicate-id")], what="metadata"
+        )
+    columns = {h: cells[:, k] for k, h in enumerate(table.header) if k != id_col}
+    return Metadata(table.file, table.header[id_col], ids, columns)
 
 
 def read_readers(path: str | Path) -> list[dict[str, Any]]:
     """Read reader operating points: CSV ``reader,sensitivity,specificity`` and an optional ``task`` column.
 
-    Values are fractions in [0, 1].
+    Values are fractions in [0, 1]; every problem of the file is a positioned
+    :class:`~hierclf.errors.FileFormatError`.
     """
-    file = str(path)
+    table = read_csv_table(path, what="reader file", required=("reader", "sensitivity", "specificity"))
+    values = {}
+    for key in ("sensitivity", "specificity"):
+        col = table.index_of(key)
+        cells = table.cells[:, col]
+        number = np.array([_fraction(c) for c in cells.tolist()], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(number) | (number < 0.0) | (number > 1.0))
+        if bad.size:
+            r = int(bad[0])
+            why = (
+                "is not a number"
+                if np.isnan(number[r])
+                else "is outside [0, 1]; write fractions, not percentages"
+            )
+            problem = table.problem(r, f"{key} {str(cells[r])!r} {why}", column=col)
+            raise FileFormatError([problem], what="reader file")
+        values[key] = number
+    task_col = table.find("task")
+    readers = table.column("reader")
+    return [
+        {
+            "reader": str(readers[i]),
+            "task": (str(table.cells[i, task_col]) or None) if task_col is not None else None,
+            "sensitivity": float(values["sensitivity"][i]),
+            "specificity": float(values["specificity"][i]),
+        }
+        for i in range(len(table))
+    ]
+
+
+def _fraction(text: str) -> float:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            fields = [f.strip().casefold() for f in (reader.fieldnames or [])]
-    except OSError as exc:
-        raise EvaluationError(f"{file}: cannot read readers ({exc.strerror or exc})") from None
-    need = {"reader", "sensitivity", "specificity"}
-    if not need <= set(fields):
-        raise EvaluationError(
-            f"{file}:1: reader file needs columns reader, sensitivity, specificity "
-            f"(and optionally task); found {', '.join(fields) or 'nothing'}"
-        )
-    out = []
-    for i, row in enumerate(rows):
-        row = {k.strip().casefold(): (v or "").strip() for k, v in row.items() if k is not None}
-        values = {}
-        for key in ("sensitivity", "specificity"):
-            try:
-                values[key] = float(row[key])
-            except ValueError:
-                raise EvaluationError(f"{file}:{i + 2}: {key} {row[key]!r} is not a number") from None
-            if not 0.0 <= values[key] <= 1.0:
-                raise EvaluationError(
-                    f"{file}:{i + 2}: {key} {values[key]} is outside [0, 1]; write fractions, not percentages"
-                )
-        out.append({"reader": row["reader"], "task": row.get("task") or None, **values})
-    return out
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _as_predictions(item: str | Path | Predictions, taxonomy: Taxonomy, what: str) -> tuple[Predictions, str]:
