@@ -608,7 +608,8 @@ def _read_ids(csv_path: Path, split: str, n: int) -> tuple[np.ndarray, np.ndarra
         raise FileFormatError([bad], what="id file")
     index = cells.astype(np.int64)
     if index.size != n or not np.array_equal(np.sort(index), np.arange(n)):
-        message = f"split {split!r} lists {index.size} rows; expected indices 0..{n - 1} once each (the npz's rows)"
+        expected = f"expected indices 0..{n - 1} once each (the npz's rows)"
+        message = f"split {split!r} lists {index.size} rows; {expected}"
         raise FileFormatError([Problem(message, file=str(csv_path))], what="id file")
     ids = np.empty(n, dtype=object)
     ids[index] = table.column("id")[mine]
