@@ -29,9 +29,9 @@ import numpy as np
 import yaml
 
 from hierclf import Taxonomy
-from hierclf.io.atomic import atomic_write_text
 from hierclf.io import located_yaml as _yaml
-from hierclf.taxonomy.synthetic import random_taxonomy
+from hierclf.io.atomic import atomic_write_text
+from hierclf.taxonomy.synthetic import random_cut, random_taxonomy
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -53,18 +53,6 @@ def pure_python_load(text: str) -> Taxonomy:
         return Taxonomy.from_text(text)
     finally:
         _yaml._FastLoader = saved
-
-
-def random_cut(tax: Taxonomy, rng: np.random.Generator) -> list[str]:
-    out, stack = [], [tax.root]
-    while stack:
-        n = stack.pop()
-        kids = tax.children(n)
-        if not kids or (n != tax.root and rng.random() < 0.3):
-            out.append(n)
-        else:
-            stack.extend(kids)
-    return out
 
 
 def brute_force_ranges(tax: Taxonomy, cut: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +81,7 @@ def bench(name: str, text: str, repeats: int) -> dict[str, object]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     row["safe_load_only_s"] = median_time(lambda: yaml.load(text, Loader=loader), repeats)
     row["index_s"] = median_time(lambda: Taxonomy(tax.spec, check=False).index, repeats)
-    cut = random_cut(tax, np.random.default_rng(0))
+    cut = random_cut(tax, np.random.default_rng(0), stop=0.3)
     row["cut_size"] = len(cut)
     row["column_ranges_s"] = median_time(lambda: tax.column_ranges(cut), repeats)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
+from hierclf.taxonomy.synthetic import tree_from_parents
 from hierclf.taxonomy.validation import normalise_name
 
 _WORD = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=5)
@@ -125,14 +126,13 @@ def tree_dicts(
             if meta:
                 node["metadata"] = meta
         nodes.append(node)
-    for i in range(n - 1, 0, -1):  # children in creation order
-        nodes[parent[i]].setdefault("children", []).insert(0, nodes[i])
+    root = tree_from_parents(parent, nodes)  # children in creation order
     if rich:
         for dataset in draw(st.lists(st.sampled_from(["ham", "isic", "fitz"]), max_size=2, unique=True)):
             coded = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
             for code, i in enumerate(coded):
                 nodes[i].setdefault("codes", {})[dataset] = code
-    out: dict[str, Any] = {"name": draw(node_ids), "root": nodes[0]}
+    out: dict[str, Any] = {"name": draw(node_ids), "root": root}
     if rich and draw(st.booleans()):
         out["description"] = draw(names)
     return out
