@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from hierclf import Taxonomy
-from hierclf.io import located_yaml as _yaml
+from hierclf.io import yaml_files as _yaml
 from hierclf.io.atomic import atomic_write_text
 from hierclf.taxonomy.synthetic import random_cut, random_taxonomy
 

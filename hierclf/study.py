@@ -60,7 +60,7 @@ class StudyResult:
 
 def _protocol_training(protocol_path: Path) -> dict[str, Any]:
     """The protocol's raw ``training:`` mapping (read before the protocol, which needs the taxonomy)."""
-    from hierclf.io.located_yaml import load_located_file
+    from hierclf.io.yaml_files import load_located_file
 
     doc = load_located_file(protocol_path)
     if doc.problems:

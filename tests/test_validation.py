@@ -306,7 +306,7 @@ def test_injected_problems_are_all_found_at_their_lines(data: dict, draw: st.Dat
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree_dicts(max_nodes=15))
 def test_libyaml_fast_path_equals_pure_python_parser(data: dict) -> None:
-    from hierclf.io import located_yaml as _yaml
+    from hierclf.io import yaml_files as _yaml
 
     if _yaml._FastLoader is None:
         pytest.skip("PyYAML without libyaml: there is only one parser")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hierclf.classes.class_map import ClassMap, above_cut_error
+from hierclf.classes.label_mapping import ClassMap, above_cut_error
 from hierclf.classes.residual import RESIDUAL_SUFFIX, residual_class, residual_node
 from hierclf.errors import HierclfError, UnknownNameError
 from hierclf.options import look_up_option
@@ -72,7 +72,7 @@ class TrainingClasses:
             (``"<node>:residual"``) right before the classes under their node. Without residual classes
             ``classes`` passes :meth:`Taxonomy.cut`.
         counts: images per class, aligned with ``classes``.
-        class_map: the class of every label (:class:`~hierclf.classes.class_map.ClassMap`).
+        class_map: the class of every label (:class:`~hierclf.classes.label_mapping.ClassMap`).
         max_class_size, inclusive, internal_labels: the settings used.
         dropped: split internal node -> images left out of training (``internal_labels="drop"`` only).
     """

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
 from hierclf.io.atomic import atomic_open
-from hierclf.io.csv_table import CsvTable, read_csv_table
+from hierclf.io.csv_files import CsvTable, read_csv_table
 from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)

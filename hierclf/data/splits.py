@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, HierclfError, Problem
-from hierclf.io.csv_table import read_csv_table
+from hierclf.io.csv_files import read_csv_table
 
 logger = logging.getLogger(__name__)
 

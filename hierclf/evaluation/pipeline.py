@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.classes.class_map import ClassMap
+from hierclf.classes.label_mapping import ClassMap
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
 from hierclf.evaluation import metrics as M
 from hierclf.evaluation.prediction_files import Predictions, read_predictions
 from hierclf.evaluation.protocol_format import Protocol, TaskSpec
 from hierclf.functional import conditional, rollup
-from hierclf.io.csv_table import read_csv_table
+from hierclf.io.csv_files import read_csv_table
 from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError
-from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.io.problems import FieldError, dotted, problems_from_validation_error
+from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = [

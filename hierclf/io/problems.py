@@ -1,7 +1,7 @@
 """pydantic's validation errors as positioned :class:`~hierclf.errors.Problem` records: the one translator.
 
 Every hierclf file format (taxonomies, protocols, training configurations) is a pydantic model read from YAML
-with positions (:mod:`hierclf.io.located_yaml`). :func:`problems_from_validation_error` turns each pydantic
+with positions (:mod:`hierclf.io.yaml_files`). :func:`problems_from_validation_error` turns each pydantic
 error into one line ``where: what`` at the file, line and column of the offending value:
 
 * ``where`` names the place: the dotted path of the value (``data.csv.train``, ``tasks[0].name``) or, for a
@@ -37,7 +37,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from hierclf.errors import Problem, did_you_mean
-from hierclf.io.located_yaml import LocatedYAML, PathKey
+from hierclf.io.yaml_files import LocatedYAML, PathKey
 
 __all__ = [
     "FieldError",

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from hierclf.errors import Problem, TaxonomyError, UnknownNameError, did_you_mean
-from hierclf.io.located_yaml import LocatedYAML
+from hierclf.io.yaml_files import LocatedYAML
 from hierclf.taxonomy.format import FORMAT_VERSION, NodeSpec, TaxonomyFile
 from hierclf.taxonomy.index import TaxonomyIndex, build_index
 from hierclf.taxonomy.validation import (

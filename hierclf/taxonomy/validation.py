@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from hierclf.errors import Problem
-from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.io.problems import FieldError, dotted, kind_of, problems_from_validation_error
+from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.format import TaxonomyFile
 
 _ID_RULE = (

@@ -1,6 +1,6 @@
 """The training configuration: a pydantic model read from YAML with every error positioned (file:line:col).
 
-``TrainConfig.from_yaml("run.yaml")`` reads the file with :func:`hierclf.io.located_yaml.load_located` (safe
+``TrainConfig.from_yaml("run.yaml")`` reads the file with :func:`hierclf.io.yaml_files.load_located` (safe
 loader,
 duplicate keys refused), validates it (unknown fields, types, ranges, unknown backbone with "did you mean"),
 then checks it against the taxonomy (class nodes, the node of an ``val_auc:<node>`` metric). Relative paths
@@ -26,8 +26,8 @@ from pydantic import (
 
 from hierclf.classes.esteva import INTERNAL_LABEL_MODES
 from hierclf.errors import FileFormatError, Problem, UnknownNameError, did_you_mean
-from hierclf.io.located_yaml import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.io.problems import problems_from_validation_error
+from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.options import look_up_option, option_validator
 
 __all__ = [
