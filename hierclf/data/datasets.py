@@ -483,7 +483,36 @@ def make_synthetic_dermamnist(
     _check_size(size)
     path = Path(path)
     npz_path = path if path.suffix == ".npz" else path / dermamnist_filename(size)
-    wanted = {"train": n_train, "val": n_val, "test": n_test}
+    counts = _split_class_counts({"train": n_train, "val": n_val, "test": n_test}, class_counts)
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    id_rows: list[tuple[str, int, str, str]] = []
+    next_group = 0
+    for split in SPLITS:
+        labels, groups = _synthetic_lesions(counts[split], next_group, rng)
+        next_group += len(np.unique(groups))
+        local = np.unique(groups, return_inverse=True)[1].reshape(-1) if groups.size else groups
+        arrays[f"{split}_images"] = _synthetic_images(labels, local, size, rng, noise)
+        arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
+        id_rows.extend(
+            (split, i, f"syn_{split}_{i:05d}", f"SYN_L{g:05d}") for i, g in enumerate(groups.tolist())
+        )
+    _publish_synthetic(npz_path, arrays, id_rows if write_ids else None)
+    logger.info(
+        "wrote synthetic DermaMNIST %s (%s)",
+        npz_path,
+        ", ".join(f"{s} {int(counts[s].sum())}" for s in SPLITS),
+    )
+    return npz_path
+
+
+def _split_class_counts(
+    wanted: Mapping[str, int | None], class_counts: Mapping[str, Sequence[int]] | None
+) -> dict[str, np.ndarray]:
+    """Images per class code in each split: given exactly, or ``n_split`` shared out like the real splits."""
+    extra = set(class_counts or {}) - set(SPLITS)
+    if extra:
+        raise UnknownNameError("split", sorted(extra)[0], SPLITS, "in class_counts")
     counts: dict[str, np.ndarray] = {}
     for split in SPLITS:
         if class_counts is not None and split in class_counts:
@@ -494,52 +523,49 @@ def make_synthetic_dermamnist(
                     f"(codes 0-6); got {list(class_counts[split])}"
                 )
             counts[split] = c
-        else:
-            n = wanted[split]
-            n = sum(DERMAMNIST_COUNTS[split]) if n is None else int(n)
-            if n < 0:
-                raise HierclfError(f"n_{split} must be >= 0; got {n}")
-            counts[split] = _allocate(n, DERMAMNIST_COUNTS[split])
-    extra = set(class_counts or {}) - set(SPLITS)
-    if extra:
-        raise UnknownNameError("split", sorted(extra)[0], SPLITS, "in class_counts")
-    rng = np.random.default_rng(seed)
-    arrays: dict[str, np.ndarray] = {}
-    id_rows: list[tuple[str, int, str, str]] = []
-    next_group = 0
-    for split in SPLITS:
-        labels_parts, group_parts = [], []
-        for code in range(_N_CODES):  # loop over the 7 classes, not samples
-            n_c = int(counts[split][code])
-            sizes = _lesion_sizes(n_c, rng)
-            group_parts.append(np.repeat(np.arange(next_group, next_group + sizes.size), sizes))
-            labels_parts.append(np.full(n_c, code, dtype=np.int64))
-            next_group += sizes.size
-        labels = np.concatenate(labels_parts)
-        groups = np.concatenate(group_parts)
-        order = rng.permutation(labels.size)
-        labels, groups = labels[order], groups[order]
-        local = np.unique(groups, return_inverse=True)[1].reshape(-1) if groups.size else groups
-        arrays[f"{split}_images"] = _synthetic_images(labels, local, size, rng, noise)
-        arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
-        id_rows.extend(
-            (split, i, f"syn_{split}_{i:05d}", f"SYN_L{g:05d}") for i, g in enumerate(groups.tolist())
-        )
-    ordered = {k: arrays[k] for s in SPLITS for k in (f"{s}_images",)}
-    ordered.update({k: arrays[k] for s in SPLITS for k in (f"{s}_labels",)})
-    with atomic_open(npz_path, "wb") as handle:
-        np.savez(handle, **ordered)  # type: ignore[arg-type]
-    if write_ids:
-        with atomic_open(npz_path.with_name(_ids_filename(npz_path.name)), "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["split", "index", "id", "group"])
-            writer.writerows(id_rows)
-    logger.info(
-        "wrote synthetic DermaMNIST %s (%s)",
-        npz_path,
-        ", ".join(f"{s} {int(counts[s].sum())}" for s in SPLITS),
-    )
-    return npz_path
+            continue
+        n = wanted[split]
+        n = sum(DERMAMNIST_COUNTS[split]) if n is None else int(n)
+        if n < 0:
+            raise HierclfError(f"n_{split} must be >= 0; got {n}")
+        counts[split] = _allocate(n, DERMAMNIST_COUNTS[split])
+    return counts
+
+
+def _synthetic_lesions(
+    counts: np.ndarray, first_group: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, groups)`` of one split in shuffled order: 1-3 images per lesion, one class per lesion,
+    lesion numbers from ``first_group`` on (so no lesion spans two splits)."""
+    labels_parts, group_parts = [], []
+    next_group = first_group
+    for code in range(_N_CODES):  # loop over the 7 classes, not samples
+        n_c = int(counts[code])
+        sizes = _lesion_sizes(n_c, rng)
+        group_parts.append(np.repeat(np.arange(next_group, next_group + sizes.size), sizes))
+        labels_parts.append(np.full(n_c, code, dtype=np.int64))
+        next_group += sizes.size
+    labels = np.concatenate(labels_parts)
+    groups = np.concatenate(group_parts)
+    order = rng.permutation(labels.size)
+    return labels[order], groups[order]
+
+
+def _publish_synthetic(
+    npz_path: Path, arrays: Mapping[str, np.ndarray], id_rows: list[tuple[str, int, str, str]] | None
+) -> None:
+    """Write the npz and its ids CSV to temporary files, then publish the ids first and the npz last: a run
+    that finds the npz always finds its ids (a kill between the two renames leaves no npz, so the next run
+    generates both again)."""
+    ordered = {f"{s}_images": arrays[f"{s}_images"] for s in SPLITS}
+    ordered.update({f"{s}_labels": arrays[f"{s}_labels"] for s in SPLITS})
+    with atomic_open(npz_path, "wb") as npz_handle:
+        np.savez(npz_handle, **ordered)  # type: ignore[arg-type]
+        if id_rows is not None:  # the inner file is published when its block ends, before the npz
+            with atomic_open(npz_path.with_name(_ids_filename(npz_path.name)), "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["split", "index", "id", "group"])
+                writer.writerows(id_rows)
 
 
 def _missing_file_error(root: Path, name: str, size: int, failure: str = "") -> HierclfError:
@@ -691,39 +717,51 @@ def load_dermamnist(
     _check_split(split)
     tax = taxonomy if taxonomy is not None else _default_taxonomy()
     code_map = tax.codes("dermamnist")  # UnknownNameError (did you mean ...) when the tree has none
-    name = dermamnist_filename(size)
-    if npz is not None:
-        file = Path(npz)
-        root = file.parent
-    else:
-        root = Path(root)
-        file = root / name
-    medmnist_ds = None
-    if file.name == name:
-        if not file.is_file():
-            if not download:
-                raise _missing_file_error(root, name, size)
-            root.mkdir(parents=True, exist_ok=True)
-        import medmnist
-
-        try:
-            # medmnist downloads only when asked; a present file is never re-fetched (its MD5 check would
-            # otherwise replace a generated or locally re-packed file)
-            medmnist_ds = medmnist.DermaMNIST(
-                split=split, root=str(root), size=size, download=download and not file.is_file()
-            )
-        except (RuntimeError, OSError) as err:
-            if file.is_file():
-                raise HierclfError(f"medmnist could not read {file}: {err}") from err
-            raise _missing_file_error(root, name, size, str(err).strip().splitlines()[0]) from err
-        images, codes = _check_layout(
-            {f"{split}_images": medmnist_ds.imgs, f"{split}_labels": medmnist_ds.labels}, file, split, size
-        )
+    file = Path(npz) if npz is not None else Path(root) / dermamnist_filename(size)
+    if file.name == dermamnist_filename(size):
+        images, codes, medmnist_ds = _read_through_medmnist(file, split, size, download)
     else:
         if not file.is_file():
             raise HierclfError(f"DermaMNIST npz {file} not found")
         with np.load(file) as z:
             images, codes = _check_layout(z, file, split, size)
+        medmnist_ds = None
+    labels = _code_labels(codes, code_map, tax, file, split)
+    ids, groups = _split_ids(file, split, codes.size, ids_csv)
+    return DermaMNISTSplit(images, codes, labels, ids, groups, transform, split, size, file, medmnist_ds)
+
+
+def _read_through_medmnist(
+    file: Path, split: str, size: int, download: bool
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Images and codes of one split read by ``medmnist.DermaMNIST`` (a missing file downloaded if asked)."""
+    root, name = file.parent, file.name
+    if not file.is_file():
+        if not download:
+            raise _missing_file_error(root, name, size)
+        root.mkdir(parents=True, exist_ok=True)
+    import medmnist
+
+    try:
+        # medmnist downloads only when asked; a present file is never re-fetched (its MD5 check would
+        # otherwise replace a generated or locally re-packed file)
+        medmnist_ds = medmnist.DermaMNIST(
+            split=split, root=str(root), size=size, download=download and not file.is_file()
+        )
+    except (RuntimeError, OSError) as err:
+        if file.is_file():
+            raise HierclfError(f"medmnist could not read {file}: {err}") from err
+        raise _missing_file_error(root, name, size, str(err).strip().splitlines()[0]) from err
+    images, codes = _check_layout(
+        {f"{split}_images": medmnist_ds.imgs, f"{split}_labels": medmnist_ds.labels}, file, split, size
+    )
+    return images, codes, medmnist_ds
+
+
+def _code_labels(
+    codes: np.ndarray, code_map: Mapping[int, str], tax: Taxonomy, file: Path, split: str
+) -> np.ndarray:
+    """Node ids of DermaMNIST's integer codes through the taxonomy's ``dermamnist`` codes."""
     unknown = sorted(set(np.unique(codes).tolist()) - set(code_map))
     if unknown:
         raise HierclfError(
@@ -732,16 +770,19 @@ def load_dermamnist(
             f"`codes: {{dermamnist: <code>}}` to the leaves"
         )
     lookup = np.array([code_map.get(c, "") for c in range(max(code_map) + 1)], dtype=str)
-    labels = lookup[codes]
+    return lookup[codes]
+
+
+def _split_ids(
+    file: Path, split: str, n: int, ids_csv: str | Path | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sample ids and groups: from ``ids_csv`` or the side file beside the npz, else numbered, no groups."""
     ids_file = Path(ids_csv) if ids_csv is not None else file.with_name(_ids_filename(file.name))
     if ids_file.is_file():
-        ids, groups = _read_ids(ids_file, split, codes.size)
-    elif ids_csv is not None:
+        return _read_ids(ids_file, split, n)
+    if ids_csv is not None:
         raise HierclfError(f"id file {ids_file} not found")
-    else:
-        ids = np.char.add(f"dermamnist_{split}_", np.char.zfill(np.arange(codes.size).astype(str), 5))
-        groups = None
-    return DermaMNISTSplit(images, codes, labels, ids, groups, transform, split, size, file, medmnist_ds)
+    return np.char.add(f"dermamnist_{split}_", np.char.zfill(np.arange(n).astype(str), 5)), None
 
 
 @dataclass

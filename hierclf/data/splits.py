@@ -237,8 +237,7 @@ def _read_ham10000(metadata_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     problems = table.empty_cells(*required)
     if problems:
         raise FileFormatError(problems, what="HAM10000 metadata")
-    table = np.stack([table.column(c) for c in required], axis=1).reshape(-1, 3)
-    lesion, image, dx = table[:, 0], table[:, 1], table[:, 2]
+    lesion, image, dx = (table.column(c) for c in required)
     uniq, counts = np.unique(image, return_counts=True)
     if (counts > 1).any():
         raise FileFormatError(
