@@ -171,7 +171,8 @@ def read_csv_table(
         FileFormatError: every problem found, positioned.
     """
     file = str(path)
-    reader = csv.reader(io.StringIO(read_text_file(path, what=what, encoding=encoding), newline=""))
+    text = read_text_file(path, what=what, encoding=encoding)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: a stray quote is an error
     try:
         header = next(reader, None)
         if header is None:
