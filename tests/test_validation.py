@@ -240,7 +240,7 @@ def test_file_not_found_and_unreadable(tmp_path: Path) -> None:
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00")
     (problem,) = validate_file(binary).problems
-    assert problem.message.startswith("cannot read file:")
+    assert problem.message.startswith("byte 0xff is not UTF-8 text") and problem.line == 1
 
 
 def test_merge_keys_and_anchors_are_resolved_like_safe_load() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,39 +29,9 @@ from typing import Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, Problem, did_you_mean
+from hierclf.io.text_files import read_text_file
 
-__all__ = ["CsvTable", "check_header", "read_csv_table", "read_text_file"]
-
-
-def read_text_file(path: str | Path, *, what: str, encoding: str = "utf-8-sig") -> str:
-    """The text of a regular file; :class:`FileFormatError` (one positioned problem) otherwise.
-
-    Refuses what is not a regular file (a directory, a FIFO, a device): reading one would hang or never end.
-    """
-    file = str(path)
-    try:
-        mode = Path(path).stat().st_mode
-    except FileNotFoundError:
-        raise FileFormatError([Problem("file not found", file, code="file")], what=what) from None
-    except OSError as exc:
-        raise FileFormatError(
-            [Problem(f"cannot read file: {exc.strerror or exc}", file, code="file")], what=what
-        ) from None
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise FileFormatError([Problem(f"{kind}, expected a {what} file", file, code="file")], what=what)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise FileFormatError(
-            [Problem(f"cannot read file: {exc.strerror or exc}", file, code="file")], what=what
-        ) from None
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        message = f"byte 0x{raw[exc.start]:02x} is not UTF-8 text (save the file as UTF-8)"
-        raise FileFormatError([Problem(message, file, line, code="encoding")], what=what) from None
+__all__ = ["CsvTable", "check_header", "read_csv_table"]
 
 
 def check_header(header: Sequence[str], file: str, *, what: str) -> list[str]:

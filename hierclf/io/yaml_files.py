@@ -4,6 +4,12 @@ PyYAML's ``safe_load`` silently keeps the last of two equal mapping keys and for
 stood. Taxonomy and protocol validation need both: this module composes the document with a
 ``yaml.SafeLoader`` subclass (never the unsafe loader) and builds plain Python values while recording the
 line and column of every value by its path from the document root.
+
+A small file must not exhaust memory or time, and no value may crash the loader: every problem becomes a
+positioned :class:`~hierclf.errors.Problem`, never an exception. Aliases are expanded only up to
+:data:`MAX_VALUES` values in all (a kilobyte "billion laughs" document would otherwise expand to billions),
+nesting stops at :data:`_MAX_DEPTH` levels, and scalars that cannot be constructed (``!!int abc``, an invalid
+date, an integer of thousands of digits) and control characters are reported where they stand.
 """
 
 from __future__ import annotations
@@ -14,11 +20,17 @@ from typing import Any
 
 import yaml
 
-from hierclf.errors import Problem
+from hierclf.errors import FileFormatError, Problem
+from hierclf.io.text_files import read_text_file
 
 PathKey = tuple[str | int, ...]
 
+#: the largest YAML file hierclf reads (taxonomies, protocols and configurations are kilobytes)
+MAX_YAML_BYTES = 32 * 1024 * 1024
+
 _MAX_DEPTH = 500
+#: the most values one document may build (aliases included): the shipped ISIC tree builds about 3,000
+MAX_VALUES = 1_000_000
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -33,6 +45,17 @@ _FastLoader: type | None = (
 )
 
 
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+class _Refused(Exception):
+    """A document refused while it is built (too many values): carries the problem's mark."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
 @dataclass
 class LocatedYAML:
     """A YAML document as plain Python values, with the position of every value and the problems found."""
@@ -41,6 +64,7 @@ class LocatedYAML:
     file: str
     positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    budget: int = field(default=MAX_VALUES, repr=False)
 
     def position(self, path: PathKey) -> tuple[int | None, int | None]:
         """Line and column (1-based) of the value at ``path``, or of its nearest recorded ancestor."""
@@ -61,56 +85,101 @@ def _line_col(mark: yaml.Mark | None) -> tuple[int | None, int | None]:
 
 
 def load_located(text: str, file: str = "<string>") -> LocatedYAML:
-    """Parse ``text``; syntax errors and duplicate keys become problems instead of exceptions.
+    """Parse ``text``; syntax errors, duplicate keys and unreadable values become problems, not exceptions.
 
     >>> doc = load_located("a: 1\\nb:\\n  c: 2\\na: 3\\n", "x.yaml")
     >>> doc.data, doc.position(("b", "c"))
     ({'a': 3, 'b': {'c': 2}}, (3, 6))
     >>> print(doc.problems[0])
     x.yaml:4:1: error: duplicate key 'a' (first at line 1); YAML would silently keep only the last value
+    >>> print(load_located("x: !!int abc", "y.yaml").problems[0])  # doctest: +ELLIPSIS
+    y.yaml:1:4: error: malformed YAML: cannot read value 'abc' (tag !!int): invalid literal for int() with...
     """
     if _FastLoader is not None:
         doc = _load_with(_FastLoader, text, file)
-        if not any(p.code == "yaml-syntax" for p in doc.problems):
+        if not any(p.code == "yaml-syntax" for p in doc.problems) or _too_deep(doc):
             return doc
     # pure-Python parser: the reference, and the one whose syntax-error messages we report everywhere
     return _load_with(_SafeLoader, text, file)
 
 
+def _too_deep(doc: LocatedYAML) -> bool:
+    """libyaml refused the nesting: the pure-Python parser would only recurse until Python's limit."""
+    return any("nesting depth" in p.message or "too deeply" in p.message for p in doc.problems)
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    line, column = _line_col(exc.problem_mark or exc.context_mark)
+    what = str(exc.problem or exc.context or "cannot parse")
+    if exc.context and exc.problem:
+        context_line, context_column = _line_col(exc.context_mark)
+        where = "" if context_line is None else f" at line {context_line}, column {context_column}"
+        what += f" ({exc.context}{where})"
+    return Problem(f"malformed YAML: {what}", file, line, column, code="yaml-syntax")
+
+
+def _reader_problem(exc: yaml.YAMLError, text: str, file: str) -> Problem:
+    """A reader error (a control character, a bad byte): its position is an offset into the text."""
+    position = getattr(exc, "position", None)
+    if position is None:
+        return Problem(f"malformed YAML: {exc}", file, code="yaml-syntax")
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = getattr(exc, "character", None)  # the code point (an int; a str in some PyYAML versions)
+    code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+    what = f"character {code:#06x} is not allowed in YAML" if isinstance(code, int) else str(exc)
+    return Problem(f"malformed YAML: {what}", file, line, column, code="yaml-syntax")
+
+
 def _load_with(loader_class: type, text: str, file: str) -> LocatedYAML:
-    doc = LocatedYAML(data=None, file=file)
-    loader = loader_class(text)
+    doc = LocatedYAML(data=None, file=file, budget=MAX_VALUES)
+    loader = None
     try:
+        loader = loader_class(text)  # the pure-Python reader checks the characters here
         root = loader.get_single_node()
         if root is not None:
             doc.data = _build(loader, root, (), doc, 0)
     except yaml.MarkedYAMLError as exc:
-        line, column = _line_col(exc.problem_mark or exc.context_mark)
-        what = str(exc.problem or exc.context or "cannot parse")
-        if exc.context and exc.problem:
-            context_line, context_column = _line_col(exc.context_mark)
-            where = "" if context_line is None else f" at line {context_line}, column {context_column}"
-            what += f" ({exc.context}{where})"
-        doc.problems.append(Problem(f"malformed YAML: {what}", file, line, column, code="yaml-syntax"))
+        doc.problems.append(_syntax_problem(exc, file))
         doc.data = None
-    except yaml.YAMLError as exc:  # pragma: no cover - reader errors without marks
-        doc.problems.append(Problem(f"malformed YAML: {exc}", file, code="yaml-syntax"))
+    except yaml.YAMLError as exc:  # reader errors: positions are offsets
+        doc.problems.append(_reader_problem(exc, text, file))
+        doc.data = None
+    except RecursionError:
+        message = "malformed YAML: the document is nested too deeply for the parser"
+        doc.problems.append(Problem(message, file, code="yaml-syntax"))
+        doc.data = None
+    except _Refused as exc:
+        line, column = _line_col(exc.mark)
+        doc.problems.append(Problem(exc.message, file, line, column, code="yaml-size"))
         doc.data = None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return doc
 
 
-def load_located_file(path: str | Path) -> LocatedYAML:
-    """Read and parse a YAML file (UTF-8). A missing or unreadable file is reported as a problem."""
-    name = str(path)
+def load_located_file(path: str | Path, *, what: str = "YAML") -> LocatedYAML:
+    """Read and parse a YAML file (UTF-8). A missing, special, huge or non-UTF-8 file is a problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return LocatedYAML(None, name, problems=[Problem("file not found", name, code="file")])
-    except (OSError, UnicodeDecodeError) as exc:
-        return LocatedYAML(None, name, problems=[Problem(f"cannot read file: {exc}", name, code="file")])
-    return load_located(text, name)
+        text = read_text_file(path, what=what, encoding="utf-8", max_bytes=MAX_YAML_BYTES)
+    except FileFormatError as exc:
+        return LocatedYAML(None, str(path), problems=list(exc.problems))
+    return load_located(text, str(path))
+
+
+def _scalar(loader: Any, node: yaml.Node) -> Any:
+    """A scalar (or other plain value) constructed by the safe loader; a value its constructor refuses
+    (``!!int abc``, the 30th of February, thousands of digits) raises a positioned YAML error."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError, TypeError) as exc:
+        shown = node.value if isinstance(node.value, str) else "value"
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+        raise yaml.MarkedYAMLError(
+            problem=f"cannot read value {shown!r} (tag {tag}): {exc}", problem_mark=node.start_mark
+        ) from None
 
 
 def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth: int) -> Any:
@@ -118,7 +187,18 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
         raise yaml.MarkedYAMLError(
             problem="document nested too deeply (recursive anchor?)", problem_mark=node.start_mark
         )
+    doc.budget -= 1
+    if doc.budget < 0:  # an alias repeats its anchor's whole value: a few lines can mean billions
+        raise _Refused(
+            f"the document expands to more than {MAX_VALUES:,} values (aliases repeating large values?)",
+            node.start_mark,
+        )
     doc.positions[path] = _line_col(node.start_mark)  # type: ignore[assignment]
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
+        # a safe loader builds only plain mappings and lists: an explicit tag would be silently dropped
+        raise yaml.MarkedYAMLError(
+            problem=f"unsupported tag {node.tag!r} on a collection", problem_mark=node.start_mark
+        )
     if isinstance(node, yaml.MappingNode):
         if not hasattr(node, "_n_merged"):  # an anchored node can be visited again through an alias
             explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
@@ -128,7 +208,7 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
         out: dict[Any, Any] = {}
         first_seen: dict[Any, int | None] = {}
         for i, (key_node, value_node) in enumerate(node.value):
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(loader, key_node)
             try:
                 hash(key)
             except TypeError:
@@ -157,4 +237,4 @@ def _build(loader: Any, node: yaml.Node, path: PathKey, doc: LocatedYAML, depth:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, (*path, i), doc, depth + 1) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node)

@@ -67,7 +67,7 @@ def validate_text(text: str, file: str = "<string>", strict: bool = False) -> Va
 
 def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationReport:
     report = ValidationReport(file=doc.file, problems=list(doc.problems))
-    if any(p.code in ("yaml-syntax", "file") for p in doc.problems):
+    if any(p.code in ("yaml-syntax", "yaml-size", "file") for p in doc.problems):
         return report
     if doc.data is None or doc.data == {}:
         report.problems.append(
