@@ -144,7 +144,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1 epoch, then a crash in the middle of epoch 2, then resume == 2 epochs straight (``trained``)."""
-    import hierclf.train.loop as train_mod
+    import hierclf.train.epoch as train_mod
 
     cfg = _config(tmp_path, out=str(tmp_path / "resumed"))
     first = fit(cfg, progress=False, stop_after_epochs=1)
