@@ -79,10 +79,12 @@ class EpochBatchSampler:
         return torch.multinomial(self.weights.double(), self.n, replacement=True, generator=g)
 
     def __len__(self) -> int:
+        """Batches per epoch (at least 1, at most ``max_steps``)."""
         steps = self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
         return max(1, min(steps, self.max_steps)) if self.max_steps else max(1, steps)
 
     def __iter__(self) -> Iterator[list[int]]:
+        """This rank's share of each global batch of the epoch, as lists of dataset indices."""
         order = self.global_order()
         for step in range(len(self)):
             batch = order[step * self.batch_size : (step + 1) * self.batch_size]

@@ -274,7 +274,8 @@ def _leave_out_unmapped(source: Any, class_index: Mapping[str, int]) -> Any:
 def _with_unscored(class_index: Mapping[str, int]) -> Callable[[list[str]], np.ndarray]:
     """A ``class_index`` callable giving :data:`UNSCORED` to labels the mapping lacks."""
 
-    def index(names: list[str]) -> np.ndarray:  # one entry per distinct label, not per sample
+    def index(names: list[str]) -> np.ndarray:
+        """Class index of each distinct label (called once per split, not per sample)."""
         return np.array([class_index.get(n, UNSCORED) for n in names], dtype=np.int64)
 
     return index

@@ -144,6 +144,7 @@ def auc_scorer(
     from hierclf.functional import conditional, rollup
 
     def check_above(nodes: list[str], what: str) -> None:
+        """Refuse nodes below the head's classes (their probability is not defined)."""
         for node in nodes:
             above = taxonomy.cut_node_above(node, classes)
             if above is not None:
@@ -153,6 +154,7 @@ def auc_scorer(
                 )
 
     def under(labels: np.ndarray, nodes: list[str]) -> np.ndarray:
+        """``(n,)`` bool: the label is one of ``nodes`` or below one."""
         members = set().union(*({n, *taxonomy.descendants(n)} for n in nodes))
         return np.isin(labels, sorted(members))
 
@@ -162,6 +164,7 @@ def auc_scorer(
         check_above([node], f"early_stopping.metric {metric!r}")
 
         def node_auc(probs: np.ndarray, labels: np.ndarray) -> float:
+            """AUC of the node's rolled-up probability, label under the node against the rest."""
             y = under(labels, [node])
             if y.all() or not y.any():
                 return float("nan")
@@ -178,6 +181,7 @@ def auc_scorer(
     check_above([*task.positive, *task.negative], f"task {name!r}")
 
     def task_auc(probs: np.ndarray, labels: np.ndarray) -> float:
+        """AUC of P(pos) / (P(pos) + P(neg)) on the images under either side."""
         pos, neg = under(labels, list(task.positive)), under(labels, list(task.negative))
         keep = pos | neg
         if pos.sum() == 0 or neg.sum() == 0:
