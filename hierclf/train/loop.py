@@ -37,8 +37,16 @@ import torch
 
 from hierclf.io.atomic import atomic_write_text
 from hierclf.train.batches import EpochBatchSampler
-from hierclf.train.checkpoint import BEST, CHECKPOINT, DONE, RESOLVED, SelectionState, restore, save_best
-from hierclf.train.checkpoint import save_checkpoint as _save_checkpoint
+from hierclf.train.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    DONE,
+    RESOLVED,
+    SelectionState,
+    restore,
+    save_best,
+    save_checkpoint,
+)
 from hierclf.train.config import TrainConfig, load_train_config
 from hierclf.train.distributed import ProcessGroup, init_process_group, pick_device
 from hierclf.train.epoch import EpochOutcome, EpochStep
@@ -231,7 +239,7 @@ def select_and_checkpoint(run: TrainingRun, state: SelectionState, record: dict[
     value = record[run.metric]
     if state.record(record, value, run.config.early_stopping.mode):
         save_best(run, state)
-    _save_checkpoint(run, state)
+    save_checkpoint(run, state)
     logger.info(
         "epoch %d/%d: train loss %.4f, %s %.4f (best %s at epoch %d)",
         record["epoch"],
