@@ -144,7 +144,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_continues_exactly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1 epoch, then a crash in the middle of epoch 2, then resume == 2 epochs straight (``trained``)."""
-    import hierclf.train.loop as train_mod
+    import hierclf.train.epoch as train_mod
 
     cfg = _config(tmp_path, out=str(tmp_path / "resumed"))
     first = fit(cfg, progress=False, stop_after_epochs=1)
@@ -321,24 +321,24 @@ def test_coarser_classes(kind: str, tmp_path: Path) -> None:
     assert test.columns == tuple(expected) and set(test.labels) <= set(tax.leaves)
 
 
-def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
-    """Own images from CSV files, some labelled at an internal node that the partition splits: the head gets
-    a residual class, and the prediction files are over the cut (every column a node, rows summing to 1)."""
+#: labels of the CSV runs: 3 images at keratinocyte_carcinoma, an internal node that a partition with
+#: max_class_size 8 splits (bcc 4 + akiec 3 + its own 3 = 10 images)
+CSV_LABELS = (
+    ["nv"] * 12
+    + ["mel"] * 6
+    + ["bcc"] * 4
+    + ["akiec"] * 3
+    + ["keratinocyte_carcinoma"] * 3
+    + ["bkl"] * 4
+    + ["df"] * 2
+    + ["vasc"] * 2
+)
+
+
+def _csv_run(tmp_path: Path, labels: list[str], **extra: object) -> Path:
+    """A config over random 28x28 PNGs listed in one CSV (used as train, val and test), patient-grouped."""
     from PIL import Image
 
-    from hierclf.classes.esteva import partition
-    from hierclf.evaluation.prediction_files import read_predictions
-
-    labels = (
-        ["nv"] * 12
-        + ["mel"] * 6
-        + ["bcc"] * 4
-        + ["akiec"] * 3
-        + ["keratinocyte_carcinoma"] * 3
-        + ["bkl"] * 4
-        + ["df"] * 2
-        + ["vasc"] * 2
-    )
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()
     rows = ["path,label,patient"]
@@ -347,13 +347,27 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
         rows.append(f"img/{i}.png,{label},p{i // 2}")
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     csv = {"train": "list.csv", "val": "list.csv", "test": "list.csv", "group_column": "patient"}
-    cfg = _config(
+    settings: dict[str, object] = {
+        "out": str(tmp_path / "o"),
+        "epochs": 1,
+        "max_steps_per_epoch": 1,
+        "batch_size": 12,
+        "data": {"source": "csv", "csv": csv},
+        **extra,
+    }
+    return _config(tmp_path, **settings)  # type: ignore[arg-type]
+
+
+def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
+    """Own images from CSV files, some labelled at an internal node that the partition splits: the head gets
+    a residual class, and the prediction files are over the cut (every column a node, rows summing to 1)."""
+    from hierclf.classes.esteva import partition
+    from hierclf.evaluation.prediction_files import read_predictions
+
+    labels = CSV_LABELS
+    cfg = _csv_run(
         tmp_path,
-        out=str(tmp_path / "o"),
-        epochs=1,
-        max_steps_per_epoch=1,
-        batch_size=12,
-        data={"source": "csv", "csv": csv},
+        labels,
         classes={"kind": "partition", "max_class_size": 8},
         early_stopping={"metric": "val_auc:malignant"},
     )
@@ -367,6 +381,90 @@ def test_csv_images_with_a_residual_class(tmp_path: Path) -> None:
     np.testing.assert_allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
     assert test.groups is not None and test.groups[0] == "p0"
     assert sorted(test.labels.tolist()) == sorted(tax.resolve(k) for k in labels)
+
+
+def test_csv_images_with_dropped_internal_labels(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``internal_labels: drop``: the 3 training images at the split keratinocyte_carcinoma are left out of
+    training (logged, node and count); in validation and test they stay in the prediction files (over the
+    cut, labels as given) and the class metrics leave them out: val_loss, accuracy and balanced accuracy of
+    the history equal those recomputed from predictions/val.npz over the other images (classes found with
+    nx.descendants, balanced accuracy by scikit-learn)."""
+    import logging
+
+    import networkx as nx
+
+    from hierclf.classes.esteva import partition
+    from hierclf.evaluation.prediction_files import read_predictions
+
+    labels = CSV_LABELS
+    cfg = _csv_run(
+        tmp_path,
+        labels,
+        classes={"kind": "partition", "max_class_size": 8, "internal_labels": "drop"},
+        early_stopping={"metric": "val_loss"},
+    )
+    caplog.set_level(logging.INFO, logger="hierclf.train.inputs")
+    result = fit(cfg, progress=False)
+    tax = Taxonomy.from_yaml(DERMAMNIST)
+    counts = {tax.resolve(k): labels.count(k) for k in set(labels)}
+    part = partition(tax, counts, max_class_size=8, internal_labels="drop")
+    assert dict(part.dropped) == {"keratinocyte_carcinoma": 3} and not part.residual  # the case tested
+    assert result.classes == part.classes == part.cut
+    logged = [r.getMessage() for r in caplog.records if r.name == "hierclf.train.inputs"]
+    assert any(
+        "3 of 36 training images are left out" in m and "keratinocyte_carcinoma (3)" in m for m in logged
+    )
+    assert any(m.startswith("val: 3 image(s) labelled above") for m in logged), logged
+
+    for split in ("val", "test"):  # every image keeps its row
+        pred = read_predictions(result.predictions[split], tax)
+        assert pred.columns == part.cut
+        assert sorted(pred.labels.tolist()) == sorted(tax.resolve(k) for k in labels)
+        np.testing.assert_allclose(pred.probs.sum(axis=1), 1.0, atol=1e-5)
+    val = read_predictions(result.predictions["val"], tax)
+    scored = val.labels != "keratinocyte_carcinoma"
+    assert scored.sum() == 33
+    under = [{c} | nx.descendants(tax.graph, c) for c in val.columns]
+    truth = np.array(
+        [next(j for j, members in enumerate(under) if lab in members) for lab in val.labels[scored]]
+    )
+    probs = val.probs[scored].astype(np.float64)
+    record = result.history[result.best_epoch - 1]
+    assert result.best_epoch == 1
+    assert math.isclose(-np.log(probs[np.arange(len(truth)), truth]).mean(), record["val_loss"], rel_tol=1e-5)
+    pred_class = probs.argmax(axis=1)
+    assert math.isclose(float((pred_class == truth).mean()), record["val_accuracy"])
+    assert math.isclose(balanced_accuracy_score(truth, pred_class), record["val_balanced_accuracy"])
+
+
+def test_dropped_rows_keep_their_images_ids_and_groups() -> None:
+    """The training split without the dropped images: the remaining rows keep their order, ids, groups and
+    pixels (through the uint8 path of the batched pipeline); validation rows at a dropped node get the class
+    index UNSCORED and keep their row."""
+    from hierclf.data.datasets import ArrayImageDataset
+    from hierclf.data.transforms import to_uint8
+    from hierclf.train.inputs import UNSCORED, Pipeline, build_datasets
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    labels = ["bcc", "keratinocyte_carcinoma", "akiec", "keratinocyte_carcinoma", "mel", "bcc"]
+    source = ArrayImageDataset(images, labels, ids=[f"i{k}" for k in range(6)], groups=list("aabbcc"))
+    class_index = {"bcc": 0, "akiec": 1, "mel": 2}
+    pipeline = Pipeline(to_uint8(8), to_uint8(8))
+    sets = build_datasets(
+        {"train": source, "val": source, "test": source}, class_index, pipeline, leave_out_unmapped=True
+    )
+    kept = [0, 2, 4, 5]
+    train = sets["train"]
+    assert len(train) == 4 and train.labels.tolist() == [labels[k] for k in kept]
+    assert train.ids.tolist() == [f"i{k}" for k in kept] and train.groups.tolist() == list("abcc")
+    assert train.targets.tolist() == [0, 1, 2, 0]
+    for row, k in enumerate(kept):
+        image, target = train[row]
+        assert (
+            torch.equal(image, torch.from_numpy(images[k]).permute(2, 0, 1)) and target == train.targets[row]
+        )
+    assert sets["val"].targets.tolist() == [0, UNSCORED, 1, UNSCORED, 2, 0] and len(sets["test"]) == 6
 
 
 def test_protocol_task_metric(tmp_path: Path) -> None:
@@ -453,6 +551,27 @@ def test_epoch_batches_shard_the_global_batch(weighted: bool) -> None:
         assert len(set(sum(first, []))) == 48  # without replacement
 
 
+def test_seed_streams_are_the_formulas_of_earlier_runs() -> None:
+    """Every stream's seed, against the formulas written out here (those of every earlier hierclf run, so old
+    checkpoints resume exactly): data order and DataLoader workers ``seed * 1_000_003 + epoch``, batched
+    augmentation ``(seed * 1_000_003 + epoch) * 4099 + rank``, per-rank augmentation ``seed + 7919 * rank``;
+    and the sampler draws its order from the data-order stream."""
+    from hierclf.train.seeding import SeedStreams
+
+    for seed, rank, epoch in [(0, 0, 0), (3, 1, 2), (11, 3, 29)]:
+        streams = SeedStreams(seed, rank)
+        assert streams.model_init == seed
+        assert streams.data_order(epoch).initial_seed() == seed * 1_000_003 + epoch
+        assert streams.loader_workers(epoch).initial_seed() == seed * 1_000_003 + epoch
+        assert streams.loader_workers(epoch) is not streams.data_order(epoch)
+        assert streams.batch_augmentation(epoch).initial_seed() == (seed * 1_000_003 + epoch) * 4099 + rank
+        assert streams.rank_augmentation == seed + 7919 * rank
+        sampler = EpochBatchSampler(40, 8, seed=seed, world_size=1)
+        sampler.set_epoch(epoch)
+        expected = torch.randperm(40, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        assert torch.equal(sampler.global_order(), expected)
+
+
 def test_balanced_draws_equalise_classes() -> None:
     from hierclf.data.sampling import sampler_weights
 
@@ -465,6 +584,36 @@ def test_balanced_draws_equalise_classes() -> None:
 def test_batch_size_must_split_evenly() -> None:
     with pytest.raises(HierclfError, match="batch_size 10 .* divisible by the number of processes \\(3\\)"):
         EpochBatchSampler(100, 10, world_size=3)
+
+
+def test_user_errors_are_hierclf_errors(tmp_path: Path) -> None:
+    """Bad arguments raise TrainSettingError (a HierclfError and a ValueError) with one line; a file that is
+    not a training checkpoint raises CheckpointError instead of a KeyError."""
+    from hierclf.train.distributed import pick_device
+    from hierclf.train.errors import CheckpointError, TrainSettingError
+    from hierclf.train.seeding import set_determinism
+
+    with pytest.raises(TrainSettingError, match=r"^seed must be >= 0, got -1$") as err:
+        set_determinism(-1)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, HierclfError)
+    if not torch.backends.mps.is_available():
+        with pytest.raises(TrainSettingError, match="device 'mps' requested but MPS is not available"):
+            pick_device("mps")
+    with pytest.raises(TrainSettingError, match="divisible by the number of processes"):
+        EpochBatchSampler(100, 10, world_size=3)
+
+    cfg = _config(tmp_path, out=str(tmp_path / "o"), max_steps_per_epoch=1)
+    (tmp_path / "o").mkdir()
+    torch.save({"model": {}, "epoch": 1}, tmp_path / "o" / "checkpoint.pt")  # e.g. best.pt copied over
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint.pt is not a training checkpoint \(it lacks optimizer"
+    ):
+        fit(cfg, progress=False)
+
+
+def test_fit_options_are_keyword_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        fit(_config(tmp_path), False)  # type: ignore[misc]
 
 
 # --- bad configurations ------------------------------------------------------------------------------
@@ -593,6 +742,24 @@ def test_per_class_loss_weights_reach_the_loss(tmp_path: Path) -> None:
     assert loss.alpha.tolist() == [1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 1.0]
     cfg = load_train_config(_write(tmp_path, "loss: {name: weighted_ce, weights: none}\n"))
     assert build_loss(cfg.loss.name, class_counts=[10, 1], **cfg.loss.params()).weight.tolist() == [1.0, 1.0]
+
+
+def test_cli_run_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An error found while the run is built (a selection metric on a node below the head's cut) is one line
+    on stderr, not an internal error."""
+    from hierclf.cli import main
+
+    cfg = _config(
+        tmp_path,
+        out=str(tmp_path / "o"),
+        classes={"kind": "cut", "nodes": ["malignant", "nv", "benign_keratosis", "benign_dermal"]},
+        early_stopping={"metric": "val_auc:melanoma"},
+    )
+    assert main(["train", "--config", str(cfg), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "hierclf train: error: early_stopping.metric 'val_auc:melanoma': node 'melanoma' lies below the "
+        "head's classes (under 'malignant'); its probability is not defined"
+    ]
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,18 +57,21 @@ METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
 
 
 def _backbone_names() -> tuple[str, ...]:
+    """Names of the registered backbones (``hierclf.nn.backbones.BACKBONES``)."""
     from hierclf.nn.backbones import BACKBONES
 
     return BACKBONES.names()
 
 
 def _loss_names() -> tuple[str, ...]:
+    """Names of the registered losses (``hierclf.nn.losses.LOSSES``)."""
     from hierclf.nn.losses import LOSSES
 
     return LOSSES.names()
 
 
 def _sampler_names() -> tuple[str, ...]:
+    """Names of the registered samplers (``hierclf.data.sampling.SAMPLERS``)."""
     from hierclf.data.sampling import SAMPLERS
 
     return SAMPLERS.names()
@@ -91,6 +94,8 @@ class ConfigError(FileFormatError):
 
 
 class _Model(BaseModel):
+    """Settings models refuse unknown fields and validate on assignment too."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -160,12 +165,13 @@ class LossConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _name_only(cls, value: Any) -> Any:
-        # `loss: focal` is short for `loss: {name: focal}`
+        """``loss: focal`` is short for ``loss: {name: focal}``."""
         return {"name": value} if isinstance(value, str) else value
 
     @field_validator("weights", "alpha", mode="before")
     @classmethod
     def _per_class(cls, value: Any, info: Any) -> Any:
+        """A class-weight scheme name (looked up with "did you mean") or a list of non-negative weights."""
         from hierclf.classes.weights import WEIGHT_SCHEMES
 
         if isinstance(value, str):
@@ -186,6 +192,7 @@ class LossConfig(_Model):
 
     @model_validator(mode="after")
     def _options_of_this_loss(self) -> LossConfig:
+        """Refuse options that the named loss does not take."""
         # build_loss would refuse these at the start of training (its table: hierclf.nn.losses.LOSSES); say so
         # where the file sets them
         from hierclf.nn.losses import LOSSES
@@ -200,6 +207,7 @@ class LossConfig(_Model):
         return self
 
     def params(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments of ``build_loss``."""
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
 
 
@@ -221,6 +229,7 @@ class EarlyStoppingConfig(_Model):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
+        """A class metric, ``val_auc:<node>`` or ``task_auc:<task>`` (names: ``check_against``)."""
         prefix, _, name = value.partition(":")
         if value in METRICS or (prefix in ("val_auc", "task_auc") and name):
             return value
@@ -233,6 +242,7 @@ class EarlyStoppingConfig(_Model):
 
     @property
     def mode(self) -> Literal["min", "max"]:
+        """``min`` for ``val_loss``, ``max`` for every other metric."""
         return "min" if self.metric == "val_loss" else "max"
 
 
@@ -282,6 +292,7 @@ class TrainConfig(_Model):
     @field_validator("label_smoothing")
     @classmethod
     def _smoothing_needs_cross_entropy(cls, value: float, info: Any) -> float:
+        """Label smoothing only with the losses that take it."""
         from hierclf.nn.losses import LOSSES
 
         loss = info.data.get("loss")
@@ -292,6 +303,7 @@ class TrainConfig(_Model):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
+        """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:<index>``."""
         base = value.split(":", 1)[0]
         index = value.split(":", 1)[1] if ":" in value else "0"
         if base not in ("auto", "cpu", "cuda", "mps") or not index.isdigit():
@@ -324,54 +336,70 @@ class TrainConfig(_Model):
         return type(self).model_validate(data)
 
     def check_against(self, taxonomy: Any, doc: LocatedYAML | None = None) -> None:
-        """Check the names the config gives against the taxonomy; raise :class:`ConfigError` listing each."""
-        problems: list[Problem] = []
+        """Check the names the config gives against the taxonomy; raise :class:`ConfigError` listing each
+        problem (positioned in ``doc``, the file the config came from, when given)."""
+        found = [*_class_problems(self, taxonomy), *_metric_problems(self, taxonomy), *_data_problems(self)]
+        if not found:
+            return
+        problems = [
+            doc.problem(path, message, code="config") if doc is not None else Problem(message, code="config")
+            for path, message in found
+        ]
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
 
-        def problem(path: PathKey, message: str) -> None:
-            if doc is not None:
-                problems.append(doc.problem(path, message, code="config"))
-            else:
-                problems.append(Problem(message, code="config"))
 
-        if self.classes.kind == "cut":
-            if not self.classes.nodes:
-                problem(("classes", "kind"), "classes.kind 'cut' needs classes.nodes: the nodes of the cut")
-            else:
-                for i, name in enumerate(self.classes.nodes):
-                    try:
-                        taxonomy.resolve(name)
-                    except UnknownNameError as exc:
-                        problem(("classes", "nodes", i), f"classes.nodes: {exc}")
-        elif self.classes.nodes:
-            problem(
-                ("classes", "nodes"),
-                f"classes.nodes is only used with kind 'cut' (kind is {self.classes.kind!r})",
-            )
-        metric = self.early_stopping.metric
-        if metric.startswith("val_auc:"):
-            try:
-                taxonomy.resolve(metric.split(":", 1)[1])
-            except UnknownNameError as exc:
-                problem(("early_stopping", "metric"), f"early_stopping.metric: {exc}")
-        if metric.startswith("task_auc:"):
-            task = metric.split(":", 1)[1]
-            if self.protocol is None:
-                problem(
-                    ("early_stopping", "metric"),
-                    f"early_stopping.metric {metric!r} needs a protocol "
-                    "(the protocol: field) that defines the task",
+#: a problem found in a config: where (the path of keys) and what
+_Found = tuple[PathKey, str]
+
+
+def _class_problems(config: TrainConfig, taxonomy: Any) -> list[_Found]:
+    """``classes.nodes``: required for a cut and known to the taxonomy; refused for the other kinds."""
+    classes = config.classes
+    if classes.kind != "cut":
+        if classes.nodes:
+            return [
+                (
+                    ("classes", "nodes"),
+                    f"classes.nodes is only used with kind 'cut' (kind is {classes.kind!r})",
                 )
-            else:
-                from hierclf.evaluation.protocol_format import load_protocol
+            ]
+        return []
+    if not classes.nodes:
+        return [(("classes", "kind"), "classes.kind 'cut' needs classes.nodes: the nodes of the cut")]
+    found: list[_Found] = []
+    for i, name in enumerate(classes.nodes):
+        try:
+            taxonomy.resolve(name)
+        except UnknownNameError as exc:
+            found.append((("classes", "nodes", i), f"classes.nodes: {exc}"))
+    return found
 
-                try:
-                    load_protocol(self.protocol, taxonomy).task(task)
-                except UnknownNameError as exc:
-                    problem(("early_stopping", "metric"), f"early_stopping.metric: {exc}")
-        if self.data.source == "csv" and self.data.csv is None:
-            problem(("data", "source"), "data.source 'csv' needs data.csv with train, val and test CSV files")
-        if problems:
-            raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+
+def _metric_problems(config: TrainConfig, taxonomy: Any) -> list[_Found]:
+    """The node of ``val_auc:<node>`` and the protocol task of ``task_auc:<task>`` must exist."""
+    metric = config.early_stopping.metric
+    where: PathKey = ("early_stopping", "metric")
+    kind, _, name = metric.partition(":")
+    try:
+        if kind == "val_auc":
+            taxonomy.resolve(name)
+        elif kind == "task_auc":
+            if config.protocol is None:
+                needs = "needs a protocol (the protocol: field) that defines the task"
+                return [(where, f"early_stopping.metric {metric!r} {needs}")]
+            from hierclf.evaluation.protocol_format import load_protocol
+
+            load_protocol(config.protocol, taxonomy).task(name)
+    except UnknownNameError as exc:
+        return [(where, f"early_stopping.metric: {exc}")]
+    return []
+
+
+def _data_problems(config: TrainConfig) -> list[_Found]:
+    """``data.source: csv`` needs ``data.csv``."""
+    if config.data.source == "csv" and config.data.csv is None:
+        return [(("data", "source"), "data.source 'csv' needs data.csv with train, val and test CSV files")]
+    return []
 
 
 def load_train_config(

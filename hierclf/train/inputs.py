@@ -1,0 +1,330 @@
+"""The data of a training run: image sources, the head's classes, the preprocessing and the datasets.
+
+Images labelled at a split internal node with ``classes.internal_labels: drop`` have no class: they are left
+out of the training split (logged, with each node and its count); in the validation and test splits they
+keep their rows (the prediction files are over tree nodes, and the evaluator handles labels above the
+columns) with the class index :data:`UNSCORED`, which the validation metrics that need a class leave out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hierclf.taxonomy.tree import Taxonomy
+from hierclf.train.config import TrainConfig
+from hierclf.train.distributed import ProcessGroup
+from hierclf.train.errors import TrainingDataError, TrainSettingError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "UNSCORED",
+    "HeadClasses",
+    "Pipeline",
+    "build_datasets",
+    "class_index_of",
+    "head_classes",
+    "load_sources",
+    "make_pipeline",
+]
+
+SPLITS = ("train", "val", "test")
+#: class index of a validation or test image whose label lies above the head's classes (no class to score)
+UNSCORED = -1
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------------
+
+
+def load_sources(config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup) -> dict[str, Any]:
+    """The ``train``, ``val`` and ``test`` image sources (``hierclf.data.datasets.ImageSource``) of the
+    config: users' CSVs, DermaMNIST through medmnist, or a generated npz (rank 0 writes it, once)."""
+    if config.data.source == "csv":
+        return _csv_sources(config, taxonomy)
+    npz = _synthetic_npz(config, group) if config.data.source == "synthetic" else config.data.npz
+    return _npz_sources(config, taxonomy, group, npz)
+
+
+def _csv_sources(config: TrainConfig, taxonomy: Taxonomy) -> dict[str, Any]:
+    """One :class:`~hierclf.data.datasets.CsvImageDataset` per split."""
+    from hierclf.data.datasets import CsvImageDataset
+
+    c = config.data.csv
+    if c is None:  # TrainConfig.check_against says so with the file's position; fit checks it first
+        raise TrainSettingError("data.source 'csv' needs data.csv with train, val and test CSV files")
+    return {
+        split: CsvImageDataset(
+            getattr(c, split),
+            taxonomy,
+            image_root=c.image_root,
+            path_column=c.path_column,
+            label_column=c.label_column,
+            group_column=c.group_column,
+            id_column=c.id_column,
+        )
+        for split in SPLITS
+    }
+
+
+def _synthetic_npz(config: TrainConfig, group: ProcessGroup) -> Path:
+    """The generated npz of ``data.synthetic`` in ``data.root``, written by rank 0 when missing."""
+    from hierclf.data.datasets import make_synthetic_dermamnist
+
+    d, s = config.data, config.data.synthetic
+    npz = Path(d.root) / (
+        f"synthetic_dermamnist_{d.size}px_{s.n_train}-{s.n_val}-{s.n_test}_seed{s.seed}_noise{s.noise:g}.npz"
+    )
+    if group.main and not npz.is_file():
+        make_synthetic_dermamnist(
+            npz, size=d.size, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, seed=s.seed, noise=s.noise
+        )
+        logger.info("generated synthetic DermaMNIST-layout data %s", npz)
+    group.barrier()
+    return npz
+
+
+def _npz_sources(
+    config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup, npz: Path | None
+) -> dict[str, Any]:
+    """DermaMNIST-layout splits; with ``data.download`` rank 0 downloads first while the others wait."""
+    from hierclf.data.datasets import load_dermamnist
+
+    d = config.data
+    download = d.download and d.source == "dermamnist"
+    if download and not group.main:
+        group.barrier()  # rank 0 downloads first
+    sources = {
+        split: load_dermamnist(
+            d.root, split, d.size, download=download and split == "train", taxonomy=taxonomy, npz=npz
+        )
+        for split in SPLITS
+    }
+    if download and group.main:
+        group.barrier()
+    return sources
+
+
+# --------------------------------------------------------------------------------------------------------
+# The head's classes
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadClasses:
+    """The head's classes as the config chooses them (before the head exists).
+
+    Attributes:
+        classes: class names in pre-order, or None for the taxonomy's leaves.
+        label_map: for a partition, every node at or below its cut -> its class; None otherwise.
+        dropped: for a partition with ``internal_labels: drop``, split internal node -> training images
+            labelled there (they have no class and are left out of training).
+        leave_out_unmapped: labels the ``label_map`` lacks (above the head's classes) are left out of
+            training and unscored in validation (``internal_labels: drop``) instead of refused.
+    """
+
+    classes: tuple[str, ...] | None
+    label_map: dict[str, str] | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    leave_out_unmapped: bool = False
+
+
+def head_classes(config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarray) -> HeadClasses:
+    """The classes of ``config.classes``: leaves, a cut, or Esteva's partition of the training counts."""
+    kind = config.classes.kind
+    if kind == "leaves":
+        return HeadClasses(None)
+    if kind == "cut":
+        nodes = [taxonomy.resolve(n) for n in config.classes.nodes or []]
+        return HeadClasses(tuple(taxonomy.cut(nodes)))
+    from hierclf.classes.esteva import partition
+
+    uniq, counts = np.unique(train_labels, return_counts=True)
+    part = partition(
+        taxonomy,
+        {str(u): int(c) for u, c in zip(uniq, counts)},
+        max_class_size=config.classes.max_class_size,
+        inclusive=config.classes.inclusive,
+        internal_labels=config.classes.internal_labels,
+    )
+    logger.info(
+        "partition (max_class_size %d): %d training classes", config.classes.max_class_size, len(part.classes)
+    )
+    return HeadClasses(
+        tuple(part.classes),
+        dict(part.label_map),
+        dict(part.dropped),
+        leave_out_unmapped=config.classes.internal_labels == "drop",
+    )
+
+
+def class_index_of(head: Any, label_map: Mapping[str, str] | None) -> Any:
+    """Label -> class index for the datasets: through the partition's ``label_map`` (a dict node -> index)
+    or, for leaves and cuts, the head's own ``class_index`` (a callable that refuses labels above the cut)."""
+    if label_map is not None:
+        position = {c: i for i, c in enumerate(head.classes)}
+        return {node: position[cls] for node, cls in label_map.items()}
+    return head.class_index
+
+
+# --------------------------------------------------------------------------------------------------------
+# Preprocessing and datasets
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Where preprocessing and augmentation run.
+
+    ``per_sample``: torchvision transforms per image in the DataLoader (``train_item``, ``eval_item``);
+    ``batched``: the datasets yield uint8 tensors and ``train_batch`` / ``eval_batch``
+    (``hierclf.data.transforms.BatchTransform``, on the device) augment and normalise whole batches.
+    """
+
+    train_item: Any
+    eval_item: Any
+    train_batch: nn.Module | None = None
+    eval_batch: nn.Module | None = None
+
+
+def make_pipeline(config: TrainConfig, device: torch.device) -> Pipeline:
+    """The pipeline of ``data.pipeline`` (``auto``: batched on CUDA, per-sample on the CPU)."""
+    from hierclf.data.transforms import BatchTransform, eval_transform, to_uint8, train_transform
+
+    size = config.data.size
+    pipeline = config.data.pipeline
+    if pipeline == "auto":
+        pipeline = "batched" if device.type == "cuda" else "per_sample"
+    if pipeline == "batched":  # datasets give uint8 tensors; augmentation + preprocessing run on the device
+        return Pipeline(
+            to_uint8(size),
+            to_uint8(size),
+            BatchTransform(size, augment=config.data.augment).to(device),
+            BatchTransform(size, augment=False).to(device),
+        )
+    train_item = train_transform(size) if config.data.augment else eval_transform(size)
+    return Pipeline(train_item, eval_transform(size))
+
+
+def build_datasets(
+    sources: dict[str, Any], class_index: Any, pipeline: Pipeline, *, leave_out_unmapped: bool = False
+) -> dict[str, Any]:
+    """``TaxonomyImageDataset`` per split: training with the training transform, the others with the
+    evaluation one.
+
+    With ``leave_out_unmapped`` (a partition with ``internal_labels: drop``; ``class_index`` is then a dict)
+    training images whose label has no class are left out, and validation and test images with such a
+    label get the class index :data:`UNSCORED`.
+    """
+    from hierclf.data.datasets import TaxonomyImageDataset
+
+    train, eval_index = sources["train"], class_index
+    if leave_out_unmapped:
+        train = _leave_out_unmapped(train, class_index)
+        eval_index = _with_unscored(class_index)
+        for split in ("val", "test"):
+            _log_unscored(split, np.asarray(sources[split].labels), class_index)
+    datasets = {"train": TaxonomyImageDataset(train, class_index, transform=pipeline.train_item)}
+    for split in ("val", "test"):
+        datasets[split] = TaxonomyImageDataset(sources[split], eval_index, transform=pipeline.eval_item)
+    return datasets
+
+
+def _counts_text(labels: np.ndarray) -> str:
+    """``node (count), ...`` of the labels, largest count first."""
+    nodes, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return ", ".join(f"{nodes[i]} ({counts[i]})" for i in order.tolist())
+
+
+def _leave_out_unmapped(source: Any, class_index: Mapping[str, int]) -> Any:
+    """The training source without the images whose label has no class (logged with each node's count).
+
+    Raises:
+        TrainingDataError: no training image is left.
+    """
+    labels = np.asarray(source.labels)
+    keep = np.isin(labels, list(class_index))
+    if keep.all():
+        return source
+    if not keep.any():
+        raise TrainingDataError(
+            f"classes.internal_labels 'drop' leaves no training image: every one is labelled at a split "
+            f"internal node ({_counts_text(labels)})"
+        )
+    logger.info(
+        "classes.internal_labels 'drop': %d of %d training images are left out, labelled at split internal "
+        "nodes: %s",
+        int((~keep).sum()),
+        len(labels),
+        _counts_text(labels[~keep]),
+    )
+    return _source_rows(source, np.flatnonzero(keep))
+
+
+def _with_unscored(class_index: Mapping[str, int]) -> Callable[[list[str]], np.ndarray]:
+    """A ``class_index`` callable giving :data:`UNSCORED` to labels the mapping lacks."""
+
+    def index(names: list[str]) -> np.ndarray:
+        """Class index of each distinct label (called once per split, not per sample)."""
+        return np.array([class_index.get(n, UNSCORED) for n in names], dtype=np.int64)
+
+    return index
+
+
+def _log_unscored(split: str, labels: np.ndarray, class_index: Mapping[str, int]) -> None:
+    """Say how many ``split`` images have a label above the head's classes, and at which nodes."""
+    unscored = ~np.isin(labels, list(class_index))
+    if not unscored.any():
+        return
+    left_out = (
+        " but are left out of val_loss, val_accuracy and val_balanced_accuracy" if split == "val" else ""
+    )
+    logger.info(
+        "%s: %d image(s) labelled above the head's classes (%s) stay in predictions/%s.npz%s",
+        split,
+        int(unscored.sum()),
+        _counts_text(labels[unscored]),
+        split,
+        left_out,
+    )
+
+
+class _SourceRows:
+    """Some rows of an image source, in their order: its labels, ids, groups and images."""
+
+    def __init__(self, source: Any, rows: np.ndarray) -> None:
+        self.source, self.rows = source, rows
+        self.labels = np.asarray(source.labels)[rows]
+        self.ids = np.asarray(source.ids)[rows]
+        self.groups = None if source.groups is None else np.asarray(source.groups)[rows]
+
+    def __len__(self) -> int:
+        """Number of rows."""
+        return len(self.rows)
+
+    def load_image(self, index: int) -> Any:
+        """The PIL image of row ``index``."""
+        return self.source.load_image(int(self.rows[index]))
+
+
+class _ArraySourceRows(_SourceRows):
+    """Rows of a source that also gives uint8 arrays (the batched pipeline skips PIL for those)."""
+
+    def load_array(self, index: int) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 array of row ``index``."""
+        return self.source.load_array(int(self.rows[index]))
+
+
+def _source_rows(source: Any, rows: np.ndarray) -> _SourceRows:
+    """The ``rows`` of ``source``, keeping its ``load_array`` when it has one."""
+    return (_ArraySourceRows if hasattr(source, "load_array") else _SourceRows)(source, rows)
