@@ -146,3 +146,10 @@ def test_large_cut_check_is_linear() -> None:
     assert check.ok
     bad = tax.index.check_cut(np.concatenate(([0], rows)))  # the root over every leaf
     assert len(bad.overlaps) == len(rows) and not bad.uncovered.size
+
+
+def test_rows_of_sample_labels() -> None:
+    tax = Taxonomy.from_yaml(REPO / "taxonomy" / "dermamnist.yaml")
+    labels = np.array(["melanoma", "melanocytic_nevus", "melanoma", "malignant"])
+    assert tax.index.rows_of(labels).tolist() == [tax.index.position[v] for v in labels]
+    assert tax.index.rows_of(np.array([], dtype=str)).shape == (0,)

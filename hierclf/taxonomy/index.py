@@ -93,6 +93,11 @@ class TaxonomyIndex:
         """Rows of node ids (ids only: resolve names and aliases with ``Taxonomy.resolve`` first)."""
         return np.fromiter((self.position[n] for n in ids), dtype=np.int64)
 
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of an array of node ids (one per sample, say), each distinct id looked up once."""
+        distinct, inverse = np.unique(np.asarray(ids).astype(str), return_inverse=True)
+        return self.rows(distinct.tolist())[inverse.reshape(-1)] if distinct.size else np.zeros(0, np.int64)
+
     # --- derived tables (computed on first use) -----------------------------------------------------
 
     @cached_property

@@ -153,10 +153,11 @@ def auc_scorer(
                     "its probability is not defined"
                 )
 
+    idx = taxonomy.index
+
     def under(labels: np.ndarray, nodes: list[str]) -> np.ndarray:
         """``(n,)`` bool: the label is one of ``nodes`` or below one."""
-        members = set().union(*({n, *taxonomy.descendants(n)} for n in nodes))
-        return np.isin(labels, sorted(members))
+        return idx.under_any(idx.rows_of(labels), idx.rows(nodes))
 
     kind, name = metric.split(":", 1)
     if kind == "val_auc":
@@ -164,11 +165,15 @@ def auc_scorer(
         check_above([node], f"early_stopping.metric {metric!r}")
 
         def node_auc(probs: np.ndarray, labels: np.ndarray) -> float:
-            """AUC of the node's rolled-up probability, label under the node against the rest."""
-            y = under(labels, [node])
+            """AUC of the node's rolled-up probability, label under the node against the rest; labels
+            above the node (it may or may not hold them) are left out, as the evaluation leaves them out."""
+            rows = idx.rows_of(labels)
+            y = idx.is_under(rows, idx.position[node])
+            keep = y | ~idx.is_under(idx.position[node], rows)
+            y = y[keep]
             if y.all() or not y.any():
                 return float("nan")
-            return metrics.roc_auc(y, rollup(probs, taxonomy, [node], columns=classes)[:, 0])
+            return metrics.roc_auc(y, rollup(probs[keep], taxonomy, [node], columns=classes)[:, 0])
 
         return node_auc
     from hierclf.evaluation.protocol_format import load_protocol
