@@ -706,7 +706,7 @@ def test_config_defaults_and_loss_shorthand() -> None:
         (
             "loss: {name: weighted_ce, weights: [1, -2]}\n",
             "2:36",
-            "loss.weights: weights must list non-negative numbers, one per class",
+            "loss.weights: weights must list finite non-negative numbers, one per class",
         ),
         (
             "loss: {name: ce, gamma: 2}\n",

@@ -216,6 +216,8 @@ def shared_wording(err: FieldError, model: type[BaseModel]) -> str:
         return f"expected {expected}, got {value!r}{hint}"
     if kind == "value_error":
         return err.message.removeprefix("Value error, ")
+    if kind == "finite_number":
+        return f"expected a finite number, got {value!r}"
     if kind in ("list_type", "dict_type", "model_type", "model_attributes_type"):
         return f"expected {_TYPE_WORDS[kind]}, got {kind_of(value)}"
     if kind in _TYPE_WORDS:

@@ -157,6 +157,7 @@ def save_checkpoint(run: TrainingRun, state: SelectionState) -> None:
                 "rng": rng,
                 "config": run.config.model_dump(mode="json"),
                 "classes": list(run.classes),
+                "data": run.data_fingerprint,
             },
             run.out / CHECKPOINT,
         )
@@ -181,6 +182,11 @@ def restore(run: TrainingRun, path: Path) -> SelectionState:
             "--no-resume"
         )
     check_same_config(ckpt["config"], run.config.model_dump(mode="json"), path)
+    if ckpt.get("data", run.data_fingerprint) != run.data_fingerprint:
+        raise CheckpointError(
+            f"cannot resume from {path}: it was trained on other data (data fingerprint "
+            f"{str(ckpt['data'])[:12]} there, {run.data_fingerprint[:12]} now); use --no-resume to start over"
+        )
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -205,8 +211,11 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume when a setting that changes the computation differs (all but :data:`RESUME_FREE`).
+def check_same_config(
+    saved: dict[str, Any], current: dict[str, Any], path: Path, *, verb: str = "resume from"
+) -> None:
+    """Refuse to resume (or reuse) when a setting that changes the computation differs (all but
+    :data:`RESUME_FREE`).
 
     Raises:
         CheckpointError: naming up to six differing settings, old -> new.
@@ -216,6 +225,6 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Path
     if diff:
         shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
         raise CheckpointError(
-            f"cannot resume from {path}: it was trained with other settings ({shown}); "
+            f"cannot {verb} {path}: it was trained with other settings ({shown}); "
             "use --no-resume to start over, or another out_dir"
         )

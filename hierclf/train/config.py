@@ -10,6 +10,7 @@ filled in) is written next to the outputs as ``config.resolved.yaml``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -86,6 +87,13 @@ _InternalLabels = Annotated[
 ]
 
 
+#: bounds of sizes and counts: far above any real run, low enough that a typo cannot exhaust the machine
+MAX_IMAGES = 100_000_000
+MAX_STEPS = 1_000_000
+#: seeds feed numpy's and torch's generators through the formulas of hierclf.train.seeding
+MAX_SEED = 2**31 - 1
+
+
 class ConfigError(FileFormatError):
     """A training configuration is invalid; every problem is listed with its position."""
 
@@ -96,18 +104,19 @@ class ConfigError(FileFormatError):
 class _Model(BaseModel):
     """Settings models refuse unknown fields and validate on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused everywhere (`lr: .inf` would train to all-NaN predictions)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticOptions(_Model):
     """A generated DermaMNIST-layout npz (``hierclf.data.datasets.make_synthetic_dermamnist``), written into
     ``data.root`` on first use."""
 
-    n_train: int = Field(700, ge=7)
-    n_val: int = Field(140, ge=7)
-    n_test: int = Field(140, ge=7)
-    seed: int = Field(0, ge=0)
-    noise: float = Field(12.0, ge=0)
+    n_train: int = Field(700, ge=7, le=MAX_IMAGES)
+    n_val: int = Field(140, ge=7, le=MAX_IMAGES)
+    n_test: int = Field(140, ge=7, le=MAX_IMAGES)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    noise: float = Field(12.0, ge=0, le=255)
 
 
 class CsvOptions(_Model):
@@ -129,7 +138,7 @@ class DataConfig(_Model):
     source: Literal["dermamnist", "synthetic", "csv"] = "dermamnist"
     root: Path = Path("data")
     npz: Path | None = None
-    size: int = Field(28, ge=8)
+    size: int = Field(28, ge=8, le=4096)
     download: bool = False
     augment: bool = True
     pipeline: Literal["auto", "per_sample", "batched"] = "auto"
@@ -141,7 +150,7 @@ class ClassesConfig(_Model):
     """The head's classes: the taxonomy leaves, Esteva's partition, or an explicit cut of the tree."""
 
     kind: Literal["leaves", "partition", "cut"] = "leaves"
-    max_class_size: int = Field(1000, ge=1)
+    max_class_size: int = Field(1000, ge=1, le=MAX_IMAGES)
     inclusive: bool = False
     internal_labels: _InternalLabels = "residual"
     nodes: list[str] | None = None
@@ -154,12 +163,12 @@ class LossConfig(_Model):
     #: ``weighted_ce`` class weights: a scheme (``inverse``, ``effective``, ``none``) or one weight per class
     weights: str | list[float] | None = None
     beta: float | None = Field(None, gt=0, lt=1)
-    gamma: float | None = Field(None, ge=0)
+    gamma: float | None = Field(None, ge=0, le=100)
     #: ``focal`` per-class weights: a scheme or one weight per class (Lin et al.'s scalar alpha is for
     #: binary detection; in a softmax over classes only per-class weights change the optimum)
     alpha: str | list[float] | None = None
-    gamma_pos: float | None = Field(None, ge=0)
-    gamma_neg: float | None = Field(None, ge=0)
+    gamma_pos: float | None = Field(None, ge=0, le=100)
+    gamma_neg: float | None = Field(None, ge=0, le=100)
     clip: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="before")
@@ -185,9 +194,10 @@ class LossConfig(_Model):
                 f"class, got the single number {value!r}"
             )
         if isinstance(value, list) and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in value
         ):
-            raise ValueError(f"{info.field_name} must list non-negative numbers, one per class")
+            raise ValueError(f"{info.field_name} must list finite non-negative numbers, one per class")
         return value
 
     @model_validator(mode="after")
@@ -224,7 +234,7 @@ class EarlyStoppingConfig(_Model):
     """
 
     metric: str = "val_loss"
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=MAX_STEPS)
 
     @field_validator("metric")
     @classmethod
@@ -261,18 +271,18 @@ class TrainConfig(_Model):
     backbone: _BackboneName = "small_cnn"
     pretrained: bool = False
     regime: Literal["linear_probe", "full", "gradual_unfreeze"] = "full"
-    unfreeze_every: int = Field(1, ge=1)
+    unfreeze_every: int = Field(1, ge=1, le=MAX_STEPS)
     lr_decay: float = Field(0.1, gt=0, le=1)
     freeze_batchnorm: bool = False
     sync_batchnorm: bool = True
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
-    warmup_epochs: float = Field(1.0, ge=0)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=10)
+    epochs: int = Field(10, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(64, ge=1, le=MAX_IMAGES)
+    eval_batch_size: int | None = Field(None, ge=1, le=MAX_IMAGES)
+    warmup_epochs: float = Field(1.0, ge=0, le=MAX_STEPS)
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     loss: LossConfig = Field(default_factory=LossConfig)  # type: ignore[arg-type]
@@ -282,12 +292,12 @@ class TrainConfig(_Model):
     amp: Literal["auto"] | bool = "auto"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)  # type: ignore[arg-type]
     protocol: Path | None = None
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = False
     device: str = "auto"
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=256)
     out_dir: Path = Path("runs/train")
-    max_steps_per_epoch: int | None = Field(None, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
 
     @field_validator("label_smoothing")
     @classmethod

@@ -59,6 +59,7 @@ from hierclf.train.outputs import (
     partial_result,
     write_predictions_of_best,
 )
+from hierclf.train.reuse import reusable_summary
 from hierclf.train.run import TrainingRun, build_run
 from hierclf.train.validation import predict, validation_metrics
 
@@ -103,11 +104,16 @@ def fit(
     device = pick_device(config.device)
     group = init_process_group(device)
     try:
-        if resume and (out / DONE).is_file():
-            logger.info("%s is finished (DONE exists); nothing to train", out)
-            return finished_result(out)
-        _prepare_out_dir(config, out, group, resume=resume)
+        if not resume:
+            _prepare_out_dir(config, out, group, resume=resume)
         run = build_run(config, out, device, group)
+        if resume and (out / DONE).exists():
+            summary = reusable_summary(out, config.model_dump(mode="json"), run.data_fingerprint)
+            if summary is not None:
+                logger.info("%s is finished with these settings and data; nothing to train", out)
+                return finished_result(out, summary)
+        if resume:
+            _prepare_out_dir(config, out, group, resume=resume)
         return _fit(
             run, resume=resume, progress=progress, stop_after_epochs=stop_after_epochs, on_epoch=on_epoch
         )

@@ -13,6 +13,8 @@ import numpy as np
 
 from hierclf.io.atomic import atomic_write_text
 from hierclf.train.checkpoint import BEST, CHECKPOINT, DONE, HISTORY, SelectionState, load
+from hierclf.train.fingerprint import file_digests
+from hierclf.train.reuse import output_names
 from hierclf.train.run import TrainingRun
 from hierclf.train.validation import file_probs, predict
 
@@ -72,9 +74,9 @@ class FitResult:
         }
 
 
-def finished_result(out: Path) -> FitResult:
-    """The result of a run that finished earlier, read from its ``DONE`` and ``history.json``."""
-    summary = json.loads((out / DONE).read_text(encoding="utf-8"))
+def finished_result(out: Path, summary: dict[str, Any]) -> FitResult:
+    """The result of a run that finished earlier, from its ``DONE`` summary (checked by
+    :func:`hierclf.train.reuse.reusable_summary`) and ``history.json``."""
     history = json.loads((out / HISTORY).read_text(encoding="utf-8"))
     return FitResult(
         out_dir=out,
@@ -141,8 +143,18 @@ def write_predictions_of_best(run: TrainingRun, state: SelectionState) -> tuple[
 
 
 def finish(result: FitResult, run: TrainingRun) -> None:
-    """Write ``history.json`` and, last, ``DONE`` (rank 0); every rank waits for them."""
+    """Write ``history.json`` and, last, ``DONE`` (rank 0); every rank waits for them.
+
+    ``DONE`` records the settings, the data fingerprint and the digest of every output, so that a later
+    call reuses the run only when nothing changed (:mod:`hierclf.train.reuse`).
+    """
     if run.group.main:
         atomic_write_text(run.out / HISTORY, json.dumps(result.history, indent=2) + "\n")
-        atomic_write_text(run.out / DONE, json.dumps(result.to_dict(), indent=2) + "\n")
+        summary = {
+            **result.to_dict(),
+            "settings": run.config.model_dump(mode="json"),
+            "data": run.data_fingerprint,
+            "files": file_digests(run.out, output_names(result.predictions.values(), run.out)),
+        }
+        atomic_write_text(run.out / DONE, json.dumps(summary, indent=2) + "\n")
     run.group.barrier()

@@ -22,6 +22,7 @@ from hierclf.taxonomy.tree import Taxonomy
 from hierclf.train.batches import EpochBatchSampler
 from hierclf.train.config import TrainConfig
 from hierclf.train.distributed import ProcessGroup
+from hierclf.train.fingerprint import data_fingerprint
 from hierclf.train.inputs import (
     HeadClasses,
     Pipeline,
@@ -66,6 +67,8 @@ class TrainingRun:
         precision: autocast settings.
         sampler: the training batches of each epoch.
         metric: the selection metric; ``scorer`` computes it when it is an AUC (else None).
+        data_fingerprint: what the run reads (:func:`hierclf.train.reuse.data_fingerprint`), kept in the
+            checkpoint and ``DONE`` so that a resumed or reused run is known to have read the same data.
     """
 
     config: TrainConfig
@@ -88,6 +91,7 @@ class TrainingRun:
     sampler: EpochBatchSampler
     metric: str
     scorer: Scorer | None
+    data_fingerprint: str
 
     @property
     def head(self) -> Any:
@@ -102,6 +106,7 @@ def build_run(config: TrainConfig, out: Path, device: torch.device, group: Proce
     taxonomy = Taxonomy.from_yaml(config.taxonomy)
     config.check_against(taxonomy)
     sources = load_sources(config, taxonomy, group)
+    data = data_fingerprint(sources)
     chosen = head_classes(config, taxonomy, np.asarray(sources["train"].labels))
     model = _build_model(config, taxonomy, chosen, seeds)
     head: Any = model.head
@@ -145,6 +150,7 @@ def build_run(config: TrainConfig, out: Path, device: torch.device, group: Proce
         sampler=sampler,
         metric=metric,
         scorer=scorer,
+        data_fingerprint=data,
     )
 
 

@@ -1,0 +1,46 @@
+"""Bad inputs, one class of defect at a time: each is refused in one positioned line, nothing is clobbered.
+
+The classes follow the audit that found them: (1) writes that replaced what they should not, (2) stale
+results reused, (3) small files that exhaust memory or time, (4) YAML values that crashed the loader,
+(5) non-finite or absurd numbers, (6) corrupt or foreign files, (7) late checks, (8) the environment,
+(9) kill windows, (10) degenerate setups. The YAML classes have their own file (``test_yaml_safety.py``),
+as do safe writes (``test_io.py``) and stale reuse (``test_train_reuse.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hierclf.errors import FileFormatError
+from hierclf.train.config import config_from_text
+
+# --- (5) non-finite and absurd numbers ------------------------------------------------------------------
+
+NUMBERS = {
+    "lr: .inf": "2:5: error: lr: expected a finite number, got inf",
+    "lr: .nan": "2:5: error: lr: expected a finite number, got nan",
+    "weight_decay: .inf": "2:15: error: weight_decay: expected a finite number, got inf",
+    "warmup_epochs: .inf": "2:16: error: warmup_epochs: expected a finite number, got inf",
+    "epochs: 1000000000000": "2:9: error: epochs: must be <= 1000000, got 1000000000000",
+    "batch_size: 0": "2:13: error: batch_size: must be >= 1, got 0",
+    "seed: 99999999999999999999": "2:7: error: seed: must be <= 2147483647",
+    "loss: {name: weighted_ce, weights: [1, .inf]}": "loss.weights: weights must list finite non-negative",
+    "data: {synthetic: {n_train: 100000000000}}": "data.synthetic.n_train: must be <= 100000000",
+    "loss: {name: focal, gamma: .inf}": "loss.gamma: expected a finite number, got inf",
+}
+
+
+@pytest.mark.parametrize("line", NUMBERS)
+def test_non_finite_and_absurd_numbers_are_refused(line: str) -> None:
+    with pytest.raises(FileFormatError) as err:
+        config_from_text(f"taxonomy: t.yaml\n{line}\n", "c.yaml")
+    assert NUMBERS[line] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_finite_bounded_numbers_are_accepted(tmp_path: Path) -> None:
+    config = config_from_text(
+        "taxonomy: t.yaml\nlr: 10\nepochs: 1000000\nwarmup_epochs: 0\nseed: 2147483647\n"
+    )
+    assert config.lr == 10 and config.epochs == 1_000_000
