@@ -44,3 +44,53 @@ def test_finite_bounded_numbers_are_accepted(tmp_path: Path) -> None:
         "taxonomy: t.yaml\nlr: 10\nepochs: 1000000\nwarmup_epochs: 0\nseed: 2147483647\n"
     )
     assert config.lr == 10 and config.epochs == 1_000_000
+
+
+# --- (10) degenerate setups -------------------------------------------------------------------------------
+
+
+def _small_run(tmp_path: Path, **extra: object) -> Path:
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    base: dict[str, object] = {
+        "taxonomy": str(repo / "taxonomy" / "dermamnist.yaml"),
+        "data": {
+            "source": "synthetic",
+            "root": str(tmp_path / "data"),
+            "synthetic": {"n_train": 70, "n_val": 35, "n_test": 35},
+        },
+        "epochs": 1,
+        "batch_size": 35,
+        "device": "cpu",
+        "out_dir": "out",
+    }
+    base.update(extra)
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(base), encoding="utf-8")
+    return path
+
+
+def test_a_one_class_head_is_refused(tmp_path: Path) -> None:
+    from hierclf.train.errors import TrainSettingError
+    from hierclf.train.loop import fit
+
+    with pytest.raises(
+        TrainSettingError, match="'skin_lesion' as the only training class: the training split has 70 images"
+    ):
+        fit(_small_run(tmp_path, classes={"kind": "partition"}), progress=False)
+    with pytest.raises(TrainSettingError, match="a cut of one class"):
+        fit(_small_run(tmp_path, classes={"kind": "cut", "nodes": ["skin_lesion"]}), progress=False)
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_stacked_imbalance_remedies_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from hierclf.train.loop import fit
+
+    with caplog.at_level(logging.WARNING, logger="hierclf.train"):
+        fit(_small_run(tmp_path, sampler="balanced", loss={"name": "focal"}), progress=False)
+    assert any("both counter class imbalance" in r.getMessage() for r in caplog.records)

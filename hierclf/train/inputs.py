@@ -145,7 +145,13 @@ def head_classes(config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarr
         return HeadClasses(None)
     if kind == "cut":
         nodes = [taxonomy.resolve(n) for n in config.classes.nodes or []]
-        return HeadClasses(tuple(taxonomy.cut(nodes)))
+        cut = tuple(taxonomy.cut(nodes))
+        if len(cut) < 2:
+            raise TrainSettingError(
+                f"classes.nodes {list(cut)} is a cut of one class: the head would learn nothing; name at "
+                "least two nodes that cover every leaf"
+            )
+        return HeadClasses(cut)
     from hierclf.classes.esteva import partition
 
     uniq, counts = np.unique(train_labels, return_counts=True)
@@ -159,6 +165,13 @@ def head_classes(config: TrainConfig, taxonomy: Taxonomy, train_labels: np.ndarr
     logger.info(
         "partition (max_class_size %d): %d training classes", config.classes.max_class_size, len(part.classes)
     )
+    if len(part.classes) < 2:
+        raise TrainSettingError(
+            f"the partition keeps {part.classes[0]!r} as the only training class: the training split has "
+            f"{int(counts.sum())} images, fewer than classes.max_class_size "
+            f"{config.classes.max_class_size}, so the whole tree is one class and the head would learn "
+            "nothing; lower classes.max_class_size or train on the leaves (classes.kind: leaves)"
+        )
     return HeadClasses(
         tuple(part.classes),
         dict(part.label_map),

@@ -175,7 +175,22 @@ def _build_loss(config: TrainConfig, class_counts: np.ndarray) -> nn.Module:
     loss_params = config.loss.params()
     if config.label_smoothing:
         loss_params["label_smoothing"] = config.label_smoothing
+    _warn_stacked_remedies(config)
     return build_loss(config.loss.name, class_counts=class_counts, **loss_params)
+
+
+def _warn_stacked_remedies(config: TrainConfig) -> None:
+    """Class-balanced sampling and a class-weighted or focal loss both counter imbalance; stacked, rare
+    classes are weighted twice. Seed 001 advises one remedy unless an ablation shows the pair helps."""
+    weighted = config.loss.name == "weighted_ce" and config.loss.weights not in ("none",)
+    focal = config.loss.name == "focal"
+    if config.sampler != "uniform" and (weighted or focal):
+        logger.warning(
+            "sampler %r and loss %r both counter class imbalance; stacked, rare classes count twice "
+            "(docs/training-classes.md: choose one, or keep both only after an ablation)",
+            config.sampler,
+            config.loss.name,
+        )
 
 
 def _place_and_optimise(
