@@ -94,3 +94,37 @@ def test_stacked_imbalance_remedies_are_warned_about(
     with caplog.at_level(logging.WARNING, logger="hierclf.train"):
         fit(_small_run(tmp_path, sampler="balanced", loss={"name": "focal"}), progress=False)
     assert any("both counter class imbalance" in r.getMessage() for r in caplog.records)
+
+
+# --- (6) corrupt or foreign files ----------------------------------------------------------------------
+
+
+class _NotWeights:
+    """A class whose pickled instances need code to load."""
+
+
+def test_foreign_tensor_files_are_one_line(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    from hierclf.nn.serialization import TensorFileError, load_tensor_file
+
+    torch.save({"x": _NotWeights()}, tmp_path / "pickled.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a zip file at all")
+    torch.save({"x": torch.zeros(1000)}, tmp_path / "whole.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:2000])
+    with open(tmp_path / "plain.pkl", "wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    expected = {
+        "pickled.pt": "it holds Python objects that need code to load, and hierclf loads weights only",
+        "garbage.pt": "not a PyTorch file of tensors",
+        "truncated.pt": "truncated or not a PyTorch file",
+        "plain.pkl": "not a PyTorch file of tensors",
+        "missing.pt": "not found",
+    }
+    for name, why in expected.items():
+        with pytest.raises(TensorFileError) as err:
+            load_tensor_file(tmp_path / name, hint="delete it")
+        assert why in str(err.value) and "\n" not in str(err.value) and str(err.value).endswith("delete it")
+    assert load_tensor_file(tmp_path / "whole.pt")["x"].shape == (1000,)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hierclf.errors import HierclfError
+from hierclf.nn.serialization import load_tensor_file
 from hierclf.options import Registry
 
 logger = logging.getLogger(__name__)
@@ -161,11 +162,12 @@ def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
             f'machine with network access run: python -c "import torchvision; torchvision.models.{builder}'
             f"(weights='DEFAULT')\" and copy {path.name} into {path.parent}, or use pretrained: false"
         )
+    state = load_tensor_file(path, what="pretrained weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise HierclfError(f"cannot load pretrained weights {path}: {type(exc).__name__}: {exc}") from exc
+    except (RuntimeError, TypeError, AttributeError) as exc:  # weights of another network: say so in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HierclfError(f"pretrained weights {path} do not fit {builder!r}: {first}") from None
     logger.info("loaded pretrained weights %s", path)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hierclf.io.atomic import atomic_open
+from hierclf.nn.serialization import TensorFileError, load_tensor_file
 from hierclf.train.errors import CheckpointError
 from hierclf.train.seeding import get_rng_state, set_rng_state
 from hierclf.train.validation import better
@@ -115,11 +116,9 @@ def load(path: Path) -> dict[str, Any]:
         CheckpointError: the file cannot be read.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc} (delete it or run with --no-resume)"
-        ) from exc
+        return load_tensor_file(path, what="checkpoint", hint="delete it or run with --no-resume")
+    except TensorFileError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def save_best(run: TrainingRun, state: SelectionState) -> None:
