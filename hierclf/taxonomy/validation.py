@@ -117,8 +117,9 @@ def iter_raw_nodes(doc: LocatedYAML) -> Iterator[tuple[PathKey, dict[str, Any]]]
             stack.extend(((*path, "children", i), c) for i, c in reversed(list(enumerate(children))))
 
 
-def _node_id(node: dict[str, Any]) -> str | None:
-    value = node.get("id")
+def _node_id(node: Any) -> str | None:
+    """The id of a raw node, or ``None`` when it has none (or is not a mapping at all)."""
+    value = node.get("id") if isinstance(node, dict) else None
     return value if isinstance(value, str) else None
 
 
@@ -353,7 +354,7 @@ def check_single_child(doc: LocatedYAML) -> list[Problem]:
             problems.append(
                 doc.problem(
                     path,
-                    f"node {node_id!r} has a single child {child!r}: both always "
+                    f"node {node_id!r} has a single child{f' {child!r}' if child else ''}: both always "
                     "get the same probability; merge them, add the missing siblings, or "
                     f"acknowledge it with 'metadata: {{{SINGLE_CHILD_OK}: true}}'",
                     severity="warning",
