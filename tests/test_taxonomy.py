@@ -327,23 +327,47 @@ def test_query_on_unknown_node_raises_with_suggestion(dermamnist: Taxonomy) -> N
         dermamnist.children("melanomma")
 
 
-@pytest.mark.parametrize("text", ["a\x85b", "c\u2028d", "e\u2029f", "\x85"])
-def test_round_trip_keeps_unicode_line_breaks(text: str) -> None:
+@pytest.mark.parametrize("text", ["a\x85b", "c\u2028d", "e\u2029f", "\x85", "tab\there", "two\nlines"])
+def test_round_trip_keeps_line_breaks_in_metadata(text: str) -> None:
     # regression: PyYAML writes U+0085 raw in single quotes with allow_unicode and reads it back as a space
     data = {
         "name": "t",
         "root": {
             "id": "a",
-            "name": "A" + text,
-            "children": [
-                {"id": "b", "name": "B", "aliases": [text + "x"]},
-                {"id": "c", "name": "C", "metadata": {text: text}},
-            ],
+            "name": "A",
+            "metadata": {"note": text},
+            "children": [{"id": "b", "name": "B"}, {"id": "c", "name": "C", "metadata": {text: text}}],
         },
     }
     tax = Taxonomy.from_dict(data)
     assert Taxonomy.from_text(tax.to_yaml()) == tax
-    assert Taxonomy.from_text(tax.to_yaml()).display_name("a") == "A" + text
+    assert Taxonomy.from_text(tax.to_yaml()).node("a").metadata["note"] == text
+
+
+@pytest.mark.parametrize("text", ["a\x85b", "c\u2028d", "tab\there", "two\nlines", "nul\x00"])
+def test_names_and_aliases_are_one_line_of_printable_text(text: str) -> None:
+    for field in ("name", "aliases"):
+        value = "A" + text if field == "name" else ["A" + text]
+        data = {
+            "name": "t",
+            "root": {
+                "id": "a",
+                "name": "A",
+                field: value,
+                "children": [{"id": "b", "name": "B"}, {"id": "c", "name": "C"}],
+            },
+        }
+        with pytest.raises(TaxonomyError, match=r"contains the control or line-break character U\+00|U\+20"):
+            Taxonomy.from_dict(data)
+
+
+def test_ids_do_not_end_in_a_newline() -> None:
+    data = {
+        "name": "t",
+        "root": {"id": "a\n", "name": "A", "children": [{"id": "b", "name": "B"}, {"id": "c", "name": "C"}]},
+    }
+    with pytest.raises(TaxonomyError, match=r"invalid id 'a\\n'"):
+        Taxonomy.from_dict(data)
 
 
 @settings(max_examples=25, deadline=None)

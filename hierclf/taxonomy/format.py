@@ -26,7 +26,8 @@ import re
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
 #: Node ids are snake_case: lowercase ASCII letters and digits in words joined by single underscores.
 ID_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
@@ -57,9 +58,36 @@ def slugify(name: str) -> str:
     return slug
 
 
-NodeId = Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+def _whole_id(value: str) -> str:
+    """An id must match :data:`ID_PATTERN` as a whole: the pattern's ``$`` also matches before a final
+    newline, so ``"melanoma\\n"`` would pass it."""
+    if value.endswith("\n"):
+        raise PydanticCustomError(
+            "string_pattern_mismatch", "String should match pattern {pattern}", {"pattern": ID_PATTERN}
+        )
+    return value
+
+
+#: characters that break a name over lines or hide in it (control characters, line and paragraph separators)
+_UNPRINTABLE = ("Cc", "Zl", "Zp")
+
+
+def _one_line(value: str) -> str:
+    """Display names and aliases are one line of printable text (they label reports, figures, CLI output)."""
+    bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
+        raise PydanticCustomError(
+            "control_character",
+            f"contains the control or line-break character U+{ord(bad):04X}; names are one line of "
+            "printable text",
+        )
+    return value
+
+
+NodeId = Annotated[StrictStr, Field(pattern=ID_PATTERN), AfterValidator(_whole_id)]
 Code = Annotated[StrictInt, Field(ge=0)]
-Alias = Annotated[StrictStr, Field(pattern=r"\S")]
+Alias = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_one_line)]
+DisplayName = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_one_line)]
 
 
 class NodeSpec(BaseModel):
@@ -71,7 +99,7 @@ class NodeSpec(BaseModel):
     id: NodeId = Field(
         description="Stable snake_case identifier, unique in the whole tree (e.g. `melanoma`)."
     )
-    name: Annotated[StrictStr, Field(pattern=r"\S")] = Field(
+    name: DisplayName = Field(
         description="Display name as a clinician writes it (e.g. `Melanoma, NOS`); not empty."
     )
     aliases: list[Alias] = Field(
@@ -79,10 +107,12 @@ class NodeSpec(BaseModel):
         description="Other names of the same condition in other sources (HAM10000 codes like `mel`, ISIC or "
         "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.",
     )
-    codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN)], Code] = Field(
-        default_factory=dict,
-        description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the "
-        "codes must be 0, 1, ..., n-1 with one node per code.",
+    codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN), AfterValidator(_whole_id)], Code] = (
+        Field(
+            default_factory=dict,
+            description="Integer label of this node in each dataset, e.g. `{dermamnist: 4}`. Per dataset the "
+            "codes must be 0, 1, ..., n-1 with one node per code.",
+        )
     )
     metadata: dict[StrictStr, Any] = Field(
         default_factory=dict,

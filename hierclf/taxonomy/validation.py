@@ -184,6 +184,9 @@ def _explain(err: FieldError) -> str | None:
             return "empty name: every node needs a display name"
         if fieldname == "aliases":
             return "empty alias: remove it or write the other name"
+    if err.kind == "control_character" and fieldname in ("name", "aliases"):
+        what = "name" if fieldname == "name" else "alias"
+        return f"{what} {value!r} {err.message}"
     if fieldname == "codes" and err.kind in ("int_type", "greater_than_equal"):
         dataset = inner[1] if len(inner) > 1 else "?"
         return f"code for dataset {dataset!r} must be a whole number >= 0, got {value!r}"
