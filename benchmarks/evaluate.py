@@ -27,12 +27,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from hierclf.evaluation.metrics import (
-    _n_jobs,
     bootstrap_binary,
     grouped_bootstrap_counts,
     roc_auc,
     specificity_at_sensitivity,
 )
+from hierclf.evaluation.metrics.resampling import _n_jobs
 from hierclf.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
