@@ -78,12 +78,10 @@ def evaluate_subgroups(
             "metadata was given (--metadata)."
         )
         return {}
+    columns = {column: meta.column(column) for column in proto.subgroups}  # unknown columns first
     scored = {(t.name, k): task_data(taxonomy, t, s, "test") for t in proto.tasks for k, s in enumerate(test)}
     context = _Context(proto, tasks, test, scored)
-    out = {}
-    for column in proto.subgroups:
-        out[column] = _column_rows(context, column, meta.column(column), findings)
-    return out
+    return {column: _column_rows(context, column, values, findings) for column, values in columns.items()}
 
 
 def _column_rows(
