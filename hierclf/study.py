@@ -261,39 +261,17 @@ def run_study(
     if not main_rank:
         return result
     result.predictions = {"val": val_paths, "test": test_paths}
-    report = evaluate(
+    result.report = evaluate(
         tax, proto, val_paths, test_paths, metadata=metadata, readers=readers, synthetic=data == "synthetic"
     )
-    result.report = report
-    result.files = write_report(report, out)
+    result.files = write_report(result.report, out)
     return result
 
 
 def summary_rows(report: Any) -> list[dict[str, str]]:
     """One row per task for the end-of-study table: AUC with CI, sensitivity and specificity at the
-    validation-chosen threshold, and the recall of each class at the protocol's partitions."""
-    from hierclf.evaluation.report import format_estimate
+    validation-chosen threshold, and the recall of each class at the protocol's partitions
+    (:func:`hierclf.evaluation.report.summary_rows`, the same table ``hierclf evaluate`` prints)."""
+    from hierclf.evaluation.report import summary_rows as rows
 
-    rows = []
-    for name, task in report.tasks.items():
-        rows.append(
-            {
-                "task": name,
-                "AUC [CI]": format_estimate(task.metrics.get("auc")),
-                "sensitivity": format_estimate(task.metrics.get("sensitivity")),
-                "specificity": format_estimate(task.metrics.get("specificity")),
-                "threshold from": task.threshold_source,
-            }
-        )
-    for name, part in report.partitions.items():
-        for cls, est in part.per_class_recall.items():
-            rows.append(
-                {
-                    "task": f"{name}: recall of {cls}",
-                    "AUC [CI]": "",
-                    "sensitivity": format_estimate(est),
-                    "specificity": "",
-                    "threshold from": "argmax",
-                }
-            )
-    return rows
+    return rows(report)

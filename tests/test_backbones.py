@@ -143,7 +143,7 @@ def test_weights_load_from_the_cache(empty_hub) -> None:
     for key in ("conv1.weight", "layer4.1.bn2.running_var", "layer2.0.downsample.0.weight"):
         assert torch.equal(net.body.state_dict()[key], reference.state_dict()[key])
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(HierclfError, match=f"cannot load pretrained weights {path}"):
+    with pytest.raises(HierclfError, match=f"cannot read pretrained weights {path}: not a PyTorch file"):
         create_backbone("resnet18", pretrained=True, in_size=224)
 
 

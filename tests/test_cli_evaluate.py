@@ -132,6 +132,16 @@ def test_full_run(files: dict[str, Path], tmp_path: Path, capsys: pytest.Capture
     assert {r["value"] for r in data["subgroups"]["sex"]} == {"female", "male"}
     printed = stdout.split("primary metric")[1].split(":")[1].split()[0]
     assert float(printed) == pytest.approx(data["primary"]["estimate"]["value"], abs=5e-4)
+    # the summary table: the catalog's labels as headers, one row per task and per partition class
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.strip().startswith("task "))
+    assert header.split() == ["task", "AUC", "sensitivity", "specificity", "threshold", "chosen", "on"]
+    mel = next(line for line in lines if line.strip().startswith("mel_vs_nv "))
+    auc = data["tasks"]["mel_vs_nv"]["metrics"]["auc"]
+    assert mel.split()[1] == f"{auc['value']:.3f}" and mel.split()[-1] == "validation"
+    assert any(
+        line.strip().startswith("three_way: recall of melanoma") and "argmax" in line for line in lines
+    )
 
 
 def test_test_thresholds_need_the_flag(
@@ -232,3 +242,22 @@ def test_missing_file_and_usage(
     with pytest.raises(SystemExit) as info:
         main(["evaluate", "--taxonomy", str(TAXONOMY)])
     assert info.value.code == 2
+
+
+def test_cancer_sensitivity_without_cancer_node(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = PROTOCOL.replace(
+        "{metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+        "{metric: cancer_sensitivity, partition: three_way}",
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    args = _base(files, tmp_path / "o")
+    args[args.index("--protocol") + 1] = str(tmp_path / "p.yaml")
+    _one_line_error(*_run(args, capsys)[::2], "p.yaml:6:", "cancer_sensitivity", "add `cancer_node: <node>`")
+    (tmp_path / "p.yaml").write_text(text + "cancer_node: malignant\n")
+    code, stdout, err = _run(args, capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert data["primary"]["estimate"] == data["partitions"]["three_way"]["metrics"]["cancer_sensitivity"]
+    assert "primary metric cancer_sensitivity on three_way" in stdout

@@ -59,6 +59,7 @@ def _protocol(tax: Taxonomy, **over: Any) -> Protocol:
             {"name": "leaves", "nodes": ["nv", "bkl", "df", "vasc", "mel", "bcc", "akiec"]},
         ],
         "calibration_nodes": ["malignant"],
+        "cancer_node": "malignant",
     }
     data.update(over)
     return protocol_from_dict(data, tax)
@@ -222,7 +223,7 @@ def test_bootstrap_resamples_groups_not_rows(tax: Taxonomy, data: Any) -> None:
 
 
 def test_few_seeds_warn(tax: Taxonomy, data: Any, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hierclf.evaluation.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="hierclf.evaluation"):
         rep = evaluate(tax, _protocol(tax, min_seeds=5), data[0][:2], data[1][:2])
     assert any("ONLY 2 SEEDS" in w and "at least 5" in w for w in rep.warnings)
     assert any("ONLY 2 SEEDS" in r.getMessage() for r in caplog.records)
@@ -630,7 +631,7 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
     """Each replicate's per-class recall equals scikit-learn's recall with the replicate's per-sample draw
     counts (grouped_bootstrap_counts on the samples' groups) as sample weights."""
     from hierclf.evaluation.metrics import grouped_bootstrap_counts
-    from hierclf.evaluation.pipeline import _boot_partition
+    from hierclf.evaluation.partitions import _bootstrap_partition
 
     rng = np.random.default_rng(5)
     n, C = 300, 3
@@ -638,8 +639,7 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
     pred = np.where(rng.random(n) < 0.6, y, rng.integers(0, C, n))
     groups = rng.integers(0, 90, n)  # some group numbers unused: codes are not contiguous
     cancer = np.stack([y == 2, pred == 2])
-    proto = _protocol(tax, bootstrap={"replicates": 25, "seed": 11})
-    out = _boot_partition(y, pred, groups, C, cancer, proto)
+    out = _bootstrap_partition(y, pred, groups, C, cancer=cancer, replicates=25, seed=11)
     counts = np.concatenate(list(grouped_bootstrap_counts(groups, 25, 11)))
     for r in range(25):
         w = counts[r]
@@ -655,9 +655,9 @@ def test_partition_bootstrap_replicates_equal_weighted_sklearn(tax: Taxonomy) ->
 def test_json_roc_is_downsampled_for_large_curves(
     tax: Taxonomy, data: Any, report: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hierclf.evaluation.pipeline as ev
+    import hierclf.evaluation.records as records
 
-    monkeypatch.setattr(ev, "JSON_ROC_POINTS", 11)
+    monkeypatch.setattr(records, "JSON_ROC_POINTS", 11)
     roc = report.tasks["malignant_vs_benign"].roc[0]
     js = report.to_dict()["tasks"]["malignant_vs_benign"]["roc"][0]
     assert len(js["fpr"]) == 11 and js["downsampled_from"] == len(roc["fpr"])
@@ -681,3 +681,168 @@ def test_leakage_between_validation_and_test_is_a_warning(tax: Taxonomy, data: A
     # the same images
     same = evaluate(tax, _protocol(tax, group_column=None), [t], [t])
     assert any("LEAKAGE" in w and f"{len(t)} sample id(s)" in w for w in same.warnings)
+
+
+# --- the cancer node, threshold sources, quiet subgroups -------------------------------------------------
+
+
+def _renamed_cancer_tree() -> Taxonomy:
+    """The DermaMNIST tree with its cancer node called `neoplasm_malignant` (no `malignant` alias)."""
+    text = (REPO / "taxonomy" / "dermamnist.yaml").read_text(encoding="utf-8")
+    old = "    - id: malignant\n      name: Malignant\n      aliases: [malignant lesion, cancer]\n"
+    assert old in text
+    return Taxonomy.from_text(
+        text.replace(
+            old, "    - id: neoplasm_malignant\n      name: Malignant neoplasm\n      aliases: [neoplasia]\n"
+        )
+    )
+
+
+def _cancer_reference(tax: Taxonomy, p: Predictions, cut: list[str], node: str) -> float:
+    """Recall of `node` at the argmax of the cut, by brute force over `nx.descendants` leaf sets."""
+    import networkx as nx
+
+    probs = np.stack([_node_prob(tax, p, c) for c in cut], axis=1)
+    pred = probs.argmax(1)
+    under = {node} | nx.descendants(tax.graph, node)
+    leaves_of = [set(tax.leaves_under(c)) for c in cut]
+    y = np.array([next(i for i, ls in enumerate(leaves_of) if lab in ls) for lab in p.labels])
+    is_cancer = np.array([c in under for c in cut])
+    truth, called = is_cancer[y], is_cancer[pred]
+    return float((truth & called).sum() / truth.sum())
+
+
+def test_cancer_node_with_another_name(data: Any) -> None:
+    """The cancer node is whatever the protocol declares: a tree without `malignant` keeps the metric."""
+    tax = _renamed_cancer_tree()
+    tasks = [{"name": "mel_vs_nv", "positive": ["melanoma"], "negative": ["melanocytic_nevus"]}]
+    parts = [
+        {"name": "two_way", "nodes": ["benign", "neoplasm_malignant"]},
+        {"name": "three_way", "nodes": ["benign", "melanoma", "keratinocyte_carcinoma"]},
+        {"name": "coarse_melanoma", "nodes": ["benign", "neoplasm_malignant"]},
+    ]
+    proto = _protocol(
+        tax,
+        tasks=tasks,
+        partitions=parts[:2],
+        cancer_node="neoplasia",
+        calibration_nodes=["neoplasm_malignant"],
+    )
+    assert proto.cancer_node == "neoplasm_malignant"  # the alias is resolved when the protocol is loaded
+    val, test = data
+    rep = evaluate(tax, proto, val, test)
+    for name, cut in (("two_way", ["benign", "neoplasm_malignant"]), ("three_way", parts[1]["nodes"])):
+        got = rep.partitions[name].metrics["cancer_sensitivity"]
+        for k, t in enumerate(test):
+            assert got.per_seed[k] == pytest.approx(_cancer_reference(tax, t, cut, "neoplasm_malignant"))
+        assert got.ci[0] <= got.value <= got.ci[1]
+        assert not any("cancer" in n for n in rep.partitions[name].notes)
+    # a cancer node inside a class of the cut: not reported, and the partition says why
+    coarse = _protocol(tax, tasks=tasks, partitions=parts[2:], cancer_node="melanoma", calibration_nodes=[])
+    inside = evaluate(tax, coarse, val, test)
+    part = inside.partitions["coarse_melanoma"]
+    assert "cancer_sensitivity" not in part.metrics
+    assert part.notes == ["cancer sensitivity not reported: 'melanoma' lies inside a class of this cut"]
+
+
+def test_protocol_without_cancer_node_says_why(tax: Taxonomy, data: Any, tmp_path: Path) -> None:
+    """No declared cancer node: no cancer sensitivity anywhere, and every partition's notes say why (the
+    other numbers are those of the protocol that declares it)."""
+    val, test = data
+    rep = evaluate(tax, _protocol(tax, cancer_node=None), val[:1], test[:1])
+    declared = evaluate(tax, _protocol(tax), val[:1], test[:1])
+    for name, part in rep.partitions.items():
+        assert "cancer_sensitivity" not in part.metrics
+        assert len(part.notes) == 1 and part.notes[0].startswith(
+            "cancer sensitivity not reported: the protocol declares no cancer_node"
+        )
+        assert "cancer_sensitivity" in declared.partitions[name].metrics
+        assert {k: e.to_dict() for k, e in part.metrics.items()} == {
+            k: e.to_dict() for k, e in declared.partitions[name].metrics.items() if k != "cancer_sensitivity"
+        }
+    write_report(rep, tmp_path)
+    assert "the protocol declares no cancer_node" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_threshold_source_values_in_report_json(tax: Taxonomy, data: Any) -> None:
+    """report.json records exactly "validation" or "test"; the report's prose derives from the enum."""
+    from hierclf.evaluation.catalog import ThresholdSource
+    from hierclf.evaluation.report import render_markdown
+
+    val, test = data
+    on_val = evaluate(tax, _protocol(tax), val[:1], test[:1])
+    on_test = evaluate(tax, _protocol(tax), None, test[:1], allow_test_thresholds=True)
+    assert on_val.threshold_source is ThresholdSource.VALIDATION
+    assert on_test.threshold_source is ThresholdSource.TEST
+    for rep, value in ((on_val, "validation"), (on_test, "test")):
+        js = json.loads(json.dumps(rep.to_dict()))
+        assert js["threshold_source"] == value
+        assert {t["threshold_source"] for t in js["tasks"].values()} == {value}
+    md = render_markdown(on_test)
+    assert f"thresholds chosen on: **{ThresholdSource.TEST.description}**" in md
+    assert "| mel_vs_nv | " in md and " | test |" in md  # the summary's short source
+    spec = on_test.tasks["mel_vs_nv"].metrics["specificity"].provenance
+    assert spec == f"test, at the threshold chosen on {ThresholdSource.TEST.description}"
+
+
+def test_subgroups_touch_no_logger_and_count_missing_replicates(
+    tax: Taxonomy, data: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Small subgroups miss a class in many replicates: nothing is logged about it, no logger level changes,
+    and one note per column gives the count, which equals the NaN replicates of a direct bootstrap."""
+    from hierclf.evaluation import metrics as M
+    from hierclf.evaluation.tasks import task_data
+
+    val, test = data
+    meta = _write_metadata(tmp_path / "meta.csv", val[:1] + test[:1])
+    levels = {name: logging.getLogger(name).level for name in ("hierclf", "hierclf.evaluation.metrics")}
+    proto = _protocol(tax, subgroups=["site"], min_group_size=40)
+    with caplog.at_level(logging.DEBUG):
+        rep = evaluate(tax, proto, val[:1], test[:1], metadata=tmp_path / "meta.csv")
+    assert not [r for r in caplog.records if "bootstrap replicates miss a class" in r.getMessage()]
+    assert {name: logging.getLogger(name).level for name in levels} == levels
+    # the count, from the bootstrap itself
+    from hierclf.evaluation.splits import Split
+
+    t = test[0]
+    split = Split("t", t, t.groups, None)
+    site = np.array([meta[i]["site"] for i in t.ids])
+    missing = drawn = 0
+    for spec in proto.tasks:
+        rows, y, s = task_data(tax, spec, split, "test")
+        thr = rep.tasks[spec.name].thresholds.per_seed[0]
+        for value in np.unique(site):
+            sel = site[rows] == value
+            if (y[sel] == 1).any() and (y[sel] == 0).any():
+                boot = M.bootstrap_binary(
+                    y[sel],
+                    s[sel],
+                    split.groups[rows][sel],
+                    n_replicates=REPLICATES,
+                    seed=3,
+                    target_sensitivity=0.9,
+                    threshold=thr,
+                    warn_missing=False,
+                )
+                missing, drawn = missing + boot["auc"].n_nan, drawn + REPLICATES
+    assert missing > 0
+    note = f"subgroups of 'site': {missing} of {drawn} bootstrap replicates missed a class"
+    assert any(n.startswith(note) for n in rep.notes)
+
+
+def test_catalog_names_every_reported_number(report: Any) -> None:
+    """Every metric the evaluation reports has one catalog entry; its provenance is the catalog's."""
+    from hierclf.evaluation import catalog
+    from hierclf.evaluation.protocol_format import BINARY_METRICS, PARTITION_METRICS
+
+    task_keys = [m.key for m in catalog.TASK_TABLE]
+    for res in report.tasks.values():
+        assert list(res.metrics) == task_keys
+        for key, est in res.metrics.items():
+            assert est.provenance == catalog.task_metric(key).provenance_for(res.threshold_source, 0.9)
+    for part in report.partitions.values():
+        assert list(part.metrics) == [m.key for m in catalog.PARTITION_TABLE]
+    assert list(report.hierarchical) == [m.key for m in catalog.HIERARCHICAL_TABLE]
+    assert set(catalog.PRIMARY_KEYS) == set(BINARY_METRICS) | set(PARTITION_METRICS)
+    assert {catalog.PRIMARY_KEYS[m] for m in BINARY_METRICS} <= set(task_keys)
+    assert {catalog.PRIMARY_KEYS[m] for m in PARTITION_METRICS} <= {m.key for m in catalog.PARTITION_TABLE}

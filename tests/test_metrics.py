@@ -5,6 +5,7 @@ set-based hierarchical definitions over networkx ancestors, and explicit resampl
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import zlib
 
@@ -17,6 +18,7 @@ from sklearn import metrics as skm
 
 from hierclf.errors import HierclfError
 from hierclf.evaluation import metrics as hm
+from hierclf.evaluation.metrics import bootstrap, resampling
 from hierclf.taxonomy.synthetic import random_taxonomy
 
 
@@ -501,8 +503,8 @@ def test_kernel_with_unit_counts_equals_point_functions(name: str) -> None:
     y, s = _case(name)
     y = np.asarray(y).astype(bool)
     groups = np.arange(len(y)) // 3
-    group, n_groups = hm._group_index(groups, len(y))
-    plan = hm._BinaryBootstrapPlan(y, s, group, n_groups)
+    group, n_groups = resampling._group_index(groups, len(y))
+    plan = bootstrap._BinaryBootstrapPlan(y, s, group, n_groups)
     for target in (0.3, 0.95, 1.0):
         out = plan.evaluate(np.ones((2, n_groups), dtype=np.int64), target, float(np.median(s)))
         assert out["auc"][0] == pytest.approx(hm.roc_auc(y, s), abs=1e-15)
@@ -516,8 +518,8 @@ def test_kernel_with_unit_counts_equals_point_functions(name: str) -> None:
 def test_int64_kernel_equals_int32_kernel() -> None:
     # the kernel switches to int64 when a replicate could weigh 2**31 or more; same numbers either way
     y, s, groups = _bootstrap_data(300, 40, seed=2, decimals=1)
-    group, n_groups = hm._group_index(groups, len(y))
-    plan = hm._BinaryBootstrapPlan(y, s, group, n_groups)
+    group, n_groups = resampling._group_index(groups, len(y))
+    plan = bootstrap._BinaryBootstrapPlan(y, s, group, n_groups)
     assert plan.dtype == np.int32
     counts = next(hm.grouped_bootstrap_counts(np.arange(n_groups), 25, seed=0))
     small = plan.evaluate(counts, 0.9, 0.3)
@@ -590,6 +592,39 @@ def test_bootstrap_nan_replicates_and_errors() -> None:
         hm.bootstrap_binary(y, s, groups=["a", None, "b", "a", "b", "c"], n_replicates=5)
     with pytest.raises(hm.MetricError, match="NaN"):
         hm.bootstrap_binary(y, s, n_replicates=5, threshold=float("nan"))
+
+
+def test_bootstrap_missing_class_logged_or_only_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """warn_missing=False hushes the warning without touching any logger; the count and numbers stay."""
+    y = np.array([1, 0, 0, 0, 0, 0])
+    s = np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])
+    with caplog.at_level(logging.WARNING, logger="hierclf.evaluation.metrics"):
+        loud = hm.bootstrap_binary(y, s, None, n_replicates=200, seed=0)
+        assert f"{loud['auc'].n_nan} of 200 bootstrap replicates miss a class" in caplog.text
+        caplog.clear()
+        quiet = hm.bootstrap_binary(y, s, None, n_replicates=200, seed=0, warn_missing=False)
+        assert caplog.records == []
+    assert quiet["auc"].n_nan == loud["auc"].n_nan == int(np.isnan(loud["auc"].replicates).sum()) > 0
+    for key, est in loud.estimates.items():
+        np.testing.assert_array_equal(quiet[key].replicates, est.replicates)
+
+
+def test_metrics_package_re_exports_every_public_name() -> None:
+    """`from hierclf.evaluation import metrics as M; M.roc_auc(...)`: every public function and class of the
+    metric modules is a name of the package, and the package lists exactly those."""
+    import importlib
+    import inspect
+
+    names = set()
+    for module in ("checks", "roc", "multiclass", "calibration", "hierarchy", "resampling", "bootstrap"):
+        mod = importlib.import_module(f"hierclf.evaluation.metrics.{module}")
+        for name, obj in vars(mod).items():
+            defined_here = getattr(obj, "__module__", None) == mod.__name__
+            public = not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            if public and defined_here:
+                names.add(name)
+                assert getattr(hm, name) is obj
+    assert names == set(hm.__all__)
 
 
 def test_percentile_ci() -> None:

@@ -63,6 +63,7 @@ def test_shipped_protocol_loads_and_resolves_aliases(dermamnist: Taxonomy) -> No
     assert proto.primary_metric.metric == "specificity_at_target_sensitivity"
     assert proto.primary_metric.task == "melanoma_vs_nevus"
     assert proto.min_seeds == 5 and proto.bootstrap.replicates == 1000
+    assert proto.cancer_node == "malignant"  # declared, so its reports keep cancer sensitivity
 
 
 def test_shipped_training_settings_are_a_valid_train_config(dermamnist: Taxonomy) -> None:
@@ -86,6 +87,7 @@ def test_defaults(dermamnist: Taxonomy) -> None:
     assert isinstance(proto, Protocol)
     assert (proto.min_seeds, proto.bootstrap.replicates, proto.bootstrap.ci_level) == (5, 1000, 0.95)
     assert proto.allow_test_thresholds is False and proto.training is None and proto.subgroups == []
+    assert proto.cancer_node is None
     assert proto.task("cancer").positive == ["malignant"]
 
 
@@ -209,3 +211,64 @@ def test_metric_lists_are_disjoint() -> None:
     from hierclf.evaluation.protocol_format import PARTITION_METRICS
 
     assert not set(BINARY_METRICS) & set(PARTITION_METRICS)
+
+
+CANCER_PRIMARY = BASE.replace(
+    "{metric: specificity_at_target_sensitivity, task: mel_vs_nv}",
+    "{metric: cancer_sensitivity, partition: three_way}",
+)
+
+
+def test_cancer_node_is_resolved(dermamnist: Taxonomy) -> None:
+    assert (
+        protocol_from_text(BASE + "cancer_node: cancer\n", dermamnist).cancer_node == "malignant"
+    )  # an alias
+    proto = protocol_from_text(CANCER_PRIMARY + "cancer_node: malignant\n", dermamnist)
+    assert proto.primary_metric.metric == "cancer_sensitivity" and proto.cancer_node == "malignant"
+
+
+def test_unknown_cancer_node_did_you_mean(dermamnist: Taxonomy) -> None:
+    err = _error(BASE + "cancer_node: malignat\n", dermamnist)
+    assert str(err).startswith("p.yaml:15:14:")
+    assert "cancer_node: unknown node 'malignat'" in str(err) and "did you mean 'malignant'" in str(err)
+
+
+def test_cancer_sensitivity_primary_needs_the_cancer_node(dermamnist: Taxonomy) -> None:
+    """Pre-registering cancer sensitivity without declaring its node is refused with one positioned line."""
+    err = _error(CANCER_PRIMARY, dermamnist)
+    assert len(err.problems) == 1
+    line = str(err.problems[0])
+    assert line.startswith("p.yaml:4:26: error: primary_metric: cancer_sensitivity")
+    assert "none is declared; add `cancer_node: <node>`" in line and "\n" not in line
+
+
+def test_cancer_sensitivity_primary_on_a_cut_that_hides_the_node(dermamnist: Taxonomy) -> None:
+    text = CANCER_PRIMARY.replace("[benign, melanoma, keratinocyte_carcinoma]", "[benign, malignant]")
+    err = _error(text + "cancer_node: melanoma\n", dermamnist)
+    assert len(err.problems) == 1 and str(err.problems[0]).startswith("p.yaml:4:")
+    assert "undefined on partition 'three_way': cancer_node 'melanoma' lies inside one of its classes" in str(
+        err
+    )
+    assert protocol_from_text(text + "cancer_node: malignant\n", dermamnist).cancer_node == "malignant"
+
+
+def test_cancer_classes_against_leaf_sets(dermamnist: Taxonomy) -> None:
+    """cancer_classes marks exactly the cut classes whose leaves lie under the node, or refuses."""
+    from hierclf.evaluation.protocol_format import cancer_classes
+
+    cuts = [
+        ["benign", "malignant"],
+        ["benign", "melanoma", "keratinocyte_carcinoma"],
+        list(dermamnist.leaves),
+    ]
+    for cut in cuts:
+        for node in dermamnist.nodes:
+            under = set(dermamnist.leaves_under(node))
+            classes = [set(dermamnist.leaves_under(c)) for c in cut]
+            inside = [c <= under for c in classes]
+            expressible = set().union(*(c for c, i in zip(classes, inside) if i)) == under
+            got = cancer_classes(dermamnist, cut, node)
+            assert (got.tolist() if got is not None else None) == (inside if expressible else None), (
+                cut,
+                node,
+            )

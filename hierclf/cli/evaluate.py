@@ -86,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
         allow_test_thresholds=True if args.allow_test_thresholds else None,
     )
     written = write_report(report, args.out)
+    _print_summary(report)
+    print(f"wrote {len(written)} files to {args.out} (report.md, report.json, figures/)")
+    return 0
+
+
+def _print_summary(report: Any) -> None:
+    """The banner, the warning count, the primary metric, and the summary table (labels from the catalog)."""
+    from hierclf.evaluation.report import summary_rows, text_table
+
     primary = report.primary
     est = primary.get("estimate") or {}
     target = primary.get("task") or primary.get("partition")
@@ -101,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(report.warnings)} warning(s): see the top of report.md")
     print(
         f"primary metric {primary['metric']} on {target}: {show} ({report.n_seeds} seed(s), thresholds "
-        f"chosen on {report.threshold_source.split(' ')[0]})"
+        f"chosen on {report.threshold_source.value})"
     )
-    print(f"wrote {len(written)} files to {args.out} (report.md, report.json, figures/)")
-    return 0
+    for line in text_table(summary_rows(report)):
+        print(f"  {line}")

@@ -11,10 +11,12 @@ A protocol is written once, before any run (seed 001's rule 5), as a YAML file n
       - {name: melanoma_vs_nevus, positive: [malignant_melanocytic], negative: [benign_melanocytic]}
     partitions:
       - {name: three_way, nodes: [benign, melanoma, keratinocyte_carcinoma]}
+    cancer_node: malignant
 
 :func:`load_protocol` validates the file with pydantic (unknown fields are errors, every problem carries
 ``file:line:column``) and then against the taxonomy: task nodes must exist ("did you mean ..."), the
-positive and negative sides of a task must not share a leaf, and each partition must be a cut of the tree.
+positive and negative sides of a task must not share a leaf, each partition must be a cut of the tree, and a
+pre-registered ``cancer_sensitivity`` needs a declared ``cancer_node`` that its partition can express.
 Node names are resolved to ids (aliases allowed). ``docs/protocol-format.md`` documents every field.
 """
 
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError
@@ -40,6 +43,7 @@ __all__ = [
     "Protocol",
     "ProtocolError",
     "TaskSpec",
+    "cancer_classes",
     "load_protocol",
     "protocol_from_dict",
     "protocol_from_text",
@@ -176,6 +180,11 @@ class Protocol(_Model):
     )
     tasks: list[TaskSpec] = Field(min_length=1)
     partitions: list[PartitionSpec] = Field(default_factory=list)
+    cancer_node: NodeName | None = Field(
+        None,
+        description="The node whose recall is each partition's `cancer_sensitivity` (e.g. `malignant`); "
+        "`null` (default): the metric is not computed, and pre-registering it is refused.",
+    )
     subgroups: list[StrictStr] = Field(
         default_factory=list,
         description="Metadata columns to break metrics down by (e.g. sex, localization, fitzpatrick).",
@@ -263,8 +272,24 @@ def _resolve(
 
 
 def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAML) -> list[Problem]:
-    """Every problem of a schema-valid protocol against the tree: nodes, disjoint tasks, cuts, names."""
+    """Every problem of a schema-valid protocol against the tree: names, tasks, cuts, nodes, the primary."""
     problems: list[Problem] = []
+    _check_names(proto, doc, problems)
+    for i, task in enumerate(proto.tasks):
+        _check_task(taxonomy, doc, i, task, problems)
+    for i, part in enumerate(proto.partitions):
+        _check_partition(taxonomy, doc, i, part, problems)
+    for j, name in enumerate(proto.calibration_nodes):
+        _resolve(taxonomy, name, doc, ("calibration_nodes", j), problems)
+    cancer = None
+    if proto.cancer_node is not None:
+        cancer = _resolve(taxonomy, proto.cancer_node, doc, ("cancer_node",), problems)
+    _check_primary(proto, taxonomy, doc, cancer, problems)
+    return problems
+
+
+def _check_names(proto: Protocol, doc: LocatedYAML, problems: list[Problem]) -> None:
+    """Task and partition names are unique."""
     named: tuple[tuple[str, Sequence[TaskSpec | PartitionSpec]], ...] = (
         ("task", proto.tasks),
         ("partition", proto.partitions),
@@ -276,38 +301,51 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
                 msg = f"{kind} name {item.name!r} is used twice ({kind}s[{seen[item.name]}] and {kind}s[{i}])"
                 problems.append(doc.problem((f"{kind}s", i, "name"), msg, code="duplicate"))
             seen.setdefault(item.name, i)
-    for i, task in enumerate(proto.tasks):
-        sides: dict[str, set[str]] = {}
-        for side in ("positive", "negative"):
-            leaves: set[str] = set()
-            for j, name in enumerate(getattr(task, side)):
-                node = _resolve(taxonomy, name, doc, ("tasks", i, side, j), problems)
-                if node is not None:
-                    leaves.update(taxonomy.leaves_under(node))
-            sides[side] = leaves
-        shared = sides["positive"] & sides["negative"]
-        if shared:
-            shown = sorted(shared, key=taxonomy.index.position.__getitem__)
-            msg = (
-                f"task {task.name!r}: positive and negative nodes overlap: leaves "
-                f"{', '.join(map(repr, shown))} lie under both sides"
-            )
-            problems.append(doc.problem(("tasks", i), msg, code="task-overlap"))
-    for i, part in enumerate(proto.partitions):
-        ids = [
-            _resolve(taxonomy, n, doc, ("partitions", i, "nodes", j), problems)
-            for j, n in enumerate(part.nodes)
-        ]
-        if any(n is None for n in ids):
-            continue
-        try:
-            taxonomy.cut(ids)  # type: ignore[arg-type]
-        except TaxonomyError as exc:
-            for p in exc.problems:
-                msg = f"partition {part.name!r}: {p.message}"
-                problems.append(doc.problem(("partitions", i, "nodes"), msg, code=p.code, node=p.node))
-    for j, name in enumerate(proto.calibration_nodes):
-        _resolve(taxonomy, name, doc, ("calibration_nodes", j), problems)
+
+
+def _check_task(
+    taxonomy: Taxonomy, doc: LocatedYAML, i: int, task: TaskSpec, problems: list[Problem]
+) -> None:
+    """The task's nodes exist and its two sides share no leaf."""
+    sides: dict[str, set[str]] = {}
+    for side in ("positive", "negative"):
+        leaves: set[str] = set()
+        for j, name in enumerate(getattr(task, side)):
+            node = _resolve(taxonomy, name, doc, ("tasks", i, side, j), problems)
+            if node is not None:
+                leaves.update(taxonomy.leaves_under(node))
+        sides[side] = leaves
+    shared = sides["positive"] & sides["negative"]
+    if shared:
+        shown = sorted(shared, key=taxonomy.index.position.__getitem__)
+        msg = (
+            f"task {task.name!r}: positive and negative nodes overlap: leaves "
+            f"{', '.join(map(repr, shown))} lie under both sides"
+        )
+        problems.append(doc.problem(("tasks", i), msg, code="task-overlap"))
+
+
+def _check_partition(
+    taxonomy: Taxonomy, doc: LocatedYAML, i: int, part: PartitionSpec, problems: list[Problem]
+) -> None:
+    """The partition's nodes exist and form a cut of the tree."""
+    ids = [
+        _resolve(taxonomy, n, doc, ("partitions", i, "nodes", j), problems) for j, n in enumerate(part.nodes)
+    ]
+    if any(n is None for n in ids):
+        return
+    try:
+        taxonomy.cut(ids)  # type: ignore[arg-type]
+    except TaxonomyError as exc:
+        for p in exc.problems:
+            msg = f"partition {part.name!r}: {p.message}"
+            problems.append(doc.problem(("partitions", i, "nodes"), msg, code=p.code, node=p.node))
+
+
+def _check_primary(
+    proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAML, cancer: str | None, problems: list[Problem]
+) -> None:
+    """The primary metric names a task or partition of this protocol, and one it can be computed on."""
     pm = proto.primary_metric
     known = [t.name for t in proto.tasks] if pm.task is not None else [p.name for p in proto.partitions]
     if pm.target not in known:
@@ -319,7 +357,46 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
             f"in primary_metric (the protocol's {kind}s: {', '.join(known) or 'none'})",
         )
         problems.append(doc.problem(("primary_metric", kind), str(err), code="unknown-task"))
-    return problems
+        return
+    if pm.metric != "cancer_sensitivity":
+        return
+    if proto.cancer_node is None:
+        msg = (
+            "primary_metric: cancer_sensitivity is the recall of the protocol's cancer_node, and none is "
+            "declared; add `cancer_node: <node>` (e.g. malignant)"
+        )
+        problems.append(doc.problem(("primary_metric", "metric"), msg, code="no-cancer-node"))
+        return
+    part = next(p for p in proto.partitions if p.name == pm.target)
+    try:
+        cut = list(taxonomy.cut([taxonomy.resolve(n) for n in part.nodes]))
+    except (TaxonomyError, UnknownNameError):
+        return  # reported where the partition is written
+    if cancer is not None and cancer_classes(taxonomy, cut, cancer) is None:
+        msg = (
+            f"primary_metric: cancer_sensitivity is undefined on partition {part.name!r}: cancer_node "
+            f"{cancer!r} lies inside one of its classes"
+        )
+        problems.append(doc.problem(("primary_metric", "partition"), msg, code="cancer-node-inside-class"))
+
+
+def cancer_classes(taxonomy: Taxonomy, cut: Sequence[str], node: str) -> np.ndarray | None:
+    """Which classes of ``cut`` make up ``node``: ``(C,)`` bool, or ``None`` when the classes at or under
+    ``node`` do not cover its leaves (``node`` lies inside a class, so its recall is undefined there).
+
+    Example:
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> cancer_classes(tax, ["benign", "melanoma", "keratinocyte_carcinoma"], "malignant").tolist()
+        [False, True, True]
+        >>> cancer_classes(tax, ["benign", "malignant"], "melanoma") is None
+        True
+    """
+    idx = taxonomy.index
+    inside = idx.is_under(idx.rows(cut), idx.position[node])
+    covered = sorted(leaf for i in np.flatnonzero(inside).tolist() for leaf in taxonomy.leaves_under(cut[i]))
+    if not inside.any() or sorted(taxonomy.leaves_under(node)) != covered:
+        return None
+    return np.asarray(inside, dtype=bool)
 
 
 def _resolved(proto: Protocol, taxonomy: Taxonomy) -> Protocol:
@@ -333,6 +410,7 @@ def _resolved(proto: Protocol, taxonomy: Taxonomy) -> Protocol:
             "tasks": tasks,
             "partitions": parts,
             "calibration_nodes": _ids(taxonomy, proto.calibration_nodes),
+            "cancer_node": None if proto.cancer_node is None else taxonomy.resolve(proto.cancer_node),
         }
     )
 

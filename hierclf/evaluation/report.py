@@ -1,4 +1,4 @@
-"""Render an :class:`~hierclf.evaluation.pipeline.EvaluationReport`: ``report.md``, ``report.json`` and PNG
+"""Render an :class:`~hierclf.evaluation.records.EvaluationReport`: ``report.md``, ``report.json`` and PNG
 figures.
 
 ``report.md`` is for people (a clinical reviewer first): warnings at the top, the pre-registered primary
@@ -8,6 +8,8 @@ such, per-class recall beside AUC, and the seed mean ± std. ``report.json`` has
 ``n``, CI and provenance. Figures (matplotlib, Agg backend): the ROC of each task with the operating point and
 reader points, reliability diagrams, and the confusion matrix of each partition. Every file is written
 atomically. With synthetic data, every section carries the banner "SYNTHETIC DATA — not a clinical result".
+Row labels and column headers come from :mod:`hierclf.evaluation.catalog`, as do those of
+:func:`summary_rows`, the table ``hierclf evaluate`` and ``hierclf study`` print.
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hierclf.evaluation.pipeline import (
+from hierclf.evaluation.catalog import (
+    HIERARCHICAL_TABLE,
+    PER_CLASS_RECALL_LABEL,
+    SUBGROUP_TASK_KEYS,
+    SUMMARY_TASK_KEYS,
+    TASK_TABLE,
+    THRESHOLD_COLUMN,
+    partition_metric,
+    task_metric,
+)
+from hierclf.evaluation.records import (
     SYNTHETIC_BANNER,
     Estimate,
     EvaluationReport,
@@ -32,18 +45,7 @@ from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["format_estimate", "render_markdown", "write_report"]
-
-_TASK_ROWS = (
-    ("auc", "AUC"),
-    ("partial_auc", "partial AUC above target sensitivity"),
-    ("sensitivity", "sensitivity"),
-    ("specificity", "specificity"),
-    ("ppv", "PPV"),
-    ("npv", "NPV"),
-    ("validation_sensitivity", "sensitivity on the split that chose the threshold"),
-    ("specificity_at_target_chosen_on_test", "OPTIMISTIC specificity at target, threshold chosen on test"),
-)
+__all__ = ["format_estimate", "render_markdown", "summary_rows", "text_table", "write_report"]
 
 
 def write_report(report: EvaluationReport, out_dir: str | Path) -> dict[str, Path]:
@@ -99,54 +101,41 @@ def _banner(report: EvaluationReport) -> list[str]:
 def render_markdown(report: EvaluationReport, figures: dict[str, str] | None = None) -> str:
     """The human report as Markdown text (``figures``: name -> relative path of each PNG)."""
     figures = figures or {}
+    lines = [f"# Evaluation report: {report.protocol['name']}", ""] + _banner(report)
+    lines += _warnings_section(report) + _overview_section(report)
+    lines += _primary_section(report) + _summary_section(report)
+    for task in report.tasks.values():
+        lines += _task_section(report, task, figures)
+    for part in report.partitions.values():
+        lines += _partition_section(report, part, figures)
+    lines += _hierarchical_section(report) + _calibration_section(report, figures)
+    for col, rows in report.subgroups.items():
+        lines += _subgroup_section(report, col, rows)
+    lines += _notes_section(report) + _inputs_section(report)
+    return "\n".join(lines)
+
+
+def _warnings_section(report: EvaluationReport) -> list[str]:
+    if not report.warnings:
+        return []
+    return ["## Warnings", ""] + _banner(report) + [f"- **{w}**" for w in report.warnings] + [""]
+
+
+def _overview_section(report: EvaluationReport) -> list[str]:
+    """Taxonomy, seeds, operating point and how intervals were computed."""
     proto = report.protocol
-    lines: list[str] = [f"# Evaluation report: {proto['name']}", ""]
-    lines += _banner(report)
-    if report.warnings:
-        lines += ["## Warnings", ""] + _banner(report) + [f"- **{w}**" for w in report.warnings] + [""]
     level = proto["bootstrap"]["ci_level"]
     unit = report.group_column or "rows (no group column!)"
-    lines += [
+    lines = [
         f"- taxonomy: `{report.taxonomy}`; seeds: {report.n_seeds} (protocol asks for {proto['min_seeds']})",
         f"- target sensitivity: {proto['target_sensitivity']}; "
-        f"thresholds chosen on: **{report.threshold_source}**",
+        f"thresholds chosen on: **{report.threshold_source.description}**",
         f"- intervals: {int(level * 100)} % percentile bootstrap, {proto['bootstrap']['replicates']} "
         f"replicates resampling **{unit}**, pooled over seeds; `± x` is the standard deviation over seeds",
     ]
     if proto.get("error_profile"):
         lines += [f"- error profile: {proto['error_profile']}"]
-    lines.append("")
-    lines += _primary_section(report)
-    lines += _summary_section(report)
-    for task in report.tasks.values():
-        lines += _task_section(report, task, figures)
-    for part in report.partitions.values():
-        lines += _partition_section(report, part, figures)
-    if report.hierarchical:
-        lines += ["## Hierarchical errors (test)", ""] + _banner(report)
-        lines += ["| metric | value | provenance |", "| --- | --- | --- |"]
-        lines += [f"| {k} | {format_estimate(e)} | {e.provenance} |" for k, e in report.hierarchical.items()]
-        lines.append("")
-    if report.calibration_nodes:
-        lines += ["## Calibration of node probabilities (test)", ""] + _banner(report)
-        for node, cal in report.calibration_nodes.items():
-            if "ece" in cal:
-                lines.append(f"- P({node}): ECE {format_estimate(cal['ece'])} ({cal['n_bins']} bins)")
-            else:
-                lines.append(f"- P({node}): {cal.get('note', 'not computed')}")
-            if f"reliability_{node}" in figures:
-                lines.append(f"  ![reliability {node}]({figures[f'reliability_{node}']})")
-        lines.append("")
-    for col, rows in report.subgroups.items():
-        lines += _subgroup_section(report, col, rows)
-    if report.notes:
-        lines += ["## Notes", ""] + _banner(report) + [f"- {n}" for n in report.notes] + [""]
-    lines += ["## Inputs", ""] + _banner(report)
-    for i, name in enumerate(report.seeds):
-        val = f"validation `{report.validation[i]}`, " if i < len(report.validation) else "no validation, "
-        lines.append(f"- seed {i}: {val}test `{name}`")
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [""]
 
 
 def _primary_section(report: EvaluationReport) -> list[str]:
@@ -162,32 +151,30 @@ def _primary_section(report: EvaluationReport) -> list[str]:
     ]
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(cells: list[str]) -> list[str]:
+    return [_row(cells), "|" + " --- |" * len(cells)]
+
+
 def _summary_section(report: EvaluationReport) -> list[str]:
     """AUC beside the operating point, and per-class recall beside balanced accuracy, in one place:
     seed 003's best-AUC model caught 41 % of melanomas, which an AUC alone hides."""
     lines = ["## Summary (test)", ""] + _banner(report)
-    lines += [
-        "| task | AUC | sensitivity | specificity | threshold chosen on |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    summary = [task_metric(k) for k in SUMMARY_TASK_KEYS]
+    lines += _header(["task", *(m.label for m in summary), THRESHOLD_COLUMN])
     for t in report.tasks.values():
-        m = t.metrics
-        lines.append(
-            f"| {t.name} | {format_estimate(m['auc'])} | {format_estimate(m['sensitivity'])} | "
-            f"{format_estimate(m['specificity'])} | {t.threshold_source.split(' ')[0]} |"
-        )
+        values = [format_estimate(t.metrics.get(m.key)) for m in summary]
+        lines.append(_row([t.name, *values, t.threshold_source.value]))
     lines.append("")
     if report.partitions:
-        lines += [
-            "| partition | balanced accuracy | macro AUC | per-class recall |",
-            "| --- | --- | --- | --- |",
-        ]
+        shown = [partition_metric(k) for k in ("balanced_accuracy", "macro_auc")]
+        lines += _header(["partition", *(m.label for m in shown), PER_CLASS_RECALL_LABEL])
         for p in report.partitions.values():
             recalls = ", ".join(f"{c} {_num(e.value)}" for c, e in p.per_class_recall.items())
-            lines.append(
-                f"| {p.name} | {format_estimate(p.metrics['balanced_accuracy'])} | "
-                f"{format_estimate(p.metrics['macro_auc'])} | {recalls} |"
-            )
+            lines.append(_row([p.name, *(format_estimate(p.metrics.get(m.key)) for m in shown), recalls]))
         lines.append("")
     return lines
 
@@ -199,25 +186,21 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
     lines += [
         f"Test: {_n(c['test_positive'])} positive, {_n(c['test_negative'])} negative samples in "
         f"{_n(c['test_groups'])} groups; validation: {_n(c['val_positive'])} positive, "
-        f"{_n(c['val_negative'])} negative. Threshold chosen on **{task.threshold_source}**: "
+        f"{_n(c['val_negative'])} negative. Threshold chosen on **{task.threshold_source.description}**: "
         f"{format_estimate(task.thresholds, 4)}.",
         "",
     ]
-    lines += ["| metric | value [CI] ± std over seeds | provenance |", "| --- | --- | --- |"]
-    for key, label in _TASK_ROWS:
-        est = task.metrics.get(key)
-        if est is not None:
-            lines.append(f"| {label} | {format_estimate(est)} | {est.provenance} |")
-    lines.append(
-        f"| ECE ({task.calibration['n_bins']} bins) | {format_estimate(task.calibration['ece'])} | "
-        f"{task.calibration['ece'].provenance} |"
-    )
-    if task.reader_fraction_dominated is not None:
-        lines.append(
-            f"| readers dominated by the ROC curve ({len(task.readers)} readers) | "
-            f"{format_estimate(task.reader_fraction_dominated)} | "
-            f"{task.reader_fraction_dominated.provenance} |"
-        )
+    lines += _header(["metric", "value [CI] ± std over seeds", "provenance"])
+    for metric in TASK_TABLE:
+        est = task.metrics.get(metric.key)
+        if est is not None and metric.in_task_table:
+            lines.append(_row([metric.label, format_estimate(est), est.provenance]))
+    ece = task.calibration["ece"]
+    lines.append(_row([f"ECE ({task.calibration['n_bins']} bins)", format_estimate(ece), ece.provenance]))
+    dominated = task.reader_fraction_dominated
+    if dominated is not None:
+        label = f"readers dominated by the ROC curve ({len(task.readers)} readers)"
+        lines.append(_row([label, format_estimate(dominated), dominated.provenance]))
     lines.append("")
     for key in (f"roc_{task.name}", f"reliability_{task.name}"):
         if key in figures:
@@ -235,22 +218,18 @@ def _n(values: int | list[int] | None) -> str:
 
 def _partition_section(report: EvaluationReport, part: PartitionResult, figures: dict[str, str]) -> list[str]:
     lines = [f"## Partition `{part.name}` ({len(part.classes)} classes, test)", ""] + _banner(report)
-    lines += ["| metric | value [CI] ± std over seeds |", "| --- | --- |"]
+    lines += _header(["metric", "value [CI] ± std over seeds"])
     for key, est in part.metrics.items():
-        lines.append(f"| {key.replace('_', ' ')} | {format_estimate(est)} |")
-    lines += ["", "| class | recall [CI] ± std | n (test) |", "| --- | --- | --- |"]
+        lines.append(_row([partition_metric(key).label, format_estimate(est)]))
+    lines += [""] + _header(["class", "recall [CI] ± std", "n (test)"])
     for cls, est in part.per_class_recall.items():
-        lines.append(f"| {cls} | {format_estimate(est)} | {_n(est.n)} |")
+        lines.append(_row([cls, format_estimate(est), _n(est.n)]))
     lines.append("")
     total = np.sum(part.confusion, axis=0)
-    lines += [
-        "Confusion matrix, summed over seeds (rows = true, columns = predicted):",
-        "",
-        "| true \\ predicted | " + " | ".join(part.classes) + " |",
-        "| --- |" + " --- |" * len(part.classes),
-    ]
+    lines += ["Confusion matrix, summed over seeds (rows = true, columns = predicted):", ""]
+    lines += _header(["true \\ predicted", *part.classes])
     for i, cls in enumerate(part.classes):
-        lines.append(f"| {cls} | " + " | ".join(str(int(v)) for v in total[i]) + " |")
+        lines.append(_row([cls, *(str(int(v)) for v in total[i])]))
     lines.append("")
     lines += [f"- {n}" for n in part.notes]
     key = f"confusion_{part.name}"
@@ -259,22 +238,57 @@ def _partition_section(report: EvaluationReport, part: PartitionResult, figures:
     return lines + [""]
 
 
+def _hierarchical_section(report: EvaluationReport) -> list[str]:
+    if not report.hierarchical:
+        return []
+    lines = ["## Hierarchical errors (test)", ""] + _banner(report)
+    lines += _header(["metric", "value", "provenance"])
+    for metric in HIERARCHICAL_TABLE:
+        est = report.hierarchical.get(metric.key)
+        if est is not None:
+            lines.append(_row([metric.label, format_estimate(est), est.provenance]))
+    return lines + [""]
+
+
+def _calibration_section(report: EvaluationReport, figures: dict[str, str]) -> list[str]:
+    if not report.calibration_nodes:
+        return []
+    lines = ["## Calibration of node probabilities (test)", ""] + _banner(report)
+    for node, cal in report.calibration_nodes.items():
+        if "ece" in cal:
+            lines.append(f"- P({node}): ECE {format_estimate(cal['ece'])} ({cal['n_bins']} bins)")
+        else:
+            lines.append(f"- P({node}): {cal.get('note', 'not computed')}")
+        if f"reliability_{node}" in figures:
+            lines.append(f"  ![reliability {node}]({figures[f'reliability_{node}']})")
+    return lines + [""]
+
+
 def _subgroup_section(report: EvaluationReport, column: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"## Subgroups by `{column}` (test)", ""] + _banner(report)
-    tasks = list(report.tasks)
-    lines += [
-        "| value | n | task | n pos / neg | AUC | sensitivity | specificity | flag |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    shown = [task_metric(k) for k in SUBGROUP_TASK_KEYS]
+    lines += _header(["value", "n", "task", "n pos / neg", *(m.label for m in shown), "flag"])
     for row in rows:
-        for t in tasks:
+        value = str(row["value"]).replace("|", "/")  # a '|' would split the Markdown cell
+        for t in report.tasks:
             r = row["tasks"][t]
-            value = str(row["value"]).replace("|", "/")  # a '|' would split the Markdown cell
-            lines.append(
-                f"| {value} | {_n(row['n'])} | {t} | {_n(r['n_positive'])} / {_n(r['n_negative'])} | "
-                f"{_fmt_dict(r['auc'])} | {_fmt_dict(r['sensitivity'])} | {_fmt_dict(r['specificity'])} | "
-                f"{'SMALL' if row['small'] else ''} |"
-            )
+            counts = f"{_n(r['n_positive'])} / {_n(r['n_negative'])}"
+            cells = [_fmt_dict(r[m.key]) for m in shown]
+            lines.append(_row([value, _n(row["n"]), t, counts, *cells, "SMALL" if row["small"] else ""]))
+    return lines + [""]
+
+
+def _notes_section(report: EvaluationReport) -> list[str]:
+    if not report.notes:
+        return []
+    return ["## Notes", ""] + _banner(report) + [f"- {n}" for n in report.notes] + [""]
+
+
+def _inputs_section(report: EvaluationReport) -> list[str]:
+    lines = ["## Inputs", ""] + _banner(report)
+    for i, name in enumerate(report.seeds):
+        val = f"validation `{report.validation[i]}`, " if i < len(report.validation) else "no validation, "
+        lines.append(f"- seed {i}: {val}test `{name}`")
     return lines + [""]
 
 
@@ -288,6 +302,42 @@ def _fmt_dict(d: dict[str, Any]) -> str:
     return format_estimate(e)
 
 
+# --- summary tables (the CLI's) ------------------------------------------------------------------------
+
+
+def summary_rows(report: EvaluationReport) -> list[dict[str, str]]:
+    """One row per task for a terminal summary: the :data:`~hierclf.evaluation.catalog.SUMMARY_TASK_KEYS`
+    metrics and the threshold source, then one row per class of each partition with its recall in the
+    sensitivity column (the threshold column says ``argmax``). Column headers are the catalog's labels."""
+    summary = [task_metric(k) for k in SUMMARY_TASK_KEYS]
+    rows = []
+    for name, task in report.tasks.items():
+        row = {"task": name, **{m.label: format_estimate(task.metrics.get(m.key)) for m in summary}}
+        rows.append({**row, THRESHOLD_COLUMN: task.threshold_source.value})
+    recall_column = task_metric("sensitivity").label
+    for name, part in report.partitions.items():
+        for cls, est in part.per_class_recall.items():
+            row = {"task": f"{name}: recall of {cls}", **{m.label: "" for m in summary}}
+            rows.append({**row, recall_column: format_estimate(est), THRESHOLD_COLUMN: "argmax"})
+    return rows
+
+
+def text_table(rows: list[dict[str, str]]) -> list[str]:
+    """Rows of equal keys as aligned text lines, the header first (``[]`` for no rows).
+
+    Example:
+        >>> text_table([{"task": "a", "AUC": "0.9"}, {"task": "bb", "AUC": ""}])
+        ['task  AUC', 'a     0.9', 'bb']
+    """
+    if not rows:
+        return []
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(r[h].ljust(w) for h, w in zip(headers, widths)) for r in rows]
+    return [line.rstrip() for line in lines]
+
+
 # --- figures -------------------------------------------------------------------------------------------
 
 
@@ -298,100 +348,103 @@ def _png(fig: Any) -> bytes:
 
 
 def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
+    """Every figure of the report, written as ``out/<name>.png``; name -> path."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     written: dict[str, Path] = {}
-
-    def save(name: str, fig: Any) -> None:
+    for name, fig in _each_figure(report, Figure):  # drawn and written one at a time
         if report.synthetic:
-            fig.text(
-                0.5,
-                0.995,
-                SYNTHETIC_BANNER,
-                ha="center",
-                va="top",
-                color="red",
-                fontsize=9,
-                fontweight="bold",
-            )
-        path = out / f"{name}.png"
-        atomic_write_bytes(path, _png(fig))
-        written[name] = path
+            _stamp_synthetic(fig)
+        written[name] = out / f"{name}.png"
+        atomic_write_bytes(written[name], _png(fig))
+    return written
 
+
+def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, Any]]:  # noqa: N803
+    """``(name, figure)``: per task its ROC and reliability, per calibration node its reliability, per
+    partition its confusion matrix."""
     for task in report.tasks.values():
-        fig = Figure(figsize=(5, 5))
-        ax = fig.add_subplot()
-        for k, roc in enumerate(task.roc):
-            ax.plot(
-                roc["fpr"],
-                roc["tpr"],
-                lw=1.5 if k == 0 else 0.8,
-                alpha=1.0 if k == 0 else 0.5,
-                color="C0",
-                label="model (test)" if k == 0 else None,
-            )
-        ops = task.operating_points
-        ax.scatter(
-            [1 - p["specificity"] for p in ops],
-            [p["sensitivity"] for p in ops],
-            color="C3",
-            zorder=3,
-            marker="o",
-            label=f"operating point (threshold from {task.threshold_source.split(' ')[0]})",
-        )
-        if task.readers:
-            ax.scatter(
-                [1 - r.specificity for r in task.readers],
-                [r.sensitivity for r in task.readers],
-                color="C1",
-                marker="D",
-                s=18,
-                zorder=3,
-                label="readers",
-            )
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(
-            xlabel="1 - specificity",
-            ylabel="sensitivity",
-            xlim=(0, 1),
-            ylim=(0, 1.01),
-            title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}",
-        )
-        ax.title.set_fontsize(9)
-        ax.legend(loc="lower right", fontsize=8)
-        save(f"roc_{task.name}", fig)
-        save(f"reliability_{task.name}", _reliability(Figure, task.calibration["reliability"], task.name))
+        yield f"roc_{task.name}", _roc_figure(Figure, task)
+        yield f"reliability_{task.name}", _reliability(Figure, task.calibration["reliability"], task.name)
     for node, cal in report.calibration_nodes.items():
         if "reliability" in cal:
-            save(f"reliability_{node}", _reliability(Figure, cal["reliability"], f"P({node})"))
+            yield f"reliability_{node}", _reliability(Figure, cal["reliability"], f"P({node})")
     for part in report.partitions.values():
-        total = np.sum(part.confusion, axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = total / total.sum(axis=1, keepdims=True)
-        size = max(4.0, 0.6 * len(part.classes) + 2)
-        fig = Figure(figsize=(size, size))
-        ax = fig.add_subplot()
-        ax.imshow(np.nan_to_num(frac), cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(part.classes)):
-            for j in range(len(part.classes)):
-                ax.text(
-                    j,
-                    i,
-                    str(int(total[i, j])),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if np.nan_to_num(frac[i, j]) > 0.5 else "black",
-                )
-        ax.set_xticks(range(len(part.classes)), part.classes, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(part.classes)), part.classes, fontsize=7)
-        ax.set(xlabel="predicted", ylabel="true", title=f"{part.name} (test, all seeds; colour = row recall)")
-        ax.title.set_fontsize(9)
-        save(f"confusion_{part.name}", fig)
-    return written
+        yield f"confusion_{part.name}", _confusion_figure(Figure, part)
+
+
+def _stamp_synthetic(fig: Any) -> None:
+    fig.text(0.5, 0.995, SYNTHETIC_BANNER, ha="center", va="top", color="red", fontsize=9, fontweight="bold")
+
+
+def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
+    """The test ROC curve of every seed (the first drawn bold), the operating points and the readers."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for k, roc in enumerate(task.roc):
+        first = k == 0
+        ax.plot(
+            roc["fpr"],
+            roc["tpr"],
+            lw=1.5 if first else 0.8,
+            alpha=1.0 if first else 0.5,
+            color="C0",
+            label="model (test)" if first else None,
+        )
+    ops = task.operating_points
+    ax.scatter(
+        [1 - p["specificity"] for p in ops],
+        [p["sensitivity"] for p in ops],
+        color="C3",
+        zorder=3,
+        marker="o",
+        label=f"operating point (threshold from {task.threshold_source.value})",
+    )
+    if task.readers:
+        ax.scatter(
+            [1 - r.specificity for r in task.readers],
+            [r.sensitivity for r in task.readers],
+            color="C1",
+            marker="D",
+            s=18,
+            zorder=3,
+            label="readers",
+        )
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.set(
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
+    """The confusion matrix summed over seeds, coloured by row recall."""
+    total = np.sum(part.confusion, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.nan_to_num(total / total.sum(axis=1, keepdims=True))
+    n = len(part.classes)
+    size = max(4.0, 0.6 * n + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):  # a loop over the cells of a small matrix (one label each)
+        for j in range(n):
+            colour = "white" if frac[i, j] > 0.5 else "black"
+            ax.text(j, i, str(int(total[i, j])), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(n), part.classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), part.classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{part.name} (test, all seeds; colour = row recall)")
+    ax.title.set_fontsize(9)
+    return fig
 
 
 def _reliability(Figure: Any, curves: list[dict[str, np.ndarray]], title: str) -> Any:  # noqa: N803

@@ -1,0 +1,208 @@
+"""What the evaluation reports, declared once: each metric's key, label and provenance; threshold sources.
+
+Every number in an :class:`~hierclf.evaluation.records.EvaluationReport` says where it came from. The words
+live here, in one table per section, and every reader of the report takes them from here: the evaluation
+writes the provenance strings, :mod:`hierclf.evaluation.report` the labels and column headers of
+``report.md``, ``hierclf evaluate`` and ``hierclf study`` their summary tables.
+
+* :data:`TASK_TABLE`: the binary-task metrics (``report.tasks[name].metrics[key]``);
+* :data:`PARTITION_TABLE`: the metrics of a cut (``report.partitions[name].metrics[key]``);
+* :data:`HIERARCHICAL_TABLE`: the hierarchy-aware metrics (``report.hierarchical[key]``);
+* :class:`ThresholdSource`: the split each operating point was chosen on;
+* :data:`PRIMARY_KEYS`: the reported key behind each metric a protocol can pre-register.
+
+Example:
+    >>> task_metric("specificity").provenance_for(ThresholdSource.VALIDATION, 0.95)
+    'test, at the threshold chosen on validation'
+    >>> ThresholdSource.TEST.value, ThresholdSource.TEST.description
+    ('test', 'test (no validation predictions; optimistic, allowed by allow_test_thresholds)')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "HIERARCHICAL_TABLE",
+    "PARTITION_TABLE",
+    "PRIMARY_KEYS",
+    "SUBGROUP_TASK_KEYS",
+    "SUMMARY_TASK_KEYS",
+    "TASK_TABLE",
+    "THRESHOLD_COLUMN",
+    "ReportedMetric",
+    "ThresholdSource",
+    "partition_metric",
+    "subgroup_provenance",
+    "task_metric",
+]
+
+
+class ThresholdSource(str, Enum):
+    """The split on which each task's threshold was chosen; ``report.json`` records the value.
+
+    ``"validation"``: chosen on the validation predictions at the target sensitivity, then applied to test
+    (the protocol's rule). ``"test"``: no validation predictions were given and the protocol (or
+    ``--allow-test-thresholds``) allowed choosing on test itself, so every number at the operating point is
+    optimistic; :attr:`description` says so wherever the report names the source.
+    """
+
+    VALIDATION = "validation"
+    TEST = "test"
+
+    @property
+    def description(self) -> str:
+        """The source in the report's words: ``validation``, or ``test (...)`` saying why, and the cost."""
+        if self is ThresholdSource.TEST:
+            return "test (no validation predictions; optimistic, allowed by allow_test_thresholds)"
+        return "validation"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ReportedMetric:
+    """One reported metric.
+
+    Attributes:
+        key: its key in the result records and ``report.json``.
+        label: how the report and the CLI name it (table rows, column headers).
+        provenance: where the number comes from; ``{source}`` stands for the threshold source's
+            :attr:`ThresholdSource.description`, ``{target}`` for the protocol's target sensitivity.
+        bootstrap: the key of :func:`~hierclf.evaluation.metrics.bootstrap_binary`'s estimate whose
+            replicates give its interval (``None``: no interval).
+        at_threshold: measured at the chosen operating point (its provenance names the threshold source).
+        in_task_table: shown in the per-task table of ``report.md``.
+    """
+
+    key: str
+    label: str
+    provenance: str
+    bootstrap: str | None = None
+    at_threshold: bool = False
+    in_task_table: bool = True
+
+    def provenance_for(self, source: ThresholdSource, target: float) -> str:
+        """The provenance string of this metric under a threshold source and target sensitivity."""
+        return self.provenance.format(source=source.description, target=target)
+
+
+_AT_THRESHOLD = "test, at the threshold chosen on {source}"
+
+#: Binary-task metrics, in report order.
+TASK_TABLE: tuple[ReportedMetric, ...] = (
+    ReportedMetric("auc", "AUC", "test (threshold-free)", bootstrap="auc"),
+    ReportedMetric(
+        "partial_auc",
+        "partial AUC above target sensitivity",
+        "test, ROC area above sensitivity {target} (normalised to 1 for a perfect classifier)",
+    ),
+    ReportedMetric("sensitivity", "sensitivity", _AT_THRESHOLD, bootstrap="sensitivity", at_threshold=True),
+    ReportedMetric("specificity", "specificity", _AT_THRESHOLD, bootstrap="specificity", at_threshold=True),
+    ReportedMetric("ppv", "PPV", _AT_THRESHOLD, bootstrap="ppv", at_threshold=True),
+    ReportedMetric("npv", "NPV", _AT_THRESHOLD, bootstrap="npv", at_threshold=True),
+    ReportedMetric(
+        "validation_sensitivity",
+        "sensitivity on the split that chose the threshold",
+        "{source}, at the threshold chosen there",
+    ),
+    ReportedMetric(
+        "specificity_at_target_chosen_on_test",
+        "OPTIMISTIC specificity at target, threshold chosen on test",
+        "OPTIMISTIC: test, threshold chosen on test itself at sensitivity {target} (for comparison only)",
+        bootstrap="specificity_at_sensitivity",
+    ),
+    ReportedMetric(
+        "threshold_chosen_on_test",
+        "OPTIMISTIC threshold chosen on test",
+        "OPTIMISTIC: test",
+        in_task_table=False,
+    ),
+)
+#: The task metrics of every summary table (report.md's summary, ``hierclf study``, ``hierclf evaluate``).
+SUMMARY_TASK_KEYS = ("auc", "sensitivity", "specificity")
+#: The task metrics broken down by subgroup.
+SUBGROUP_TASK_KEYS = ("auc", "sensitivity", "specificity")
+#: Header of the summary column that names the threshold source.
+THRESHOLD_COLUMN = "threshold chosen on"
+#: Provenance of the per-seed thresholds and of a task's calibration error.
+THRESHOLD_PROVENANCE = "chosen on {source} at sensitivity {target}"
+TASK_ECE_PROVENANCE = "test, conditional task score"
+
+_ARGMAX = "test, argmax of the rolled-up cut probabilities"
+#: Metrics of a cut, in report order (``cancer_sensitivity`` only where the protocol declares a cancer node
+#: that the cut's classes can express).
+PARTITION_TABLE: tuple[ReportedMetric, ...] = (
+    ReportedMetric("balanced_accuracy", "balanced accuracy", _ARGMAX),
+    ReportedMetric("macro_auc", "macro AUC", _ARGMAX + " (one-vs-rest, classes present)"),
+    ReportedMetric("accuracy", "accuracy", _ARGMAX),
+    ReportedMetric("cancer_sensitivity", "cancer sensitivity", _ARGMAX),
+)
+PER_CLASS_RECALL_LABEL = "per-class recall"
+PER_CLASS_RECALL_PROVENANCE = _ARGMAX
+
+_HPRF = "test, predicted column vs true label; ancestor sets without the root (HiClass), micro-averaged"
+#: Hierarchy-aware metrics (the mistake metrics need leaf-level prediction columns).
+HIERARCHICAL_TABLE: tuple[ReportedMetric, ...] = (
+    ReportedMetric("hierarchical_precision", "hierarchical precision", _HPRF),
+    ReportedMetric("hierarchical_recall", "hierarchical recall", _HPRF),
+    ReportedMetric("hierarchical_f1", "hierarchical F1", _HPRF),
+    ReportedMetric(
+        "mistake_distance",
+        "mistake distance",
+        "test, mean tree distance between true and predicted leaf over the mistakes",
+    ),
+    ReportedMetric(
+        "mistake_lca_height",
+        "mistake LCA height",
+        "test, mean height of the lowest common ancestor over the mistakes (making-better-mistakes)",
+    ),
+    ReportedMetric("error_rate", "error rate", "test, leaf-level top-1 error"),
+)
+
+CALIBRATION_NODE_PROVENANCE = "test, rolled-up P({node})"
+READERS_PROVENANCE = "fraction of readers on or below the test ROC curve"
+
+#: Pre-registered metric (protocol ``primary_metric.metric``) -> key of the reported metric.
+PRIMARY_KEYS = {
+    "specificity_at_target_sensitivity": "specificity",
+    "sensitivity_at_target_sensitivity": "sensitivity",
+    "auc": "auc",
+    "partial_auc": "partial_auc",
+    "ppv": "ppv",
+    "npv": "npv",
+    "balanced_accuracy": "balanced_accuracy",
+    "macro_auc": "macro_auc",
+    "cancer_sensitivity": "cancer_sensitivity",
+}
+
+
+def task_metric(key: str) -> ReportedMetric:
+    """The :data:`TASK_TABLE` entry of ``key`` (KeyError for a key the table does not hold)."""
+    return _by_key(TASK_TABLE, key)
+
+
+def partition_metric(key: str) -> ReportedMetric:
+    """The :data:`PARTITION_TABLE` entry of ``key``."""
+    return _by_key(PARTITION_TABLE, key)
+
+
+def _by_key(table: tuple[ReportedMetric, ...], key: str) -> ReportedMetric:
+    for metric in table:
+        if metric.key == key:
+            return metric
+    raise KeyError(key)
+
+
+def subgroup_provenance(key: str, column: str, value: str, source: ThresholdSource) -> str:
+    """Provenance of a subgroup's task metric: the subgroup and, at the operating point, the source.
+
+    >>> subgroup_provenance("sensitivity", "sex", "male", ThresholdSource.VALIDATION)
+    'test subgroup sex=male, at the threshold chosen on validation'
+    """
+    where = f"test subgroup {column}={value}"
+    if not task_metric(key).at_threshold:
+        return where
+    return f"{where}, at the threshold chosen on {source.value}"
