@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 
 from hierclf.errors import HierclfError, Problem
-from hierclf.io.atomic import atomic_write_text
+from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +201,6 @@ def run_study(
     """
     from hierclf.evaluation.pipeline import evaluate
     from hierclf.evaluation.report import write_report
-    from hierclf.train.loop import fit
 
     out = Path(out_dir).resolve()
     tax, proto, configs = study_configs(
@@ -216,56 +214,84 @@ def run_study(
         workers=workers,
         taxonomy=taxonomy,
     )
+    meta, reader_rows = _evaluation_inputs(metadata, readers)  # before any epoch: a bad file fails now
     if on_start is not None:
         on_start(sum(c.epochs for c in configs))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        study = {
-            "protocol": str(Path(protocol).resolve()),
-            "taxonomy": str(configs[0].taxonomy),
-            "data": data,
-            "seeds": len(configs),
-            "training": configs[0].model_dump(mode="json", exclude={"seed", "out_dir"}),
-        }
-        header = "# written by hierclf study: the resolved settings of this study\n"
-        atomic_write_text(out / "study.yaml", header + yaml.safe_dump(study, sort_keys=False))
+        _write_study_yaml(out, protocol, data, configs)
     result = StudyResult(out_dir=out, report=None)
-    pred_dir = out / "predictions"
-    val_paths: list[Path] = []
-    test_paths: list[Path] = []
+    predictions: dict[str, list[Path]] = {"val": [], "test": []}
     for cfg in configs:
-        seed = cfg.seed
-        reported = [0]
-
-        def report_epoch(record: dict[str, Any], seed: int = seed, reported: list[int] = reported) -> None:
-            reported[0] += 1
-            if on_epoch is not None:
-                on_epoch(seed, record)
-
-        fitted = fit(cfg, resume=True, progress=False, on_epoch=report_epoch)
-        if on_epoch is not None:  # epochs done before (resumed, finished) or skipped by early stopping
-            for _ in range(cfg.epochs - reported[0]):
-                on_epoch(seed, {"epoch": None, "skipped": True})
-        (result.reused if fitted.already_done else result.trained).append(seed)
-        if not main_rank:
-            continue
-        for split, paths in (("val", val_paths), ("test", test_paths)):
-            source = Path(fitted.predictions[split])
-            target = pred_dir / f"{split}_seed{seed}{source.suffix}"
-            pred_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)  # atomic: a reader never sees half a file
-            paths.append(target)
-    if not main_rank:
-        return result
-    result.predictions = {"val": val_paths, "test": test_paths}
-    result.report = evaluate(
-        tax, proto, val_paths, test_paths, metadata=metadata, readers=readers, synthetic=data == "synthetic"
-    )
-    result.files = write_report(result.report, out)
+        fitted = _train_seed(cfg, on_epoch)
+        (result.reused if fitted.already_done else result.trained).append(cfg.seed)
+        if main_rank:
+            for split, path in _publish_predictions(
+                fitted.predictions, cfg.seed, out / "predictions"
+            ).items():
+                predictions[split].append(path)
+    if main_rank:
+        result.predictions = predictions
+        result.report = evaluate(
+            tax, proto, predictions["val"], predictions["test"], metadata=meta, readers=reader_rows,
+            synthetic=data == "synthetic",
+        )  # fmt: skip
+        result.files = write_report(result.report, out)
     return result
+
+
+def _evaluation_inputs(metadata: str | Path | None, readers: str | Path | None) -> tuple[Any, Any]:
+    """The metadata table and reader rows, read (and checked) before the first epoch trains."""
+    from hierclf.evaluation.readers import read_readers
+    from hierclf.evaluation.sample_metadata import read_metadata
+
+    meta = read_metadata(metadata) if metadata is not None else None
+    rows = read_readers(readers) if readers is not None else None
+    return meta, rows
+
+
+def _write_study_yaml(out: Path, protocol: str | Path, data: str, configs: list[Any]) -> None:
+    """``OUT/study.yaml``: the resolved settings of the whole study."""
+    out.mkdir(parents=True, exist_ok=True)
+    study = {
+        "protocol": str(Path(protocol).resolve()),
+        "taxonomy": str(configs[0].taxonomy),
+        "data": data,
+        "seeds": len(configs),
+        "training": configs[0].model_dump(mode="json", exclude={"seed", "out_dir"}),
+    }
+    header = "# written by hierclf study: the resolved settings of this study\n"
+    atomic_write_text(out / "study.yaml", header + yaml.safe_dump(study, sort_keys=False))
+
+
+def _train_seed(cfg: Any, on_epoch: Callable[[int, dict[str, Any]], None] | None) -> Any:
+    """Train (or resume, or reuse) one seed; ``on_epoch`` hears of every epoch, skipped ones included."""
+    from hierclf.train.loop import fit
+
+    reported = [0]
+
+    def report_epoch(record: dict[str, Any]) -> None:
+        reported[0] += 1
+        if on_epoch is not None:
+            on_epoch(cfg.seed, record)
+
+    fitted = fit(cfg, resume=True, progress=False, on_epoch=report_epoch)
+    if on_epoch is not None:  # epochs done before (resumed, finished) or skipped by early stopping
+        for _ in range(cfg.epochs - reported[0]):
+            on_epoch(cfg.seed, {"epoch": None, "skipped": True})
+    return fitted
+
+
+def _publish_predictions(files: dict[str, Path], seed: int, pred_dir: Path) -> dict[str, Path]:
+    """Copy a seed's validation and test predictions to ``OUT/predictions/`` atomically (a reader never
+    sees half a file)."""
+    out = {}
+    for split in ("val", "test"):
+        source = Path(files[split])
+        target = pred_dir / f"{split}_seed{seed}{source.suffix}"
+        atomic_write_bytes(target, source.read_bytes())
+        out[split] = target
+    return out
 
 
 def summary_rows(report: Any) -> list[dict[str, str]]:

@@ -128,3 +128,24 @@ def test_foreign_tensor_files_are_one_line(tmp_path: Path) -> None:
             load_tensor_file(tmp_path / name, hint="delete it")
         assert why in str(err.value) and "\n" not in str(err.value) and str(err.value).endswith("delete it")
     assert load_tensor_file(tmp_path / "whole.pt")["x"].shape == (1000,)
+
+
+# --- (7) late checks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["metadata", "readers"])
+def test_study_checks_its_evaluation_inputs_before_training(tmp_path: Path, option: str) -> None:
+    from hierclf.study import run_study
+
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.raises(FileFormatError, match="missing.csv: error: file not found"):
+        run_study(
+            repo / "taxonomy" / "protocols" / "dermamnist.yaml",
+            data="synthetic",
+            out_dir=tmp_path / "study",
+            seeds=1,
+            epochs=1,
+            device="cpu",
+            **{option: tmp_path / "missing.csv"},
+        )
+    assert not (tmp_path / "study" / "seeds").exists()  # nothing trained
