@@ -149,3 +149,24 @@ def test_study_checks_its_evaluation_inputs_before_training(tmp_path: Path, opti
             **{option: tmp_path / "missing.csv"},
         )
     assert not (tmp_path / "study" / "seeds").exists()  # nothing trained
+
+
+# --- (3) small files that would exhaust memory or time ------------------------------------------------------
+
+
+def test_a_huge_dataset_code_is_refused_at_once() -> None:
+    import time
+
+    from hierclf.taxonomy.validation import validate_text
+
+    text = (
+        "name: t\nroot:\n  id: a\n  name: A\n  children: [{id: b, name: B, codes: {ds: 100000000000}}, "
+        "{id: c, name: C, codes: {ds: 1}}]\n"
+    )
+    start = time.perf_counter()
+    (problem,) = validate_text(text, "t.yaml").problems
+    assert time.perf_counter() - start < 1.0
+    assert str(problem) == (
+        "t.yaml:5:88: error: dataset 'ds': codes must be contiguous from 0 to 100000000000; missing 0, 2, "
+        "3, 4, 5, 6, 7, 8, 9, 10, ..."
+    )
