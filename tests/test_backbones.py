@@ -123,11 +123,11 @@ def test_missing_weights_offline_name_the_file_and_folder(empty_hub, monkeypatch
     url = torchvision.models.ResNet18_Weights.DEFAULT.url
     with pytest.raises(HierclfError) as err:
         create_backbone("resnet18", pretrained=True, in_size=224)
+    fetch = f"import torch; torch.hub.download_url_to_file('{url}', '{file}')"
     assert str(err.value) == (
-        f"pretrained weights for 'resnet18' not found and downloads are off (HIERCLF_OFFLINE=1): expected the "
-        f"file '{file}' in {empty_hub} (the torch hub cache; TORCH_HOME moves it); on a machine with network "
-        "access run: python -c "
-        f"\"import torch; torch.hub.download_url_to_file('{url}', '{file}')\" and copy {file} into {empty_hub}, "
+        "pretrained weights for 'resnet18' not found and downloads are off (HIERCLF_OFFLINE=1): "
+        f"expected the file '{file}' in {empty_hub} (the torch hub cache; TORCH_HOME moves it); "
+        f'on a machine with network access run: python -c "{fetch}" and copy {file} into {empty_hub}, '
         "or use pretrained: false"
     )
     assert not empty_hub.exists() or not any(empty_hub.iterdir())  # nothing was downloaded
