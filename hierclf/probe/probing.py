@@ -35,6 +35,7 @@ __all__ = [
     "ProbeResult",
     "class_targets",
     "extract_splits",
+    "file_probabilities",
     "probe_classes",
     "probe_probabilities",
     "run_probes",
@@ -135,6 +136,28 @@ def extract_splits(config: Any, taxonomy: Any, extractor: FeatureExtractor) -> d
     return {split: extractor.features(sources[split]) for split in SPLITS}
 
 
+def file_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Probabilities as prediction files hold them: float32 rows whose sum (in float64) is at most 1.
+
+    A float32 row of a confident probe (``1.0`` and a few ``1e-17``) sums above 1 by rounding, and so would
+    a node's rolled-up probability; the excess (at most a few float32 ulps) is taken off the largest entry.
+
+    Example:
+        >>> p = file_probabilities(np.array([[1 - 1e-17, 1e-17, 1e-17]]))
+        >>> bool(p.astype(np.float64).sum() <= 1.0), p.dtype.name
+        (True, 'float32')
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
+    p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    excess = p.astype(np.float64).sum(axis=1) - 1.0
+    rows = np.flatnonzero(excess > 0)
+    top = p[rows].argmax(axis=1)
+    p[rows, top] = (p[rows, top].astype(np.float64) - excess[rows]).astype(np.float32)
+    over = p.astype(np.float64).sum(axis=1) > 1.0  # float32 rounding of the subtraction itself
+    p[over, p[over].argmax(axis=1)] = np.nextafter(p[over, p[over].argmax(axis=1)], np.float32(0))
+    return p
+
+
 def probe_probabilities(
     train: FeatureSet,
     train_y: np.ndarray,
@@ -163,15 +186,17 @@ def probe_probabilities(
                 "knn_k%d: the training bank has only %d images; %d neighbours vote", k, k_used, k_used
             )
         probs[f"knn_k{k}"] = {
-            split: knn_probabilities(
-                bank,
-                bank_y,
-                fs.features,
-                n_classes=n_classes,
-                k=k_used,
-                temperature=options.temperature,
-                weighting=options.weighting,  # type: ignore[arg-type]
-                device=device,
+            split: file_probabilities(
+                knn_probabilities(
+                    bank,
+                    bank_y,
+                    fs.features,
+                    n_classes=n_classes,
+                    k=k_used,
+                    temperature=options.temperature,
+                    weighting=options.weighting,  # type: ignore[arg-type]
+                    device=device,
+                )
             )
             for split, fs in evaluated.items()
         }
@@ -190,7 +215,9 @@ def probe_probabilities(
             Cs=options.Cs,
             class_weight=options.class_weight,
         )
-        probs["linear"] = {split: probe.predict_proba(fs.features) for split, fs in evaluated.items()}
+        probs["linear"] = {
+            split: file_probabilities(probe.predict_proba(fs.features)) for split, fs in evaluated.items()
+        }
         details["linear"] = {"C": probe.C, "validation_cross_entropy": [[c, v] for c, v in probe.grid]}
     return probs, details
 
