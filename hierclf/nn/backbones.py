@@ -178,7 +178,7 @@ def resolve_backbone_name(name: str) -> str:
             names of timm models close to it.
 
     Example:
-        >>> resolve_backbone_name("ResNet-18")
+        >>> resolve_backbone_name("ResNet18")
         'resnet18'
     """
     text = str(name).strip()
