@@ -24,6 +24,7 @@
 :class:`~hierclf.train.seeding.SeedStreams` owns every generator seed of a run; :mod:`~hierclf.train.errors`
 holds the errors a run raises; :mod:`~hierclf.train.preprocessing` resolves the input side and
 normalisation once (from the backbone's pretrained config unless the config says otherwise) and
-:mod:`~hierclf.train.subsample` keeps a fraction of each training class by whole groups. The public names (``fit``, ``FitResult``, ``EpochBatchSampler``,
-``lr_factor``, ``HierarchicalClassifier``, ``TrainConfig``) are importable from :mod:`hierclf.train.loop`.
+:mod:`~hierclf.train.subsample` keeps a fraction of each training class by whole groups. The public names
+(``fit``, ``FitResult``, ``EpochBatchSampler``, ``lr_factor``, ``HierarchicalClassifier``, ``TrainConfig``)
+are importable from :mod:`hierclf.train.loop`.
 """

@@ -52,7 +52,6 @@ from hierclf.train.checkpoint import (
 from hierclf.train.config import TrainConfig, load_train_config
 from hierclf.train.distributed import ProcessGroup, init_process_group, pick_device
 from hierclf.train.epoch import EpochOutcome, EpochStep
-from hierclf.train.run_logs import EpochLogs
 from hierclf.train.model import HierarchicalClassifier
 from hierclf.train.optim import lr_factor
 from hierclf.train.outputs import (
@@ -64,6 +63,7 @@ from hierclf.train.outputs import (
 )
 from hierclf.train.reuse import reusable_summary
 from hierclf.train.run import TrainingRun, build_run
+from hierclf.train.run_logs import EpochLogs
 from hierclf.train.validation import predict, validation_metrics
 
 logger = logging.getLogger(__name__)
