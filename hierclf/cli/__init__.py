@@ -25,6 +25,9 @@ COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up 
 COMMANDS.add("train", "hierclf.cli.train", summary="train backbone + head from a config")
 COMMANDS.add("evaluate", "hierclf.cli.evaluate", summary="evaluate predictions under a protocol")
 COMMANDS.add("study", "hierclf.cli.study", summary="train a protocol's seeds and report")
+COMMANDS.add("probe", "hierclf.cli.probe", summary="kNN and linear probes on frozen features")
+COMMANDS.add("efficiency", "hierclf.cli.efficiency", summary="label-efficiency curves")
+COMMANDS.add("shift", "hierclf.cli.shift", summary="distribution shift across a metadata column")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
