@@ -386,3 +386,20 @@ def test_engine_imports_no_torch_for_numpy_inputs() -> None:
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_engine_layers() -> None:
+    """The engine imports no ``hierclf.nn``; only ``torch_ops`` imports torch (at any level of a module)."""
+    import ast
+
+    engine = Path(__file__).resolve().parents[1] / "hierclf" / "rollup_engine"
+    for path in sorted(engine.glob("*.py")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+        assert not {m for m in imported if m.startswith("hierclf.nn")}, path.name
+        if path.name != "torch_ops.py":
+            assert not {m for m in imported if m.split(".")[0] == "torch"}, path.name
