@@ -8,7 +8,7 @@ Three functions (and :func:`rollup_nodes` to name their columns):
 
 How it works. In the taxonomy's pre-order the leaves under any node are one contiguous column range
 (``taxonomy.index.leaf_start/leaf_end``; for inputs over a cut, with or without residual classes, the plan
-of :mod:`hierclf.rollup_engine.plan`), so every node is a range sum: with the row prefix sum
+of :mod:`hierclf.rollup_engine.request_plans`), so every node is a range sum: with the row prefix sum
 ``S[:, j] = sum(probs[:, :j])``, ``P(node) = S[:, end] - S[:, start]``. The prefix is accumulated in float64:
 a float32 prefix would lose *relative* precision for small nodes late in the column order (a node of
 probability 1e-9 after a prefix of 0.5 would come out as noise of about 6e-8), which breaks conditional
@@ -32,8 +32,14 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from hierclf.rollup_engine import numpy_ops
-from hierclf.rollup_engine.plan import RollUpError, check_input, check_out, conditional_columns, log_tree
-from hierclf.rollup_engine.plan import plan as _plan
+from hierclf.rollup_engine.request_plans import (
+    RollUpError,
+    check_input,
+    check_out,
+    conditional_columns,
+    log_tree,
+)
+from hierclf.rollup_engine.request_plans import plan as _plan
 
 if TYPE_CHECKING:
     from torch import Tensor

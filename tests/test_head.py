@@ -237,7 +237,8 @@ def test_rollup_with_residual_classes() -> None:
 @pytest.mark.usefixtures("functional")
 def test_rollup_rejects_nodes_below_the_classes(dermamnist: Taxonomy) -> None:
     head = LeafHead(8, dermamnist, classes=COARSE)
-    # the messages of every face of the roll-up (hierclf.rollup_engine.plan), RollUpError a HierclfError
+    # the messages of every face of the roll-up (hierclf.rollup_engine.request_plans); RollUpError is a
+    # HierclfError
     with pytest.raises(
         HierclfError,
         match="node 'bcc' lies below the input columns: the probabilities only cover its ancestor "

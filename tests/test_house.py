@@ -50,7 +50,7 @@ TORCH_FREE = (
     "hierclf.taxonomy",
     "hierclf.classes",
     "hierclf.evaluation",
-    "hierclf.rollup_engine.plan",
+    "hierclf.rollup_engine.request_plans",
     "hierclf.rollup_engine.numpy_ops",
     "hierclf.rollup_engine.cpu_kernels",
 )

@@ -458,7 +458,7 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     assert {"copy floor", "hierclf rollup()", "dense probs @ A", "Python loop over nodes"} <= methods
 
 
-# --- the plan (hierclf.rollup_engine.plan) -----------------------------------------------------------------
+# --- the plan (hierclf.rollup_engine.request_plans) ----------------------------------------------------
 
 
 @settings(max_examples=30, deadline=None)
@@ -466,7 +466,7 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
 def test_plan_ranges_of_a_cut_are_the_taxonomy_s(tax: Taxonomy, seed: int) -> None:
     """The plan's column ranges (anchors in pre-order, residual classes allowed) equal
     ``Taxonomy.column_ranges`` on plain cuts, single-child chains included."""
-    from hierclf.rollup_engine.plan import _column_ranges
+    from hierclf.rollup_engine.request_plans import _column_ranges
 
     rng = random.Random(seed)
     cut, stack = [], [tax.root]
@@ -482,7 +482,7 @@ def test_plan_ranges_of_a_cut_are_the_taxonomy_s(tax: Taxonomy, seed: int) -> No
 
 
 def test_plan_ranges_with_single_child_chains() -> None:
-    from hierclf.rollup_engine.plan import _column_ranges
+    from hierclf.rollup_engine.request_plans import _column_ranges
     from hierclf.taxonomy.shipped import shipped_taxonomy
 
     tax = Taxonomy.from_yaml(shipped_taxonomy("isic"))

@@ -206,7 +206,7 @@ def test_log_faces_match_log_of_brute_force(name: str, kind: str, device: str) -
 
 
 def _disjoint_pair(tax: Taxonomy, columns: tuple[str, ...] | None) -> tuple[str, str]:
-    from hierclf.rollup_engine.plan import plan
+    from hierclf.rollup_engine.request_plans import plan
 
     request = plan(tax, None, columns)
     for i in range(len(request.nodes)):

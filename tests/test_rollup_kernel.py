@@ -15,7 +15,7 @@ from hierclf import Taxonomy
 from hierclf.functional import rollup
 from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
 from hierclf.rollup_engine import torch_ops
-from hierclf.rollup_engine.plan import plan as _plan
+from hierclf.rollup_engine.request_plans import plan as _plan
 from hierclf.taxonomy.shipped import shipped_taxonomy
 from hierclf.taxonomy.synthetic import random_taxonomy
 

@@ -16,14 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hierclf.classes.esteva import _rows_by_depth, above_cut_error, residual_node
+from hierclf.classes.label_mapping import ClassMap
+from hierclf.classes.residual import residual_node
 from hierclf.errors import HierclfError
 from hierclf.nn.rollup_modules import RollUp
-from hierclf.rollup_engine.plan import Plan, check_input, plan
+from hierclf.rollup_engine.request_plans import Plan, check_input, plan
 from hierclf.taxonomy.tree import Taxonomy
 
 if TYPE_CHECKING:
-    from hierclf.classes.esteva import Partition
+    from hierclf.classes.esteva import TrainingClasses
 
 __all__ = ["LeafHead"]
 
@@ -52,10 +53,9 @@ class LeafHead(nn.Module):
 
     Output order: logit ``j`` is :attr:`classes` ``[j]``. Without ``classes`` these are ``taxonomy.leaves``
     (pre-order, the leaf column order used everywhere in hierclf); with ``classes`` (e.g.
-    :attr:`Partition.classes <hierclf.classes.esteva.Partition.classes>`) they are the given classes sorted
-    into
-    tree pre-order, a residual class ``"<node>:residual"`` right before the classes under its node. The order
-    does not depend on the order ``classes`` was given in.
+    :attr:`TrainingClasses.classes <hierclf.classes.esteva.TrainingClasses.classes>`) they are the given
+    classes sorted into tree pre-order, a residual class ``"<node>:residual"`` right before the classes under
+    its node. The order does not depend on the order ``classes`` was given in.
 
     Args:
         in_features: width of the backbone's features.
@@ -115,14 +115,17 @@ class LeafHead(nn.Module):
         )
         self._residual_nodes = tuple(n for c in names if (n := residual_node(c)) is not None)
         self._register_folds(request)
-        self._class_of_row = self._class_rows()
+        #: which class each true label belongs to (the one label -> class mapping of hierclf)
+        self.class_map = ClassMap.of(
+            taxonomy, names, hint="train on classes at or above it, or relabel those images"
+        )
         self._node_columns: dict[tuple[tuple[str, ...], str], Tensor] = {}
 
     @classmethod
     def from_partition(
-        cls, in_features: int, partition: Partition, *, bias: bool = True, dropout: float = 0.0
+        cls, in_features: int, partition: TrainingClasses, *, bias: bool = True, dropout: float = 0.0
     ) -> LeafHead:
-        """A head over a :class:`~hierclf.classes.esteva.Partition`'s training classes (same order)."""
+        """A head over :class:`~hierclf.classes.esteva.TrainingClasses` (same classes, same order)."""
         return cls(in_features, partition.taxonomy, partition.classes, bias=bias, dropout=dropout)
 
     # --- structure --------------------------------------------------------------------------------------
@@ -175,29 +178,6 @@ class LeafHead(nn.Module):
             self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
         self.register_buffer("fold_width", torch.tensor(width, dtype=torch.float32), persistent=False)
         self._fold_levels = tuple(zip(bounds[:-1], bounds[1:]))
-
-    def _class_rows(self) -> np.ndarray:
-        """Class index of every tree row: the class at or above it, the residual class of its own node,
-        else -1 (above the classes)."""
-        tax = self.taxonomy
-        idx = tax.index
-        pos = idx.position
-        class_of = np.full(len(idx.nodes), -1, dtype=np.int64)
-        below = np.zeros(len(idx.nodes), dtype=bool)
-        for j, c in enumerate(self.classes):
-            base = residual_node(c)
-            if base is None:
-                class_of[pos[c]] = j
-                below[pos[c]] = True
-        for rows in _rows_by_depth(tax)[1:]:
-            inherit = rows[~below[rows] & below[idx.parent[rows]]]
-            below[inherit] = True
-            class_of[inherit] = class_of[idx.parent[inherit]]
-        for j, c in enumerate(self.classes):
-            base = residual_node(c)
-            if base is not None:
-                class_of[pos[base]] = j
-        return class_of
 
     # --- forward and probabilities ----------------------------------------------------------------------
 
@@ -299,25 +279,7 @@ class LeafHead(nn.Module):
         """
         if isinstance(labels, str):
             return self.class_index([labels])[0]
-        arr = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=object)
-        if arr.size == 0:
-            return torch.zeros(0, dtype=torch.long)
-        distinct, inverse = np.unique(arr.astype(str), return_inverse=True)
-        pos = self.taxonomy.index.position
-        table = np.empty(len(distinct), dtype=np.int64)
-        for i, label in enumerate(distinct.tolist()):
-            node = self.taxonomy.resolve(label)
-            k = int(self._class_of_row[pos[node]])
-            if k < 0:
-                raise above_cut_error(
-                    self.taxonomy,
-                    self.classes,
-                    label,
-                    node,
-                    "train on classes at or above it, or relabel those images",
-                )
-            table[i] = k
-        return torch.from_numpy(table[inverse.reshape(-1)])
+        return torch.from_numpy(self.class_map.class_index(labels))
 
     def extra_repr(self) -> str:
         residual = f", residual={len(self.residual)}" if self.residual else ""

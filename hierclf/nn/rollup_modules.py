@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from hierclf.rollup_engine import torch_ops
-from hierclf.rollup_engine.plan import check_input, log_tree, pairs, plan
+from hierclf.rollup_engine.request_plans import check_input, log_tree, pairs, plan
 
 if TYPE_CHECKING:
     from hierclf.taxonomy.tree import Taxonomy

@@ -1,7 +1,7 @@
 """The roll-up on numpy arrays: range sums, log range sums and the conditional score; never imports torch.
 
 Every function takes a C-contiguous ``(batch, n_columns)`` array and a
-:class:`~hierclf.rollup_engine.plan.Plan` and returns numpy. The numbers are those of the torch path
+:class:`~hierclf.rollup_engine.request_plans.Plan` and returns numpy. The numbers are those of the torch path
 (:mod:`hierclf.rollup_engine.torch_ops`) bit for bit, so evaluating on numpy or on tensors gives the same
 scores:
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from hierclf.rollup_engine import cpu_kernels
-from hierclf.rollup_engine.plan import Plan, pairs
+from hierclf.rollup_engine.request_plans import Plan, pairs
 
 __all__ = ["conditional", "log_rollup", "rollup", "torch_order_sum"]
 
@@ -188,7 +188,7 @@ def log_rollup(x: np.ndarray, request: Plan, tree: tuple[np.ndarray, np.ndarray,
     Args:
         x: log-probabilities.
         request: the plan.
-        tree: :func:`~hierclf.rollup_engine.plan.log_tree` of the request (input columns as given).
+        tree: :func:`~hierclf.rollup_engine.request_plans.log_tree` of the request (input columns as given).
     """
     if cpu_kernels.usable(x):
         return cpu_kernels.log_range_sums(x, *tree)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from hierclf.rollup_engine import cpu_kernels
-from hierclf.rollup_engine.plan import Plan, RollUpError, pairs
+from hierclf.rollup_engine.request_plans import Plan, RollUpError, pairs
 
 __all__ = [
     "RangeIndex",
@@ -95,7 +95,7 @@ def log_range_sums(x: Tensor, pair_col: Tensor, pair_node: Tensor, n_out: int) -
     Args:
         x: ``(batch, n_columns)`` log-probabilities in pre-order.
         pair_col, pair_node: every (pre-order column, output) membership
-            (:func:`~hierclf.rollup_engine.plan.pairs`).
+            (:func:`~hierclf.rollup_engine.request_plans.pairs`).
         n_out: number of outputs.
 
     Returns:
@@ -250,7 +250,8 @@ def log_rollup(
     """``(batch, n_columns) -> (batch, n_out)`` log roll-up, eager: the CPU log kernel in CPU inference
     (any number of nodes), else :func:`log_slice_sum` / :func:`log_range_sums` (row blocks without autograd).
 
-    ``tree``: the kernel's tree for the input's column order (:func:`~hierclf.rollup_engine.plan.log_tree`).
+    ``tree``: the kernel's tree for the input's column order
+    (:func:`~hierclf.rollup_engine.request_plans.log_tree`).
     """
     if uses_cpu_kernel(x):  # one pass over the (pruned) tree per row, each node shifted by its own maximum
         return torch.from_numpy(cpu_kernels.log_range_sums(x.detach().numpy(), *tree))
@@ -269,7 +270,7 @@ def log_rollup(
 
 
 def pair_tensors(request: Plan, device: torch.device) -> tuple[Tensor, Tensor]:
-    """:func:`~hierclf.rollup_engine.plan.pairs` of a plan as tensors on ``device``."""
+    """:func:`~hierclf.rollup_engine.request_plans.pairs` of a plan as tensors on ``device``."""
     pair_col, pair_node = pairs(request)
     return torch.as_tensor(pair_col, device=device), torch.as_tensor(pair_node, device=device)
 

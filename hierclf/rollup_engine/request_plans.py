@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hierclf.classes.esteva import residual_class, residual_node
+from hierclf.classes.residual import residual_class, residual_node
 from hierclf.errors import HierclfError, UnknownNameError
 
 if TYPE_CHECKING:
