@@ -35,6 +35,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "hierclf.evaluation": (3, "evaluation"),
     "hierclf.train": (4, "train"),
     "hierclf.probe": (4, "probe"),
+    "hierclf.inference": (4, "inference"),
     "hierclf.study": (5, "experiments"),
     "hierclf.experiments": (5, "experiments"),
     "hierclf.cli": (6, "cli"),
