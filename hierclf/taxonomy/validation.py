@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hierclf.errors import Problem
-from hierclf.io.problems import FieldError, dotted, kind_of, problems_from_validation_error
+from hierclf.io.problems import ValidationIssue, dotted, kind_of, problems_from_validation_error
 from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.format import TaxonomyFile
 
@@ -167,7 +167,7 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
     return []
 
 
-def _explain(err: FieldError) -> str | None:
+def _explain(err: ValidationIssue) -> str | None:
     """The taxonomy format's own words for id syntax, empty names, dataset codes and the format version."""
     node_path = _node_path(err.loc)
     inner = err.loc[len(node_path) :]
