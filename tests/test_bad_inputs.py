@@ -170,3 +170,59 @@ def test_a_huge_dataset_code_is_refused_at_once() -> None:
         "t.yaml:5:88: error: dataset 'ds': codes must be contiguous from 0 to 100000000000; missing 0, 2, "
         "3, 4, 5, 6, 7, 8, 9, 10, ..."
     )
+
+
+# --- (1) writes that replaced what they should not, through the CLI --------------------------------------------
+
+
+def test_rollup_refuses_an_output_that_is_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from hierclf import Predictions, Taxonomy, write_predictions
+    from hierclf.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    tax = Taxonomy.from_yaml(repo / "taxonomy" / "dermamnist.yaml")
+    probs = tmp_path / "p.csv"
+    write_predictions(probs, Predictions(np.full((3, 7), 1 / 7), tax.leaves, ids=np.array(["a", "b", "c"])))
+    before = probs.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(probs)
+    for out in (probs, link):
+        assert (
+            main(
+                [
+                    "rollup",
+                    "-t",
+                    str(repo / "taxonomy" / "dermamnist.yaml"),
+                    "-p",
+                    str(probs),
+                    "--all",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 1
+        )
+        err = capsys.readouterr().err
+        assert "the output is also an input" in err and len(err.strip().splitlines()) == 1
+    assert probs.read_bytes() == before and link.is_symlink()
+    assert (
+        main(
+            [
+                "rollup",
+                "-t",
+                str(repo / "taxonomy" / "dermamnist.yaml"),
+                "-p",
+                str(probs),
+                "--all",
+                "--out",
+                "/dev/null",
+            ]
+        )
+        == 0
+    )
+    assert main(["rollup", "-t", "t", "-p", str(probs), "--all", "--tolerance", "nan"]) == 2
+    assert "--tolerance must be a number in [0, 1), got nan" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hierclf.options import Registry
 
@@ -44,10 +45,17 @@ def _available_commands() -> dict[str, object]:
     return found
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``hierclf rollup: error: ... (see hierclf rollup --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hierclf import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hierclf",
         description="Hierarchical taxonomy classification for medical images.",
     )
