@@ -172,7 +172,7 @@ def test_a_huge_dataset_code_is_refused_at_once() -> None:
     )
 
 
-# --- (1) writes that replaced what they should not, through the CLI --------------------------------------------
+# --- (1) writes that replaced what they should not, through the CLI ---------------------------------------
 
 
 def test_rollup_refuses_an_output_that_is_its_input(

@@ -68,17 +68,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    """A message on one line: the CLI's contract is one line on stderr per error."""
+    return " ".join(str(text).split())
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hierclf`` command and return its exit code: 0 done, 1 failed (one line on stderr naming
+    what is wrong), 2 a usage error; 130 interrupted. Only hierclf's own bugs print "internal error"."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (printed as one line), or --help / --version
+        return _exit_code(exc)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="hierclf: %(levelname)s: %(message)s", stream=sys.stderr)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from hierclf.errors import HierclfError
 
     try:
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # a command's own usage check (parser.error)
+        return _exit_code(exc)
     except HierclfError as exc:
-        print(f"hierclf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hierclf {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"hierclf {args.command}: interrupted", file=sys.stderr)
@@ -90,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("HIERCLF_DEBUG"):
             raise
         print(
-            f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
+            f"hierclf {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
             "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
             file=sys.stderr,
         )
