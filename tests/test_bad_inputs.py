@@ -226,3 +226,42 @@ def test_rollup_refuses_an_output_that_is_its_input(
     )
     assert main(["rollup", "-t", "t", "-p", str(probs), "--all", "--tolerance", "nan"]) == 2
     assert "--tolerance must be a number in [0, 1), got nan" in capsys.readouterr().err
+
+
+# --- (8) the environment ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("locators", "notice"),
+    [
+        ("UserProvidedCacheLocator", "numba's cache is not writable here; caching _kernel in"),  # temp folder
+        ("ZipCacheLocator", "numba cannot cache _kernel here; it is compiled in every process"),  # no cache
+    ],
+)
+def test_rollup_works_where_numba_cannot_cache(locators: str, notice: str) -> None:
+    """A read-only installation without a writable home: numba finds no cache folder (simulated by allowing
+    only locators that cannot serve this file); the roll-up still runs, with a logged notice."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, numpy as np; logging.basicConfig(level=logging.INFO)\n"
+        "from hierclf import Taxonomy, rollup\n"
+        "tax = Taxonomy.from_yaml('taxonomy/dermamnist.yaml')\n"
+        "print(rollup(np.full((100, 7), 1 / 7), tax).sum())\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": locators}
+    env.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import numpy as np
+
+    from hierclf import Taxonomy, rollup
+
+    tax = Taxonomy.from_yaml(Path(__file__).resolve().parents[1] / "taxonomy" / "dermamnist.yaml")
+    expected = float(rollup(np.full((100, 7), 1 / 7), tax).sum())  # in this process, numba cached as usual
+    assert notice in result.stderr and float(result.stdout) == pytest.approx(expected, rel=1e-12)
