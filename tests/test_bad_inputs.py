@@ -265,3 +265,21 @@ def test_rollup_works_where_numba_cannot_cache(locators: str, notice: str) -> No
     tax = Taxonomy.from_yaml(Path(__file__).resolve().parents[1] / "taxonomy" / "dermamnist.yaml")
     expected = float(rollup(np.full((100, 7), 1 / 7), tax).sum())  # in this process, numba cached as usual
     assert notice in result.stderr and float(result.stdout) == pytest.approx(expected, rel=1e-12)
+
+
+def test_train_check_reads_every_input_without_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hierclf.cli import main
+
+    config = _small_run(tmp_path)
+    assert main(["train", "--config", str(config), "--check"]) == 0
+    assert (
+        "inputs ok: taxonomy 'dermamnist'; images train 70, val 35, test 35; 7 classes"
+        in capsys.readouterr().out
+    )
+    assert not (tmp_path / "out").exists()
+    bad = _small_run(tmp_path, classes={"kind": "partition"})
+    assert main(["train", "--config", str(bad), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "only training class" in err and len(err.strip().splitlines()) == 1
