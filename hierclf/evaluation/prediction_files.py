@@ -42,6 +42,7 @@ import numpy as np
 
 from hierclf.errors import FileFormatError, HierclfError, Problem, did_you_mean
 from hierclf.io.atomic import atomic_open
+from hierclf.io.text_files import first_bad_utf8
 
 if TYPE_CHECKING:
     from hierclf.taxonomy.tree import Taxonomy
@@ -514,6 +515,10 @@ class PredictionReader:
                         break
             except csv.Error as exc:
                 raise _error(f"malformed CSV ({exc})", self.file, reader.line_num, code="csv") from None
+            except UnicodeDecodeError:
+                line, byte = first_bad_utf8(self.path)
+                message = f"byte 0x{byte:02x} is not UTF-8 text (save the file as UTF-8)"
+                raise _error(message, self.file, line, code="encoding") from None
             if not rows:
                 return
             table = np.array(rows, dtype=str)

@@ -63,6 +63,7 @@ _TYPE_WORDS = {
     "float_parsing": "a number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
+    "path_type": "a file path (text)",
     "list_type": "a list",
     "dict_type": "a mapping",
     "model_type": "a mapping",
@@ -240,7 +241,7 @@ def _line(err: ValidationIssue, model: type[BaseModel], describe: Describe, expl
 
 
 def problems_from_validation_error(
-    exc: ValidationError,
+    exc: ValidationError | Sequence[Mapping[str, Any]],
     model: type[BaseModel],
     doc: LocatedYAML | None = None,
     *,
@@ -253,7 +254,8 @@ def problems_from_validation_error(
     """Every error of ``exc`` as a :class:`Problem` at its position, sorted by position.
 
     Args:
-        exc: the error of ``model.model_validate(doc.data)``.
+        exc: the error of ``model.model_validate(doc.data)``, or its ``errors()`` (edited, e.g. locations
+            without a union's tags).
         model: the model that was validated (unknown fields list the fields of the model at their place).
         doc: the located YAML document (positions); ``None`` gives problems without positions.
         file: the file name when there is no ``doc``.
@@ -264,7 +266,7 @@ def problems_from_validation_error(
     """
     describe = describe or _default_describe
     problems = []
-    for raw in exc.errors():
+    for raw in exc.errors() if isinstance(exc, ValidationError) else exc:
         err = ValidationIssue.read(raw)
         message = _line(err, model, describe, explain)
         node_id = node(err.loc) if node is not None else None

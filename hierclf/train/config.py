@@ -96,6 +96,16 @@ _InternalLabels = Annotated[
 ]
 
 
+def _no_nul(value: Path) -> Path:
+    """A path with a NUL character cannot be opened (the operating system refuses it)."""
+    if "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: a path in a training configuration
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
+
 #: bounds of sizes and counts: far above any real run, low enough that a typo cannot exhaust the machine
 MAX_IMAGES = 100_000_000
 MAX_STEPS = 1_000_000
@@ -131,10 +141,10 @@ class SyntheticOptions(_Model):
 class CsvOptions(_Model):
     """Users' own images: one CSV per split (``hierclf.data.datasets.CsvImageDataset``)."""
 
-    train: Path
-    val: Path
-    test: Path
-    image_root: Path | None = None
+    train: FilePath
+    val: FilePath
+    test: FilePath
+    image_root: FilePath | None = None
     path_column: str = "path"
     label_column: str = "label"
     group_column: str | None = None
@@ -145,8 +155,8 @@ class DataConfig(_Model):
     """Where the images come from and how large they are."""
 
     source: Literal["dermamnist", "synthetic", "csv"] = "dermamnist"
-    root: Path = Path("data")
-    npz: Path | None = None
+    root: FilePath = Path("data")
+    npz: FilePath | None = None
     size: int = Field(28, ge=8, le=4096)
     download: bool = False
     augment: bool = True
@@ -336,7 +346,7 @@ class TrainConfig(_Model):
         ('full', 'adamw', 'val_loss')
     """
 
-    taxonomy: Path
+    taxonomy: FilePath
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     classes: ClassesConfig = Field(default_factory=ClassesConfig)  # type: ignore[arg-type]
     backbone: _Backbone = "small_cnn"
@@ -362,12 +372,12 @@ class TrainConfig(_Model):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto"] | bool = "auto"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)  # type: ignore[arg-type]
-    protocol: Path | None = None
+    protocol: FilePath | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = False
     device: str = "auto"
     workers: int = Field(0, ge=0, le=256)
-    out_dir: Path = Path("runs/train")
+    out_dir: FilePath = Path("runs/train")
     max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
     #: scalars written besides history.jsonl: ``tensorboard`` (needs the tensorboard package)
     log: list[str] = Field(default_factory=list)
@@ -568,23 +578,20 @@ def validate_config(data: dict[str, Any], doc: LocatedYAML | None) -> TrainConfi
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        exc = _without_union_tags(exc)
-        raise ConfigError(problems_from_validation_error(exc, TrainConfig, doc, code="config")) from None
+        errors = _without_union_tags(exc)
+        raise ConfigError(problems_from_validation_error(errors, TrainConfig, doc, code="config")) from None
 
 
-def _without_union_tags(exc: ValidationError) -> ValidationError:
-    """The same errors with the ``backbone`` union's tag left out of their locations, so they point at the
+def _without_union_tags(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors with the ``backbone`` union's tag left out of their locations, so they point at the
     place in the file (``backbone.factory``, not ``backbone.factory.factory``)."""
     errors = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         if len(loc) > 1 and loc[0] == "backbone" and loc[1] in _BACKBONE_TAGS:
             loc = loc[:1] + loc[2:]
-        detail: dict[str, Any] = {"type": err["type"], "loc": loc, "input": err.get("input")}
-        if "ctx" in err:
-            detail["ctx"] = err["ctx"]
-        errors.append(detail)
-    return ValidationError.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
+        errors.append({**err, "loc": loc})
+    return errors
 
 
 def config_from_text(text: str, file: str = "<string>") -> TrainConfig:
