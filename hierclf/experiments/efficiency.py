@@ -41,6 +41,7 @@ import numpy as np
 from hierclf.errors import HierclfError
 from hierclf.experiments.setup import ExperimentSetup, experiment_setup, with_settings
 from hierclf.io.atomic import atomic_open, atomic_write_text
+from hierclf.options import look_up_option
 
 logger = logging.getLogger(__name__)
 
@@ -348,8 +349,7 @@ def run_label_efficiency(
         data, data_root, taxonomy, device, workers, epochs: as ``hierclf study``.
         cache_dir: the feature cache (default: ``hierclf.probe.features.default_cache_dir()``).
     """
-    if method not in METHODS:
-        raise HierclfError(f"unknown method {method!r} (expected probe or train)")
+    method = look_up_option(method, METHODS, kind="method")
     fractions = parse_fractions(fractions)
     if seeds < 1:
         raise HierclfError(f"seeds must be at least 1, got {seeds}")
