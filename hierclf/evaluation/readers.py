@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, UnknownNameError
+from hierclf.evaluation import metrics as M
 from hierclf.evaluation.catalog import READERS_PROVENANCE
 from hierclf.evaluation.protocol_format import Protocol
 from hierclf.evaluation.records import ReaderPoint, TaskResult, estimate_over_seeds
@@ -62,25 +63,6 @@ def _fraction(text: str) -> float:
         return math.nan
 
 
-def _roc_envelope(fpr: np.ndarray, tpr: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Height of the ROC polyline at false-positive rates ``x``: at a vertical step, its top.
-
-    Args:
-        fpr, tpr: ROC points sorted by increasing ``fpr`` (ties: increasing ``tpr``), from (0, 0) to (1, 1).
-        x: ``(k,)`` false-positive rates.
-    """
-    ux, first = np.unique(fpr, return_index=True)
-    hi, lo = np.maximum.reduceat(tpr, first), np.minimum.reduceat(tpr, first)  # top / bottom of each step
-    tol = 1e-12  # 1 - specificity is rarely exact in floating point (1 - 0.8 = 0.19999999999999996)
-    k = np.clip(np.searchsorted(ux, x + tol, side="right") - 1, 0, len(ux) - 1)
-    at = np.abs(ux[k] - x) <= tol
-    nxt = np.minimum(k + 1, len(ux) - 1)
-    span = np.where(nxt > k, ux[nxt] - ux[k], 1.0)
-    frac = np.where(nxt > k, np.clip((x - ux[k]) / span, 0.0, 1.0), 0.0)
-    between = hi[k] + frac * (lo[nxt] - hi[k])
-    return np.where(at, hi[k], between)
-
-
 def reader_dominance(
     fpr: np.ndarray, tpr: np.ndarray, sensitivity: np.ndarray, specificity: np.ndarray
 ) -> np.ndarray:
@@ -97,7 +79,7 @@ def reader_dominance(
     """
     x = 1.0 - np.asarray(specificity, dtype=np.float64)
     return (
-        _roc_envelope(np.asarray(fpr, np.float64), np.asarray(tpr, np.float64), x)
+        M.roc_polyline_height(fpr, tpr, x)
         >= np.asarray(sensitivity, dtype=np.float64) - 1e-12
     )
 
