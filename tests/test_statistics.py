@@ -417,3 +417,22 @@ def test_curve_query_errors() -> None:
         hm.bootstrap_binary(y, s, n_replicates=3, queries=hm.CurveQueries(partial_auc_above=1.0))
     with pytest.raises(hm.MetricError, match="thresholds"):
         hm.paired_bootstrap_binary(y, np.stack([s, s]), n_replicates=3, thresholds=[0.5])
+
+
+def test_macro_auc_replicates_equal_explicit_resampling() -> None:
+    rng = np.random.default_rng(12)
+    n, c = 300, 4
+    y = rng.integers(0, c, n)
+    y[y == 3] = 0  # class 3 is rare: two samples
+    y[:2] = 3
+    probs = rng.dirichlet(np.ones(c), size=n)
+    probs[np.arange(n), y] += 0.3
+    groups = rng.integers(0, 100, n)
+    reps = hm.bootstrap_macro_auc(y, probs, groups, n_replicates=30, seed=6, chunk_size=7)
+    counts = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 30, seed=6)))
+    for k in range(30):
+        idx = np.repeat(np.arange(n), counts[k])
+        if len(np.unique(y[idx])) < 2:
+            assert math.isnan(reps[k])
+            continue
+        assert reps[k] == pytest.approx(hm.macro_ovr_auc(y[idx], probs[idx]), abs=1e-12)

@@ -38,13 +38,20 @@ from hierclf.evaluation.metrics.bootstrap import (
     BootstrapEstimate,
     BootstrapResult,
     CurveQueries,
+    OneVsRestPlans,
     bootstrap_binary,
+    bootstrap_macro_auc,
     paired_bootstrap_binary,
+    subset_bootstrap_binary,
 )
-from hierclf.evaluation.metrics.calibration import expected_calibration_error, reliability_curve
+from hierclf.evaluation.metrics.calibration import (
+    bootstrap_calibration,
+    expected_calibration_error,
+    reliability_curve,
+)
 from hierclf.evaluation.metrics.checks import MetricError
 from hierclf.evaluation.metrics.delong import DeLongResult, delong_covariance, delong_test, midranks
-from hierclf.evaluation.metrics.hierarchy import hierarchical_prf, mistake_severity
+from hierclf.evaluation.metrics.hierarchy import hierarchical_prf, hierarchical_terms, mistake_severity
 from hierclf.evaluation.metrics.intervals import (
     EffectiveCounts,
     bootstrap_p_value,
@@ -68,7 +75,14 @@ from hierclf.evaluation.metrics.paired_tests import (
     discordant_pairs,
     mcnemar_exact,
 )
-from hierclf.evaluation.metrics.resampling import bootstrap_sums, grouped_bootstrap_counts, percentile_ci
+from hierclf.evaluation.metrics.resampling import (
+    GroupSums,
+    bootstrap_sums,
+    grouped_bootstrap_counts,
+    per_group_sums,
+    percentile_ci,
+    replicate_map,
+)
 from hierclf.evaluation.metrics.roc import (
     binary_metrics_at_threshold,
     partial_auc_above_sensitivity,
@@ -86,12 +100,16 @@ __all__ = [
     "CurveQueries",
     "DeLongResult",
     "EffectiveCounts",
+    "GroupSums",
     "McNemarResult",
     "MetricError",
+    "OneVsRestPlans",
     "balanced_accuracy",
     "binary_metrics_at_threshold",
     "binomial_two_sided_p",
     "bootstrap_binary",
+    "bootstrap_calibration",
+    "bootstrap_macro_auc",
     "bootstrap_p_value",
     "bootstrap_sums",
     "clopper_pearson",
@@ -104,6 +122,7 @@ __all__ = [
     "expected_calibration_error",
     "grouped_bootstrap_counts",
     "hierarchical_prf",
+    "hierarchical_terms",
     "macro_ovr_auc",
     "mcnemar_exact",
     "midranks",
@@ -113,14 +132,17 @@ __all__ = [
     "paired_bootstrap_binary",
     "partial_auc_above_sensitivity",
     "per_class_recall",
+    "per_group_sums",
     "percentile_ci",
     "regularized_incomplete_beta",
     "reliability_curve",
+    "replicate_map",
     "roc_auc",
     "roc_curve",
     "roc_polyline_height",
     "sensitivity_at_specificity",
     "specificity_at_sensitivity",
+    "subset_bootstrap_binary",
     "threshold_at_sensitivity",
     "wilson",
 ]

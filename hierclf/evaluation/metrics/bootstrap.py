@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +16,13 @@ import numpy as np
 from hierclf.evaluation.metrics.calibration import expected_calibration_error
 from hierclf.evaluation.metrics.checks import MetricError, _check_binary, _check_target
 from hierclf.evaluation.metrics.resampling import (
+    GroupSums,
     _check_replicates,
     _chunk_rows,
-    _draw_counts,
     _group_index,
     _n_jobs,
     percentile_ci,
+    replicate_map,
 )
 from hierclf.evaluation.metrics.roc import (
     binary_metrics_at_threshold,
@@ -278,16 +277,14 @@ class _BinaryBootstrapPlan:
         self.gt_pos = n_pos - np.searchsorted(asc_p, self.neg_scores, side="right")
         self.ge_pos = n_pos - np.searchsorted(asc_p, self.neg_scores, side="left")
         bins = self.queries.calibration_bins
-        self.calibration: tuple[np.ndarray, np.ndarray] | None = None
+        self.calibration: GroupSums | None = None
         if bins is not None:
             b = np.clip(np.ceil(s * bins).astype(np.int64) - 1, 0, bins - 1)
             cell = group * bins + b
-            size = self.n_groups * bins
-            count = np.bincount(cell, minlength=size)
-            gap = np.bincount(cell, weights=y.astype(np.float64) - s, minlength=size)
-            sums = np.stack([count, gap], axis=-1).reshape(self.n_groups, bins, 2)
+            gap = np.bincount(cell, weights=y.astype(np.float64) - s, minlength=self.n_groups * bins)
+            size = np.bincount(group, minlength=self.n_groups).astype(np.float64)
             brier = np.bincount(group, weights=(s - y) ** 2, minlength=self.n_groups)
-            self.calibration = (sums.reshape(self.n_groups, 2 * bins), brier)
+            self.calibration = GroupSums(np.column_stack([gap.reshape(self.n_groups, bins), size, brier]))
 
     def row_bytes(self) -> int:
         """Bytes of work arrays per replicate (cumulative negatives, positive weights, their cumulative sum,
@@ -296,7 +293,7 @@ class _BinaryBootstrapPlan:
         extra = 16 * n_pos if self.queries.partial_auc_above is not None else 0
         return self.dtype.itemsize * (n_neg + 3 * n_pos + self.n_groups) + 8 * self.n_groups + n_pos + extra
 
-    def _cumulate(self, counts: np.ndarray) -> _Chunk:
+    def _cumulate(self, counts: np.ndarray, *, positive_sums: bool = True) -> _Chunk:
         dt = self.dtype
         chunk = counts.shape[0]
         padded = np.zeros((chunk, self.n_groups + 1), dtype=dt)  # last column: the dummy group
@@ -304,10 +301,20 @@ class _BinaryBootstrapPlan:
         cn = np.take(padded, self.neg_take, axis=1)  # (chunk, n_neg + 1), column 0 weighs 0
         np.cumsum(cn, axis=1, dtype=dt, out=cn)
         wp = np.take(padded, self.pos_group, axis=1)  # (chunk, n_pos)
-        cp = np.cumsum(wp, axis=1, dtype=dt)
-        P = cp[:, -1].astype(np.int64) if self.pos_scores.size else np.zeros(chunk, dtype=np.int64)
+        if positive_sums:
+            cp = np.cumsum(wp, axis=1, dtype=dt)
+            P = cp[:, -1].astype(np.int64) if self.pos_scores.size else np.zeros(chunk, dtype=np.int64)
+        else:
+            cp = wp[:, :0]
+            P = wp.sum(axis=1, dtype=np.int64)
         ge = np.take(cn, self.ge, axis=1)  # negatives scoring >= each positive
         return _Chunk(counts, cn, wp, cp, ge, P, cn[:, -1].astype(np.int64))
+
+    def auc(self, counts: np.ndarray) -> np.ndarray:
+        """Only the AUC of each replicate in a chunk (``(chunk,)``); the positives' cumulative weights are
+        not needed, only their total."""
+        c = self._cumulate(counts, positive_sums=False)
+        return self._auc_and_target(c, 1.0, with_target=False)["auc"]
 
     def evaluate(self, counts: np.ndarray, target: float, threshold: float | None) -> dict[str, np.ndarray]:
         """Metrics of each replicate in a chunk. ``counts``: ``(chunk, n_groups)`` group counts."""
@@ -318,7 +325,7 @@ class _BinaryBootstrapPlan:
         out.update(self._queries(c))
         return out
 
-    def _auc_and_target(self, c: _Chunk, target: float) -> dict[str, np.ndarray]:
+    def _auc_and_target(self, c: _Chunk, target: float, *, with_target: bool = True) -> dict[str, np.ndarray]:
         """AUC, and the specificity and threshold at the target sensitivity re-chosen in each replicate."""
         below2 = 2 * np.einsum("ij,ij->i", c.wp, c.ge, dtype=np.int64)
         if self.tied.size:
@@ -331,6 +338,8 @@ class _BinaryBootstrapPlan:
         Pf, Nf = c.P.astype(np.float64), c.N.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             auc = np.where(c.ok, (2.0 * Pf * Nf - below2) / (2.0 * Pf * Nf), np.nan)
+        if not with_target:
+            return {"auc": auc}
         spec, k = self._specificity_at(c, target)
         return {
             "auc": auc,
@@ -417,13 +426,11 @@ class _BinaryBootstrapPlan:
     def _calibration(self, c: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         """ECE ``sum_b |hits_b - confidence_b| / n`` and the Brier score, from per-group bin sums."""
         assert self.calibration is not None
-        sums, brier = self.calibration
-        w = np.asarray(c.counts, dtype=np.float64)
-        cells = (w @ sums).reshape(w.shape[0], -1, 2)  # (chunk, bins, [count, hits - confidence])
-        n = cells[:, :, 0].sum(axis=1)
+        sums = self.calibration(c.counts)  # (chunk, bins + 2): hits - confidence per bin, n, squared errors
+        n = sums[:, -2]
         with np.errstate(invalid="ignore", divide="ignore"):
-            ece = np.abs(cells[:, :, 1]).sum(axis=1) / n
-            return np.where(n > 0, ece, np.nan), np.where(n > 0, (w @ brier) / n, np.nan)
+            ece = np.abs(sums[:, :-2]).sum(axis=1) / n
+            return np.where(n > 0, ece, np.nan), np.where(n > 0, sums[:, -1] / n, np.nan)
 
     def _sensitivity_at(self, c: _Chunk, specificity: float) -> np.ndarray:
         """Sensitivity at the lowest threshold whose specificity reaches ``specificity``: all positives
@@ -556,23 +563,109 @@ def paired_bootstrap_binary(
     Returns:
         One :class:`BootstrapResult` per score vector.
     """
-    target = _check_target(target_sensitivity)
-    n_replicates = _check_replicates(n_replicates)
     s2 = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    thr = _check_thresholds(thresholds, s2.shape[0])
     checked = [_check_binary(y_true, row) for row in s2]
     y = checked[0][0]
     group, n_groups = _group_index(groups, y.size)
-    n_pos = _positives_of_both_classes(y)
-    queries = _check_queries(queries, s2)
-    plans = [_BinaryBootstrapPlan(y, sk, group, n_groups, queries) for _, sk, _ in checked]
+    _positives_of_both_classes(y)
+    items = [(y, sk, group) for _, sk, _ in checked]
+    return _bootstrap_items(
+        items,
+        n_groups,
+        n_replicates=n_replicates,
+        seed=seed,
+        target_sensitivity=target_sensitivity,
+        thresholds=thresholds,
+        ci_level=ci_level,
+        queries=queries,
+        chunk_size=chunk_size,
+        n_jobs=n_jobs,
+        warn_missing=warn_missing,
+    )
+
+
+def subset_bootstrap_binary(
+    y_true: Any,
+    scores: Any,
+    groups: Any,
+    subsets: Any,
+    *,
+    n_replicates: int = 1000,
+    seed: int = 0,
+    target_sensitivity: float = 0.95,
+    threshold: float | None = None,
+    ci_level: float = 0.95,
+    queries: CurveQueries | None = None,
+    chunk_size: int | None = None,
+) -> list[BootstrapResult | None]:
+    """:func:`bootstrap_binary` of several subsets of one data set (e.g. a subgroup and the rest), every one
+    from the same draws of the whole data set's groups: replicate ``r`` of each subset is that subset of
+    the one resampled data set, so differences of replicates are the bootstrap of a difference between
+    subsets.
+
+    Args:
+        y_true, scores, groups: ``(n,)`` the whole data set.
+        subsets: ``(K, n)`` bool, the samples of each subset.
+        threshold: one fixed operating point for every subset.
+
+    Returns:
+        One :class:`BootstrapResult` per subset, ``None`` for a subset without both classes.
+    """
+    y, s, _ = _check_binary(y_true, scores)
+    group, n_groups = _group_index(groups, y.size)
+    masks = np.atleast_2d(np.asarray(subsets, dtype=bool))
+    if masks.shape[1] != y.size:
+        raise MetricError(f"subsets must be (K, {y.size}), got {masks.shape}")
+    usable = [bool(y[m].any() and (~y[m]).any()) for m in masks]
+    items = [(y[m], s[m], group[m]) for m, ok in zip(masks, usable) if ok]
+    if not items:
+        return [None] * len(masks)
+    results = iter(
+        _bootstrap_items(
+            items,
+            n_groups,
+            n_replicates=n_replicates,
+            seed=seed,
+            target_sensitivity=target_sensitivity,
+            thresholds=None if threshold is None else [threshold] * len(items),
+            ci_level=ci_level,
+            queries=queries,
+            chunk_size=chunk_size,
+            n_jobs=None,
+            warn_missing=False,
+        )
+    )
+    return [next(results) if ok else None for ok in usable]
+
+
+def _bootstrap_items(
+    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_groups: int,
+    *,
+    n_replicates: int,
+    seed: int,
+    target_sensitivity: float,
+    thresholds: Any,
+    ci_level: float,
+    queries: CurveQueries | None,
+    chunk_size: int | None,
+    n_jobs: int | None,
+    warn_missing: bool,
+) -> list[BootstrapResult]:
+    """The bootstrap of several ``(y, scores, group codes)`` data sets over one set of ``n_groups`` groups,
+    every one from the same draws."""
+    target = _check_target(target_sensitivity)
+    n_replicates = _check_replicates(n_replicates)
+    thr = _check_thresholds(thresholds, len(items))
+    queries = _check_queries(queries, np.concatenate([sk for _, sk, _ in items]))
+    plans = [_BinaryBootstrapPlan(yk, sk, gk, n_groups, queries) for yk, sk, gk in items]
     row_bytes = sum(p.row_bytes() for p in plans)
     chunk = int(chunk_size) if chunk_size else _chunk_rows(row_bytes, n_replicates)
     rng = np.random.default_rng(seed)
     parts = _replicate_chunks(plans, rng, n_replicates, chunk, _n_jobs(n_jobs), target, thr)
     results = []
-    for k, (_, sk, _) in enumerate(checked):
-        points, per_target = _points(y, sk, target, thr[k], queries)
+    for k, (yk, sk, _) in enumerate(items):
+        points, per_target = _points(yk, sk, target, thr[k], queries)
         chunks = [part[k] for part in parts]
         estimates = _estimates(points, chunks, ci_level)
         n_nan = estimates["auc"].n_nan
@@ -580,12 +673,13 @@ def paired_bootstrap_binary(
             logger.warning(
                 "%d of %d bootstrap replicates miss a class (AUC undefined there)", n_nan, n_replicates
             )
+        n_pos = int(yk.sum())
         results.append(
             BootstrapResult(
                 estimates=estimates,
-                n_samples=y.size,
+                n_samples=yk.size,
                 n_positive=n_pos,
-                n_negative=y.size - n_pos,
+                n_negative=yk.size - n_pos,
                 n_groups=n_groups,
                 n_replicates=n_replicates,
                 seed=seed,
@@ -678,30 +772,13 @@ def _replicate_chunks(
     target: float,
     thresholds: list[float | None],
 ) -> list[list[dict[str, np.ndarray]]]:
-    """Every chunk's metrics of every plan, in replicate order (a loop over chunks of replicates); each
-    chunk's group counts are drawn once and evaluated by every plan.
-
-    The counts are drawn chunk after chunk from one random stream, in order, whatever ``jobs`` is; with
-    several jobs the main thread draws while workers evaluate, at most ``jobs + 1`` chunks in flight so that
-    memory stays bounded.
-    """
-    sizes = [min(chunk, n_replicates - start) for start in range(0, n_replicates, chunk)]
-    n_groups = plans[0].n_groups
+    """Every chunk's metrics of every plan, in replicate order; each chunk's group counts are drawn once
+    and evaluated by every plan (:func:`~hierclf.evaluation.metrics.resampling.replicate_map`)."""
 
     def run(counts: np.ndarray) -> list[dict[str, np.ndarray]]:
         return [p.evaluate(counts, target, t) for p, t in zip(plans, thresholds)]
 
-    if jobs == 1 or len(sizes) == 1:
-        return [run(_draw_counts(rng, n_groups, rows)) for rows in sizes]
-    done: list[list[dict[str, np.ndarray]]] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[Future[list[dict[str, np.ndarray]]]] = deque()
-        for rows in sizes:
-            pending.append(pool.submit(run, _draw_counts(rng, n_groups, rows)))
-            if len(pending) > jobs:
-                done.append(pending.popleft().result())
-        done.extend(f.result() for f in pending)
-    return done
+    return replicate_map(run, plans[0].n_groups, n_replicates, rng, chunk=chunk, jobs=jobs)
 
 
 def _estimate(point: float, reps: np.ndarray, ci_level: float) -> BootstrapEstimate:
@@ -732,3 +809,61 @@ def _per_target_estimates(
             _estimate(float(v), np.ascontiguousarray(reps[:, i]), ci_level) for i, v in enumerate(values)
         ]
     return out
+
+
+class OneVsRestPlans:
+    """One sorted layout per class for the one-vs-rest AUCs of a multi-class prediction; ``macro(counts)``
+    is each replicate's mean AUC over the classes present in it (NaN where fewer than two are)."""
+
+    def __init__(self, y: np.ndarray, probs: np.ndarray, group: np.ndarray, n_groups: int) -> None:
+        present = [c for c in range(probs.shape[1]) if 0 < int((y == c).sum()) < y.size]
+        self.plans = [_BinaryBootstrapPlan(y == c, probs[:, c], group, n_groups) for c in present]
+
+    def row_bytes(self) -> int:
+        return sum(plan.row_bytes() for plan in self.plans) or 1
+
+    def macro(self, counts: np.ndarray) -> np.ndarray:
+        if len(self.plans) < 2:
+            return np.full(counts.shape[0], np.nan)
+        aucs = np.stack([plan.auc(counts) for plan in self.plans], axis=1)  # (chunk, classes), NaN if absent
+        present = np.count_nonzero(~np.isnan(aucs), axis=1)
+        mean = np.nansum(aucs, axis=1) / np.maximum(present, 1)
+        return np.where(present >= 2, mean, np.nan)
+
+
+def bootstrap_macro_auc(
+    y_true: Any,
+    probs: Any,
+    groups: Any = None,
+    *,
+    n_replicates: int = 1000,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """Grouped-bootstrap replicates ``(n_replicates,)`` of the macro one-vs-rest AUC
+    (:func:`~hierclf.evaluation.metrics.multiclass.macro_ovr_auc`): each replicate's mean AUC over the
+    classes present in it, NaN where fewer than two are. The draws are those of :func:`bootstrap_binary`
+    (and of :func:`~hierclf.evaluation.metrics.resampling.grouped_bootstrap_counts`) for the same groups and
+    seed; each class is one sorted layout (:class:`OneVsRestPlans`), every class evaluated on the same
+    counts.
+
+    Args:
+        y_true: ``(n,)`` class indices.
+        probs: ``(n, n_classes)`` scores.
+        groups: ``(n,)`` group labels or None.
+    """
+    n_replicates = _check_replicates(n_replicates)
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true).astype(np.int64)
+    if p.ndim != 2 or y.shape != (p.shape[0],):
+        raise MetricError(
+            f"y_true {y.shape} and probs {p.shape} do not match: expected (n,) and (n, n_classes)"
+        )
+    group, n_groups = _group_index(groups, y.size)
+    plans = OneVsRestPlans(y, p, group, n_groups)
+    chunk = int(chunk_size) if chunk_size else _chunk_rows(plans.row_bytes(), n_replicates)
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        replicate_map(plans.macro, n_groups, n_replicates, rng, chunk=chunk, jobs=_n_jobs(n_jobs))
+    )
