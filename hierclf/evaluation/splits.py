@@ -155,7 +155,7 @@ def check_seeds(splits: list[Split], *, allow: bool, findings: Findings) -> None
     """
     problems = []
     for k in range(1, len(splits)):
-        difference = test_set_difference(splits[0], splits[k])
+        difference = difference_of_test_sets(splits[0], splits[k])
         if difference:
             problems.append(f"DIFFERENT TEST SETS: {difference}")
         for j in range(k):
@@ -175,7 +175,7 @@ def check_seeds(splits: list[Split], *, allow: bool, findings: Findings) -> None
         )
 
 
-def test_set_difference(first: Split, other: Split) -> str:
+def difference_of_test_sets(first: Split, other: Split) -> str:
     """How ``other``'s test samples differ from ``first``'s, in words (``""`` when they are the same):
     missing and extra sample ids with a few examples, or true labels that differ for the same id."""
     a, b = first.preds, other.preds
