@@ -351,3 +351,22 @@ def test_blank_lesion_ids_warn(
     auc = report["tasks"]["mel_vs_nv"]["metrics"]["auc"]
     assert auc["ci"][1] > auc["ci"][0] and auc["n_groups"] == auc["n"]
     assert "resampled one by one" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_case_level_reads(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = np.load(files["test0"])["ids"].tolist()
+    rng = np.random.default_rng(0)
+    rows = [f"derm{r},{i},{int(rng.random() < 0.5)},{int(rng.integers(1, 6))}" for r in (1, 2) for i in ids]
+    (tmp_path / "reads.csv").write_text("reader,case_id,decision,score\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    code, _, err = _run(_base(files, out, seeds=1) + ["--readers", str(tmp_path / "reads.csv")], capsys)
+    assert code == 0, err
+    data = json.loads((out / "report.json").read_text())
+    study = data["tasks"]["mel_vs_nv"]["reader_study"]
+    assert [r["reader"] for r in study["readers"]] == ["derm1", "derm2"]
+    assert "p_value" in study["readers"][0]["matched_specificity"]["difference"]
+    header = (out / "mrmc_long.csv").read_text().splitlines()[0]
+    assert header == "task,reader,case,test,truth,rating"
+    (tmp_path / "bad.csv").write_text("reader,case_id,decision\nderm1,nope,1\n")
+    args = _base(files, tmp_path / "p", seeds=1) + ["--readers", str(tmp_path / "bad.csv")]
+    _one_line_error(*_run(args, capsys)[::2], "not in the test set", "e.g. 'nope'")

@@ -92,6 +92,10 @@ def report(tax: Taxonomy, pair: tuple[Predictions, Predictions]) -> Any:
     return evaluate(tax, _protocol(tax), [val], [test], readers=readers)
 
 
+def _task(tax: Taxonomy, name: str, p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return task_data(tax, _protocol(tax).task(name), Split("t", p, p.groups, None), "test")
+
+
 def _counts(groups: np.ndarray) -> np.ndarray:
     return np.concatenate(list(M.grouped_bootstrap_counts(groups, REPS, seed=5)))
 
@@ -551,3 +555,106 @@ def test_save_replicates(tax: Taxonomy, report: Any, tmp_path: Path) -> None:
     )
     assert not (tmp_path / "x" / "replicates.npz").exists()
     assert "replicates.npz" not in write_report(report, tmp_path / "x")
+
+
+# --- case-level reads ------------------------------------------------------------------------------------
+
+
+def _reads(tmp_path: Path, tax: Taxonomy, test: Predictions, rows: int = 400) -> tuple[Path, dict[str, Any]]:
+    """Three readers: r1 and r2 read every test case (decisions; r1 also a 1-5 score), r3 the first half."""
+    rng = np.random.default_rng(7)
+    mel = np.isin(test.labels, tax.leaves_under("melanoma")).astype(int)
+    lines = ["reader,case_id,decision,score"]
+    truth = {}
+    for reader, acc, n in (("r1", 0.85, rows), ("r2", 0.75, rows), ("r3", 0.8, rows // 2)):
+        right = rng.random(n) < acc
+        dec = np.where(right, mel[:n], 1 - mel[:n])
+        score = np.clip(dec * 2 + rng.integers(1, 4, n), 1, 5)
+        truth[reader] = (dec, score)
+        lines += [f"{reader},{test.ids[i]},{dec[i]},{score[i]}" for i in range(n)]
+    (tmp_path / "reads.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "reads.csv", truth
+
+
+def test_case_level_reads(tax: Taxonomy, pair: Any, tmp_path: Path) -> None:
+    val, test = pair
+    path, truth = _reads(tmp_path, tax, test)
+    proto = _protocol(tax)
+    rep = evaluate(tax, proto, [val], [test], readers=path)
+    res = rep.tasks["mel_vs_nv"]
+    rows, y, s = _task(tax, "mel_vs_nv", test)
+    dec, score = truth["r1"]
+    d = dec[rows]  # every test sample was read: the task's cases in the task's order
+    sens, spec = d[y == 1].mean(), 1 - d[y == 0].mean()
+    study = {r["reader"]: r for r in res.reader_study["readers"]}
+    r1 = study["r1"]
+    assert r1["n_cases"] == len(y) and r1["sensitivity"]["value"] == pytest.approx(sens)
+    assert r1["specificity"]["value"] == pytest.approx(spec)
+    # the operating points that the readers' table uses come from the decisions
+    assert [(p.reader, p.sensitivity) for p in res.readers][:1] == [("r1", pytest.approx(sens))]
+    ms = r1["matched_specificity"]
+    assert ms["model"]["value"] == M.specificity_at_sensitivity(y, s, sens)[0]
+    assert ms["difference"]["value"] == pytest.approx(ms["model"]["value"] - spec)
+    # replicate k of the paired difference, by explicit resampling of the reader's cases
+    reps = M.bootstrap_reader_comparison(y, s[None], d, test.groups[rows], n_replicates=REPS, seed=5)
+    counts = _counts(test.groups[rows])
+    for k in (0, 17):
+        idx = np.repeat(np.arange(len(y)), counts[k])
+        se, sp = d[idx][y[idx] == 1].mean(), 1 - d[idx][y[idx] == 0].mean()
+        assert reps["model_specificity"][0, k] - reps["reader_specificity"][k] == pytest.approx(
+            M.specificity_at_sensitivity(y[idx], s[idx], se)[0] - sp, abs=1e-12
+        )
+    # McNemar at the model's validation threshold
+    thr = res.thresholds.per_seed[0]
+    pos = y == 1
+    b = int(((s[pos] >= thr) & (d[pos] == 0)).sum())
+    c = int(((s[pos] < thr) & (d[pos] == 1)).sum())
+    got = r1["at_model_threshold"][0]["sensitivity"]
+    assert (got["first_only"], got["second_only"]) == (b, c)
+    assert got["p_value"] == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
+    # scores: the AUC against the model's, DeLong clustered over lesions
+    want = M.delong_test(y, np.stack([s, score[rows].astype(float)]), [1.0, -1.0], groups=test.groups[rows])
+    assert r1["auc"]["delong"]["p_value"] == pytest.approx(want.p_value)
+    assert study["r3"]["n_cases"] < len(y)
+    md = render_markdown(rep)
+    assert "Case-level reads" in md and "mrmc_long.csv" in md
+
+
+def test_mrmc_long_table(tax: Taxonomy, pair: Any, tmp_path: Path) -> None:
+    val, test = pair
+    path, truth = _reads(tmp_path, tax, test)
+    rep = evaluate(tax, _protocol(tax), [val], [test], readers=path)
+    write_report(rep, tmp_path / "out")
+    with open(tmp_path / "out" / "mrmc_long.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == ["task", "reader", "case", "test", "truth", "rating"]
+    rows, y, s = _task(tax, "mel_vs_nv", test)
+    human = [r for r in table if r["test"] == "human" and r["reader"] == "r1"]
+    model = [r for r in table if r["test"] == "model"]
+    assert len(human) == len(rows) and len(model) == len(rows)  # every task case was read by someone
+    by_case = {r["case"]: r for r in model}
+    for i, k in enumerate(rows[:20]):
+        assert int(by_case[str(test.ids[k])]["truth"]) == y[i]
+        assert float(by_case[str(test.ids[k])]["rating"]) == pytest.approx(s[i])
+    assert {r["rating"] for r in human} <= {"1", "2", "3", "4", "5", "1.0", "2.0", "3.0", "4.0", "5.0"}
+
+
+def test_reads_errors(tax: Taxonomy, pair: Any, tmp_path: Path) -> None:
+    from hierclf import FileFormatError
+
+    val, test = pair
+    (tmp_path / "a.csv").write_text("reader,case_id,decision\nr1,t0,1\nr1,nope,0\nr1,nada,1\n")
+    with pytest.raises(
+        EvaluationError,
+        match=r"2 case\(s\) of the reader file .* are not in the test set .* e\.g\. 'nada', 'nope'",
+    ):
+        evaluate(tax, _protocol(tax), [val], [test], readers=tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("reader,case_id,decision\nr1,t0,1\nr1,t1,2\n")
+    with pytest.raises(FileFormatError, match=r"b.csv:3:\d+: .*decision '2' is not 0 or 1"):
+        evaluate(tax, _protocol(tax), [val], [test], readers=tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("reader,case_id,decision\nr1,t0,1\nr1,t0,0\n")
+    with pytest.raises(FileFormatError, match="reads case 't0' twice"):
+        evaluate(tax, _protocol(tax), [val], [test], readers=tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("reader,case_id,decision,task\nr1,t0,1,mel_v_nv\n")
+    with pytest.raises(UnknownNameError, match="did you mean 'mel_vs_nv'"):
+        evaluate(tax, _protocol(tax), [val], [test], readers=tmp_path / "d.csv")

@@ -47,7 +47,9 @@ def register(sub: Any) -> None:
         "--readers",
         default=None,
         metavar="CSV",
-        help="reader operating points: reader,sensitivity,specificity[,task]",
+        help="reader operating points (reader,sensitivity,specificity[,task]) or case-level reads "
+        "(reader,case_id,decision and/or score[,task]: paired tests per reader, and mrmc_long.csv for "
+        "MRMCaov / iMRMC)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(

@@ -41,6 +41,14 @@ from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.partitions import evaluate_partitions
 from hierclf.evaluation.prediction_files import Predictions
 from hierclf.evaluation.protocol_format import Protocol
+from hierclf.evaluation.reader_studies import (
+    ReaderReads,
+    compare_readers,
+    is_reads_file,
+    mrmc_table,
+    read_reader_reads,
+    reader_points_from_reads,
+)
 from hierclf.evaluation.readers import assign_readers, load_readers, read_readers, reader_dominance
 from hierclf.evaluation.records import (
     SYNTHETIC_BANNER,
@@ -82,7 +90,7 @@ def evaluate(
     test: Sequence[str | Path | Predictions],
     *,
     metadata: str | Path | Metadata | None = None,
-    readers: str | Path | Sequence[Mapping[str, Any]] | None = None,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None = None,
     synthetic: bool = False,
     allow_test_thresholds: bool | None = None,
     allow_seed_mismatch: bool | None = None,
@@ -99,8 +107,12 @@ def evaluate(
         test: test predictions, one per seed. Each needs ``labels``; the columns may be leaves or any cut.
         metadata: a metadata CSV (or :class:`Metadata`) keyed by sample id: groups for the bootstrap and
             subgroup columns. Every prediction id must be in it.
-        readers: a reader CSV (``reader,sensitivity,specificity[,task]``) or its rows; readers without a task
-            belong to the primary task (or the first task).
+        readers: a reader CSV of operating points (``reader,sensitivity,specificity[,task]``) or its rows;
+            or a CSV of case-level reads (``reader,case_id,decision|score[,task]``, or
+            :class:`~hierclf.evaluation.reader_studies.ReaderReads`): then each reader's operating point comes
+            from its decisions, every reader is compared pairwise with the model on its cases, and the MRMC
+            long table is kept (``mrmc_long.csv``). Readers without a task belong to the primary task (or
+            the first task).
         synthetic: mark every section of the report "SYNTHETIC DATA — not a clinical result".
         allow_test_thresholds: overrides the protocol's ``allow_test_thresholds``.
         allow_seed_mismatch: overrides the protocol's ``allow_seed_mismatch`` (seeds tested on different
@@ -127,8 +139,13 @@ def evaluate(
         allow_seed_mismatch=allow_seed_mismatch,
     )
     _warn_about_design(protocol, inputs.test, found)
-    by_task = assign_readers(protocol, load_readers(readers)) if readers is not None else None
+    reads, reader_rows = _reader_input(taxonomy, protocol, readers, inputs)
+    by_task = assign_readers(protocol, reader_rows) if reader_rows else None
     tasks = evaluate_tasks(taxonomy, protocol, inputs.val, inputs.test, inputs.source, readers=by_task)
+    mrmc = None
+    if reads is not None:
+        compare_readers(taxonomy, protocol, reads, tasks, inputs.test)
+        mrmc = mrmc_table(taxonomy, protocol, reads, inputs.test)
     partitions = evaluate_partitions(taxonomy, protocol, inputs.test, found)
     hierarchical = evaluate_hierarchical(taxonomy, protocol, inputs.test, found)
     calibration = evaluate_calibration_nodes(taxonomy, protocol, inputs.test)
@@ -147,7 +164,24 @@ def evaluate(
         calibration=calibration,
         subgroups=subgroups,
         subgroup_replicates=subgroup_replicates,
+        mrmc=mrmc,
     )
+
+
+def _reader_input(
+    taxonomy: Taxonomy,
+    protocol: Protocol,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None,
+    inputs: Inputs,
+) -> tuple[ReaderReads | None, list[dict[str, Any]] | None]:
+    """Case-level reads (a file with a ``case_id`` column) and the reader operating points: given in the
+    file, or each reader's on its reads."""
+    if readers is None:
+        return None, None
+    if isinstance(readers, ReaderReads) or (isinstance(readers, (str, Path)) and is_reads_file(readers)):
+        reads = readers if isinstance(readers, ReaderReads) else read_reader_reads(readers)
+        return reads, reader_points_from_reads(taxonomy, protocol, reads, inputs.test[0])
+    return None, load_readers(readers)
 
 
 def _warn_about_design(protocol: Protocol, test: list[Split], found: Findings) -> None:
@@ -179,6 +213,7 @@ def _report(
     calibration: dict[str, dict[str, Any]],
     subgroups: dict[str, list[dict[str, Any]]],
     subgroup_replicates: dict[str, Any],
+    mrmc: dict[str, Any] | None,
 ) -> EvaluationReport:
     return EvaluationReport(
         taxonomy=taxonomy.name,
@@ -199,6 +234,7 @@ def _report(
         calibration_nodes=calibration,
         subgroups=subgroups,
         subgroup_replicates=subgroup_replicates,
+        mrmc=mrmc,
     )
 
 

@@ -179,6 +179,7 @@ class EvaluationReport:
     resampling: dict[str, Any] = field(default_factory=dict)
     seed_table: list[dict[str, Any]] = field(default_factory=list)
     subgroup_replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False, metadata=NOT_JSON)
+    mrmc: dict[str, np.ndarray] | None = field(default=None, repr=False, metadata=NOT_JSON)
 
     @property
     def n_seeds(self) -> int:

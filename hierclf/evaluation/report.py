@@ -14,6 +14,7 @@ Row labels and column headers come from :mod:`hierclf.evaluation.catalog`, as do
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -84,8 +85,22 @@ def write_report(
     written["report.json"] = out / "report.json"
     if save_replicates:
         written["replicates.npz"] = write_replicates(report.replicates(), out / "replicates.npz")
+    if report.mrmc is not None:
+        written["mrmc_long.csv"] = write_mrmc_table(report.mrmc, out / "mrmc_long.csv")
     logger.info("wrote %d report files to %s", len(written), out)
     return written
+
+
+def write_mrmc_table(table: dict[str, np.ndarray], path: Path) -> Path:
+    """The long table of case-level reads and model scores (``task,reader,case,test,truth,rating``) that the
+    R packages MRMCaov and iMRMC read, written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = list(table)
+    writer.writerow(columns)
+    writer.writerows(zip(*(np.asarray(table[c]).tolist() for c in columns)))
+    atomic_write_text(path, buf.getvalue())
+    return path
 
 
 def write_replicates(arrays: dict[str, np.ndarray], path: Path) -> Path:
@@ -311,7 +326,7 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
             _row([label, format_estimate(dominated), _interval_label(dominated), dominated.provenance])
         )
     lines.append("")
-    lines += _readers_table(task)
+    lines += _readers_table(task) + _reader_study_section(task)
     for key in (f"roc_{task.name}", f"reliability_{task.name}"):
         if key in figures:
             lines += [f"![{key}]({figures[key]})", ""]
@@ -357,6 +372,43 @@ def _readers_table(task: TaskResult) -> list[str]:
                 ]
             )
         )
+    return lines + [""]
+
+
+def _reader_study_section(task: TaskResult) -> list[str]:
+    """Case-level reads: each reader against the model on the cases it read (paired)."""
+    study = task.reader_study
+    if not study or not study["readers"]:
+        return []
+    lines = [
+        f"Case-level reads (`{study['file']}`; the long table for MRMCaov / iMRMC is `mrmc_long.csv`), each "
+        "reader against the model on the cases it read; differences are model minus reader, paired "
+        "(the reader's rates re-computed and the model's threshold re-chosen in every replicate):",
+        "",
+    ]
+    lines += _header(
+        ["reader", "cases (pos / neg)", "sensitivity", "specificity", "model spec. at reader's sens.",
+         "Δ spec. [CI], p", "model sens. at reader's spec.", "Δ sens. [CI], p", "AUC: Δ [CI], DeLong p"]
+    )  # fmt: skip
+    for r in study["readers"]:
+        cells = [r["reader"].replace("|", "/"), f"{r['n_cases']} ({r['n_positive']} / {r['n_negative']})"]
+        if "sensitivity" in r:
+            ms, mn = r["matched_specificity"], r["matched_sensitivity"]
+            cells += [_fmt_dict(r["sensitivity"]), _fmt_dict(r["specificity"]), _fmt_dict(ms["model"])]
+            cells += [
+                f"{_fmt_dict(ms['difference'])}, {_p(ms['difference']['p_value'])}",
+                _fmt_dict(mn["model"]),
+            ]
+            cells += [f"{_fmt_dict(mn['difference'])}, {_p(mn['difference']['p_value'])}"]
+        else:
+            cells += ["n/a"] * 6
+        auc = r.get("auc")
+        cells.append(
+            f"{_fmt_dict(auc['difference'])}, {_p(auc['delong'].get('p_value'))}"
+            if auc
+            else "n/a (no scores)"
+        )
+        lines.append(_row(cells))
     return lines + [""]
 
 

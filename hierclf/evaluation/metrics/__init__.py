@@ -41,6 +41,7 @@ from hierclf.evaluation.metrics.bootstrap import (
     OneVsRestPlans,
     bootstrap_binary,
     bootstrap_macro_auc,
+    bootstrap_reader_comparison,
     paired_bootstrap_binary,
     subset_bootstrap_binary,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "bootstrap_calibration",
     "bootstrap_macro_auc",
     "bootstrap_p_value",
+    "bootstrap_reader_comparison",
     "bootstrap_sums",
     "clopper_pearson",
     "clustered_mcnemar",

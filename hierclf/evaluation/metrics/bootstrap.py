@@ -21,6 +21,7 @@ from hierclf.evaluation.metrics.resampling import (
     _chunk_rows,
     _group_index,
     _n_jobs,
+    per_group_sums,
     percentile_ci,
     replicate_map,
 )
@@ -190,16 +191,18 @@ class _Chunk:
         return np.where(n_above > 0, at, 0.0)
 
 
-def _smallest_reaching(target: float, total: np.ndarray) -> np.ndarray:
-    """Per row, the smallest integer ``k`` with ``k / total >= target`` in float64 (the "reaches" test)."""
+def _smallest_reaching(target: float | np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per row, the smallest integer ``k`` with ``k / total >= target`` in float64 (the "reaches" test);
+    ``target`` a number or one per row."""
     safe = np.maximum(total, 1.0)
     need = np.ceil(target * safe)
     need = np.where((need - 1.0) / safe >= target, need - 1.0, need)
     return np.where(need / safe < target, need + 1.0, need)
 
 
-def _largest_within(specificity: float, total: np.ndarray) -> np.ndarray:
-    """Per row, the largest integer ``a >= -1`` with ``1 - a / total >= specificity`` in float64."""
+def _largest_within(specificity: float | np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per row, the largest integer ``a >= -1`` with ``1 - a / total >= specificity`` in float64
+    (``specificity`` a number or one per row)."""
     safe = np.maximum(total, 1.0)
     allowed = np.floor((1.0 - specificity) * safe)
     allowed = np.where(1.0 - (allowed + 1.0) / safe >= specificity, allowed + 1.0, allowed)
@@ -347,7 +350,7 @@ class _BinaryBootstrapPlan:
             "threshold_at_sensitivity": np.where(c.P > 0, self.pos_scores[k], np.nan),
         }
 
-    def _specificity_at(self, c: _Chunk, target: float) -> tuple[np.ndarray, np.ndarray]:
+    def _specificity_at(self, c: _Chunk, target: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Specificity at the first positive ``k`` whose cumulative sensitivity reaches ``target`` (exact on
         integer counts), and ``k``, per row."""
         n_pos = self.pos_scores.size
@@ -432,7 +435,7 @@ class _BinaryBootstrapPlan:
             ece = np.abs(sums[:, :-2]).sum(axis=1) / n
             return np.where(n > 0, ece, np.nan), np.where(n > 0, sums[:, -1] / n, np.nan)
 
-    def _sensitivity_at(self, c: _Chunk, specificity: float) -> np.ndarray:
+    def _sensitivity_at(self, c: _Chunk, specificity: float | np.ndarray) -> np.ndarray:
         """Sensitivity at the lowest threshold whose specificity reaches ``specificity``: all positives
         above the first negative that the allowed false positives cannot include."""
         allowed = _largest_within(specificity, c.N.astype(np.float64))
@@ -867,3 +870,66 @@ def bootstrap_macro_auc(
     return np.concatenate(
         replicate_map(plans.macro, n_groups, n_replicates, rng, chunk=chunk, jobs=_n_jobs(n_jobs))
     )
+
+
+def bootstrap_reader_comparison(
+    y_true: Any,
+    model_scores: Any,
+    reader_decisions: Any,
+    groups: Any = None,
+    *,
+    n_replicates: int = 1000,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """A reader against ``K`` model score vectors on the same cases, paired: in each replicate (groups drawn
+    once) the reader's sensitivity and specificity, and each model's specificity at the reader's
+    sensitivity and sensitivity at the reader's specificity *of that replicate* (the matched operating point
+    re-chosen in each), so the differences carry the reader's uncertainty as well as the model's.
+
+    Args:
+        y_true: ``(n,)`` 0/1 labels of the cases the reader read.
+        model_scores: ``(K, n)`` the model's scores on them (one row per seed).
+        reader_decisions: ``(n,)`` 0/1: the reader called the case positive.
+        groups: ``(n,)`` group labels or None.
+
+    Returns:
+        ``"reader_sensitivity"``, ``"reader_specificity"`` ``(R,)``; ``"model_specificity"``,
+        ``"model_sensitivity"`` ``(K, R)``; NaN where a replicate missed a class.
+    """
+    n_replicates = _check_replicates(n_replicates)
+    s2 = np.atleast_2d(np.asarray(model_scores, dtype=np.float64))
+    y = _check_binary(y_true, s2[0])[0]
+    d = np.asarray(reader_decisions).astype(bool)
+    group, n_groups = _group_index(groups, y.size)
+    _positives_of_both_classes(y)
+    plans = [_BinaryBootstrapPlan(y, _check_binary(y, row)[1], group, n_groups) for row in s2]
+    reader = GroupSums(per_group_sums(np.stack([y & d, y, ~y & ~d, ~y], axis=1), group, n_groups))
+
+    def run(counts: np.ndarray) -> dict[str, np.ndarray]:
+        sums = reader(counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sens, spec = sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]
+        targets = np.where(np.isfinite(sens), np.maximum(sens, 1e-300), 1.0)
+        floors = np.where(np.isfinite(spec), np.maximum(spec, 1e-300), 1.0)
+        model_spec, model_sens = [], []
+        for plan in plans:  # a loop over the model's seeds
+            c = plan._cumulate(counts)
+            model_spec.append(np.where(np.isfinite(sens), plan._specificity_at(c, targets)[0], np.nan))
+            model_sens.append(np.where(np.isfinite(spec), plan._sensitivity_at(c, floors), np.nan))
+        return {
+            "reader_sensitivity": sens,
+            "reader_specificity": spec,
+            "model_specificity": np.stack(model_spec),
+            "model_sensitivity": np.stack(model_sens),
+        }
+
+    chunk = int(chunk_size) if chunk_size else _chunk_rows(sum(p.row_bytes() for p in plans), n_replicates)
+    parts = replicate_map(
+        run, n_groups, n_replicates, np.random.default_rng(seed), chunk=chunk, jobs=_n_jobs(None)
+    )
+    out = {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
+    # a rate of 0 is met by every threshold: the model is at the trivial corner there
+    out["model_specificity"] = np.where(out["reader_sensitivity"] == 0, 1.0, out["model_specificity"])
+    out["model_sensitivity"] = np.where(out["reader_specificity"] == 0, 1.0, out["model_sensitivity"])
+    return out
