@@ -139,13 +139,7 @@ def evaluate(
         allow_seed_mismatch=allow_seed_mismatch,
     )
     _warn_about_design(protocol, inputs.test, found)
-    reads, reader_rows = _reader_input(taxonomy, protocol, readers, inputs)
-    by_task = assign_readers(protocol, reader_rows) if reader_rows else None
-    tasks = evaluate_tasks(taxonomy, protocol, inputs.val, inputs.test, inputs.source, readers=by_task)
-    mrmc = None
-    if reads is not None:
-        compare_readers(taxonomy, protocol, reads, tasks, inputs.test)
-        mrmc = mrmc_table(taxonomy, protocol, reads, inputs.test)
+    tasks, mrmc = _tasks_and_readers(taxonomy, protocol, inputs, readers)
     partitions = evaluate_partitions(taxonomy, protocol, inputs.test, found)
     hierarchical = evaluate_hierarchical(taxonomy, protocol, inputs.test, found)
     calibration = evaluate_calibration_nodes(taxonomy, protocol, inputs.test)
@@ -166,6 +160,23 @@ def evaluate(
         subgroup_replicates=subgroup_replicates,
         mrmc=mrmc,
     )
+
+
+def _tasks_and_readers(
+    taxonomy: Taxonomy,
+    protocol: Protocol,
+    inputs: Inputs,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, TaskResult], dict[str, Any] | None]:
+    """The tasks with their readers on the task's replicates; with case-level reads, every reader compared
+    pairwise with the model and the MRMC long table."""
+    reads, reader_rows = _reader_input(taxonomy, protocol, readers, inputs)
+    by_task = assign_readers(protocol, reader_rows) if reader_rows else None
+    tasks = evaluate_tasks(taxonomy, protocol, inputs.val, inputs.test, inputs.source, readers=by_task)
+    if reads is None:
+        return tasks, None
+    compare_readers(taxonomy, protocol, reads, tasks, inputs.test)
+    return tasks, mrmc_table(taxonomy, protocol, reads, inputs.test)
 
 
 def _reader_input(

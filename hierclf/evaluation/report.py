@@ -686,6 +686,7 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
             zorder=3,
             label="readers",
         )
+    _matched_points(ax, task)
     if task.mean_reader is not None and len(task.readers) > 1:
         m = task.mean_reader
         ax.scatter(
@@ -702,6 +703,21 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
     ax.title.set_fontsize(9)
     ax.legend(loc="lower right", fontsize=8)
     return fig
+
+
+def _matched_points(ax: Any, task: TaskResult) -> None:
+    """The model at the (mean) reader's sensitivity and at its specificity: two crosses joined to the reader
+    by dotted lines (seed means)."""
+    r = task.mean_reader if len(task.readers) > 1 else (task.readers[0] if task.readers else None)
+    if r is None or r.model_specificity is None or r.model_sensitivity is None:
+        return
+    at_sens = (1 - r.model_specificity.value, r.sensitivity)
+    at_spec = (1 - r.specificity, r.model_sensitivity.value)
+    for x, y in (at_sens, at_spec):
+        ax.plot([1 - r.specificity, x], [r.sensitivity, y], color="C2", lw=0.8, ls=":", zorder=2)
+    ax.scatter(
+        *zip(at_sens, at_spec), color="C2", marker="x", s=30, zorder=4, label=f"model at {r.reader}'s rates"
+    )
 
 
 def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
