@@ -92,7 +92,8 @@ def _numbers(table: Any, name: str, check: Any, expected: str) -> np.ndarray:
     if col is None:
         return np.full(len(table), np.nan)
     cells = table.cells[:, col]
-    values = np.array([_float(c) for c in cells.tolist()], dtype=np.float64)
+    distinct, inverse = np.unique(cells, return_inverse=True)  # parse each distinct text once
+    values = np.array([_float(c) for c in distinct.tolist()], dtype=np.float64)[inverse.reshape(-1)]
     bad = np.flatnonzero(~check(values))
     if bad.size:
         r = int(bad[0])

@@ -128,7 +128,8 @@ def band_labels(values: np.ndarray, edges: list[float]) -> tuple[np.ndarray, lis
     """
     names = [f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(edges[:-1], edges[1:])]
     names.append(f">= {edges[-1]:g}")
-    number = np.array([_number(v) for v in values.tolist()], dtype=np.float64)
+    distinct, inverse = np.unique(values, return_inverse=True)  # parse each distinct text once
+    number = np.array([_number(v) for v in distinct.tolist()], dtype=np.float64)[inverse.reshape(-1)]
     band = np.searchsorted(np.asarray(edges, dtype=np.float64), number, side="right")
     labels = np.where(
         np.isnan(number), MISSING, np.asarray(names, dtype=object)[np.minimum(band, len(edges))]

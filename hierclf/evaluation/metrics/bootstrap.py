@@ -404,7 +404,8 @@ class _BinaryBootstrapPlan:
         With ``k`` the first positive whose cumulative weight passes ``m P`` and ``[a, b)`` its tie block,
         the block is one straight ROC segment from ``(Cn[gt_a], Cp[a-1])`` to ``(Cn[ge_a], Cp[b-1])``: its
         part above ``m P`` is a trapezoid; every positive after it adds ``w_i (2N - Cn[ge_i] - Cn[gt_i]) / 2``
-        (a suffix of the AUC numerator, from one cumulative sum).
+        (a suffix of the AUC numerator). Only the columns from the chunk's smallest ``b`` on are touched: for
+        ``m = 0.95`` the last few percent of the positives.
         """
         rows = np.arange(c.cp.shape[0])
         Pf, Nf = c.P.astype(np.float64), c.N.astype(np.float64)
@@ -413,18 +414,26 @@ class _BinaryBootstrapPlan:
         a, b = self.pos_block[0][k], self.pos_block[1][k]
         before = c.tp_above(a)
         end = c.cp[rows, b - 1].astype(np.float64)
-        gt_vals = c.ge.astype(np.int64)
-        if self.tied.size:
-            gt_vals[:, self.tied] = np.take(c.cn, self.tied_gt, axis=1)
-        height2 = np.cumsum(c.wp * (c.ge.astype(np.int64) + gt_vals), axis=1)  # (chunk, n_pos) int64
         cn_gt = c.cn[rows, self.gt[a]].astype(np.float64)
         cn_ge = c.cn[rows, self.ge[a]].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             t = np.where(end > before, (mp - before) / (end - before), 0.0)
             fpr_m = cn_gt + t * (cn_ge - cn_gt)
             block = (end - mp) * (2.0 * Nf - fpr_m - cn_ge)
-            suffix = (Pf - end) * 2.0 * Nf - (height2[:, -1] - height2[rows, b - 1]).astype(np.float64)
+            suffix = (Pf - end) * 2.0 * Nf - self._negatives_above_suffix(c, b)
             return np.where(c.ok, (block + suffix) / (2.0 * Nf * Pf * (1.0 - m)), np.nan)
+
+    def _negatives_above_suffix(self, c: _Chunk, start: np.ndarray) -> np.ndarray:
+        """Per row, ``sum_{i >= start} w_i (Cn[ge_i] + Cn[gt_i])`` (exact, int64), over the columns from the
+        smallest ``start`` of the chunk on."""
+        first = int(start.min()) if start.size else 0
+        w = c.wp[:, first:].astype(np.int64)
+        both = 2 * c.ge[:, first:].astype(np.int64)
+        tied = self.tied[self.tied >= first]
+        if tied.size:  # Cn[gt_i] - Cn[ge_i] for the positives tied with negatives
+            both[:, tied - first] += np.take(c.cn, self.gt[tied], axis=1) - np.take(c.ge, tied, axis=1)
+        inside = np.arange(first, self.pos_scores.size)[None, :] >= start[:, None]
+        return np.einsum("ij,ij->i", np.where(inside, w, 0), both, dtype=np.int64).astype(np.float64)
 
     def _calibration(self, c: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         """ECE ``sum_b |hits_b - confidence_b| / n`` and the Brier score, from per-group bin sums."""
