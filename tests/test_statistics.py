@@ -436,3 +436,28 @@ def test_macro_auc_replicates_equal_explicit_resampling() -> None:
             assert math.isnan(reps[k])
             continue
         assert reps[k] == pytest.approx(hm.macro_ovr_auc(y[idx], probs[idx]), abs=1e-12)
+
+
+def test_subset_bootstrap_replicates_equal_explicit_resampling() -> None:
+    """Two subsets of one data set from one draw of the whole set's groups."""
+    rng = np.random.default_rng(13)
+    n = 300
+    y = rng.random(n) < 0.4
+    s = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)
+    groups = rng.integers(0, 100, n)
+    inside = rng.random(n) < 0.3
+    a, b = hm.subset_bootstrap_binary(
+        y, s, groups, np.stack([inside, ~inside]), n_replicates=20, seed=4, threshold=0.5
+    )
+    counts = np.concatenate(list(hm.grouped_bootstrap_counts(groups, 20, seed=4)))
+    for k in range(20):
+        idx = np.repeat(np.arange(n), counts[k])
+        i, o = idx[inside[idx]], idx[~inside[idx]]
+        if y[i].all() or not y[i].any():
+            assert math.isnan(a["auc"].replicates[k])
+            continue
+        assert a["auc"].replicates[k] - b["auc"].replicates[k] == pytest.approx(
+            skm.roc_auc_score(y[i], s[i]) - skm.roc_auc_score(y[o], s[o]), abs=1e-12
+        )
+    none = hm.subset_bootstrap_binary(y, s, groups, np.stack([y, inside]), n_replicates=5)
+    assert none[0] is None and none[1] is not None  # a subset without negatives
