@@ -355,3 +355,18 @@ def test_cli_compare_errors(
     with pytest.raises(SystemExit) as info:
         main(["compare", "--taxonomy", str(TAXONOMY)])
     assert info.value.code == 2
+
+
+def test_cli_compare_refuses_a_model_of_another_taxonomy(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model trained on another tree: its columns are not nodes of this taxonomy (named, with the file)."""
+    other = tmp_path / "other_tree.npz"
+    probs = np.full((4, 2), 0.5)
+    labels = np.array(["melanoma", "melanocytic_nevus"] * 2)
+    write_predictions(
+        other, Predictions(probs, ("naevus", "lentigo_maligna"), np.array(["t0", "t1", "t2", "t3"]), labels)
+    )
+    args = _args(files, tmp_path / "o")
+    args[args.index(str(files["Btest0"]))] = str(other)
+    _one_line_error(args, capsys, "other_tree.npz", "'lentigo_maligna'", "taxonomy 'dermamnist'")
