@@ -25,6 +25,7 @@ COMMANDS.add("schema", "hierclf.cli.schema", summary="print the JSON Schema of t
 COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up the tree")
 COMMANDS.add("train", "hierclf.cli.train", summary="train backbone + head from a config")
 COMMANDS.add("evaluate", "hierclf.cli.evaluate", summary="evaluate predictions under a protocol")
+COMMANDS.add("compare", "hierclf.cli.compare", summary="compare models on the same test cases")
 COMMANDS.add("study", "hierclf.cli.study", summary="train a protocol's seeds and report")
 COMMANDS.add("probe", "hierclf.cli.probe", summary="kNN and linear probes on frozen features")
 COMMANDS.add("efficiency", "hierclf.cli.efficiency", summary="label-efficiency curves")
