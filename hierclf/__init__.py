@@ -53,6 +53,8 @@ _LAZY = {
     "PredictionsError": "hierclf.evaluation.prediction_files",
     "evaluate": "hierclf.evaluation.pipeline",
     "Evaluator": "hierclf.evaluation.pipeline",
+    "compare": "hierclf.evaluation.comparison",
+    "write_comparison": "hierclf.evaluation.comparison_report",
     "EvaluationReport": "hierclf.evaluation.records",
     "EvaluationError": "hierclf.evaluation.notices",
     "MetricError": "hierclf.evaluation.metrics.checks",
@@ -111,6 +113,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names ab
     from hierclf.classes.esteva import partition as partition
     from hierclf.classes.label_mapping import ClassMap as ClassMap
     from hierclf.data.splits import LeakageError as LeakageError
+    from hierclf.evaluation.comparison import compare as compare
+    from hierclf.evaluation.comparison_report import write_comparison as write_comparison
     from hierclf.evaluation.metrics.checks import MetricError as MetricError
     from hierclf.evaluation.notices import EvaluationError as EvaluationError
     from hierclf.evaluation.pipeline import Evaluator as Evaluator
