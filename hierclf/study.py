@@ -241,13 +241,16 @@ def run_study(
 
 
 def _evaluation_inputs(metadata: str | Path | None, readers: str | Path | None) -> tuple[Any, Any]:
-    """The metadata table and reader rows, read (and checked) before the first epoch trains."""
+    """The metadata table and the readers (operating points or case-level reads), read and checked before
+    the first epoch trains."""
+    from hierclf.evaluation.reader_studies import is_reads_file, read_reader_reads
     from hierclf.evaluation.readers import read_readers
     from hierclf.evaluation.sample_metadata import read_metadata
 
     meta = read_metadata(metadata) if metadata is not None else None
-    rows = read_readers(readers) if readers is not None else None
-    return meta, rows
+    if readers is None:
+        return meta, None
+    return meta, read_reader_reads(readers) if is_reads_file(readers) else read_readers(readers)
 
 
 def _write_study_yaml(out: Path, protocol: str | Path, data: str, configs: list[Any]) -> None:
