@@ -741,6 +741,8 @@ class DermaMNISTSplit(ArrayImageDataset):
         images: ``(n, size, size, 3)`` uint8; codes: ``(n,)`` int64 DermaMNIST codes 0-6;
         labels: ``(n,)`` node ids; ids: ``(n,)``; groups: ``(n,)`` or None; split; size; file;
         medmnist: the ``medmnist.DermaMNIST`` object the arrays came from (None when read directly).
+        split_level: ``image`` for the official files (no lesion ids: the split is by image), ``lesion``
+            when an ids file gives lesion groups (the generated data never splits a lesion).
     """
 
     def __init__(
@@ -762,6 +764,7 @@ class DermaMNISTSplit(ArrayImageDataset):
         self.size = size
         self.file = file
         self.medmnist = medmnist_dataset
+        self.split_level = "image" if groups is None else "lesion"
 
 
 def load_dermamnist(

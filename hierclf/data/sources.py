@@ -42,6 +42,7 @@ from hierclf.taxonomy.tree import SourceScopes, Taxonomy
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DATA_SOURCES",
     "GROUP_LEVELS",
     "IMAGE_SUFFIXES",
     "PRESETS",
@@ -180,6 +181,17 @@ PRESETS.add(
     Preset(SourceColumns(id="id", label="label", path="path")),
     summary="any image folder + CSV: columns for id, path, label and optional groups and metadata",
 )
+
+
+#: every value of a training config's ``data.source``: what kind of source it is (``npz``: a DermaMNIST-layout
+#: file with its own, image-level split; ``csv``: one list per split, the user's split; ``preset``: a
+#: published layout that hierclf splits by patient or lesion)
+DATA_SOURCES: Registry[str] = Registry("data source")
+DATA_SOURCES.add("dermamnist", "npz", summary="DermaMNIST through medmnist: the official split, by image")
+DATA_SOURCES.add("synthetic", "npz", summary="generated DermaMNIST-layout data, split by synthetic lesion")
+DATA_SOURCES.add("csv", "csv", summary="one CSV per split (path, label, optional group): your own split")
+for _name in PRESETS:
+    DATA_SOURCES.add(_name, "preset", summary=PRESETS.entry(_name).summary)
 
 
 @dataclass(frozen=True)
