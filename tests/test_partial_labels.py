@@ -173,3 +173,19 @@ def test_internal_node_labels_improve_the_leaf_model() -> None:
     assert (acc[:, 1] > acc[:, 0]).sum() >= 9 and (ll[:, 1] < ll[:, 0]).sum() >= 9, (acc, ll)
     assert acc[:, 1].mean() - acc[:, 0].mean() > 0.005 and ll[:, 0].mean() - ll[:, 1].mean() > 0.01
     assert acc[:, 2].mean() > acc[:, 1].mean() and ll[:, 2].mean() < ll[:, 1].mean()  # below the oracle
+
+
+def test_a_training_config_builds_the_marginal_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hierclf.train.config import config_from_text
+    from hierclf.train.errors import TrainSettingError
+    from hierclf.train.run import _build_loss
+
+    base = "taxonomy: taxonomy/dermamnist.yaml\nloss: marginal\n"
+    leaves = _build_loss(config_from_text(base), np.ones(7))
+    assert isinstance(leaves, MarginalNodeLoss) and len(leaves.classes) == 7
+    cut = _build_loss(
+        config_from_text(base + "classes: {kind: cut, nodes: [malignant, benign]}\n"), np.ones(2)
+    )
+    assert isinstance(cut, MarginalNodeLoss) and cut.classes == ("benign", "malignant")
+    with pytest.raises(TrainSettingError, match="loss 'marginal' trains a head over the leaves or a cut"):
+        _build_loss(config_from_text(base + "classes: {kind: partition}\n"), np.ones(3))
