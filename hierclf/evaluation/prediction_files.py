@@ -199,19 +199,54 @@ def _row_array(value: Any, name: str, n: int) -> np.ndarray:
     return arr
 
 
+class _IdLedger:
+    """The sample ids seen in earlier blocks, for the duplicate check across a file.
+
+    Ids are kept as UTF-8 bytes in sorted arrays of doubling sizes (a log-structured merge: each block is
+    checked against a few sorted arrays, and each id is merged a logarithmic number of times), about 12
+    bytes an ISIC id where a Python set would hold a 100-byte object: memory stays small for millions of
+    rows.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[np.ndarray] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._levels)
+
+    def clashes(self, uniq: np.ndarray) -> np.ndarray:
+        """The ids of ``uniq`` (sorted, unique) seen before."""
+        key = _id_bytes(uniq)
+        seen = np.zeros(len(key), dtype=bool)
+        for level in self._levels:
+            pos = np.minimum(np.searchsorted(level, key), len(level) - 1)
+            seen |= level[pos] == key
+        return uniq[seen]
+
+    def add(self, uniq: np.ndarray) -> None:
+        self._levels.append(np.sort(_id_bytes(uniq)))
+        while len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1]):
+            top = self._levels.pop()
+            self._levels[-1] = np.union1d(self._levels[-1], top)
+
+
+def _id_bytes(ids: np.ndarray) -> np.ndarray:
+    return np.char.encode(ids.astype(str), "utf-8") if ids.size else np.zeros(0, dtype="S1")
+
+
 def _check_unique_ids(
     ids: np.ndarray,
     file: str | None,
     offset: int,
-    seen: set[str] | None = None,
+    seen: _IdLedger | None = None,
     lines: np.ndarray | None = None,
 ) -> None:
     """Raise naming the first repeated id; ``seen`` carries ids across chunks."""
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     dup = uniq[counts > 1]
-    if seen is not None and seen:
-        clash = [i for i in uniq.tolist() if i in seen]
-        if clash:
+    if seen:
+        clash = seen.clashes(uniq)
+        if clash.size:
             dup = np.union1d(dup, clash)
     if len(dup):
         name = str(dup[0])
@@ -230,7 +265,7 @@ def _check_unique_ids(
             ]
         )
     if seen is not None:
-        seen.update(uniq.tolist())
+        seen.add(uniq)
 
 
 def resolve_columns(
@@ -416,7 +451,7 @@ class PredictionReader:
         return exc  # pragma: no cover - both readers check the same rows
 
     def _checked_chunks(self, chunk_size: int) -> Iterator[Predictions]:
-        seen: set[str] = set()
+        seen = _IdLedger()
         offset = 0
         label_cache: dict[str, str] = {}
         for block, extra, lines in self._format.blocks(chunk_size):
@@ -644,8 +679,11 @@ class TableWriter:
             raise HierclfError(
                 f"values must have shape ({len(ids)}, {len(self.columns)}), got {values.shape}"
             )
-        if self.digits is not None:
-            values = round_significant(values, self.digits)
+        if self.digits is not None:  # in row blocks: the rounding's temporaries stay small
+            rounded = np.empty(values.shape, dtype=np.float64)
+            for start in range(0, len(values), 8192):
+                rounded[start : start + 8192] = round_significant(values[start : start + 8192], self.digits)
+            values = rounded
         self._writer.write([np.asarray(ids).astype(str)] + [values[:, k] for k in range(values.shape[1])])
         self.rows += len(ids)
 

@@ -430,7 +430,10 @@ class CsvFile:
         types.update({names[k]: pa.float64() for k in self.prob_cols})
         stream = pcsv.open_csv(
             self.path,
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 22),
+            # one thread, 1 MB blocks: with threads pyarrow parses ahead of the reader without bound
+            read_options=pcsv.ReadOptions(
+                column_names=names, skip_rows=1, block_size=1 << 20, use_threads=False
+            ),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 column_types=types,
