@@ -240,7 +240,8 @@ def bench(rows: int, repeats: int, work: Path) -> list[dict[str, Any]]:
             "seconds": times[method],
             "vs_pandas": None if baseline is None else times[method] / baseline,
             "peak_mb": memory["peak_mb"],
-            "input_mb": _inputs(csv)["parquet" if method.startswith("parquet") else "csv"].stat().st_size / 1e6,
+            "input_mb": _inputs(csv)["parquet" if method.startswith("parquet") else "csv"].stat().st_size
+            / 1e6,
         }
         results.append(row)
         ratio = "" if row["vs_pandas"] is None else f"{row['vs_pandas']:6.2f}x"

@@ -1,5 +1,5 @@
-"""Backbones: each builds and gives its stated feature width; registry errors; pretrained weights only from
-the local torch hub cache (never downloaded here); determinism helpers."""
+"""Backbones: each builds and gives its stated feature width; registry errors; pretrained weights from the
+torch hub cache (never downloaded here: offline, or a download replaced by the test); determinism helpers."""
 
 from __future__ import annotations
 
@@ -117,15 +117,18 @@ def empty_hub(tmp_path, monkeypatch: pytest.MonkeyPatch):
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def test_missing_weights_say_how_to_get_them(empty_hub) -> None:
+def test_missing_weights_offline_name_the_file_and_folder(empty_hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIERCLF_OFFLINE", "1")
     file = os.path.basename(torchvision.models.ResNet18_Weights.DEFAULT.url)  # e.g. resnet18-f37072fd.pth
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
     with pytest.raises(HierclfError) as err:
         create_backbone("resnet18", pretrained=True, in_size=224)
+    fetch = f"import torch; torch.hub.download_url_to_file('{url}', '{file}')"
     assert str(err.value) == (
-        f"pretrained weights for 'resnet18' not found: expected the file '{file}' in {empty_hub} (the torch "
-        "hub cache; set TORCH_HOME to move it). hierclf never downloads; on a machine with network access "
-        "run: python -c \"import torchvision; torchvision.models.resnet18(weights='DEFAULT')\" and copy "
-        f"{file} into {empty_hub}, or use pretrained: false"
+        "pretrained weights for 'resnet18' not found and downloads are off (HIERCLF_OFFLINE=1): "
+        f"expected the file '{file}' in {empty_hub} (the torch hub cache; TORCH_HOME moves it); "
+        f'on a machine with network access run: python -c "{fetch}" and copy {file} into {empty_hub}, '
+        "or use pretrained: false"
     )
     assert not empty_hub.exists() or not any(empty_hub.iterdir())  # nothing was downloaded
 

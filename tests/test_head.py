@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from hierclf import Taxonomy
 from hierclf.classes.esteva import partition, residual_node
@@ -236,11 +237,18 @@ def test_rollup_with_residual_classes() -> None:
 @pytest.mark.usefixtures("functional")
 def test_rollup_rejects_nodes_below_the_classes(dermamnist: Taxonomy) -> None:
     head = LeafHead(8, dermamnist, classes=COARSE)
+    # the messages of every face of the roll-up (hierclf.rollup_engine.request_plans); RollUpError is a
+    # HierclfError
     with pytest.raises(
-        HierclfError, match="node 'basal_cell_carcinoma' lies below the head's class 'keratinocyte_carcinoma'"
+        HierclfError,
+        match="node 'bcc' lies below the input columns: the probabilities only cover its ancestor "
+        "'keratinocyte_carcinoma'",
     ):
         head.rollup(torch.randn(2, 3), ["malignant", "bcc"])
-    with pytest.raises(HierclfError, match=r"logits must have shape \(batch, 3\)"):
+    with pytest.raises(
+        HierclfError,
+        match=r"roll-up input has shape \(2, 4\); expected \(\.\.\., 3\) with one column per class",
+    ):
         head.rollup(torch.randn(2, 4))
 
 
@@ -352,3 +360,62 @@ def test_cut_probs_keeps_every_node_at_or_above_a_residual() -> None:
 
     folded = rollup(head.cut_probs(logits), tax, ["root", "a", "b", "c"], columns=head.cut)
     torch.testing.assert_close(folded, head.rollup(logits, ["root", "a", "b", "c"]))
+
+
+def _cut_probs_by_loop(head: LeafHead, logits: Tensor) -> Tensor:
+    """The reference: one residual class at a time in pre-order (an outer one reaches inner ones first),
+    each shared among the columns of its node in proportion (evenly when they are all 0)."""
+    p = torch.softmax(logits.float(), -1)
+    for j, c in enumerate(head.classes):
+        base = residual_node(c)
+        if base is None:
+            continue
+        inside = [
+            k
+            for k, other in enumerate(head.classes)
+            if k != j and (residual_node(other) or other) in {base, *head.taxonomy.descendants(base)}
+        ]
+        block = p[:, inside]
+        total = block.sum(1, keepdim=True)
+        share = torch.where(
+            total > 0, block / total.clamp_min(1e-38), torch.full_like(block, 1 / len(inside))
+        )
+        p = p.clone()
+        p[:, inside] = block + share * p[:, j : j + 1]
+    cut = [k for k, c in enumerate(head.classes) if residual_node(c) is None]
+    return p[:, cut]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_leaves=st.integers(2, 60), seed=st.integers(0, 1000), limit=st.integers(1, 60))
+def test_cut_probs_levels_equal_the_loop_over_residual_classes(n_leaves: int, seed: int, limit: int) -> None:
+    """Folding one nesting level at a time is the pre-order loop over residual classes (nested ones too)."""
+    tax = random_taxonomy(n_leaves, max_depth=5, max_fan_out=4, seed=seed)
+    rng = np.random.default_rng(seed)
+    counts = {n: int(rng.integers(1, 50)) for n in tax.nodes}  # images at inner nodes: residual classes
+    head = LeafHead.from_partition(3, partition(tax, counts, max_class_size=limit))
+    logits = torch.randn(6, head.n_classes, generator=torch.Generator().manual_seed(seed)) * 4
+    logits[0] = -1e4  # a row whose mass sits on one class: zero totals, the even split
+    logits[0, 0] = 0.0
+    torch.testing.assert_close(head.cut_probs(logits), _cut_probs_by_loop(head, logits), rtol=1e-5, atol=1e-7)
+
+
+def test_rollup_builds_nothing_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head's roll-up is a RollUp built once (non-persistent buffers); node lists are resolved once."""
+    import hierclf.nn.head as head_module
+    from hierclf.nn.rollup_modules import RollUp
+
+    tax, counts = _residual_tree()
+    head = LeafHead.from_partition(4, partition(tax, counts, max_class_size=10))
+    assert isinstance(head.roll, RollUp) and head.roll.columns == head.classes
+    assert set(head.state_dict()) == {"linear.weight", "linear.bias"}
+    logits = torch.randn(5, head.n_classes)
+    first = head.rollup(logits, ["b", "root"])
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("built during a call")
+
+    monkeypatch.setattr(head_module, "plan", refuse)
+    monkeypatch.setattr(RollUp, "__init__", refuse)
+    assert torch.equal(head.rollup(logits, ["b", "root"]), first)
+    assert head.rollup(logits).shape == (5, len(head.nodes))

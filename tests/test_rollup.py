@@ -248,17 +248,18 @@ def test_empty_batch(dermamnist: Taxonomy) -> None:
 
 
 def test_bad_inputs(dermamnist: Taxonomy) -> None:
-    with pytest.raises(RollUpError, match=r"shape \(2, 6\); expected \(\.\.\., 7\)"):
+    shape_message = r"roll-up input has shape \(2, 6\); expected \(\.\.\., 7\) with one column per leaf"
+    with pytest.raises(RollUpError, match=shape_message):
         rollup(torch.zeros(2, 6), dermamnist)
-    with pytest.raises(RollUpError, match="floating point"):
+    with pytest.raises(RollUpError, match="must be floating point, got dtype int64"):
         rollup(torch.zeros(2, 7, dtype=torch.long), dermamnist)
-    with pytest.raises(RollUpError, match="floating-point array"):
-        rollup(np.zeros((2, 7), dtype=int), dermamnist)
+    with pytest.raises(RollUpError, match="must be floating point, got dtype int64"):
+        rollup(np.zeros((2, 7), dtype=np.int64), dermamnist)
     with pytest.raises(RollUpError, match="torch.Tensor or numpy.ndarray"):
         rollup([[0.0] * 7], dermamnist)  # type: ignore[arg-type]
     with pytest.raises(UnknownNameError, match="did you mean 'malignant'"):
         rollup(torch.zeros(2, 7), dermamnist, ["malignat"])
-    with pytest.raises(ValueError, match=r"\(\.\.\., 7\)"):
+    with pytest.raises(ValueError, match=shape_message):  # RollUpError is a ValueError
         RollUp(dermamnist)(torch.zeros(2, 6))
 
 
@@ -455,3 +456,53 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     methods = {r["method"] for r in report["results"]}
     assert {"copy floor", "hierclf rollup()", "dense probs @ A", "Python loop over nodes"} <= methods
+
+
+# --- the plan (hierclf.rollup_engine.request_plans) ----------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(tax=trees, seed=st.integers(0, 1000))
+def test_plan_ranges_of_a_cut_are_the_taxonomy_s(tax: Taxonomy, seed: int) -> None:
+    """The plan's column ranges (anchors in pre-order, residual classes allowed) equal
+    ``Taxonomy.column_ranges`` on plain cuts, single-child chains included."""
+    from hierclf.rollup_engine.request_plans import _column_ranges
+
+    rng = random.Random(seed)
+    cut, stack = [], [tax.root]
+    while stack:
+        n = stack.pop()
+        if tax.is_leaf(n) or rng.random() < 0.4:
+            cut.append(n)
+        else:
+            stack.extend(tax.children(n))
+    ordered = tax.cut(cut)
+    for got, expected in zip(_column_ranges(tax, ordered), tax.column_ranges(ordered)):
+        assert np.array_equal(got, expected)
+
+
+def test_plan_ranges_with_single_child_chains() -> None:
+    from hierclf.rollup_engine.request_plans import _column_ranges
+    from hierclf.taxonomy.shipped import shipped_taxonomy
+
+    tax = Taxonomy.from_yaml(shipped_taxonomy("isic"))
+    # a leaf whose parent has no other child is replaced by that parent: the cut holds the chain's top
+    lifted = [p if len(tax.children(p := tax.parent(leaf) or leaf)) == 1 else leaf for leaf in tax.leaves]
+    cut = tax.cut(dict.fromkeys(lifted))
+    assert set(cut) - set(tax.leaves)
+    for got, expected in zip(_column_ranges(tax, cut), tax.column_ranges(cut)):
+        assert np.array_equal(got, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(tax=trees, seed=st.integers(0, 1000), data=st.data())
+def test_log_rollup_of_some_nodes_is_the_same_as_of_all(
+    tax: Taxonomy, seed: int, data: st.DataObject
+) -> None:
+    # the log kernel's tree is cut down to the wanted nodes' subtrees: every wanted node is computed as in
+    # the whole tree, bit for bit
+    nodes = data.draw(st.lists(st.sampled_from(tax.nodes), min_size=1, max_size=6))
+    x = np.log(random_probs(7, len(tax.leaves), seed))
+    every = log_rollup(x, tax)
+    position = {n: k for k, n in enumerate(tax.nodes)}
+    assert np.array_equal(log_rollup(x, tax, nodes), every[:, [position[n] for n in nodes]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierclf import Taxonomy
-from hierclf.functional import _plan, _tensors, rollup
+from hierclf.functional import rollup
 from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
+from hierclf.rollup_engine import torch_ops
+from hierclf.rollup_engine.request_plans import plan as _plan
 from hierclf.taxonomy.shipped import shipped_taxonomy
 from hierclf.taxonomy.synthetic import random_taxonomy
 
@@ -36,7 +39,7 @@ def test_kernel_is_bit_identical_to_torch_path(
     x = torch.rand(517, len(tax.leaves), dtype=dtype, generator=torch.Generator().manual_seed(seed))
     x /= x.sum(1, keepdim=True)
     x[:, 0] = 1e-30  # tiny values keep their relative precision in both paths
-    assert _rollup_kernel.usable(x)
+    assert torch_ops.uses_cpu_kernel(x)
     fused = rollup(x, tax)
     reference = _torch_path(x, monkeypatch, taxonomy=tax)
     assert fused.dtype == dtype
@@ -66,11 +69,14 @@ def test_empty_batch_and_disable_switch(monkeypatch: pytest.MonkeyPatch) -> None
     tax = random_taxonomy(10, seed=0)
     assert rollup(torch.zeros(0, 10), tax).shape == (0, len(tax.nodes))
     monkeypatch.setenv("HIERCLF_NO_NUMBA", "1")
-    assert not _rollup_kernel.usable(torch.zeros(2, 10))
+    assert not torch_ops.uses_cpu_kernel(torch.zeros(2, 10))
+    assert not _rollup_kernel.usable(np.zeros((2, 10)))
 
 
 def test_kernel_not_used_for_half_precision_or_autograd() -> None:
-    assert not _rollup_kernel.usable(torch.zeros(2, 3, dtype=torch.float16))
+    assert not torch_ops.uses_cpu_kernel(torch.zeros(2, 3, dtype=torch.float16))
+    assert not _rollup_kernel.usable(np.zeros((2, 3), dtype=np.float16))
+    assert not torch_ops.uses_cpu_kernel(torch.zeros(2, 3, requires_grad=True))
     tax = random_taxonomy(10, seed=0)
     x = torch.rand(4, 10, dtype=torch.float64, requires_grad=True)
     rollup(x, tax).sum().backward()  # the differentiable torch path
@@ -79,8 +85,8 @@ def test_kernel_not_used_for_half_precision_or_autograd() -> None:
 
 def test_plan_tensors_are_int64() -> None:
     tax = random_taxonomy(10, seed=0)
-    perm, start, end = _tensors(_plan(tax, None, None), torch.device("cpu"))
-    assert start.dtype == torch.int64 and end.dtype == torch.int64 and perm is None
+    index = torch_ops.range_index(_plan(tax, None, None), torch.device("cpu"))
+    assert index.start.dtype == torch.int64 and index.end.dtype == torch.int64 and index.perm is None
 
 
 def test_out_argument_writes_in_place_and_checks_its_shape() -> None:
@@ -130,7 +136,7 @@ def test_trees_wider_than_a_scan_block(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_single_child_chains_copy_the_same_column_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     # isic.yaml has single-child nodes: a node and its only child are both one-column outputs of the same
-    # leaf; the scan writes one of them, the other is an extra copy
+    # leaf (two copies of one column), or the same multi-column range (two equal sums)
     tax = Taxonomy.from_yaml(shipped_taxonomy("isic"))
     chains = [n for n in tax.nodes if len(tax.children(n)) == 1]
     assert chains
@@ -147,14 +153,14 @@ def test_single_child_chains_copy_the_same_column_twice(monkeypatch: pytest.Monk
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 80), st.integers(0, 2**16), st.data())
 def test_any_subset_of_nodes_in_any_order(n_leaves: int, seed: int, data: st.DataObject) -> None:
-    # subsets take the kernel's other mode (copies after the scan, the scan's stores sent to the output
-    # written last); repeated names, leaves only, internal nodes only, mixtures
+    # subsets: the scan stops at the last range's end; repeated names, leaves only, internal nodes only,
+    # mixtures
     tax = random_taxonomy(n_leaves, max_depth=5, seed=seed)
     nodes = data.draw(st.lists(st.sampled_from(tax.nodes), min_size=2, max_size=12))
     batch = data.draw(st.integers(1, 11))
     x = torch.rand(batch, n_leaves, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     fused = rollup(x, tax, nodes)
-    assert _rollup_kernel.usable(x)
+    assert torch_ops.uses_cpu_kernel(x)
     os.environ["HIERCLF_NO_NUMBA"] = "1"
     try:
         reference = rollup(x, tax, nodes)
@@ -263,7 +269,7 @@ def test_log_kernel_is_stable_far_below_the_row_maximum() -> None:
 
     tax = Taxonomy.from_yaml(shipped_taxonomy("dermamnist"))
     lp = torch.tensor([[0.0, -1000.0, -1001.0, -2000.0, -1e6, -1e6, -1e6]], dtype=torch.float64)
-    assert _rollup_kernel.usable(lp)
+    assert torch_ops.uses_cpu_kernel(lp)
     out = log_rollup(lp, tax, ["melanocytic_nevus", "benign_keratosis", "benign_dermal", "malignant"])
     expected = [0.0, -1000.0, float(np.logaddexp(-1001.0, -2000.0)), -1e6 + np.log(3)]
     np.testing.assert_allclose(out.numpy()[0], expected, rtol=1e-12)
@@ -318,9 +324,82 @@ def test_log_module_uses_the_kernel_and_agrees_with_the_function() -> None:
         x = torch.randn(40, n, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 50
         module = LogRollUp(tax, nodes, columns=columns)
         assert module.state_dict() == {}  # the kernel's tree is rebuilt, never stored
-        assert module._eager_cpu_kernel(x)
+        assert torch_ops.uses_cpu_kernel(x)
         torch.testing.assert_close(module(x), log_rollup(x, tax, nodes, columns=columns), rtol=0, atol=0)
         with torch.enable_grad():  # autograd goes through the torch path, to the same values
             graded = module(x.clone().requires_grad_())
-        assert not module._eager_cpu_kernel(x.clone().requires_grad_())
+        assert not torch_ops.uses_cpu_kernel(x.clone().requires_grad_())
         torch.testing.assert_close(graded.detach(), module(x), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["isic", "fitzpatrick17k"])
+def test_staged_and_direct_kernels_agree_bit_for_bit(
+    name: str, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # short rows go through _kernel_staged (a scratch tile, rows written out forward), long rows through
+    # _kernel: the same arithmetic, so the same bits, for all nodes, subsets, cuts out of order and chains
+    tax = Taxonomy.from_yaml(shipped_taxonomy(name))
+    x = np.random.default_rng(5).random((37, len(tax.leaves))).astype(dtype)
+    cut = list(reversed(tax.children(tax.root)))
+    xc = np.random.default_rng(6).random((37, len(cut))).astype(dtype)
+    requests = [
+        (x, None, None),
+        (x, [tax.root, tax.leaves[2], tax.children(tax.root)[0]], None),
+        (xc, None, cut),
+    ]
+    for values, nodes, columns in requests:
+        request = _plan(tax, nodes, columns)
+        results = {}
+        for stage in (0, 1 << 30):  # never staged, always staged
+            monkeypatch.setattr(_rollup_kernel, "_STAGE_BYTES", stage)
+            results[stage] = _rollup_kernel.range_sums(values, request.perm, request.start, request.end)
+        assert np.array_equal(results[0], results[1 << 30])
+        reference = _torch_path(
+            torch.from_numpy(values), monkeypatch, taxonomy=tax, nodes=nodes, columns=columns
+        )
+        assert np.array_equal(results[0], reference.numpy())
+
+
+def test_small_calls_run_on_one_thread() -> None:
+    # waking numba's OpenMP pool between torch operations costs milliseconds: small calls stay on one thread
+    assert _rollup_kernel._threads(10) == 1
+    big = _rollup_kernel._threads(_rollup_kernel._PARALLEL_WORK)
+    assert big == max(1, min(_rollup_kernel.numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))
+
+
+def test_engine_imports_no_torch_for_numpy_inputs() -> None:
+    """numpy in: no torch needed. The plan, the kernels and the numpy core never import torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from hierclf import Taxonomy\n"
+        "from hierclf.functional import conditional, log_rollup, rollup\n"
+        "tax = Taxonomy.from_yaml('taxonomy/isic.yaml')\n"
+        "p = np.random.default_rng(0).dirichlet(np.ones(len(tax.leaves)), size=9)\n"
+        "rollup(p, tax); rollup(p, tax, 'malignant'); log_rollup(np.log(p), tax)\n"
+        "conditional(p, tax, 'malignant', 'benign')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_engine_layers() -> None:
+    """The engine imports no ``hierclf.nn``; only ``torch_ops`` imports torch (at any level of a module)."""
+    import ast
+
+    engine = Path(__file__).resolve().parents[1] / "hierclf" / "rollup_engine"
+    for path in sorted(engine.glob("*.py")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+        assert not {m for m in imported if m.startswith("hierclf.nn")}, path.name
+        if path.name != "torch_ops.py":
+            assert not {m for m in imported if m.split(".")[0] == "torch"}, path.name

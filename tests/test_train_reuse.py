@@ -67,11 +67,12 @@ def test_same_settings_are_reused(finished: tuple[Path, Path], tmp_path: Path) -
 
 
 def test_other_settings_are_refused_with_the_difference(finished: tuple[Path, Path], tmp_path: Path) -> None:
-    config = _copy(finished, tmp_path, lr=0.01, epochs=2)
+    # more epochs alone would extend the run (tests/test_train_logs.py); another lr is refused
+    config = _copy(finished, tmp_path, lr=0.01, epochs=2, momentum=0.5)
     with pytest.raises(
         CheckpointError,
         match=r"cannot reuse .*DONE: it was trained with other settings "
-        r"\(epochs: 1 -> 2; lr: 0\.001 -> 0\.01\)",
+        r"\(lr: 0\.001 -> 0\.01; momentum: 0\.9 -> 0\.5\)",
     ):
         fit(config, progress=False)
     resolved = (tmp_path / "out" / "config.resolved.yaml").read_text()  # still the settings of the run

@@ -57,11 +57,6 @@ INTERNAL_LABEL_MODES: tuple[str, ...] = ("residual", "drop", "error")
 _ABOVE_HINT = "relabel those images at a finer node, or choose a larger max_class_size"
 
 
-def _rows_by_depth(tax: Taxonomy) -> list[np.ndarray]:
-    """The tree's levels (``TaxonomyIndex.levels``); kept for callers that have not moved to the index."""
-    return list(tax.index.levels)
-
-
 @dataclass(frozen=True)
 class TrainingClasses:
     """Training classes chosen by :func:`partition`.

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hierclf.options import Registry
 
@@ -25,6 +26,9 @@ COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up 
 COMMANDS.add("train", "hierclf.cli.train", summary="train backbone + head from a config")
 COMMANDS.add("evaluate", "hierclf.cli.evaluate", summary="evaluate predictions under a protocol")
 COMMANDS.add("study", "hierclf.cli.study", summary="train a protocol's seeds and report")
+COMMANDS.add("probe", "hierclf.cli.probe", summary="kNN and linear probes on frozen features")
+COMMANDS.add("efficiency", "hierclf.cli.efficiency", summary="label-efficiency curves")
+COMMANDS.add("shift", "hierclf.cli.shift", summary="distribution shift across a metadata column")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -41,10 +45,17 @@ def _available_commands() -> dict[str, object]:
     return found
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``hierclf rollup: error: ... (see hierclf rollup --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hierclf import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hierclf",
         description="Hierarchical taxonomy classification for medical images.",
     )
@@ -57,17 +68,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    """A message on one line: the CLI's contract is one line on stderr per error."""
+    return " ".join(str(text).split())
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hierclf`` command and return its exit code: 0 done, 1 failed (one line on stderr naming
+    what is wrong), 2 a usage error; 130 interrupted. Only hierclf's own bugs print "internal error"."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (printed as one line), or --help / --version
+        return _exit_code(exc)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="hierclf: %(levelname)s: %(message)s", stream=sys.stderr)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from hierclf.errors import HierclfError
 
     try:
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # a command's own usage check (parser.error)
+        return _exit_code(exc)
     except HierclfError as exc:
-        print(f"hierclf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hierclf {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"hierclf {args.command}: interrupted", file=sys.stderr)
@@ -79,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("HIERCLF_DEBUG"):
             raise
         print(
-            f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
+            f"hierclf {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
             "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
             file=sys.stderr,
         )

@@ -72,16 +72,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from hierclf.errors import HierclfError
-    from hierclf.evaluation.prediction_files import open_predictions, write_csv_rows
-    from hierclf.functional import rollup, rollup_nodes
-    from hierclf.io.atomic import atomic_open
-    from hierclf.taxonomy.tree import Taxonomy
-
+def _check_args(args: argparse.Namespace) -> None:
     parser: argparse.ArgumentParser = args._parser
     if not args.node and not args.all:
         parser.error("give at least one --node, or --all")
@@ -91,53 +82,85 @@ def run(args: argparse.Namespace) -> int:
         parser.error(f"--chunk-size must be positive, got {args.chunk_size}")
     if not 1 <= args.digits <= 17:
         parser.error(f"--digits must be between 1 and 17, got {args.digits}")
-    if args.tolerance < 0:
-        parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    if not 0 <= args.tolerance < 1:  # nan fails both comparisons: it would switch the row-sum check off
+        parser.error(f"--tolerance must be a number in [0, 1), got {args.tolerance}")
 
-    tax = Taxonomy.from_yaml(args.taxonomy)
+
+def _check_nodes(tax: Any, names: list[str]) -> None:
+    from hierclf.errors import HierclfError
+
     seen: dict[str, str] = {}
-    for name in args.node:
+    for name in names:
         node = tax.resolve(name)
         if node in seen:
             raise HierclfError(f"--node {name!r} names node {node!r} again (already given as {seen[node]!r})")
         seen[node] = name
-    check = not args.logits
+
+
+def _probabilities(block: Any, args: argparse.Namespace, first_row: int) -> Any:
+    """A block's probabilities, C-contiguous: as read, softmaxed (``--logits``, in float64 with torch, as
+    before), or divided by their row sums (``--normalize``, float64 sums added in torch's order)."""
+    import numpy as np
+
+    from hierclf.errors import HierclfError
+    from hierclf.rollup_engine.numpy_ops import torch_order_sum
+
+    probs = block.probs
+    if args.logits:
+        import torch
+
+        return torch.softmax(torch.from_numpy(probs).double(), dim=1).numpy()
+    if args.normalize:
+        sums = torch_order_sum(np.ascontiguousarray(probs, dtype=np.float64))[:, None]
+        zero = np.flatnonzero(sums[:, 0] <= 0)
+        if len(zero):
+            r = int(zero[0])
+            ident = f" (id {str(block.ids[r])!r})" if block.ids is not None else ""
+            raise HierclfError(
+                f"{args.probs}: row {first_row + r}{ident}: probabilities sum to 0; cannot renormalise it"
+            )
+        return probs / sums
+    return np.ascontiguousarray(probs)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hierclf.evaluation.prediction_files import open_predictions, write_csv_rows
+    from hierclf.functional import rollup, rollup_nodes
+    from hierclf.io.atomic import atomic_open
+    from hierclf.taxonomy.tree import Taxonomy
+
+    _check_args(args)
+    tax = Taxonomy.from_yaml(args.taxonomy)
+    _check_nodes(tax, args.node)
     tol = None if args.normalize else args.tolerance
-    with open_predictions(args.probs, tax, check_probs=check, tol=tol) as reader:
+    with open_predictions(args.probs, tax, check_probs=not args.logits, tol=tol) as reader:
         wanted = None if args.all else args.node
         out_nodes = rollup_nodes(tax, wanted, columns=reader.columns)
         cells = AUTO_CELLS.get(reader.path.suffix.lower(), AUTO_CELLS[".csv"])
         rows = args.chunk_size or max(1, cells // max(len(reader.columns), 1))
         fmt = f"%.{args.digits}g"
-        out_cm = atomic_open(args.out, "w", newline="") if args.out else _Stdout()
         n_rows = 0
         buffer: Any = None
-        with out_cm as fh:
+        out = (
+            atomic_open(args.out, "w", newline="", inputs=[args.probs, args.taxonomy])
+            if args.out
+            else _Stdout()
+        )
+        with out as fh:
             writer = csv.writer(fh, lineterminator="\n")
             header = ["id", *out_nodes]
             for block in reader.chunks(rows):
                 if header:  # written once the first block passed its checks: a bad file prints nothing
                     writer.writerow(header)
                     header = []
-                probs = torch.from_numpy(block.probs)
-                if args.logits:
-                    probs = torch.softmax(probs.double(), dim=1)
-                elif args.normalize:
-                    sums = probs.sum(1, keepdim=True, dtype=torch.float64)
-                    zero = torch.nonzero(sums[:, 0] <= 0)
-                    if len(zero):
-                        r = int(zero[0, 0])
-                        ident = f" (id {str(block.ids[r])!r})" if block.ids is not None else ""
-                        raise HierclfError(
-                            f"{args.probs}: row {n_rows + r}{ident}: probabilities sum to 0; "
-                            "cannot renormalise it"
-                        )
-                    probs = probs / sums
-                probs = probs.contiguous()
+                probs = _probabilities(block, args, n_rows)
                 if buffer is None or buffer.shape[0] < len(probs) or buffer.dtype != probs.dtype:
-                    buffer = torch.empty((len(probs), len(out_nodes)), dtype=probs.dtype)
-                # one output buffer for every block: fresh pages for each block cost more than the roll-up
-                values = rollup(probs, tax, wanted, columns=reader.columns, out=buffer[: len(probs)]).numpy()
+                    buffer = np.empty((len(probs), len(out_nodes)), dtype=probs.dtype)
+                # one output buffer for every block: fresh pages for each block cost more than the roll-up;
+                # numpy in, numpy out: the roll-up itself needs no torch
+                values = rollup(probs, tax, wanted, columns=reader.columns, out=buffer[: len(probs)])
                 ids = block.ids
                 if ids is None:  # no id column: rows are numbered from 0
                     ids = np.arange(n_rows, n_rows + len(block)).astype(str)

@@ -27,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, Problem, did_you_mean
+from hierclf.io.text_files import first_bad_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -398,6 +399,10 @@ class CsvFile:
                     break
         except csv.Error as exc:
             raise error(f"malformed CSV ({exc})", self.file, reader.line_num, code="csv") from None
+        except UnicodeDecodeError:
+            line, byte = first_bad_utf8(self.path)
+            message = f"byte 0x{byte:02x} is not UTF-8 text (save the file as UTF-8)"
+            raise error(message, self.file, line, code="encoding") from None
         return rows, lines
 
     def _parse_slowly(self, cells: np.ndarray, lines: np.ndarray) -> np.ndarray:

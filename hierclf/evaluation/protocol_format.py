@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError
-from hierclf.io.problems import FieldError, dotted, problems_from_validation_error
+from hierclf.io.problems import ValidationIssue, dotted, problems_from_validation_error
 from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -254,7 +254,7 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
     return _resolved(proto, taxonomy)
 
 
-def _explain(err: FieldError) -> str | None:
+def _explain(err: ValidationIssue) -> str | None:
     """The protocol format's own words for a task, partition or protocol name that is not snake_case."""
     if err.kind == "string_pattern_mismatch" and err.field_name == "name":
         return f"invalid name {err.value!r}: expected snake_case (lowercase letters, digits, single '_')"

@@ -138,6 +138,7 @@ def _load_with(loader_class: type, text: str, file: str) -> LocatedYAML:
         loader = loader_class(text)  # the pure-Python reader checks the characters here
         root = loader.get_single_node()
         if root is not None:
+            _check_expansion(root)
             doc.data = _build(loader, root, (), doc, 0)
     except yaml.MarkedYAMLError as exc:
         doc.problems.append(_syntax_problem(exc, file))
@@ -157,6 +158,55 @@ def _load_with(loader_class: type, text: str, file: str) -> LocatedYAML:
         if loader is not None:
             loader.dispose()
     return doc
+
+
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    """The values inside a collection node (a mapping's keys are plain scalars, not counted as values)."""
+    if isinstance(node, yaml.MappingNode):
+        return [value for _, value in node.value]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse, before building anything, a document whose aliases expand it past :data:`MAX_VALUES`.
+
+    The composed document is a graph: an alias is the very node of its anchor, so the expanded size of every
+    node is counted once (memoised), in time proportional to the text. A recursive alias is refused too.
+    The position given is that of the repeated value that expands the most.
+    """
+    size: dict[int, int] = {}
+    repeated: dict[int, tuple[int, yaml.Node]] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_nodes.discard(key)
+            size[key] = min(MAX_VALUES + 1, 1 + sum(size[id(c)] for c in _node_children(node)))
+            continue
+        if key in size:
+            refs, _ = repeated.get(key, (1, node))
+            repeated[key] = (refs + 1, node)
+            continue
+        if key in open_nodes:
+            raise _Refused(
+                "the document refers to itself through an alias (a recursive anchor)", node.start_mark
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in reversed(_node_children(node)))
+    if size[id(root)] > MAX_VALUES:
+        worst = max(repeated.values(), key=lambda r: r[0] * size[id(r[1])], default=(1, root))[1]
+        held = size[id(worst)]
+        held_text = f"more than {MAX_VALUES:,}" if held > MAX_VALUES else f"{held:,}"
+        raise _Refused(
+            f"the document expands to more than {MAX_VALUES:,} values through aliases (the value here is "
+            f"repeated and holds {held_text} values by itself)",
+            worst.start_mark,
+        )
 
 
 def load_located_file(path: str | Path, *, what: str = "YAML") -> LocatedYAML:

@@ -1,23 +1,34 @@
-"""Feature extractors ("backbones") by name: a small registry in the style of timm's ``create_model``.
+"""Feature extractors ("backbones"): hierclf's registry, any timm model, or your own factory.
 
 :func:`create_backbone` returns a module mapping images ``(batch, in_channels, H, W)`` to features
 ``(batch, n_features)`` (no classifier) and the feature width, so that a :class:`~hierclf.nn.head.LeafHead`
-never needs to know which network it sits on.
+never needs to know which network it sits on. A backbone is named in one of three ways:
 
-Every backbone is a :class:`Backbone`: the torchvision (or hierclf) network in ``.body`` plus ``.blocks``,
-its layers grouped from the input (stem) to the output. Training uses the groups for gradual unfreezing
-with differential learning rates (``hierclf.train.loop``).
+* a **registered name** (:data:`BACKBONES`: ``small_cnn`` and six torchvision networks);
+* ``timm/<model>[.<tag>]``: any model of timm's registry (``timm/vit_small_patch14_dinov2.lvd142m``,
+  ``timm/resnetv2_50x1_bit.goog_in21k``, ``timm/convnext_tiny``), built by
+  ``timm.create_model(..., num_classes=0)``; its feature width and block groups are read from the model
+  (:mod:`hierclf.nn.timm_models`);
+* a **factory** ``{"factory": "package.module:function", "kwargs": {...}}``: your function returns
+  ``(module, n_features)`` (:mod:`hierclf.nn.backbone_factory` states and checks the contract).
 
-Pretrained weights are read from the local torch hub cache only (``torch.hub.get_dir()/checkpoints``, the
-file torchvision itself would download); hierclf never downloads. When the file is absent the error names
-the file, the directory and the one-line command that fetches it on a machine with network access.
+Every backbone is a :class:`Backbone`: the network in ``.body`` plus ``.blocks``, its layers grouped from the
+input (stem) to the output. Training uses the groups for gradual unfreezing with differential learning rates
+(``hierclf.train.regimes``). ``.pretrained_input`` is the resolution and normalisation its pretrained weights
+expect (:class:`PretrainedInput`), which training, evaluation and the probes follow unless told otherwise.
+
+Pretrained weights come through the libraries' own caches (:mod:`hierclf.nn.weights_cache`): torchvision's
+from the torch hub cache, timm's from the Hugging Face hub cache, downloaded when missing; offline
+(``HIERCLF_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``, or no route) the error names the exact file and the folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hierclf.errors import HierclfError
-from hierclf.nn.serialization import load_tensor_file
-from hierclf.options import Registry
+from hierclf.errors import HierclfError, UnknownNameError, did_you_mean
+from hierclf.nn.weights_cache import fetch_url_file, read_weights
+from hierclf.options import Registry, normalise_option
 
 logger = logging.getLogger(__name__)
 
@@ -35,25 +46,63 @@ __all__ = [
     "Backbone",
     "BACKBONES",
     "BackboneBuilder",
+    "BackboneError",
+    "PretrainedInput",
+    "TIMM_PREFIX",
+    "backbone_description",
     "backbone_parameters_by_block",
     "create_backbone",
     "list_backbones",
+    "pretrained_input",
     "pretrained_weights_path",
     "register_backbone",
+    "resolve_backbone_name",
 ]
+
+#: prefix of timm model names (``timm/convnext_tiny``)
+TIMM_PREFIX = "timm/"
+#: a backbone as a config names it: a name, or ``{"factory": "package.module:function", "kwargs": {...}}``
+BackboneSpec = Any
+
+
+class BackboneError(HierclfError, ValueError):
+    """A backbone cannot be built as asked: a factory that cannot be imported or breaks its contract, or
+    weights that do not fit the network. ``field`` names the config key it concerns (``backbone.factory``)."""
+
+    def __init__(self, message: str, *, field: tuple[str, ...] = ("backbone",)) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class PretrainedInput:
+    """The input a backbone's pretrained weights expect: side in pixels, per-channel mean and std.
+
+    Attributes:
+        size: input height = width the weights were trained (or evaluated) at; None when any size is fine.
+        mean, std: RGB normalisation statistics.
+        source: where the values come from (for logs and ``preprocessing.json``).
+    """
+
+    size: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
 
 
 class Backbone(nn.Module):
     """A feature extractor: ``forward(images (batch, C, H, W)) -> features (batch, n_features)``.
 
     Attributes:
-        name: the registry name it was built from.
-        body: the wrapped network (a torchvision model with its classifier removed, or hierclf's own).
+        name: what it was built from (a registry name, ``timm/<model>``, or ``factory:<module:function>``).
+        body: the wrapped network (torchvision's or timm's with its classifier removed, hierclf's own, or the
+            module a factory returned).
         n_features: width of the feature vector.
         block_paths: groups of dotted sub-module paths into ``body``, ordered from the input (stem) to the
             output; ``blocks()`` resolves them. Used by gradual unfreezing.
         input_size: when set, inputs of another spatial size are resized (bilinear) to this size first
-            (ViT with pretrained position embeddings needs 224 x 224).
+            (torchvision's ViT with pretrained position embeddings needs 224 x 224).
+        pretrained_input: the resolution and normalisation of its pretrained weights (None without them).
     """
 
     def __init__(
@@ -63,6 +112,7 @@ class Backbone(nn.Module):
         n_features: int,
         block_paths: Sequence[Sequence[str]],
         input_size: int | None = None,
+        pretrained_input: PretrainedInput | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -70,6 +120,7 @@ class Backbone(nn.Module):
         self.n_features = int(n_features)
         self.block_paths = tuple(tuple(group) for group in block_paths)
         self.input_size = input_size
+        self.pretrained_input = pretrained_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, C, H, W)`` images to ``(batch, n_features)`` features."""
@@ -90,7 +141,8 @@ class Backbone(nn.Module):
 #: a backbone builder: ``build(pretrained, in_size, in_channels) -> Backbone``
 BackboneBuilder = Callable[[bool, int, int], Backbone]
 
-#: the backbones :func:`create_backbone` (and a training config's ``backbone``) accepts
+#: the backbones :func:`create_backbone` (and a training config's ``backbone``) accepts by name; timm models
+#: (``timm/<model>``) and factories are accepted besides
 BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
@@ -100,7 +152,7 @@ def register_backbone(name: str, summary: str = "") -> Callable[[BackboneBuilder
 
 
 def list_backbones() -> list[str]:
-    """The registered backbone names, sorted.
+    """The registered backbone names, sorted (any ``timm/<model>`` is accepted besides).
 
     Example:
         >>> list_backbones()
@@ -109,19 +161,87 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES.names())
 
 
+def _factory_of(spec: BackboneSpec) -> tuple[str, dict[str, Any]] | None:
+    """``(target, kwargs)`` of a factory spec (a mapping or an object with ``factory``), else None."""
+    if isinstance(spec, Mapping) and "factory" in spec:
+        return str(spec["factory"]), dict(spec.get("kwargs") or {})
+    if hasattr(spec, "factory"):
+        return str(spec.factory), dict(getattr(spec, "kwargs", None) or {})
+    return None
+
+
+def resolve_backbone_name(name: str) -> str:
+    """The canonical spelling of a backbone name: a registered one, or ``timm/<model>`` known to timm.
+
+    Raises:
+        UnknownNameError: neither; the message suggests the closest registered names, and the ``timm/``
+            names of timm models close to it.
+
+    Example:
+        >>> resolve_backbone_name("ResNet18")
+        'resnet18'
+    """
+    text = str(name).strip()
+    if text.lower().startswith(TIMM_PREFIX):
+        from hierclf.nn.timm_models import resolve_timm_name
+
+        return TIMM_PREFIX + resolve_timm_name(text[len(TIMM_PREFIX) :])
+    try:
+        return BACKBONES.resolve(text)
+    except UnknownNameError as exc:
+        if exc.suggestions:
+            raise
+        timm_names = _close_timm_names(text)
+        if not timm_names:
+            raise
+        listed = f"(known backbones: {', '.join(list_backbones())}, or timm/<model>)"
+        raise UnknownNameError("backbone", name, [*BACKBONES.names(), *timm_names], listed) from None
+
+
+def _close_timm_names(text: str) -> list[str]:
+    """``timm/`` names of timm models close to ``text`` (empty when timm is not installed)."""
+    try:
+        from hierclf.nn.timm_models import timm_names
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return []
+    try:
+        names = timm_names()
+    except ImportError:
+        return []
+    return [TIMM_PREFIX + n for n in did_you_mean(normalise_option(text), names)]
+
+
+def backbone_description(spec: BackboneSpec) -> str:
+    """One text naming a backbone spec (for logs, cache keys, messages).
+
+    Example:
+        >>> backbone_description({"factory": "mypkg.nets:build", "kwargs": {"width": 2}})
+        'factory:mypkg.nets:build {"width": 2}'
+    """
+    factory = _factory_of(spec)
+    if factory is None:
+        return str(spec)
+    target, kwargs = factory
+    return f"factory:{target} {json.dumps(kwargs, sort_keys=True, default=str)}"
+
+
 def create_backbone(
-    name: str, pretrained: bool = False, in_size: int = 224, in_channels: int = 3
+    name: BackboneSpec, pretrained: bool = False, in_size: int = 224, in_channels: int = 3
 ) -> tuple[Backbone, int]:
-    """Build a feature extractor by name.
+    """Build a feature extractor by name, timm name or factory.
 
     Args:
-        name: one of :func:`list_backbones` (case-insensitive).
-        pretrained: load ImageNet weights from the local torch hub cache (never downloads; a missing file
-            raises :class:`~hierclf.errors.HierclfError` saying how to fetch it).
+        name: one of :func:`list_backbones` (case-insensitive), ``timm/<model>[.<tag>]``, or a factory
+            ``{"factory": "package.module:function", "kwargs": {...}}``.
+        pretrained: load the pretrained weights (torchvision's, or timm's default tag or the tag named),
+            downloaded into the library's cache when missing; offline, a missing file raises
+            :class:`~hierclf.nn.weights_cache.WeightsNotCachedError` naming the file and the folder.
+            A factory loads its own weights (``pretrained`` must be False).
         in_size: input height = width. ResNets with ``in_size <= 64`` get a 3x3 stride-1 stem and no max-pool
             (as MedMNIST's ResNet-18 at 28x28), so a 28x28 image is not reduced to 1x1 before the last stage.
+            timm models with a fixed input size (ViTs) are built for ``in_size``.
         in_channels: image channels (3 for dermoscopy; 1 for grey images). With pretrained weights and
-            ``in_channels != 3`` the first convolution is re-initialised.
+            ``in_channels != 3`` the first convolution is re-initialised (timm adapts it).
 
     Returns:
         ``(module, n_features)``: ``module(images (batch, in_channels, in_size, in_size))`` gives
@@ -129,23 +249,84 @@ def create_backbone(
 
     Raises:
         UnknownNameError: an unknown name (the message lists the known names and the closest one).
-        HierclfError: pretrained weights not in the local cache, or an impossible ``in_size``.
+        BackboneError: a factory that cannot be imported or breaks its contract, weights that do not fit.
+        HierclfError: pretrained weights not available, or an impossible ``in_size``.
 
     Example:
         >>> net, n = create_backbone("small_cnn", in_size=28)
         >>> n, tuple(net(torch.zeros(2, 3, 28, 28)).shape)
         (128, (2, 128))
     """
-    key = BACKBONES.resolve(name)
+    factory = _factory_of(name)
+    key = backbone_description(name) if factory is not None else resolve_backbone_name(name)
     if in_size < 8:
         raise HierclfError(f"backbone {key!r}: in_size must be at least 8 pixels, got {in_size}")
     if in_channels < 1:
         raise HierclfError(f"backbone {key!r}: in_channels must be at least 1, got {in_channels}")
-    module = BACKBONES.get(key)(bool(pretrained), int(in_size), int(in_channels))
+    if factory is not None:
+        from hierclf.nn.backbone_factory import build_from_factory
+
+        module = build_from_factory(
+            factory[0],
+            factory[1],
+            pretrained=bool(pretrained),
+            in_size=int(in_size),
+            in_channels=int(in_channels),
+        )
+    elif key.startswith(TIMM_PREFIX):
+        from hierclf.nn.timm_models import build_timm_backbone
+
+        module = build_timm_backbone(
+            key[len(TIMM_PREFIX) :], bool(pretrained), int(in_size), int(in_channels)
+        )
+    else:
+        module = BACKBONES.get(key)(bool(pretrained), int(in_size), int(in_channels))
     return module, module.n_features
 
 
-# --- pretrained weights from the local cache -------------------------------------------------------------
+def pretrained_input(name: BackboneSpec, pretrained: bool) -> PretrainedInput | None:
+    """The input a backbone's pretrained weights expect, read from its configuration without building it.
+
+    torchvision: the weights' own evaluation transform (crop size, mean, std); timm: the model's pretrained
+    config (``input_size``, ``mean``, ``std``). None without pretrained weights, for ``small_cnn`` and for
+    factories (whose module may declare it after it is built: ``Backbone.pretrained_input``).
+
+    Example:
+        >>> pretrained_input("resnet18", True).size, pretrained_input("resnet18", False)
+        (224, None)
+    """
+    if not pretrained or _factory_of(name) is not None:
+        return None
+    key = resolve_backbone_name(name)
+    if key.startswith(TIMM_PREFIX):
+        from hierclf.nn.timm_models import timm_pretrained_input
+
+        return timm_pretrained_input(key[len(TIMM_PREFIX) :])
+    enum = _TORCHVISION_WEIGHTS.get(key)
+    return None if enum is None else _torchvision_input(key, enum)
+
+
+# --- pretrained weights through the torch hub cache ------------------------------------------------------
+
+#: the torchvision weights enum of each registered torchvision backbone
+_TORCHVISION_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "efficientnet_b0": "EfficientNet_B0_Weights",
+    "convnext_tiny": "ConvNeXt_Tiny_Weights",
+    "vit_b_16": "ViT_B_16_Weights",
+}
+
+
+def _torchvision_input(builder: str, enum: str) -> PretrainedInput:
+    """The evaluation transform of torchvision's default weights: crop size, mean, std."""
+    import torchvision
+
+    weights = getattr(torchvision.models, enum).DEFAULT
+    transform = weights.transforms()
+    crop = transform.crop_size[0] if isinstance(transform.crop_size, (list, tuple)) else transform.crop_size
+    mean, std = tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std)
+    return PretrainedInput(int(crop), mean, std, f"torchvision {weights}")  # type: ignore[arg-type]
 
 
 def pretrained_weights_path(weights: Any) -> Path:
@@ -154,20 +335,14 @@ def pretrained_weights_path(weights: Any) -> Path:
 
 
 def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
-    path = pretrained_weights_path(weights)
-    if not path.is_file():
-        raise HierclfError(
-            f"pretrained weights for {builder!r} not found: expected the file {path.name!r} in "
-            f"{path.parent} (the torch hub cache; set TORCH_HOME to move it). hierclf never downloads; on a "
-            f'machine with network access run: python -c "import torchvision; torchvision.models.{builder}'
-            f"(weights='DEFAULT')\" and copy {path.name} into {path.parent}, or use pretrained: false"
-        )
-    state = load_tensor_file(path, what="pretrained weights")
+    """Load torchvision's weights from the torch hub cache, downloading them there first when missing."""
+    path = fetch_url_file(weights.url, what=repr(builder))
+    state = read_weights(path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:  # weights of another network: say so in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HierclfError(f"pretrained weights {path} do not fit {builder!r}: {first}") from None
+        raise BackboneError(f"pretrained weights {path} do not fit {builder!r}: {first}") from None
     logger.info("loaded pretrained weights %s", path)
 
 
@@ -232,7 +407,11 @@ def _resnet(builder: str, weights_enum: str, n_features: int) -> Callable[[bool,
             model.conv1 = _conv_like(model.conv1, in_channels)
         model.fc = nn.Identity()
         return Backbone(
-            builder, model, n_features, [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+            builder,
+            model,
+            n_features,
+            [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]],
+            pretrained_input=_torchvision_input(builder, weights_enum) if pretrained else None,
         )
 
     build.__doc__ = f"torchvision {builder}"
@@ -264,7 +443,8 @@ def _efficientnet_b0(pretrained: bool, in_size: int, in_channels: int) -> Backbo
         ["features.5", "features.6"],
         ["features.7", "features.8"],
     ]
-    return Backbone("efficientnet_b0", model, 1280, groups)
+    spec = _torchvision_input("efficientnet_b0", "EfficientNet_B0_Weights") if pretrained else None
+    return Backbone("efficientnet_b0", model, 1280, groups, pretrained_input=spec)
 
 
 @register_backbone("convnext_tiny", "torchvision ConvNeXt-T (768 features)")
@@ -288,7 +468,8 @@ def _convnext_tiny(pretrained: bool, in_size: int, in_channels: int) -> Backbone
         ["features.4", "features.5"],
         ["features.6", "features.7", "classifier"],
     ]
-    return Backbone("convnext_tiny", model, 768, groups)
+    spec = _torchvision_input("convnext_tiny", "ConvNeXt_Tiny_Weights") if pretrained else None
+    return Backbone("convnext_tiny", model, 768, groups, pretrained_input=spec)
 
 
 @register_backbone("vit_b_16", "torchvision ViT-B/16 (768 features); 16x16 patches")
@@ -313,7 +494,10 @@ def _vit_b_16(pretrained: bool, in_size: int, in_channels: int) -> Backbone:
         layers[6:9],
         [*layers[9:12], "encoder.ln"],
     ]
-    backbone = Backbone("vit_b_16", model, 768, groups, input_size=None if native else 224)
+    spec = _torchvision_input("vit_b_16", "ViT_B_16_Weights") if pretrained else None
+    backbone = Backbone(
+        "vit_b_16", model, 768, groups, input_size=None if native else 224, pretrained_input=spec
+    )
     if not native:
         logger.info("vit_b_16: inputs of %d px are resized to 224 px", in_size)
     return backbone

@@ -16,39 +16,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hierclf.classes.esteva import _rows_by_depth, above_cut_error, residual_class, residual_node
-from hierclf.errors import HierclfError, UnknownNameError
+from hierclf.classes.label_mapping import ClassMap
+from hierclf.classes.residual import residual_node
+from hierclf.errors import HierclfError
+from hierclf.nn.rollup_modules import RollUp
+from hierclf.rollup_engine.request_plans import Plan, check_input, plan
 from hierclf.taxonomy.tree import Taxonomy
 
 if TYPE_CHECKING:
-    from hierclf.classes.esteva import Partition
+    from hierclf.classes.esteva import TrainingClasses
 
 __all__ = ["LeafHead"]
 
 
-def _resolve_classes(tax: Taxonomy, classes: Iterable[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(classes in pre-order with residual classes placed, the node classes = a cut)``."""
+def _resolve_classes(tax: Taxonomy, classes: Iterable[str] | None) -> Plan:
+    """The roll-up plan of all nodes over ``classes``: its columns, sorted into pre-order (a residual class
+    at its node, before the classes under it), are the head's classes.
+
+    Raises:
+        TaxonomyError: the classes (less residual classes) overlap or leave leaves uncovered.
+        UnknownNameError: an unknown class or residual node (with "did you mean").
+        HierclfError: a misplaced or repeated residual class, or ``classes`` given as one string.
+    """
     if classes is None:
-        return tax.leaves, tax.leaves
+        return plan(tax, None, None)
     if isinstance(classes, str):
         raise HierclfError(f"classes must be a list of node ids, got the single string {classes!r}")
-    given = list(classes)
-    residual_bases = [b for c in given if (b := residual_node(str(c))) is not None]
-    cut = tax.cut([c for c in given if residual_node(str(c)) is None])  # TaxonomyError on overlap / gap
-    cut_set = set(cut)
-    pos = tax.index.position
-    for base in residual_bases:
-        if base not in tax:
-            raise UnknownNameError("node", base, tax.nodes, f"in residual class {residual_class(base)!r}")
-        if base in cut_set or tax.cut_node_above(base, cut) is not None:
-            raise HierclfError(
-                f"residual class {residual_class(base)!r} needs node {base!r} to lie above "
-                "the other classes (split into them), but it is one of them or below one"
-            )
-    if len(set(residual_bases)) != len(residual_bases):
-        raise HierclfError("classes list a residual class more than once")
-    rows = sorted([(pos[c], c) for c in cut] + [(pos[b], residual_class(b)) for b in residual_bases])
-    return tuple(name for _, name in rows), cut
+    given = plan(tax, None, [str(c) for c in classes])
+    if given.perm is None:
+        return given
+    return plan(tax, None, [given.columns[k] for k in given.perm])
 
 
 class LeafHead(nn.Module):
@@ -56,10 +53,9 @@ class LeafHead(nn.Module):
 
     Output order: logit ``j`` is :attr:`classes` ``[j]``. Without ``classes`` these are ``taxonomy.leaves``
     (pre-order, the leaf column order used everywhere in hierclf); with ``classes`` (e.g.
-    :attr:`Partition.classes <hierclf.classes.esteva.Partition.classes>`) they are the given classes sorted
-    into
-    tree pre-order, a residual class ``"<node>:residual"`` right before the classes under its node. The order
-    does not depend on the order ``classes`` was given in.
+    :attr:`TrainingClasses.classes <hierclf.classes.esteva.TrainingClasses.classes>`) they are the given
+    classes sorted into tree pre-order, a residual class ``"<node>:residual"`` right before the classes under
+    its node. The order does not depend on the order ``classes`` was given in.
 
     Args:
         in_features: width of the backbone's features.
@@ -84,6 +80,7 @@ class LeafHead(nn.Module):
 
     # properties TorchScript must not try to compile (they use Python-only structures)
     __jit_unused_properties__ = ["n_classes", "in_features", "nodes", "residual"]
+    __jit_ignored_attributes__ = ["_columns", "_fold_levels", "_node_columns"]
 
     def __init__(
         self,
@@ -100,35 +97,35 @@ class LeafHead(nn.Module):
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise HierclfError(f"dropout must be in [0, 1), got {dropout!r}")
         self.taxonomy = taxonomy
-        names, cut = _resolve_classes(taxonomy, classes)
+        request = _resolve_classes(taxonomy, classes)
+        names = request.columns
         self.classes: tuple[str, ...] = names
-        self.cut: tuple[str, ...] = cut
+        self.cut: tuple[str, ...] = tuple(c for c in names if residual_node(c) is None)
         self.dropout = nn.Dropout(float(dropout))
         self.linear = nn.Linear(int(in_features), len(names), bias=bias)
+        #: the roll-up of the class probabilities to every node at or above the classes (index buffers,
+        #: non-persistent: ``state_dict()`` holds the linear layer only)
+        self._columns = None if classes is None else names
+        self.roll = RollUp(taxonomy, None, columns=self._columns)
         is_residual = [residual_node(c) is not None for c in names]
         self.register_buffer(
             "cut_columns",
             torch.tensor([i for i, r in enumerate(is_residual) if not r], dtype=torch.long),
             persistent=False,
         )
-        self.register_buffer(
-            "residual_columns",
-            torch.tensor([i for i, r in enumerate(is_residual) if r], dtype=torch.long),
-            persistent=False,
-        )
         self._residual_nodes = tuple(n for c in names if (n := residual_node(c)) is not None)
-        start, _ = taxonomy.column_ranges(cut)
-        self._nodes = tuple(n for n, s in zip(taxonomy.nodes, start.tolist(), strict=True) if s >= 0)
-        self._node_set = frozenset(self._nodes)
-        self._class_of_row = self._class_rows()
-        self._residual_cache: dict[tuple[str, ...], Tensor] = {}
-        self._residual_spans = self._spans()
+        self._register_folds(request)
+        #: which class each true label belongs to (the one label -> class mapping of hierclf)
+        self.class_map = ClassMap.of(
+            taxonomy, names, hint="train on classes at or above it, or relabel those images"
+        )
+        self._node_columns: dict[tuple[tuple[str, ...], str], Tensor] = {}
 
     @classmethod
     def from_partition(
-        cls, in_features: int, partition: Partition, *, bias: bool = True, dropout: float = 0.0
+        cls, in_features: int, partition: TrainingClasses, *, bias: bool = True, dropout: float = 0.0
     ) -> LeafHead:
-        """A head over a :class:`~hierclf.classes.esteva.Partition`'s training classes (same order)."""
+        """A head over :class:`~hierclf.classes.esteva.TrainingClasses` (same classes, same order)."""
         return cls(in_features, partition.taxonomy, partition.classes, bias=bias, dropout=dropout)
 
     # --- structure --------------------------------------------------------------------------------------
@@ -149,46 +146,38 @@ class LeafHead(nn.Module):
     @property
     def nodes(self) -> tuple[str, ...]:
         """The nodes whose probability the head gives: those at or above its classes, pre-order."""
-        return self._nodes
+        return self.roll.nodes
 
-    def _spans(self) -> tuple[tuple[int, int], ...]:
-        """For each residual class column ``j`` (pre-order), ``(j, stop)``: the classes under its node are
-        columns ``j + 1:stop`` (contiguous in pre-order)."""
-        idx = self.taxonomy.index
-        pos = idx.position
-        lo = np.array([idx.leaf_start[pos[residual_node(c) or c]] for c in self.classes])
-        hi = np.array([idx.leaf_end[pos[residual_node(c) or c]] for c in self.classes])
-        spans = []
-        for j, c in enumerate(self.classes):
-            base = residual_node(c)
-            if base is not None:
-                inside = (lo[j + 1 :] >= lo[j]) & (hi[j + 1 :] <= hi[j])
-                stop = j + 1 + (int(np.argmin(inside)) if not inside.all() else len(inside))
-                spans.append((j, stop))
-        return tuple(spans)
+    def _register_folds(self, request: Plan) -> None:
+        """Index buffers of :meth:`cut_probs`, one group per nesting level of the residual classes.
 
-    def _class_rows(self) -> np.ndarray:
-        """Class index of every tree row: the class at or above it, the residual class of its own node,
-        else -1 (above the classes)."""
-        tax = self.taxonomy
-        idx = tax.index
-        pos = idx.position
-        class_of = np.full(len(idx.nodes), -1, dtype=np.int64)
-        below = np.zeros(len(idx.nodes), dtype=bool)
-        for j, c in enumerate(self.classes):
-            base = residual_node(c)
-            if base is None:
-                class_of[pos[c]] = j
-                below[pos[c]] = True
-        for rows in _rows_by_depth(tax)[1:]:
-            inherit = rows[~below[rows] & below[idx.parent[rows]]]
-            below[inherit] = True
-            class_of[inherit] = class_of[idx.parent[inherit]]
-        for j, c in enumerate(self.classes):
-            base = residual_node(c)
-            if base is not None:
-                class_of[pos[base]] = j
-        return class_of
+        A residual class of node X at column ``j`` shares its mass among the classes under X, columns
+        ``j + 1:end`` (X's column range is ``j:end``, its residual class first). Residual classes of the same
+        level have disjoint ranges and are folded at once; inner levels after outer ones.
+        """
+        ranges = {n: (int(s), int(e)) for n, s, e in zip(request.nodes, request.start, request.end)}
+        residual = set(self._residual_nodes)
+        level = {b: sum(a in residual for a in self.taxonomy.ancestors(b)) for b in self._residual_nodes}
+        groups: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for base in self._residual_nodes:
+            groups[level[base]].append(base)
+        cols: list[int] = []  # the columns each residual class is shared among, level after level
+        segs: list[int] = []  # for each of those columns, its residual class's index within the level
+        res: list[int] = []  # the residual classes' columns
+        width: list[int] = []
+        bounds = [(0, 0)]  # (columns, residual classes) before each level
+        for group in groups:
+            for base in group:
+                start, end = ranges[base]
+                cols += range(start + 1, end)
+                segs += [len(res) - bounds[-1][1]] * (end - start - 1)
+                res.append(start)
+                width.append(end - start - 1)
+            bounds.append((len(cols), len(res)))
+        for name, values in (("fold_columns", cols), ("fold_segment", segs), ("fold_residual", res)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+        self.register_buffer("fold_width", torch.tensor(width, dtype=torch.float32), persistent=False)
+        self._fold_levels = tuple(zip(bounds[:-1], bounds[1:]))
 
     # --- forward and probabilities ----------------------------------------------------------------------
 
@@ -208,40 +197,41 @@ class LeafHead(nn.Module):
         """Node probabilities from logits: the class softmax summed up the tree.
 
         Args:
-            logits: ``(batch, n_classes)``, any float dtype (computed in float32).
+            logits: ``(..., n_classes)``, any float dtype (computed in float32).
             nodes: node ids / aliases at or above the classes; None for :attr:`nodes` (all of them,
                 pre-order).
 
         Returns:
-            float32 tensor ``(batch, len(nodes))`` on the logits' device: ``P(node)`` = the sum of the
+            float32 tensor ``(..., len(nodes))`` on the logits' device: ``P(node)`` = the sum of the
             probabilities of the classes under it (a residual class counts for its node and the node's
-            ancestors).
-        """
-        from hierclf.functional import rollup
+            ancestors: in pre-order the classes under a node, its residual class included, are one column
+            range, so this is the roll-up's range sum, :attr:`roll`, built once).
 
-        if logits.ndim != 2 or logits.shape[-1] != self.n_classes:
-            raise HierclfError(f"logits must have shape (batch, {self.n_classes}), got {tuple(logits.shape)}")
+        Raises:
+            RollUpError: a wrong input (the message every face of the roll-up gives), a node below the
+                classes (naming the class above it).
+            UnknownNameError: an unknown node (with "did you mean").
+        """
+        check_input(logits, self.roll._plan)
+        every = self.roll(self.probs(logits))
         if nodes is None:
-            wanted = self.nodes
-        elif isinstance(nodes, str):
+            return every
+        if isinstance(nodes, str):
             raise HierclfError(f"nodes must be a list of node names, got the single string {nodes!r}")
-        else:
-            wanted = tuple(self.taxonomy.resolve(n) for n in nodes)
-            answerable = self._node_set
-            for n in wanted:
-                if n not in answerable:
-                    above = self.taxonomy.cut_node_above(n, self.cut)
-                    raise HierclfError(
-                        f"node {n!r} lies below the head's class {above!r}: its probability "
-                        "is not separated from its siblings'; ask for nodes at or above the "
-                        "classes"
-                    )
-        p = self.probs(logits)
-        if not self.residual:
-            return rollup(p, self.taxonomy, list(wanted), columns=self.classes)
-        out = rollup(p[:, cast(Tensor, self.cut_columns)], self.taxonomy, list(wanted), columns=self.cut)
-        to_nodes = self._residual_matrix(wanted).to(device=p.device, dtype=p.dtype)
-        return out + p[:, cast(Tensor, self.residual_columns)] @ to_nodes
+        return every.index_select(-1, self._columns_of(tuple(nodes), every.device))
+
+    def _columns_of(self, nodes: tuple[str, ...], device: torch.device) -> Tensor:
+        """The positions of ``nodes`` in :attr:`nodes`, resolved and checked by the roll-up's plan (the
+        errors of every face), cached per request and device."""
+        key = (nodes, str(device))
+        found = self._node_columns.get(key)
+        if found is None:
+            wanted = plan(self.taxonomy, list(nodes), self._columns)
+            position = {n: k for k, n in enumerate(self.nodes)}
+            found = torch.tensor([position[n] for n in wanted.nodes], dtype=torch.long, device=device)
+            if len(self._node_columns) < 64:
+                self._node_columns[key] = found
+        return found
 
     def cut_probs(self, logits: Tensor) -> Tensor:
         """Probabilities over :attr:`cut` (the classes that are tree nodes), ``(batch, len(cut))`` float32.
@@ -253,38 +243,27 @@ class LeafHead(nn.Module):
         unchanged, and so is every ratio between classes under X (hence every conditional task within X);
         only nodes strictly under X gain mass. Use it where every column must be a tree node, as in
         prediction files.
+
+        Residual classes are folded outer before inner (an outer one reaches the inner ones first), all
+        residual classes of one nesting level at once: a loop over levels, not over classes.
         """
         p = self.probs(logits)
-        if not self._residual_spans:
+        if not self._fold_levels:
             return p
-        for j, stop in self._residual_spans:  # pre-order: an outer residual reaches inner ones first
-            block = p[:, j + 1 : stop]
-            total = block.sum(dim=1, keepdim=True)
-            share = torch.where(
-                total > 0,
-                block / total.clamp_min(torch.finfo(p.dtype).tiny),
-                torch.full_like(block, 1.0 / block.shape[1]),
-            )
-            added = torch.zeros_like(p)
-            added[:, j + 1 : stop] = share * p[:, j : j + 1]
-            p = p + added
+        columns, segment, residual, width = (
+            cast(Tensor, b)
+            for b in (self.fold_columns, self.fold_segment, self.fold_residual, self.fold_width)
+        )
+        for (c0, r0), (c1, r1) in self._fold_levels:
+            cols, seg = columns[c0:c1], segment[c0:c1]
+            block = p.index_select(1, cols)
+            total = torch.zeros(p.shape[0], r1 - r0, dtype=p.dtype, device=p.device).index_add(1, seg, block)
+            total = total.index_select(1, seg)
+            even = (1.0 / width[r0:r1].to(p.dtype)).index_select(0, seg).expand_as(block)
+            share = torch.where(total > 0, block / total.clamp_min(torch.finfo(p.dtype).tiny), even)
+            mass = p.index_select(1, residual[r0:r1]).index_select(1, seg)
+            p = p.index_add(1, cols, share * mass)
         return p[:, cast(Tensor, self.cut_columns)]
-
-    def _residual_matrix(self, wanted: tuple[str, ...]) -> Tensor:
-        """``(n_residual, len(wanted))``: 1 where the wanted node is the residual's node or an ancestor."""
-        cached = self._residual_cache.get(wanted)
-        if cached is None:
-            column: dict[str, list[int]] = {}
-            for j, n in enumerate(wanted):
-                column.setdefault(n, []).append(j)
-            cached = torch.zeros(len(self.residual), len(wanted))
-            for k, base in enumerate(self.residual):
-                for a in (base, *self.taxonomy.ancestors(base)):
-                    for j in column.get(a, ()):
-                        cached[k, j] = 1.0
-            if len(self._residual_cache) < 64:
-                self._residual_cache[wanted] = cached
-        return cached
 
     # --- targets ----------------------------------------------------------------------------------------
 
@@ -300,25 +279,7 @@ class LeafHead(nn.Module):
         """
         if isinstance(labels, str):
             return self.class_index([labels])[0]
-        arr = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=object)
-        if arr.size == 0:
-            return torch.zeros(0, dtype=torch.long)
-        distinct, inverse = np.unique(arr.astype(str), return_inverse=True)
-        pos = self.taxonomy.index.position
-        table = np.empty(len(distinct), dtype=np.int64)
-        for i, label in enumerate(distinct.tolist()):
-            node = self.taxonomy.resolve(label)
-            k = int(self._class_of_row[pos[node]])
-            if k < 0:
-                raise above_cut_error(
-                    self.taxonomy,
-                    self.classes,
-                    label,
-                    node,
-                    "train on classes at or above it, or relabel those images",
-                )
-            table[i] = k
-        return torch.from_numpy(table[inverse.reshape(-1)])
+        return torch.from_numpy(self.class_map.class_index(labels))
 
     def extra_repr(self) -> str:
         residual = f", residual={len(self.residual)}" if self.residual else ""

@@ -1,13 +1,16 @@
 """The ``nn.Module`` faces of the roll-up: :class:`RollUp` (probabilities), :class:`LogRollUp` (log-probs).
 
-Both compute the same thing as :func:`hierclf.functional.rollup` / :func:`~hierclf.functional.log_rollup` with
-the index computed once in ``__init__`` and kept as buffers, so ``.to(device)``, ``torch.jit.script``,
-``torch.export`` and ``torch.compile`` work and autograd flows through.
+Both compute exactly what :func:`hierclf.functional.rollup` / :func:`~hierclf.functional.log_rollup` compute
+on tensors, with the very same code (:mod:`hierclf.rollup_engine.torch_ops`), and the index computed once
+in ``__init__`` and kept as buffers, so ``.to(device)``, ``torch.jit.script``, ``torch.export`` and
+``torch.compile`` work and autograd flows through. In eager mode they check their input as every face of
+the roll-up does (the same :class:`~hierclf.functional.RollUpError`, the same message) and dispatch as the
+functions do (CPU kernel in inference); scripted or traced they run the whole-batch compute.
 
 The buffers are *non-persistent*: the index is a pure function of the constructor's arguments (taxonomy,
 nodes, columns), so it is rebuilt rather than stored, ``state_dict()`` is empty, and a checkpoint can never
 carry an index that disagrees with the tree the module was built from. A module holding a ``RollUp``
-(e.g. a head) saves and loads exactly as without it.
+(e.g. :class:`~hierclf.nn.head.LeafHead`) saves and loads exactly as without it.
 """
 
 from collections.abc import Sequence
@@ -16,7 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from hierclf.functional import _is_tracing, _log_tree, _pairs, _plan, _range_sums_blocked, _split
+from hierclf.rollup_engine import torch_ops
+from hierclf.rollup_engine.request_plans import check_input, log_tree, pairs, plan
 
 if TYPE_CHECKING:
     from hierclf.taxonomy.tree import Taxonomy
@@ -26,6 +30,9 @@ __all__ = ["LogRollUp", "RollUp"]
 
 class _RollUpBase(nn.Module):
     """Shared construction: the plan as buffers and plain attributes."""
+
+    # Python-side state of the eager path, never seen by TorchScript
+    __jit_ignored_attributes__ = ["_plan", "_tree"]
 
     perm: Tensor
     start: Tensor
@@ -42,46 +49,51 @@ class _RollUpBase(nn.Module):
         columns: "Sequence[str] | None" = None,
     ) -> None:
         super().__init__()
-        plan = _plan(taxonomy, nodes, columns)
+        request = plan(taxonomy, nodes, columns)
+        self._plan = request
         #: node ids of the output columns, in order
-        self.nodes: tuple[str, ...] = plan.nodes
+        self.nodes: tuple[str, ...] = request.nodes
         #: node ids of the input columns, in order
-        self.columns: tuple[str, ...] = plan.columns
+        self.columns: tuple[str, ...] = request.columns
         self.taxonomy_name: str = taxonomy.name
-        self.n_columns: int = len(plan.columns)
-        self.n_out: int = len(plan.nodes)
-        self.has_perm: bool = plan.perm is not None
-        self.single: bool = len(plan.nodes) == 1
-        self.first: int = int(plan.start[0])
-        self.stop: int = int(plan.end[0])
-        perm = torch.as_tensor(plan.perm) if plan.perm is not None else torch.arange(self.n_columns)
+        self.n_columns: int = request.n_columns
+        self.n_out: int = len(request.nodes)
+        self.has_perm: bool = request.perm is not None
+        self.single: bool = self.n_out == 1
+        self.first: int = int(request.start[0])
+        self.stop: int = int(request.end[0])
+        perm = torch.as_tensor(request.perm) if request.perm is not None else torch.arange(self.n_columns)
         self.register_buffer("perm", perm, persistent=False)
-        self.register_buffer("start", torch.as_tensor(plan.start), persistent=False)
-        self.register_buffer("end", torch.as_tensor(plan.end), persistent=False)
-        sum_start, sum_end, take = _split(self.start, self.end, self.n_columns)
+        self.register_buffer("start", torch.as_tensor(request.start), persistent=False)
+        self.register_buffer("end", torch.as_tensor(request.end), persistent=False)
+        sum_start, sum_end, take = torch_ops.split_ranges(self.start, self.end, self.n_columns)
         self.register_buffer("sum_start", sum_start, persistent=False)
         self.register_buffer("sum_end", sum_end, persistent=False)
         self.register_buffer("take", take, persistent=False)
 
     def extra_repr(self) -> str:
         shown = ", ".join(self.nodes[:4]) + (", ..." if self.n_out > 4 else "")
-        cut = f", columns={self.n_columns}"
-        return f"taxonomy={self.taxonomy_name!r}, nodes=[{shown}] ({self.n_out}){cut}"
+        return f"taxonomy={self.taxonomy_name!r}, nodes=[{shown}] ({self.n_out}), columns={self.n_columns}"
 
-    def _check(self, x: Tensor) -> Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.n_columns:
-            raise ValueError(f"expected input of shape (..., {self.n_columns}), got {list(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point input, got {x.dtype}")
+    @torch.jit.unused
+    def _traced(self, x: Tensor) -> bool:
+        """Traced by dynamo (``torch.compile``, ``torch.export``): checked, then the whole-batch compute."""
+        tracing = torch_ops.is_tracing()
+        if tracing:
+            check_input(x, self._plan)
+        return tracing
+
+    @torch.jit.unused
+    def _index(self) -> torch_ops.RangeIndex:
+        perm = self.perm if self.has_perm else None
+        return torch_ops.RangeIndex(perm, self.start, self.end, self.sum_start, self.sum_end, self.take)
+
+    def _preorder(self, x: Tensor) -> Tensor:
+        """``(..., n_columns) -> (batch, n_columns)`` in pre-order."""
         flat = x.reshape(-1, self.n_columns)
         if self.has_perm:
             flat = flat.index_select(1, self.perm)
         return flat
-
-    @torch.jit.unused
-    def _eager_inference(self, x: Tensor) -> bool:
-        """Eager (not traced by dynamo / export) and without autograd: the blocked and CPU-kernel paths."""
-        return not _is_tracing() and not (x.requires_grad and torch.is_grad_enabled())
 
     def _out_shape(self, x: Tensor) -> list[int]:
         shape = [int(s) for s in x.shape[:-1]]
@@ -96,8 +108,8 @@ class RollUp(_RollUpBase):
         taxonomy: the tree.
         nodes: node names wanted, in order (aliases resolve); ``None`` for every node the input determines,
             in pre-order (see :func:`hierclf.functional.rollup`).
-        columns: input column names when the input is over a cut of the tree (any order); ``None`` for
-            ``taxonomy.leaves``.
+        columns: input column names when the input is over a cut of the tree (any order, residual classes
+            allowed); ``None`` for ``taxonomy.leaves``.
 
     Attributes:
         nodes: output node ids, in order. columns: input column node ids, in order.
@@ -111,22 +123,21 @@ class RollUp(_RollUpBase):
     """
 
     def forward(self, probs: Tensor) -> Tensor:
-        x = self._check(probs)
+        if not torch.jit.is_scripting() and not self._traced(probs):
+            return self._eager(probs)
+        x = self._preorder(probs)
         if self.single:
-            acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-            out = x[:, self.first : self.stop].sum(1, keepdim=True, dtype=acc).to(x.dtype)
-        elif not torch.jit.is_scripting() and self._eager_inference(x):
-            out = self._blocked(x)
+            out = torch_ops.slice_sum(x, self.first, self.stop)
         else:
-            acc = torch.float32 if x.device.type == "mps" else torch.float64
-            prefix = torch.nn.functional.pad(torch.cumsum(x, 1, dtype=acc), [1, 0])
-            sums = (prefix.index_select(1, self.sum_end) - prefix.index_select(1, self.sum_start)).to(x.dtype)
-            out = torch.cat([x, sums], 1).index_select(1, self.take)
+            out = torch_ops.range_sums(x, self.sum_start, self.sum_end, self.take)
         return out.reshape(self._out_shape(probs))
 
     @torch.jit.unused
-    def _blocked(self, x: Tensor) -> Tensor:
-        return _range_sums_blocked(x, None, self.start, self.end)
+    def _eager(self, probs: Tensor) -> Tensor:
+        """What :func:`hierclf.functional.rollup` does on tensors, with this module's buffers."""
+        check_input(probs, self._plan)
+        out = torch_ops.rollup(probs.reshape(-1, self.n_columns), self._index())
+        return out.reshape(self._out_shape(probs))
 
 
 class LogRollUp(_RollUpBase):
@@ -145,9 +156,6 @@ class LogRollUp(_RollUpBase):
 
     pair_col: Tensor
     pair_node: Tensor
-    tree_column: Tensor
-    tree_parent: Tensor
-    tree_wanted: Tensor
 
     def __init__(
         self,
@@ -157,44 +165,26 @@ class LogRollUp(_RollUpBase):
         columns: "Sequence[str] | None" = None,
     ) -> None:
         super().__init__(taxonomy, nodes, columns=columns)
-        plan = _plan(taxonomy, nodes, columns)
-        pair_col, pair_node = _pairs(plan)
+        pair_col, pair_node = pairs(self._plan)
         self.register_buffer("pair_col", torch.as_tensor(pair_col), persistent=False)
         self.register_buffer("pair_node", torch.as_tensor(pair_node), persistent=False)
-        # the CPU kernel's tree (eager, no autograd): see hierclf.functional.log_rollup
-        tree = _log_tree(taxonomy, plan, columns, permuted=False)  # _check puts the input in pre-order
-        for name, array in zip(("tree_column", "tree_parent", "tree_wanted"), tree):
-            self.register_buffer(name, torch.as_tensor(array), persistent=False)
+        #: the CPU log kernel's tree over the input columns as given (numpy: the kernel runs on CPU only)
+        self._tree = log_tree(taxonomy, self._plan, columns)
 
     def forward(self, log_probs: Tensor) -> Tensor:
-        x = self._check(log_probs)
-        acc = torch.float32 if x.device.type == "mps" else torch.float64
+        if not torch.jit.is_scripting() and not self._traced(log_probs):
+            return self._eager(log_probs)
+        x = self._preorder(log_probs)
         if self.single:
-            out = torch.logsumexp(x[:, self.first : self.stop].to(acc), dim=1, keepdim=True)
-        elif not torch.jit.is_scripting() and self._eager_cpu_kernel(x):
-            out = self._cpu_kernel(x)
+            out = torch_ops.log_slice_sum(x, self.first, self.stop)
         else:
-            vals = x.index_select(1, self.pair_col).to(acc)
-            index = self.pair_node.expand(x.shape[0], self.pair_node.shape[0])
-            with torch.no_grad():
-                shift = torch.full([x.shape[0], self.n_out], float("-inf"), dtype=acc, device=x.device)
-                shift = shift.scatter_reduce(1, index, vals.detach(), reduce="amax", include_self=True)
-                shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-            terms = torch.exp(vals - shift.index_select(1, self.pair_node))
-            sums = torch.zeros([x.shape[0], self.n_out], dtype=acc, device=x.device)
-            out = torch.log(sums.index_add(1, self.pair_node, terms)) + shift
-        return out.to(x.dtype).reshape(self._out_shape(log_probs))
+            out = torch_ops.log_range_sums(x, self.pair_col, self.pair_node, self.n_out)
+        return out.reshape(self._out_shape(log_probs))
 
     @torch.jit.unused
-    def _eager_cpu_kernel(self, x: Tensor) -> bool:
-        from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
-
-        return self._eager_inference(x) and _rollup_kernel.usable(x) and self.tree_column.device.type == "cpu"
-
-    @torch.jit.unused
-    def _cpu_kernel(self, x: Tensor) -> Tensor:
-        from hierclf.rollup_engine import cpu_kernels as _rollup_kernel
-
-        return _rollup_kernel.log_range_sums(
-            x, self.tree_column.numpy(), self.tree_parent.numpy(), self.tree_wanted.numpy()
-        )
+    def _eager(self, log_probs: Tensor) -> Tensor:
+        """What :func:`hierclf.functional.log_rollup` does on tensors, with this module's buffers."""
+        check_input(log_probs, self._plan)
+        flat = log_probs.reshape(-1, self.n_columns)
+        out = torch_ops.log_rollup(flat, self._index(), self.pair_col, self.pair_node, self._tree)
+        return out.reshape(self._out_shape(log_probs))

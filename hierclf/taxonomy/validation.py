@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hierclf.errors import Problem
-from hierclf.io.problems import FieldError, dotted, kind_of, problems_from_validation_error
+from hierclf.io.problems import ValidationIssue, dotted, kind_of, problems_from_validation_error
 from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.format import TaxonomyFile
 
@@ -175,7 +175,7 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
     return []
 
 
-def _explain(err: FieldError) -> str | None:
+def _explain(err: ValidationIssue) -> str | None:
     """The taxonomy format's own words for id syntax, empty names, dataset codes and the format version."""
     node_path = _node_path(err.loc)
     inner = err.loc[len(node_path) :]
@@ -365,18 +365,27 @@ def check_codes(doc: LocatedYAML) -> list[Problem]:
                         node=owners[1][0],
                     )
                 )
-        missing = sorted(set(range(max(table) + 1)) - set(table))
-        if missing:
-            first_path = table[min(table)][0][1]
-            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            problems.append(
-                doc.problem(
-                    first_path,
-                    f"dataset {dataset!r}: codes must be contiguous from 0 to {max(table)}; missing {shown}",
-                    code="code-gap",
-                )
-            )
+        problems += _code_gaps(doc, dataset, table)
     return problems
+
+
+def _code_gaps(doc: LocatedYAML, dataset: str, table: dict[int, list[tuple[str, PathKey]]]) -> list[Problem]:
+    """Codes 0..max that no node holds: the first ten, found without building a range of ``max`` numbers
+    (one code of 100000000000 would otherwise build a set that size)."""
+    top = max(table)
+    if top < len(table):
+        return []
+    present = sorted(table)
+    missing: list[int] = []
+    expected = 0
+    for code in present:  # walk the gaps between the codes present (a loop over nodes with codes)
+        missing += range(expected, min(code, expected + 10 - len(missing)))
+        expected = code + 1
+        if len(missing) >= 10:
+            break
+    shown = ", ".join(map(str, missing[:10])) + (", ..." if top + 1 - len(table) > 10 else "")
+    message = f"dataset {dataset!r}: codes must be contiguous from 0 to {top}; missing {shown}"
+    return [doc.problem(table[min(table)][0][1], message, code="code-gap")]
 
 
 def check_has_leaves(doc: LocatedYAML) -> list[Problem]:

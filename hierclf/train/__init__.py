@@ -16,11 +16,15 @@
 6. Per epoch: :class:`~hierclf.train.epoch.EpochStep` trains one pass (unfreezing, modes, DDP wrapping,
    loss); :func:`hierclf.train.loop.validate` computes the validation record
    (:mod:`~hierclf.train.validation`); :func:`hierclf.train.loop.select_and_checkpoint` keeps the best
-   epoch (``best.pt``), counts patience and writes ``checkpoint.pt``.
+   epoch (``best.pt``), counts patience and writes ``checkpoint.pt``; :mod:`~hierclf.train.run_logs` then
+   rewrites ``history.jsonl`` and sends TensorBoard scalars (``log: tensorboard``).
 7. :mod:`~hierclf.train.outputs` writes the best epoch's predictions, ``history.json`` and ``DONE``, and
    builds the :class:`~hierclf.train.outputs.FitResult`.
 
 :class:`~hierclf.train.seeding.SeedStreams` owns every generator seed of a run; :mod:`~hierclf.train.errors`
-holds the errors a run raises. The public names (``fit``, ``FitResult``, ``EpochBatchSampler``,
-``lr_factor``, ``HierarchicalClassifier``, ``TrainConfig``) are importable from :mod:`hierclf.train.loop`.
+holds the errors a run raises; :mod:`~hierclf.train.preprocessing` resolves the input side and
+normalisation once (from the backbone's pretrained config unless the config says otherwise) and
+:mod:`~hierclf.train.subsample` keeps a fraction of each training class by whole groups. The public names
+(``fit``, ``FitResult``, ``EpochBatchSampler``, ``lr_factor``, ``HierarchicalClassifier``, ``TrainConfig``)
+are importable from :mod:`hierclf.train.loop`.
 """

@@ -8,6 +8,7 @@ best epoch. Both are written atomically (temporary file + rename), so a killed r
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ RESUME_FREE = {
     "data.csv.val",
     "data.csv.test",
     "data.csv.image_root",
+    "log",
 }
 #: what a ``checkpoint.pt`` must hold to be resumed from
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "best_epoch", "stale")
@@ -75,6 +77,9 @@ class SelectionState:
         best_epoch: the epoch (1-based) that reached ``best`` (0 before).
         stale: epochs since the last improvement.
         history: one record per finished epoch, as in ``history.json``.
+        schedules: the learning-rate schedules the run followed, one per planned number of epochs: the first
+            from epoch 0, another each time a resumed run was given another ``epochs`` (the schedule is then
+            recomputed for the new total; :func:`hierclf.train.loop.start`).
     """
 
     epoch: int = 0
@@ -82,6 +87,7 @@ class SelectionState:
     best_epoch: int = 0
     stale: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, record: dict[str, Any], value: float, mode: str) -> bool:
         """Add a finished epoch's record and its metric ``value``; True when it is the best so far."""
@@ -153,6 +159,7 @@ def save_checkpoint(run: TrainingRun, state: SelectionState) -> None:
                 "best_epoch": state.best_epoch,
                 "stale": state.stale,
                 "history": state.history,
+                "schedules": state.schedules,
                 "rng": rng,
                 "config": run.config.model_dump(mode="json"),
                 "classes": list(run.classes),
@@ -180,7 +187,9 @@ def restore(run: TrainingRun, path: Path) -> SelectionState:
             f"{path} is not a training checkpoint (it lacks {', '.join(missing)}); delete it or run with "
             "--no-resume"
         )
-    check_same_config(ckpt["config"], run.config.model_dump(mode="json"), path)
+    check_same_config(
+        ckpt["config"], run.config.model_dump(mode="json"), path, epochs_done=int(ckpt["epoch"])
+    )
     if ckpt.get("data", run.data_fingerprint) != run.data_fingerprint:
         raise CheckpointError(
             f"cannot resume from {path}: it was trained on other data (data fingerprint "
@@ -194,7 +203,12 @@ def restore(run: TrainingRun, path: Path) -> SelectionState:
     set_rng_state(states[run.group.rank] if len(states) == run.group.world_size else states[0])
     logger.info("resuming %s after epoch %d", run.out, ckpt["epoch"])
     return SelectionState(
-        ckpt["epoch"], ckpt["best"], ckpt["best_epoch"], ckpt["stale"], list(ckpt["history"])
+        ckpt["epoch"],
+        ckpt["best"],
+        ckpt["best_epoch"],
+        ckpt["stale"],
+        list(ckpt["history"]),
+        list(ckpt.get("schedules") or [{"from_epoch": 0, "epochs": ckpt["config"].get("epochs")}]),
     )
 
 
@@ -210,17 +224,45 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    """Every setting's default, flattened (settings added after a run was saved compare to these)."""
+    from hierclf.train.config import TrainConfig
+
+    return _flat(TrainConfig.model_validate({"taxonomy": "-"}).model_dump(mode="json"))
+
+
 def check_same_config(
-    saved: dict[str, Any], current: dict[str, Any], path: Path, *, verb: str = "resume from"
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    path: Path,
+    *,
+    verb: str = "resume from",
+    epochs_done: int | None = None,
 ) -> None:
     """Refuse to resume (or reuse) when a setting that changes the computation differs (all but
     :data:`RESUME_FREE`).
 
+    A setting the saved run does not have (added to hierclf since) counts as equal when it keeps its
+    default. With ``epochs_done``, ``epochs`` may change to any number not below it (a run extended by more
+    epochs, or one given fewer than planned, continues with its schedule recomputed).
+
     Raises:
-        CheckpointError: naming up to six differing settings, old -> new.
+        CheckpointError: naming up to six differing settings, old -> new; or epochs below ``epochs_done``.
     """
-    a, b = _flat(saved), _flat(current)
-    diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]
+    a, b, defaults = _flat(saved), _flat(current), _defaults()
+    diff = [
+        k
+        for k in sorted(set(a) | set(b))
+        if k not in RESUME_FREE and a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))
+    ]
+    if epochs_done is not None and "epochs" in diff:
+        if int(b["epochs"]) < epochs_done:
+            raise CheckpointError(
+                f"cannot {verb} {path}: it has trained {epochs_done} epochs already, more than epochs "
+                f"{b['epochs']}; give at least {epochs_done}, or use --no-resume to start over"
+            )
+        diff.remove("epochs")
     if diff:
         shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
         raise CheckpointError(

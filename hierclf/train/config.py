@@ -19,7 +19,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -32,6 +35,7 @@ from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_locat
 from hierclf.options import look_up_option, option_validator
 
 __all__ = [
+    "BackboneFactoryConfig",
     "ClassesConfig",
     "ConfigError",
     "ColumnOptions",
@@ -61,13 +65,18 @@ _PATH_FIELDS: tuple[PathKey, ...] = (
     ("data", "split", "file"),
 )
 METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
+#: what ``log:`` may name besides the files every run writes (``history.jsonl``, ``history.json``)
+LOGGERS = ("tensorboard",)
 
 
-def _backbone_names() -> tuple[str, ...]:
-    """Names of the registered backbones (``hierclf.nn.backbones.BACKBONES``)."""
-    from hierclf.nn.backbones import BACKBONES
+def _backbone_name(value: str) -> str:
+    """A registered backbone or ``timm/<model>`` (``hierclf.nn.backbones.resolve_backbone_name``)."""
+    from hierclf.nn.backbones import resolve_backbone_name
 
-    return BACKBONES.names()
+    try:
+        return resolve_backbone_name(value)
+    except UnknownNameError as exc:  # pydantic reports ValueErrors as positioned validation errors
+        raise ValueError(str(exc)) from None
 
 
 def _loss_names() -> tuple[str, ...]:
@@ -92,7 +101,7 @@ def _sampler_names() -> tuple[str, ...]:
 
 
 # names that registries define: the config accepts exactly what the code can build
-_BackboneName = Annotated[str, AfterValidator(option_validator("backbone", _backbone_names))]
+_BackboneName = Annotated[str, AfterValidator(_backbone_name)]
 _LossName = Annotated[str, AfterValidator(option_validator("loss", _loss_names))]
 _SamplerName = Annotated[str, AfterValidator(option_validator("sampler", _sampler_names))]
 _DataSourceName = Annotated[str, AfterValidator(option_validator("data source", _data_source_names))]
@@ -100,6 +109,16 @@ _InternalLabels = Annotated[
     str, AfterValidator(option_validator("internal_labels mode", lambda: INTERNAL_LABEL_MODES))
 ]
 
+
+def _no_nul(value: Path) -> Path:
+    """A path with a NUL character cannot be opened (the operating system refuses it)."""
+    if "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: a path in a training configuration
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
 
 #: bounds of sizes and counts: far above any real run, low enough that a typo cannot exhaust the machine
 MAX_IMAGES = 100_000_000
@@ -136,10 +155,10 @@ class SyntheticOptions(_Model):
 class CsvOptions(_Model):
     """Users' own images: one CSV per split (``hierclf.data.datasets.CsvImageDataset``)."""
 
-    train: Path
-    val: Path
-    test: Path
-    image_root: Path | None = None
+    train: FilePath
+    val: FilePath
+    test: FilePath
+    image_root: FilePath | None = None
     path_column: str = "path"
     label_column: str = "label"
     group_column: str | None = None
@@ -171,7 +190,7 @@ class SplitOptions(_Model):
     made once and written to ``file``, which this run and every later one reads (``docs/data.md``)."""
 
     #: the split file; default ``<out_dir>/split.csv`` (a study shares one: ``OUT/split.csv``)
-    file: Path | None = None
+    file: FilePath | None = None
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     #: the split's own seed, independent of the training seed (a study's seeds share one split)
@@ -196,8 +215,8 @@ class DataConfig(_Model):
     """
 
     source: _DataSourceName = "dermamnist"
-    root: Path = Path("data")
-    npz: Path | None = None
+    root: FilePath = Path("data")
+    npz: FilePath | None = None
     size: int = Field(28, ge=8, le=4096)
     download: bool = False
     augment: bool = True
@@ -205,15 +224,43 @@ class DataConfig(_Model):
     synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)  # type: ignore[arg-type]
     csv: CsvOptions | None = None
     #: published layouts: the CSV of ids and labels (default: found in ``root`` by its usual name)
-    labels: Path | None = None
+    labels: FilePath | None = None
     #: a second CSV joined on the id (ISIC 2019's metadata; default: found in ``root``)
-    metadata: Path | None = None
+    metadata: FilePath | None = None
     #: the image folder, searched recursively (default: ``root``)
-    images: Path | None = None
+    images: FilePath | None = None
     columns: ColumnOptions | None = None
     #: the taxonomy's ``source_aliases`` scopes the labels see first (default: the preset's)
     alias_scopes: list[str] | None = None
     split: SplitOptions = Field(default_factory=SplitOptions)  # type: ignore[arg-type]
+    #: the side the model sees; None (``auto``): the pretrained weights' resolution with ``pretrained: true``,
+    #: else ``size``
+    input_size: int | None = Field(None, ge=8, le=4096)
+    #: per-channel normalisation; None (``auto``): the backbone's pretrained statistics, else ImageNet's
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    #: keep this fraction of each training class, whole groups (patients / lesions) at a time (label
+    #: efficiency; ``hierclf.train.subsample``); 1 keeps everything
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    subsample_seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @field_validator("input_size", "mean", "std", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        """``auto`` is None: follow the backbone."""
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _rgb(cls, value: list[float] | None, info: Any) -> list[float] | None:
+        """Three values (R, G, B); std values positive."""
+        if value is None:
+            return value
+        if len(value) != 3:
+            raise ValueError(f"{info.field_name} needs 3 values (R, G, B) or auto, got {len(value)}")
+        if info.field_name == "std" and min(value) <= 0:
+            raise ValueError(f"std values must be positive, got {value}")
+        return value
 
 
 class ClassesConfig(_Model):
@@ -326,6 +373,40 @@ class EarlyStoppingConfig(_Model):
         return "min" if self.metric == "val_loss" else "max"
 
 
+class BackboneFactoryConfig(_Model):
+    """Your own backbone: ``factory`` names ``package.module:function``, called as ``function(**kwargs)``
+    and returning ``(module, n_features)`` (the contract: ``hierclf.nn.backbone_factory``)."""
+
+    factory: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        """The module imports and has the function (the contract itself is checked when it is built)."""
+        from hierclf.nn.backbone_factory import import_factory
+        from hierclf.nn.backbones import BackboneError
+
+        try:
+            import_factory(value)
+        except BackboneError as exc:
+            raise ValueError(str(exc).removeprefix(f"backbone.factory {value!r}: ")) from None
+        return value
+
+
+def _backbone_kind(value: Any) -> str:
+    """Which form ``backbone:`` takes: a mapping is a factory, anything else a name."""
+    return "factory" if isinstance(value, (dict, BackboneFactoryConfig)) else "name"
+
+
+_Backbone = Annotated[
+    Annotated[_BackboneName, Tag("name")] | Annotated[BackboneFactoryConfig, Tag("factory")],
+    Discriminator(_backbone_kind),
+]
+#: the union's tags, which pydantic puts into error locations (``backbone.factory.factory``); left out
+_BACKBONE_TAGS = ("name", "factory")
+
+
 class TrainConfig(_Model):
     """Everything a training run needs; see ``docs/training.md`` for each field.
 
@@ -335,10 +416,10 @@ class TrainConfig(_Model):
         ('full', 'adamw', 'val_loss')
     """
 
-    taxonomy: Path
+    taxonomy: FilePath
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     classes: ClassesConfig = Field(default_factory=ClassesConfig)  # type: ignore[arg-type]
-    backbone: _BackboneName = "small_cnn"
+    backbone: _Backbone = "small_cnn"
     pretrained: bool = False
     regime: Literal["linear_probe", "full", "gradual_unfreeze"] = "full"
     unfreeze_every: int = Field(1, ge=1, le=MAX_STEPS)
@@ -361,13 +442,50 @@ class TrainConfig(_Model):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto"] | bool = "auto"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)  # type: ignore[arg-type]
-    protocol: Path | None = None
+    protocol: FilePath | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = False
     device: str = "auto"
     workers: int = Field(0, ge=0, le=256)
-    out_dir: Path = Path("runs/train")
+    out_dir: FilePath = Path("runs/train")
     max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
+    #: scalars written besides history.jsonl: ``tensorboard`` (needs the tensorboard package)
+    log: list[str] = Field(default_factory=list)
+    #: the YAML document the config was read from (positions for errors found when the run is built)
+    _source: LocatedYAML | None = PrivateAttr(default=None)
+
+    @field_validator("pretrained")
+    @classmethod
+    def _factory_loads_its_own_weights(cls, value: bool, info: Any) -> bool:
+        """``pretrained: true`` needs weights hierclf knows; a factory loads its own."""
+        if value and isinstance(info.data.get("backbone"), BackboneFactoryConfig):
+            raise ValueError(
+                "a factory backbone loads its own weights: pass them through backbone.kwargs and set "
+                "pretrained: false"
+            )
+        return value
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _loggers(cls, value: Any) -> Any:
+        """``log: tensorboard`` or a list; ``none`` or null for none; each name known and installed."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return []
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list):
+            return names  # pydantic says what was expected
+        out = []
+        for name in names:
+            try:
+                canonical = look_up_option(name, LOGGERS, kind="logger")
+            except UnknownNameError as exc:
+                raise ValueError(str(exc)) from None
+            import importlib.util
+
+            if importlib.util.find_spec(canonical) is None:
+                raise ValueError(f"{canonical} needs the {canonical} package (pip install {canonical})")
+            out.append(canonical)
+        return out
 
     @field_validator("label_smoothing")
     @classmethod
@@ -413,7 +531,9 @@ class TrainConfig(_Model):
             if isinstance(holder, dict) and holder.get(key[-1]) is not None:
                 value = Path(holder[key[-1]]).expanduser()
                 holder[key[-1]] = value if value.is_absolute() else (base / value).resolve()
-        return type(self).model_validate(data)
+        out = type(self).model_validate(data)
+        out._source = self._source
+        return out
 
     def check_against(self, taxonomy: Any, doc: LocatedYAML | None = None) -> None:
         """Check the names the config gives against the taxonomy; raise :class:`ConfigError` listing each
@@ -530,6 +650,7 @@ def load_train_config(
 
         taxonomy = Taxonomy.from_yaml(config.taxonomy)
         config.check_against(taxonomy, doc)
+    config._source = doc
     return config
 
 
@@ -538,7 +659,20 @@ def validate_config(data: dict[str, Any], doc: LocatedYAML | None) -> TrainConfi
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(problems_from_validation_error(exc, TrainConfig, doc, code="config")) from None
+        errors = _without_union_tags(exc)
+        raise ConfigError(problems_from_validation_error(errors, TrainConfig, doc, code="config")) from None
+
+
+def _without_union_tags(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors with the ``backbone`` union's tag left out of their locations, so they point at the
+    place in the file (``backbone.factory``, not ``backbone.factory.factory``)."""
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if len(loc) > 1 and loc[0] == "backbone" and loc[1] in _BACKBONE_TAGS:
+            loc = loc[:1] + loc[2:]
+        errors.append({**err, "loc": loc})
+    return errors
 
 
 def config_from_text(text: str, file: str = "<string>") -> TrainConfig:

@@ -22,6 +22,7 @@ from hierclf.taxonomy.tree import Taxonomy
 from hierclf.train.config import TrainConfig
 from hierclf.train.distributed import ProcessGroup
 from hierclf.train.errors import TrainingDataError, TrainSettingError
+from hierclf.train.preprocessing import InputSettings, resolve_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ __all__ = [
     "head_classes",
     "load_sources",
     "make_pipeline",
+    "subsample_source",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -51,18 +53,44 @@ def load_sources(config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup) -
     """The ``train``, ``val`` and ``test`` image sources (``hierclf.data.datasets.ImageSource``) of the
     config: a published layout split by patient or lesion (the split file written by rank 0, once, and
     read by every later run), users' CSVs, DermaMNIST through medmnist, or a generated npz (rank 0 writes
-    it, once)."""
+    it, once); with ``data.train_fraction < 1`` the training split keeps that fraction of each class, by
+    groups (:mod:`hierclf.train.subsample`)."""
     from hierclf.data.sources import DATA_SOURCES
 
-    kind = DATA_SOURCES.get(config.data.source)
-    if kind == "preset":
-        return _preset_sources(config, taxonomy, group)
-    if config.data.source == "csv":
-        return _csv_sources(config, taxonomy)
-    if config.data.source == "dermamnist":
-        logger.warning(DERMAMNIST_SPLIT_NOTICE)
-    npz = _synthetic_npz(config, group) if config.data.source == "synthetic" else config.data.npz
-    return _npz_sources(config, taxonomy, group, npz)
+    if DATA_SOURCES.get(config.data.source) == "preset":
+        sources = _preset_sources(config, taxonomy, group)
+    elif config.data.source == "csv":
+        sources = _csv_sources(config, taxonomy)
+    else:
+        if config.data.source == "dermamnist":
+            logger.warning(DERMAMNIST_SPLIT_NOTICE)
+        npz = _synthetic_npz(config, group) if config.data.source == "synthetic" else config.data.npz
+        sources = _npz_sources(config, taxonomy, group, npz)
+    if config.data.train_fraction < 1.0:
+        sources["train"] = subsample_source(
+            sources["train"], config.data.train_fraction, seed=config.data.subsample_seed
+        )
+    return sources
+
+
+def subsample_source(source: Any, fraction: float, *, seed: int) -> Any:
+    """The rows of ``source`` that :func:`hierclf.train.subsample.grouped_class_subsample` keeps (logged
+    per class)."""
+    from hierclf.train.subsample import grouped_class_subsample, subsample_counts
+
+    labels = np.asarray(source.labels)
+    rows = grouped_class_subsample(labels, source.groups, fraction, seed=seed)
+    kept = subsample_counts(labels, rows)
+    logger.info(
+        "data.train_fraction %g (seed %d): %d of %d training images kept, by %s; per class: %s",
+        fraction,
+        seed,
+        len(rows),
+        len(labels),
+        "groups" if source.groups is not None else "images (the data has no groups)",
+        ", ".join(f"{k} {a}/{b}" for k, (a, b) in kept.items()),
+    )
+    return _source_rows(source, rows)
 
 
 #: what a run on DermaMNIST's official split is told (the CLI and the training log say it)
@@ -288,11 +316,15 @@ class Pipeline:
     eval_batch: nn.Module | None = None
 
 
-def make_pipeline(config: TrainConfig, device: torch.device) -> Pipeline:
-    """The pipeline of ``data.pipeline`` (``auto``: batched on CUDA, per-sample on the CPU)."""
+def make_pipeline(
+    config: TrainConfig, device: torch.device, settings: InputSettings | None = None
+) -> Pipeline:
+    """The pipeline of ``data.pipeline`` (``auto``: batched on CUDA, per-sample on the CPU), resizing to and
+    normalising with ``settings`` (default: :func:`hierclf.train.preprocessing.resolve_preprocessing`)."""
     from hierclf.data.transforms import BatchTransform, eval_transform, to_uint8, train_transform
 
-    size = config.data.size
+    settings = settings or resolve_preprocessing(config)
+    size, mean, std = settings.size, settings.mean, settings.std
     pipeline = config.data.pipeline
     if pipeline == "auto":
         pipeline = "batched" if device.type == "cuda" else "per_sample"
@@ -300,11 +332,12 @@ def make_pipeline(config: TrainConfig, device: torch.device) -> Pipeline:
         return Pipeline(
             to_uint8(size),
             to_uint8(size),
-            BatchTransform(size, augment=config.data.augment).to(device),
-            BatchTransform(size, augment=False).to(device),
+            BatchTransform(size, augment=config.data.augment, mean=mean, std=std).to(device),
+            BatchTransform(size, augment=False, mean=mean, std=std).to(device),
         )
-    train_item = train_transform(size) if config.data.augment else eval_transform(size)
-    return Pipeline(train_item, eval_transform(size))
+    evaluation = eval_transform(size, mean=mean, std=std)
+    train_item = train_transform(size, mean=mean, std=std) if config.data.augment else evaluation
+    return Pipeline(train_item, evaluation)
 
 
 def build_datasets(

@@ -6,7 +6,9 @@
     checkpoint.pt             the state after the last finished epoch (model, optimiser, schedule, AMP scaler,
                               RNG states of every rank, early-stopping state, history); written each epoch
     best.pt                   model weights of the best epoch on the validation metric
+    history.jsonl             one JSON line per finished epoch, rewritten after every epoch
     history.json              one record per epoch (losses, validation metrics, learning rate, time)
+    tensorboard/              TensorBoard scalars of every epoch (``log: tensorboard``)
     predictions/val.npz       probabilities over the head's classes for validation and test, from the best
     predictions/test.npz      epoch, with true node ids, sample ids and groups
     (``hierclf.evaluation.prediction_files``)
@@ -61,6 +63,7 @@ from hierclf.train.outputs import (
 )
 from hierclf.train.reuse import reusable_summary
 from hierclf.train.run import TrainingRun, build_run
+from hierclf.train.run_logs import EpochLogs
 from hierclf.train.validation import predict, validation_metrics
 
 logger = logging.getLogger(__name__)
@@ -133,7 +136,14 @@ def _fit(
     state, resumed_from = start(run, resume=resume)
     show_progress = progress and run.group.main and sys.stderr.isatty()
     epochs = _epochs_of_this_call(run.config, state.epoch, stop_after_epochs)
-    stopped_early = train_epochs(run, state, epochs, show_progress=show_progress, on_epoch=on_epoch)
+    logs = EpochLogs(run.out, run.config.log, active=run.group.main)
+    try:
+        logs.write(state.history)
+        stopped_early = train_epochs(
+            run, state, epochs, show_progress=show_progress, on_epoch=on_epoch, logs=logs
+        )
+    finally:
+        logs.close()
     if len(state.history) < run.config.epochs and not stopped_early:  # stop_after_epochs: a partial run
         return partial_result(run, state, resumed_from)
     paths, best_epoch = write_predictions_of_best(run, state)
@@ -149,6 +159,8 @@ def _fit(
         checkpoint=run.out / CHECKPOINT,
         resumed_from=resumed_from,
         stopped_early=stopped_early,
+        schedules=state.schedules,
+        preprocessing=run.preprocessing.to_dict(),
     )
     finish(result, run)
     return result
@@ -174,14 +186,53 @@ def start(run: TrainingRun, *, resume: bool) -> tuple[SelectionState, int]:
     With ``resume`` and a ``checkpoint.pt``, everything is restored from it (``checkpoint.restore``).
     A fresh distributed run instead reseeds each rank's global torch generator
     (:attr:`~hierclf.train.seeding.SeedStreams.rank_augmentation`), so the ranks augment differently.
+
+    The learning-rate schedule is the one of ``config.epochs``: a run resumed with another number of epochs
+    (extended after it finished, or given fewer) goes on at the new schedule's value for its step, and the
+    change is recorded in ``state.schedules`` (checkpoint, ``DONE``).
     """
     path = run.out / CHECKPOINT
     if resume and path.is_file():
         state = restore(run, path)
-        return state, state.epoch
-    if run.group.enabled:
-        torch.manual_seed(run.seeds.rank_augmentation)  # different augmentations on each rank
-    return SelectionState(), 0
+    else:
+        if run.group.enabled:
+            torch.manual_seed(run.seeds.rank_augmentation)  # different augmentations on each rank
+        state = SelectionState()
+    if not state.schedules or state.schedules[-1].get("epochs") != run.config.epochs:
+        state.schedules.append(_recompute_schedule(run, state.epoch))
+    return state, state.epoch
+
+
+def _recompute_schedule(run: TrainingRun, from_epoch: int) -> dict[str, Any]:
+    """The schedule of ``config.epochs`` from epoch ``from_epoch`` on: the optimiser's learning rates are
+    set to its value at the scheduler's step (``LambdaLR`` keeps the step, the new run the new lambda)."""
+    config, steps = run.config, len(run.sampler)
+    total = steps * config.epochs
+    warmup = min(total, round(config.warmup_epochs * steps))
+    step = int(run.scheduler.last_epoch)
+    factor = lr_factor(step, total, warmup, config.schedule, config.min_lr_ratio)
+    if from_epoch > 0:
+        for group in run.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        run.scheduler._last_lr = [g["lr"] for g in run.optimizer.param_groups]
+        logger.info(
+            "%s: %d epochs now (schedule recomputed: %d steps, warmup %d); step %d goes on at lr x %.4f",
+            run.out,
+            config.epochs,
+            total,
+            warmup,
+            step,
+            factor,
+        )
+    return {
+        "from_epoch": from_epoch,
+        "epochs": config.epochs,
+        "schedule": config.schedule,
+        "steps_per_epoch": steps,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "lr_factor_at_start": factor,
+    }
 
 
 def _epochs_of_this_call(config: TrainConfig, done: int, stop_after_epochs: int | None) -> range:
@@ -197,9 +248,10 @@ def train_epochs(
     *,
     show_progress: bool,
     on_epoch: EpochCallback | None = None,
+    logs: EpochLogs | None = None,
 ) -> bool:
-    """Train, validate and checkpoint each epoch of ``epochs`` until patience runs out; True when early
-    stopping ended training (before the last epoch of the run)."""
+    """Train, validate and checkpoint each epoch of ``epochs`` until patience runs out (``logs`` written
+    after each checkpoint); True when early stopping ended training (before the last epoch of the run)."""
     patience = run.config.early_stopping.patience
     train_one = EpochStep(run, show_progress=show_progress)
     for epoch in epochs:
@@ -209,6 +261,8 @@ def train_epochs(
         outcome = train_one(epoch)
         record = validate(run, epoch, outcome, started)
         select_and_checkpoint(run, state, record)
+        if logs is not None:
+            logs.write(state.history)
         if on_epoch is not None and run.group.main:
             on_epoch(dict(record))
     return state.patience_exhausted(patience) and len(state.history) < run.config.epochs

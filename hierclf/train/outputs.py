@@ -43,6 +43,8 @@ class FitResult:
         already_done: True when the run had finished before and nothing was trained.
         stopped_early: True when early stopping ended training.
         finished: False when ``stop_after_epochs`` ended this call before the last epoch (no predictions).
+        schedules: the learning-rate schedules followed (one more each time the run was extended).
+        preprocessing: the input side, mean and std every split was fed with, and where they came from.
     """
 
     out_dir: Path
@@ -58,6 +60,8 @@ class FitResult:
     already_done: bool = False
     stopped_early: bool = False
     finished: bool = True
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary written to ``DONE`` (and printed by ``hierclf train --json``)."""
@@ -71,6 +75,8 @@ class FitResult:
             "predictions": {k: str(v) for k, v in self.predictions.items()},
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "stopped_early": self.stopped_early,
+            "schedules": self.schedules,
+            "preprocessing": self.preprocessing,
         }
 
 
@@ -90,6 +96,8 @@ def finished_result(out: Path, summary: dict[str, Any]) -> FitResult:
         checkpoint=out / CHECKPOINT,
         already_done=True,
         stopped_early=summary.get("stopped_early", False),
+        schedules=summary.get("schedules", []),
+        preprocessing=summary.get("preprocessing", {}),
     )
 
 

@@ -5,7 +5,9 @@ reuses its finished seeds). That is right only when nothing changed, so ``DONE``
 
 * ``settings``: the resolved configuration; a setting that changes what is computed (everything but
   :data:`~hierclf.train.checkpoint.RESUME_FREE`: paths, device, workers) is compared, and a difference is
-  refused with the settings named (``--no-resume`` or another folder starts over);
+  refused with the settings named (``--no-resume`` or another folder starts over). The one exception is
+  more ``epochs``: the finished run goes on from its checkpoint with the schedule recomputed (unless early
+  stopping ended it);
 * ``data``: a fingerprint of the data the run read (:func:`hierclf.train.fingerprint.data_fingerprint`);
   other data is refused;
 * ``files``: the SHA-256 of every output the run wrote (prediction files, ``history.json``, ``best.pt``); a
@@ -56,6 +58,16 @@ def _read_done(out: Path) -> dict[str, Any] | None:
     return summary
 
 
+def _check_extensible(out: Path, summary: dict[str, Any], epochs: int) -> None:
+    """A finished run can go on for more epochs, unless early stopping ended it (it would stop again)."""
+    if summary.get("stopped_early"):
+        raise CheckpointError(
+            f"cannot extend {out} to {epochs} epochs: early stopping ended it after epoch "
+            f"{summary['epochs_run']} (no improvement for early_stopping.patience epochs), so it would stop "
+            "again at once; use --no-resume to train it again with the new epochs"
+        )
+
+
 def reusable_summary(out: Path, settings: dict[str, Any], data: str) -> dict[str, Any] | None:
     """The ``DONE`` summary of a finished run that may be reused as it is, or ``None`` when the run must
     produce its outputs again (its ``DONE`` is then removed).
@@ -65,7 +77,19 @@ def reusable_summary(out: Path, settings: dict[str, Any], data: str) -> dict[str
     """
     summary = _read_done(out)
     if summary is not None:
-        check_same_config(summary["settings"], settings, out / DONE, verb="reuse")
+        check_same_config(
+            summary["settings"], settings, out / DONE, verb="reuse", epochs_done=int(summary["epochs_run"])
+        )
+        if summary["settings"].get("epochs") != settings["epochs"]:
+            _check_extensible(out, summary, int(settings["epochs"]))
+            logger.info(
+                "%s: the finished run goes on from %d to %d epochs (learning-rate schedule recomputed)",
+                out,
+                summary["epochs_run"],
+                settings["epochs"],
+            )
+            (out / DONE).unlink(missing_ok=True)
+            return None
         if summary["data"] != data:
             raise CheckpointError(
                 f"cannot reuse {out}: it was trained on other data (data fingerprint {summary['data'][:12]} "

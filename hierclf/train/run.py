@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hierclf.nn.backbones import create_backbone
+from hierclf.nn.backbones import BackboneError, create_backbone
 from hierclf.taxonomy.tree import Taxonomy
 from hierclf.train.batches import EpochBatchSampler
-from hierclf.train.config import TrainConfig
+from hierclf.train.config import ConfigError, TrainConfig
 from hierclf.train.distributed import ProcessGroup
 from hierclf.train.fingerprint import data_fingerprint
 from hierclf.train.inputs import (
@@ -34,6 +34,7 @@ from hierclf.train.inputs import (
 )
 from hierclf.train.model import HierarchicalClassifier
 from hierclf.train.optim import Precision, make_optimizer, make_scheduler
+from hierclf.train.preprocessing import InputSettings, input_size_of, resolve_preprocessing
 from hierclf.train.regimes import param_groups
 from hierclf.train.seeding import SeedStreams, set_determinism
 from hierclf.train.validation import Scorer, auc_scorer
@@ -69,6 +70,7 @@ class TrainingRun:
         metric: the selection metric; ``scorer`` computes it when it is an AUC (else None).
         data_fingerprint: what the run reads (:func:`hierclf.train.reuse.data_fingerprint`), kept in the
             checkpoint and ``DONE`` so that a resumed or reused run is known to have read the same data.
+        preprocessing: the input side, mean and std every split is fed with (written to ``DONE``).
     """
 
     config: TrainConfig
@@ -92,6 +94,7 @@ class TrainingRun:
     metric: str
     scorer: Scorer | None
     data_fingerprint: str
+    preprocessing: InputSettings
 
     @property
     def head(self) -> Any:
@@ -111,7 +114,16 @@ def build_run(config: TrainConfig, out: Path, device: torch.device, group: Proce
     model = _build_model(config, taxonomy, chosen, seeds)
     head: Any = model.head
     classes = tuple(head.classes)
-    pipeline = make_pipeline(config, device)
+    preprocessing = resolve_preprocessing(config, model.backbone.pretrained_input)
+    logger.info(
+        "inputs: %d px (%s), mean %s std %s (%s)",
+        preprocessing.size,
+        preprocessing.size_from,
+        list(preprocessing.mean),
+        list(preprocessing.std),
+        preprocessing.stats_from,
+    )
+    pipeline = make_pipeline(config, device, preprocessing)
     datasets = build_datasets(
         sources,
         class_index_of(head, chosen.label_map),
@@ -151,6 +163,7 @@ def build_run(config: TrainConfig, out: Path, device: torch.device, group: Proce
         metric=metric,
         scorer=scorer,
         data_fingerprint=data,
+        preprocessing=preprocessing,
     )
 
 
@@ -161,9 +174,15 @@ def _build_model(
     from hierclf.nn.head import LeafHead
 
     set_determinism(seeds.model_init, config.deterministic)  # the initial weights depend on the seed only
-    backbone, n_features = create_backbone(
-        config.backbone, pretrained=config.pretrained, in_size=config.data.size
-    )
+    try:
+        backbone, n_features = create_backbone(
+            config.backbone, pretrained=config.pretrained, in_size=input_size_of(config)[0]
+        )
+    except BackboneError as exc:  # a factory's contract: positioned in the config file it came from
+        doc = config._source
+        if doc is None:
+            raise
+        raise ConfigError([doc.problem(exc.field, str(exc), code="config")]) from None
     head = LeafHead(n_features, taxonomy, chosen.classes)
     return HierarchicalClassifier(backbone, head)
 
