@@ -230,3 +230,24 @@ def test_csv_without_pyarrow_writes_the_same_values(tmp_path: Path, monkeypatch:
     (tmp_path / "x.parquet").touch()
     with pytest.raises(PredictionsError, match="Parquet files need pyarrow: pip install pyarrow"):
         read_predictions(tmp_path / "x.parquet")
+
+
+def test_metadata_from_prediction_files_is_the_evaluations_table(tmp_path: Path) -> None:
+    from hierclf.evaluation.prediction_files import metadata_from_predictions
+
+    seeds = []
+    for seed in (0, 1):  # two seeds of a study: the same images, the same metadata
+        p = _full(6)
+        p.seed = np.full(6, seed)
+        write_predictions(tmp_path / f"test_seed{seed}.parquet", p)
+        seeds.append(tmp_path / f"test_seed{seed}.parquet")
+    table = metadata_from_predictions(seeds)
+    assert table.ids.tolist() == [f"ISIC_{i:07d}" for i in range(6)]
+    rows = table.lookup(np.array(["ISIC_0000002", "ISIC_0000000"]), "test")
+    assert table.column("sex")[rows].tolist() == ["(missing)", "male"]  # empty cells as a metadata CSV reads
+    assert table.column("group")[rows].tolist() == ["HAM_1", "HAM_0"]
+    other = _full(6)
+    other.metadata["sex"] = np.array(["female"] * 6)
+    with pytest.raises(PredictionsError, match="sample 'ISIC_0000000' has two values of metadata 'sex'"):
+        metadata_from_predictions([seeds[0], other])
+    assert metadata_from_predictions([Predictions(np.full((1, 2), 0.5), ("a", "b"))]) is None

@@ -386,3 +386,18 @@ def test_real_ham10000_lesion_split(shared_data: Path, dermamnist: Taxonomy, tmp
         "follow_up": 3704,
         "histo": 5340,
     }
+
+
+def test_prediction_info_says_how_a_source_was_split(
+    ham_folder: Path, dermamnist: Taxonomy, tmp_path: Path
+) -> None:
+    from hierclf.data.datasets import load_dermamnist, prediction_info
+
+    splits, _ = load_source_splits(source_spec("ham10000", root=ham_folder), dermamnist, split_file=None)
+    assert prediction_info(splits["test"]) == {"split_level": "lesion", "source": "ham10000"}
+    from hierclf.data.datasets import make_synthetic_dermamnist
+
+    npz = make_synthetic_dermamnist(tmp_path / "d.npz", n_train=14, n_val=14, n_test=14, write_ids=False)
+    official = prediction_info(load_dermamnist(tmp_path, "test", npz=npz, taxonomy=dermamnist), "dermamnist")
+    assert official["split_level"] == "image" and official["source"] == "dermamnist"
+    assert official["notice"].startswith("split by image: images of one lesion may be in training and test")

@@ -61,6 +61,7 @@ __all__ = [
     "load_dermamnist",
     "load_source_splits",
     "make_synthetic_dermamnist",
+    "prediction_info",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -309,6 +310,33 @@ class SourceImages(_SourceDataset):
     def load_image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as image:
             return image.convert("RGB")
+
+
+#: what a prediction file made on an image-level split says about it (``Predictions.info["notice"]``)
+IMAGE_SPLIT_NOTICE = (
+    "split by image: images of one lesion may be in training and test (DermaMNIST's official split has no "
+    "lesion ids), which inflates test metrics; split by lesion with data.source: ham10000"
+)
+
+
+def prediction_info(source: Any, source_name: str | None = None) -> dict[str, str]:
+    """The facts about a source that its prediction files keep (``Predictions.info``): ``split_level``
+    (``patient``, ``lesion``, ``image``) and ``source`` when known, and a ``notice`` for an image-level split.
+
+    Example:
+        >>> prediction_info(ArrayImageDataset(np.zeros((1, 2, 2, 3), np.uint8), ["nevus"]), "csv")
+        {'source': 'csv'}
+    """
+    info: dict[str, str] = {}
+    level = getattr(source, "split_level", None)
+    if level:
+        info["split_level"] = str(level)
+    name = source_name or getattr(source, "source_name", None)
+    if name:
+        info["source"] = str(name)
+    if level == "image":
+        info["notice"] = IMAGE_SPLIT_NOTICE
+    return info
 
 
 def load_source_splits(

@@ -82,6 +82,7 @@ __all__ = [
     "PredictionsError",
     "TableWriter",
     "check_probabilities",
+    "metadata_from_predictions",
     "open_predictions",
     "read_predictions",
     "resolve_columns",
@@ -735,3 +736,49 @@ def write_csv_rows(
     parts = ([ids.reshape(-1, 1)] if ids is not None else []) + [cells] + [t.reshape(-1, 1) for t in trailing]
     table = np.concatenate(parts, axis=1) if len(parts) > 1 else cells
     writer.writerows(table.tolist())
+
+
+def metadata_from_predictions(sources: Sequence[str | Path | Predictions]) -> Any:
+    """The metadata the prediction files carry, as the evaluation's metadata table
+    (:class:`hierclf.evaluation.sample_metadata.Metadata`, keyed by sample id), or None when none carries any.
+
+    Every sample appears once, whichever files list it (the seeds of a study share their images); empty
+    cells read ``"(missing)"``, as in a metadata CSV. The ``group`` field is kept as the column ``group``.
+
+    Raises:
+        PredictionsError: a file with metadata but no ids, or one sample with two values of a column.
+    """
+    from hierclf.evaluation.sample_metadata import Metadata
+
+    sets = [s if isinstance(s, Predictions) else read_predictions(s) for s in sources]
+    names = sorted({name for p in sets for name in p.metadata})
+    if not names:
+        return None
+    ids, columns, file = _metadata_rows(sets, names)
+    uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    for name, values in columns.items():
+        clash = np.flatnonzero(values != values[first][inverse.reshape(-1)])
+        if clash.size:
+            sample = str(ids[clash[0]])
+            raise _error(f"sample {sample!r} has two values of metadata {name!r} in the prediction files")
+    kept = {name: np.where(v[first] == "", "(missing)", v[first]) for name, v in columns.items()}
+    return Metadata(file, "id", uniq.astype(str), kept)
+
+
+def _metadata_rows(
+    sets: list[Predictions], names: list[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """Every row's id and metadata values over the prediction sets (a column a set lacks reads ``""``)."""
+    ids: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in [*names, "group"]}
+    for p in sets:
+        if p.ids is None:
+            raise _error("prediction set has metadata but no sample ids to key it by")
+        ids.append(p.ids)
+        for name in names:
+            parts[name].append(p.metadata.get(name, np.full(len(p), "")))
+        parts["group"].append(p.groups if p.groups is not None else np.full(len(p), ""))
+    columns = {name: np.concatenate(v).astype(str) for name, v in parts.items()}
+    if not (columns["group"] != "").any():
+        del columns["group"]
+    return np.concatenate(ids).astype(str), columns, "the prediction files' metadata"
