@@ -189,3 +189,19 @@ def test_a_training_config_builds_the_marginal_loss(tmp_path) -> None:  # type: 
     assert isinstance(cut, MarginalNodeLoss) and cut.classes == ("benign", "malignant")
     with pytest.raises(TrainSettingError, match="loss 'marginal' trains a head over the leaves or a cut"):
         _build_loss(config_from_text(base + "classes: {kind: partition}\n"), np.ones(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_loss_on_cuda_matches_the_cpu(dermamnist: Taxonomy) -> None:
+    loss = MarginalNodeLoss(dermamnist, reduction="none")
+    codes = torch.from_numpy(loss.target_index(["malignant", "nv", "benign", "skin_lesion"] * 8))
+    logits = torch.randn(32, 7, dtype=torch.float64) * 4
+    on_gpu = logits.cuda().requires_grad_(True)
+    values = loss(on_gpu, codes.cuda())
+    values.sum().backward()
+    cpu = logits.clone().requires_grad_(True)
+    loss(cpu, codes).sum().backward()
+    torch.testing.assert_close(values.cpu(), loss(logits, codes))
+    torch.testing.assert_close(on_gpu.grad.cpu(), cpu.grad)
+    half = loss(logits.cuda().half(), codes.cuda())  # autocast-style input: computed in float32
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
