@@ -13,7 +13,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from hierclf.errors import FileFormatError, HierclfError, Problem, TaxonomyError, UnknownNameError
+from hierclf.errors import (
+    FileFormatError,
+    HierclfError,
+    MissingExtraError,
+    Problem,
+    TaxonomyError,
+    UnknownNameError,
+    missing_extra,
+)
 from hierclf.taxonomy.index import TaxonomyIndex
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -76,7 +84,8 @@ _LAZY = {
     # studies
     "run_study": "hierclf.study",
     "StudyError": "hierclf.study",
-    # files and synthetic trees
+    # files, names and synthetic trees
+    "AmbiguousNameError": "hierclf.taxonomy.tree",
     "SyntheticTreeError": "hierclf.taxonomy.synthetic",
     "OutputPathError": "hierclf.io.atomic",
     "OutputIsInputError": "hierclf.io.atomic",
@@ -85,6 +94,7 @@ _LAZY = {
 __all__ = [
     "FileFormatError",
     "HierclfError",
+    "MissingExtraError",
     "Problem",
     "Taxonomy",
     "TaxonomyError",
@@ -99,7 +109,13 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hierclf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:  # a torch-backed name in the core install: say which extra
+        found = missing_extra(exc, f"hierclf.{name}")
+        if found is None:
+            raise
+        raise found from None
     globals()[name] = value
     return value
 
@@ -148,6 +164,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names ab
     from hierclf.study import StudyError as StudyError
     from hierclf.study import run_study as run_study
     from hierclf.taxonomy.synthetic import SyntheticTreeError as SyntheticTreeError
+    from hierclf.taxonomy.tree import AmbiguousNameError as AmbiguousNameError
     from hierclf.train.config import ConfigError as ConfigError
     from hierclf.train.config import TrainConfig as TrainConfig
     from hierclf.train.config import load_train_config as load_train_config

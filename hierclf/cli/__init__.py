@@ -20,6 +20,7 @@ from hierclf.options import Registry
 #: subcommand -> the module that implements it; registration order is the order of ``hierclf --help``
 COMMANDS: Registry[str] = Registry("command")
 COMMANDS.add("validate", "hierclf.cli.validate", summary="check taxonomy files")
+COMMANDS.add("check-protocol", "hierclf.cli.check_protocol", summary="check evaluation protocols")
 COMMANDS.add("show", "hierclf.cli.show", summary="draw a taxonomy as a tree")
 COMMANDS.add("schema", "hierclf.cli.schema", summary="print the JSON Schema of taxonomy files")
 COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up the tree")
@@ -93,12 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hierclf.errors import HierclfError
+    from hierclf.errors import HierclfError, missing_extra
 
     try:
         return int(args.func(args) or 0)
     except SystemExit as exc:  # a command's own usage check (parser.error)
         return _exit_code(exc)
+    except ModuleNotFoundError as exc:  # a torch-backed command in the core install: say which extra
+        found = missing_extra(exc, "this command")
+        if found is None:
+            return _internal_error(args, exc)
+        print(f"hierclf {args.command}: error: {found}", file=sys.stderr)
+        return EXIT_FAILURE
     except HierclfError as exc:
         print(f"hierclf {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
@@ -109,11 +116,15 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.close()
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if os.environ.get("HIERCLF_DEBUG"):
-            raise
-        print(
-            f"hierclf {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-            "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        return _internal_error(args, exc)
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    if os.environ.get("HIERCLF_DEBUG"):
+        raise exc
+    print(
+        f"hierclf {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
