@@ -46,6 +46,33 @@ def test_finite_bounded_numbers_are_accepted(tmp_path: Path) -> None:
     assert config.lr == 10 and config.epochs == 1_000_000
 
 
+# Sizes a protocol may ask for are bounded too: each replacement is in the shipped protocol's own text.
+PROTOCOL_SIZES = {
+    ("calibration_bins: 15", "calibration_bins: 1000000000"): "calibration_bins: must be <= 1000",
+    ("replicates: 1000", "replicates: 1000000000"): "bootstrap.replicates: must be <= 100000",
+    ("min_seeds: 5", "min_seeds: 100000"): "min_seeds: must be <= 1000",
+    ("min_events: 10", "min_events: 10000000000"): "intervals.min_events: must be <= 1000000",
+}
+
+
+@pytest.mark.parametrize("change", PROTOCOL_SIZES)
+def test_absurd_protocol_sizes_are_refused_with_their_position(change: tuple[str, str]) -> None:
+    from hierclf import Taxonomy
+    from hierclf.evaluation.protocol_format import protocol_from_text
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "taxonomy" / "protocols" / "dermamnist.yaml").read_text(encoding="utf-8")
+    old, new = change
+    assert text.count(old) == 1
+    line = text[: text.index(old)].count("\n") + 1
+    tax = Taxonomy.from_yaml(repo / "taxonomy" / "dermamnist.yaml")
+    with pytest.raises(FileFormatError) as err:
+        protocol_from_text(text.replace(old, new), tax, "p.yaml")
+    message = str(err.value)
+    assert message.startswith(f"p.yaml:{line}:") and PROTOCOL_SIZES[change] in message and "\n" not in message
+    protocol_from_text(text, tax, "p.yaml")  # the shipped sizes pass
+
+
 # --- (10) degenerate setups -------------------------------------------------------------------------------
 
 

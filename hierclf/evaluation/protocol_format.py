@@ -85,9 +85,15 @@ class _Model(BaseModel):
 class BootstrapSpec(_Model):
     """How confidence intervals are computed: a percentile bootstrap that resamples groups."""
 
-    replicates: StrictInt = Field(1000, ge=1, description="Bootstrap replicates (default 1000).")
+    # Upper bounds keep a one-line protocol from asking for days of work or an unbounded allocation:
+    # past 100,000 replicates the Monte Carlo error of a 95 % percentile is far below the interval's width.
+    replicates: StrictInt = Field(
+        1000, ge=1, le=100_000, description="Bootstrap replicates (default 1000, at most 100,000)."
+    )
     ci_level: Unit = Field(0.95, description="Confidence level of the intervals, 0 < x < 1 (default 0.95).")
-    seed: StrictInt = Field(0, ge=0, description="Seed of the bootstrap's random draws (default 0).")
+    seed: StrictInt = Field(
+        0, ge=0, le=2**63 - 1, description="Seed of the bootstrap's random draws (default 0)."
+    )
 
 
 class IntervalSpec(_Model):
@@ -104,7 +110,10 @@ class IntervalSpec(_Model):
         "clopper_pearson", description="The binomial interval `auto` falls back to (default clopper_pearson)."
     )
     min_events: StrictInt = Field(
-        10, ge=0, description="`auto` uses the binomial interval below this many successes or failures."
+        10,
+        ge=0,
+        le=1_000_000,
+        description="`auto` uses the binomial interval below this many successes or failures.",
     )
 
 
@@ -114,6 +123,7 @@ class SubgroupOptions(_Model):
     bands: list[float] | None = Field(
         None,
         min_length=1,
+        max_length=100,
         description="Increasing band edges for a numeric column (e.g. age `[30, 45, 60]` gives `< 30`, "
         "`[30, 45)`, `[45, 60)`, `>= 60`); values that are not numbers fall in `(missing)`.",
     )
@@ -206,7 +216,9 @@ class Protocol(_Model):
         "e.g. 0.95. Thresholds are chosen on validation to reach it."
     )
     primary_metric: PrimaryMetric
-    min_seeds: StrictInt = Field(5, ge=1, description="Fewer seeds than this is a loud warning (default 5).")
+    min_seeds: StrictInt = Field(
+        5, ge=1, le=1000, description="Fewer seeds than this is a loud warning (default 5, at most 1000)."
+    )
     bootstrap: BootstrapSpec = Field(
         BootstrapSpec(replicates=1000, ci_level=0.95, seed=0),
         description="Confidence intervals (defaults apply).",
@@ -215,8 +227,12 @@ class Protocol(_Model):
         description="Column of patients or lesions that the bootstrap "
         "resamples (e.g. `lesion_id`); `null` = rows, with a warning."
     )
-    min_group_size: StrictInt = Field(30, ge=1, description="Subgroups smaller than this are flagged.")
-    calibration_bins: StrictInt = Field(15, ge=2, description="Equal-width bins of calibration metrics.")
+    min_group_size: StrictInt = Field(
+        30, ge=1, le=10**9, description="Subgroups smaller than this are flagged."
+    )
+    calibration_bins: StrictInt = Field(
+        15, ge=2, le=1000, description="Equal-width bins of calibration metrics (2 to 1000)."
+    )
     calibration_nodes: list[NodeName] = Field(
         default_factory=list,
         description="Nodes whose rolled-up probability gets an ECE and a reliability diagram.",
