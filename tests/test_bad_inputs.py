@@ -199,6 +199,145 @@ def test_a_huge_dataset_code_is_refused_at_once() -> None:
     )
 
 
+# --- (6) corrupt or foreign prediction archives ------------------------------------------------------------
+
+LEAVES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # taxonomy/dermamnist.yaml's leaves
+
+
+def _npy(array: object) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _archive(path: Path, members: dict[str, bytes], *, compressed: bool = False) -> Path:
+    import zipfile
+
+    mode = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=mode) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _flip(path: Path, member: str, offset: int, count: int = 1) -> None:
+    """Corrupt ``count`` bytes of a member's stored data, ``offset`` bytes past its name."""
+    data = bytearray(path.read_bytes())
+    start = data.index(member.encode()) + len(member) + offset
+    for k in range(start, start + count):
+        data[k] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _probs(n: int = 40) -> object:
+    import numpy as np
+
+    return np.random.default_rng(0).dirichlet(np.ones(len(LEAVES)), n)
+
+
+def _corrupt_archive(kind: str, tmp_path: Path) -> Path:
+    import numpy as np
+
+    probs, ids = _probs(), np.array([f"i{k}" for k in range(40)])
+    good = {"probs.npy": _npy(probs), "leaves.npy": _npy(LEAVES), "ids.npy": _npy(ids)}
+    path = tmp_path / f"{kind}.npz"
+    if kind == "bad_crc":  # stored, one byte of the probabilities changed: only the CRC can tell
+        _flip(_archive(path, good), "probs.npy", 400)
+    elif kind == "bad_deflate":
+        _flip(_archive(path, good, compressed=True), "probs.npy", 60, count=40)
+    elif kind == "not_npy":
+        _archive(path, {**good, "probs.npy": b"hello, this is not an array at all"})
+    elif kind == "truncated_member":
+        _archive(path, {**good, "ids.npy": _npy(ids)[:100]})
+    elif kind == "object_ids":
+        path = tmp_path / "object_ids.npz"
+        np.savez(path, probs=probs, leaves=np.array(LEAVES), ids=ids.astype(object))
+    elif kind == "complex":
+        _archive(path, {**good, "probs.npy": _npy(np.asarray(probs, dtype=complex))})
+    elif kind == "no_columns":
+        _archive(path, {"probs.npy": _npy(np.zeros((5, 0))), "leaves.npy": _npy(np.array([], "<U1"))})
+    elif kind == "rows_missing":  # the header claims a trillion rows; the data holds two
+        _archive(
+            path,
+            {"probs.npy": _huge_header((10**12, 7)) + bytes(2 * 7 * 8), "leaves.npy": good["leaves.npy"]},
+        )
+    return path
+
+
+def _huge_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+CORRUPT = {
+    "bad_crc": "member probs.npy is corrupt (Bad CRC-32 for file 'probs.npy')",
+    "bad_deflate": "member probs.npy is corrupt (Error -3 while decompressing data",
+    "not_npy": "member probs.npy is not a readable .npy array (the magic string is not correct",
+    "truncated_member": "member ids.npy is not a readable .npy array (EOF: reading array header",
+    "object_ids": "array 'ids' holds Python objects, which are never unpickled",
+    "complex": "'probs' must be floating point, got dtype complex128",
+    "no_columns": "'probs' has no columns; expected one per leaf or class",
+    "rows_missing": "'probs' is truncated: expected 1000000000000 rows, the data ends after row 2",
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_corrupt_archives_are_one_line_naming_the_member(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hierclf.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    path = _corrupt_archive(kind, tmp_path)
+    argv = ["rollup", "-t", str(repo / "taxonomy" / "dermamnist.yaml"), "-p", str(path), "--all"]
+    assert main([*argv, "--out", str(tmp_path / "out.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hierclf rollup: error: {path}: error: ") and CORRUPT[kind] in err, err
+    assert len(err.splitlines()) == 1 and "internal error" not in err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_huge_ids_array_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A header that claims 30 million ids (2.4 GB of text) beside 40 rows is refused from the header."""
+    import tracemalloc
+
+    from hierclf.evaluation.prediction_files import PredictionsError, read_predictions
+
+    members = {"probs.npy": _npy(_probs()), "leaves.npy": _npy(LEAVES)}
+    members["ids.npy"] = _huge_header((30_000_000,), "<U20") + bytes(80 * 1_000_000)  # 80 MB of it here
+    path = _archive(tmp_path / "huge_ids.npz", members, compressed=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PredictionsError, match=r"'ids' has shape \(30000000,\), expected \(40,\)"):
+            read_predictions(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # not a byte of the claimed 2.4 GB (nor the 80 MB stored) was read
+
+
+@pytest.mark.parametrize("dtype", [">f8", "float16", "longdouble", ">f4"])
+def test_other_float_layouts_read_as_the_same_numbers(dtype: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from hierclf.evaluation.prediction_files import read_predictions
+
+    probs = np.asarray(_probs(), dtype=dtype)
+    path = _archive(tmp_path / "p.npz", {"probs.npy": _npy(probs), "leaves.npy": _npy(LEAVES)})
+    read = read_predictions(path)
+    np.testing.assert_array_equal(read.probs, probs.astype(np.float64))
+    assert read.probs.dtype.isnative
+
+
 # --- (1) writes that replaced what they should not, through the CLI ---------------------------------------
 
 

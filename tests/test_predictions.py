@@ -191,7 +191,7 @@ def test_row_sum_check_can_be_relaxed(tmp_path: Path) -> None:
                 "leaves": np.array(["a", "b"]),
                 "ids": np.array([{}, {}], dtype=object),
             },
-            "without pickles",
+            "never unpickled",
         ),
     ],
 )

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -197,17 +198,10 @@ class NpzFile:
         extra = sorted(k for k in members if k not in known and not k.startswith(NPZ_META))
         if extra:
             logger.warning("%s: ignoring unknown arrays %s", self.file, ", ".join(extra))
+        self._open_probs(zf, members["probs"])  # its header first: the other arrays' shapes follow from it
         small = {k: self._small(zf, members[k], k) for k in members if k != "probs" and k not in extra}
-        self._open_probs(zf, members["probs"])
         self.raw_columns = self._names(small, leaves)
         self.info = _info_of(small.pop("info", None), self.file)
-        for key, arr in small.items():
-            if key != "leaves" and np.asarray(arr).shape != (self.n_rows,):
-                raise error(
-                    f"{key!r} has shape {np.asarray(arr).shape}, expected ({self.n_rows},) to match 'probs'",
-                    self.file,
-                    code="bad-array",
-                )
         self._fields = {
             k: (np.asarray(v).astype(np.int64) if k == "seed" else np.asarray(v).astype(str))
             for k, v in small.items()
@@ -216,28 +210,80 @@ class NpzFile:
         self.fields = tuple(self._fields)
 
     def _small(self, zf: zipfile.ZipFile, member: str, key: str) -> np.ndarray:
+        """Read one per-row (or naming) array whole, after its header says it is the size it must be: a
+        header that claims millions of rows is refused before a byte of its data is read."""
         with zf.open(member) as fh:
-            try:
-                return np.lib.format.read_array(fh, allow_pickle=False)
-            except ValueError as exc:
+            shape, fortran, dtype = self._header(fh, key)
+            self._check_shape(key, tuple(shape))
+            if dtype.hasobject:
                 raise error(
-                    f"array {key!r} cannot be read without pickles ({exc}); store strings as a unicode array",
+                    f"array {key!r} holds Python objects, which are never unpickled; "
+                    "store strings as a unicode array",
                     self.file,
                     code="bad-array",
-                ) from None
+                )
+            count = int(np.prod(shape, dtype=np.int64))
+            data = self._read_exactly(fh, count * dtype.itemsize, key)
+            array = np.frombuffer(data, dtype=dtype, count=count)
+            return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+
+    def _check_shape(self, key: str, shape: tuple[int, ...]) -> None:
+        """A row per sample, a name per column, one JSON text: anything else is refused unread."""
+        n_rows, width = self._shape
+        if key == "leaves":
+            names = int(np.prod(shape, dtype=np.int64))
+            if names != width:
+                raise error(
+                    f"'leaves' names {names} columns but 'probs' has {width}", self.file, code="bad-array"
+                )
+        elif key == "info":
+            if int(np.prod(shape, dtype=np.int64)) != 1:
+                raise error("array 'info' is not a JSON object of text", self.file, code="bad-array")
+        elif shape != (n_rows,):
+            raise error(
+                f"{key!r} has shape {shape}, expected ({n_rows},) to match 'probs'",
+                self.file,
+                code="bad-array",
+            )
+
+    def _header(self, fh: Any, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+        """The ``.npy`` header of a member, or one line saying the member is not a readable array."""
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                return np.lib.format.read_array_header_1_0(fh)
+            return np.lib.format.read_array_header_2_0(fh)
+        except (zipfile.BadZipFile, zlib.error) as exc:
+            raise error(f"member {key}.npy is corrupt ({exc})", self.file, code="corrupt") from None
+        except (ValueError, EOFError) as exc:
+            raise error(
+                f"member {key}.npy is not a readable .npy array ({exc})", self.file, code="bad-array"
+            ) from None
+
+    def _read_exactly(self, fh: Any, size: int, key: str) -> bytes:
+        """``size`` bytes of a member; a truncated, corrupt or altered archive (bad CRC) is one line."""
+        try:
+            data = fh.read(size)
+        except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise error(f"member {key}.npy is corrupt ({exc})", self.file, code="corrupt") from None
+        if len(data) != size:
+            raise error(
+                f"member {key}.npy is truncated: expected {size} bytes of data, got {len(data)}",
+                self.file,
+                code="truncated",
+            )
+        return data
 
     def _open_probs(self, zf: zipfile.ZipFile, member: str) -> None:
         fh = zf.open(member)
         self._stack.append(fh)
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        shape, fortran, dtype = self._header(fh, "probs")
         if len(shape) != 2:
             raise error(f"'probs' must be 2-D (n, n_columns), got shape {shape}", self.file, code="bad-array")
         if not np.issubdtype(dtype, np.floating):
             raise error(f"'probs' must be floating point, got dtype {dtype}", self.file, code="bad-array")
+        if shape[1] == 0:
+            raise error("'probs' has no columns; expected one per leaf or class", self.file, code="bad-array")
         self._fh: Any = fh
         self._dtype, self._fortran, self._shape = dtype, fortran, shape
         self.n_rows: int | None = int(shape[0])
@@ -263,8 +309,9 @@ class NpzFile:
     def blocks(self, chunk: int) -> Iterator[Block]:
         n, m = self._shape
         if self._fortran:  # column-major: rows are not contiguous, read it whole
-            data = np.frombuffer(self._fh.read(), dtype=self._dtype).reshape((m, n)).T
-            yield np.ascontiguousarray(data), dict(self._fields), None
+            raw = self._read_exactly(self._fh, n * m * self._dtype.itemsize, "probs")
+            data = np.frombuffer(raw, dtype=self._dtype).reshape((m, n)).T
+            yield np.ascontiguousarray(data, dtype=self._dtype.newbyteorder("=")), dict(self._fields), None
             return
         row_bytes = m * self._dtype.itemsize
         for start in range(0, n, chunk):
@@ -273,7 +320,7 @@ class NpzFile:
             view = memoryview(block).cast("B")  # type: ignore[arg-type]
             filled = 0
             while filled < len(view):
-                got = self._fh.readinto(view[filled:])
+                got = self._read_into(view[filled:])
                 if not got:
                     rows = start + filled // max(row_bytes, 1)
                     raise error(
@@ -282,9 +329,17 @@ class NpzFile:
                         code="truncated",
                     )
                 filled += got
+            if not self._dtype.isnative:  # big-endian files: compute in the machine's own order
+                block = block.astype(self._dtype.newbyteorder("="))
             yield block, {key: v[start : start + k] for key, v in self._fields.items()}, None
         if n == 0:
             yield np.zeros((0, m), self._dtype), dict(self._fields), None
+
+    def _read_into(self, view: memoryview) -> int:
+        try:
+            return int(self._fh.readinto(view))
+        except (EOFError, zipfile.BadZipFile, zlib.error) as exc:  # zipfile checks the CRC at the end
+            raise error(f"member probs.npy is corrupt ({exc})", self.file, code="corrupt") from None
 
     def close(self) -> None:
         while self._stack:
