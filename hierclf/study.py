@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from hierclf.errors import HierclfError, Problem
-from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
+from hierclf.io.atomic import atomic_write_bytes, atomic_write_text, output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def _evaluation_inputs(metadata: str | Path | None, readers: str | Path | None) 
 
 def _write_study_yaml(out: Path, protocol: str | Path, data: str, configs: list[Any]) -> None:
     """``OUT/study.yaml``: the resolved settings of the whole study."""
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     study = {
         "protocol": str(Path(protocol).resolve()),
         "taxonomy": str(configs[0].taxonomy),

@@ -394,6 +394,56 @@ def test_rollup_refuses_an_output_that_is_its_input(
     assert "--tolerance must be a number in [0, 1), got nan" in capsys.readouterr().err
 
 
+def _evaluation_inputs(folder: Path) -> dict[str, Path]:
+    import numpy as np
+
+    from hierclf import Predictions, Taxonomy, write_predictions
+
+    repo = Path(__file__).resolve().parents[1]
+    tax = Taxonomy.from_yaml(repo / "taxonomy" / "dermamnist.yaml")
+    rng = np.random.default_rng(1)
+    files = {}
+    for split in ("val", "test"):
+        labels = np.tile(np.arange(7), 20)
+        probs = rng.dirichlet(np.ones(7), len(labels)) + np.eye(7)[labels]
+        ids = np.array([f"{split}{k}" for k in range(len(labels))])
+        files[split] = folder / f"{split}.csv"
+        write_predictions(
+            files[split],
+            Predictions(
+                probs / probs.sum(1, keepdims=True), tax.leaves, ids=ids, labels=np.array(tax.leaves)[labels]
+            ),
+        )
+    return files
+
+
+def test_evaluate_never_replaces_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A metadata file kept in the output folder under a report's name, and ``--out`` naming an input."""
+    from hierclf.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    files = _evaluation_inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    metadata = out / "report.md"
+    rows = [f"{split}{k},{'mf'[k % 2]},back,{30 + k % 40}" for split in ("val", "test") for k in range(140)]
+    metadata.write_text("id,sex,localization,age\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    before = {p: p.read_bytes() for p in (metadata, files["val"], files["test"])}
+    base = ["evaluate", "--taxonomy", str(repo / "taxonomy" / "dermamnist.yaml")]
+    base += ["--protocol", str(repo / "taxonomy" / "protocols" / "dermamnist.yaml")]
+    base += ["--val", str(files["val"]), "--test", str(files["test"])]
+    assert main([*base, "--metadata", str(metadata), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{metadata}: the output is also an input" in err and "internal error" not in err
+    assert main([*base, "--out", str(files["val"])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err
+        == f"hierclf evaluate: error: {files['val']}: is a file, not a folder; give a folder for the outputs"
+    )
+    assert {p: p.read_bytes() for p in before} == before
+
+
 # --- (8) the environment ----------------------------------------------------------------------------------
 
 

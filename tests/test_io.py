@@ -101,6 +101,59 @@ def test_failure_leaves_the_target_as_it_was(tmp_path: Path) -> None:
 # --- CSV tables ---------------------------------------------------------------------------------------
 
 
+def test_protected_inputs_cannot_be_replaced_by_any_write(tmp_path: Path) -> None:
+    from hierclf.io.atomic import protected_inputs
+
+    source = tmp_path / "metadata.csv"
+    source.write_text("id,sex\n", encoding="utf-8")
+    link = tmp_path / "report.md"
+    link.symlink_to(source)
+    with protected_inputs([source]):
+        for target in (source, link):
+            with pytest.raises(OutputIsInputError, match="the output is also an input"):
+                atomic_write_text(target, "overwritten")
+        with protected_inputs([tmp_path / "other.csv"]), pytest.raises(OutputIsInputError):  # nested: both
+            atomic_write_text(source, "overwritten")
+        atomic_write_text(tmp_path / "new.md", "fine")  # other files are written as usual
+    assert source.read_text(encoding="utf-8") == "id,sex\n" and link.is_symlink()
+    atomic_write_text(source, "after")  # outside, the file is the caller's to replace
+    assert source.read_text(encoding="utf-8") == "after"
+
+
+def test_output_folder_is_one_line_when_it_cannot_be_a_folder(tmp_path: Path) -> None:
+    from hierclf.io.atomic import output_folder
+
+    file = tmp_path / "val.csv"
+    file.write_text("x", encoding="utf-8")
+    assert output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    with pytest.raises(OutputPathError, match="val.csv: is a file, not a folder"):
+        output_folder(file)
+    with pytest.raises(OutputPathError, match="val.csv/sub: a folder above it is a file"):
+        output_folder(file / "sub")
+    with pytest.raises(OutputPathError, match="val.csv: is a file, not a folder"):
+        atomic_write_text(file / "x.csv", "data")  # a file's folder that is a file
+    assert file.read_text(encoding="utf-8") == "x"
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EIO"])
+def test_a_full_disk_is_one_line_and_the_old_file_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    import errno
+
+    target = tmp_path / "report.json"
+    target.write_text("old", encoding="utf-8")
+
+    def full(fd: int) -> None:
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputPathError, match=r"report.json: cannot write it \(.+\); the file is unchanged"):
+        atomic_write_text(target, "new")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # no temporary left
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from hierclf.options import Registry
@@ -95,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from hierclf.errors import HierclfError, missing_extra
+    from hierclf.io.atomic import protected_inputs
 
     try:
-        return int(args.func(args) or 0)
+        with protected_inputs(_input_files(args)):
+            return int(args.func(args) or 0)
     except SystemExit as exc:  # a command's own usage check (parser.error)
         return _exit_code(exc)
     except ModuleNotFoundError as exc:  # a torch-backed command in the core install: say which extra
@@ -117,6 +120,25 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
         return _internal_error(args, exc)
+
+
+#: commands that keep their own outputs in a run folder and rewrite them by design (a resumed checkpoint,
+#: a study's reports); their reuse rules are in docs/training.md and docs/study.md
+_REWRITES_ITS_RUN = frozenset({"train", "study"})
+
+
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    """Every existing regular file a command was given besides ``--out``: no output may replace one."""
+    if args.command in _REWRITES_ITS_RUN:
+        return []
+    given: list[Path] = []
+    for name, value in vars(args).items():
+        if name in ("out", "func", "command"):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, Path)) and str(item) and Path(item).is_file():
+                given.append(Path(item))
+    return given
 
 
 def _internal_error(args: argparse.Namespace, exc: Exception) -> int:

@@ -15,7 +15,15 @@ Generated from the command-line parsers by `python -m hierclf.cli.reference`; do
 
 Every command prints errors as one line on standard error and exits non-zero: 1 for invalid input or a
 failed check, 2 for a usage error (an unknown option, a missing argument). Set `HIERCLF_DEBUG=1` to see a
-traceback for an internal error. `hierclf -v COMMAND` logs more, `-vv` debug output.
+traceback for an internal error (only hierclf's own bugs reach it; a mistake in what a user gives is always a
+one-line error). `hierclf -v COMMAND` logs more, `-vv` debug output.
+
+Outputs are written atomically (a temporary file renamed over the target): a symbolic link is written
+through, `/dev/stdout`, `/dev/null` and FIFOs are streamed to, and an output that would replace any file the
+command reads (also through a link, also a report or figure written into the folder that holds an input) is
+refused before it is written. `train` and `study` keep their run folders by their own reuse rules
+([training](training.md), [study](study.md)). An output folder that is a file, a full disk or a read-only
+folder is one line; the previous file stays as it was.
 """
 
 

@@ -24,7 +24,7 @@ from hierclf.evaluation.comparison import (
 )
 from hierclf.evaluation.records import SYNTHETIC_BANNER, Estimate
 from hierclf.evaluation.report import _header, _p, _png, _row, format_estimate, write_replicates
-from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
+from hierclf.io.atomic import atomic_write_bytes, atomic_write_text, output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def write_comparison(
 ) -> dict[str, Path]:
     """Write ``comparison.md``, ``comparison.json``, ``figures/roc_<task>.png`` (and ``replicates.npz``)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     written = _figures(report, out / "figures")
     md = render_comparison(report, {k: p.relative_to(out).as_posix() for k, p in written.items()})
     atomic_write_text(out / "comparison.md", md)

@@ -44,7 +44,7 @@ from hierclf.evaluation.records import (
     PartitionResult,
     TaskResult,
 )
-from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
+from hierclf.io.atomic import atomic_write_bytes, atomic_write_text, output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def write_report(
         Name -> path of every file written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     written: dict[str, Path] = {}
     figures = _figures(report, out / "figures")
     written.update(figures)

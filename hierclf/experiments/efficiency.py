@@ -40,7 +40,7 @@ import numpy as np
 
 from hierclf.errors import HierclfError
 from hierclf.experiments.setup import ExperimentSetup, experiment_setup, with_settings
-from hierclf.io.atomic import atomic_open, atomic_write_text
+from hierclf.io.atomic import atomic_open, atomic_write_text, output_folder
 from hierclf.options import look_up_option
 
 logger = logging.getLogger(__name__)
@@ -523,7 +523,7 @@ def _figure(result: EfficiencyResult, path: Path) -> None:
 def write_efficiency(result: EfficiencyResult, out_dir: str | Path) -> dict[str, Path]:
     """``efficiency.json``, ``efficiency.csv``, ``efficiency.md`` and ``efficiency.png`` into ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     files = {
         name: out / name for name in ("efficiency.json", "efficiency.csv", "efficiency.md", "efficiency.png")
     }

@@ -9,13 +9,17 @@ what the target points at is respected:
 * an existing file keeps its **permission bits**; a new file gets the usual ``0o666 & ~umask``
   (a temporary file alone would be ``0o600``);
 * an output that **is one of the inputs** (the same file, also through a link) is refused before anything
-  is written: :class:`OutputIsInputError`;
+  is written: :class:`OutputIsInputError`. The inputs are those a write names and, inside
+  :func:`protected_inputs`, every file the running command reads (the CLI protects each command's input
+  files, so no report, figure or table it writes can replace one of them);
 * a directory, a block device or a socket is refused: :class:`OutputPathError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
 import stat
 import tempfile
@@ -33,6 +37,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output",
+    "output_folder",
+    "protected_inputs",
 ]
 
 
@@ -45,6 +51,30 @@ class OutputIsInputError(OutputPathError):
 
 
 _UMASK_LOCK = threading.Lock()
+#: the files the running command reads (see :func:`protected_inputs`)
+_PROTECTED: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("hierclf_inputs", default=())
+
+
+@contextlib.contextmanager
+def protected_inputs(paths: Iterable[str | Path]) -> Iterator[None]:
+    """While inside, no write through this module may replace one of ``paths`` (also through a link).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> (folder / "report.json").write_text("{}")
+        2
+        >>> with protected_inputs([folder / "report.json"]):
+        ...     atomic_write_text(folder / "report.json", "[]")
+        Traceback (most recent call last):
+        ...
+        hierclf.io.atomic.OutputIsInputError: ...: the output is also an input (...); write to another file
+    """
+    token = _PROTECTED.set(_PROTECTED.get() + tuple(Path(p) for p in paths))
+    try:
+        yield
+    finally:
+        _PROTECTED.reset(token)
 
 
 def _umask() -> int:
@@ -72,11 +102,11 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> tuple[P
     given = Path(path)
     try:
         mode = os.stat(given).st_mode  # follows links, /dev/stdout's magic link included
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a new file (output_folder judges its folder)
         mode = None
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
         return given, True
-    for source in inputs:
+    for source in (*inputs, *_PROTECTED.get()):
         if mode is not None and Path(source).exists() and _same_file(given, Path(source)):
             raise OutputIsInputError(f"{path}: the output is also an input ({source}); write to another file")
     if mode is not None and stat.S_ISDIR(mode):
@@ -112,9 +142,12 @@ def atomic_open(
         with open(target, mode, encoding=enc, newline=nl) as stream:  # a device or pipe: write straight to it
             yield stream
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(target.parent)
     keep = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # a read-only folder or file system, no permission
+        raise OutputPathError(f"{path}: cannot write here ({exc.strerror})") from None
     try:
         with os.fdopen(fd, mode, encoding=enc, newline=nl) as handle:
             yield handle
@@ -122,10 +155,40 @@ def atomic_open(
             os.fsync(handle.fileno())
         os.chmod(tmp, keep)
         os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.errno in _DISK_ERRORS:  # the disk, not hierclf: one line, and the old file is intact
+            raise OutputPathError(
+                f"{path}: cannot write it ({exc.strerror}); the file is unchanged"
+            ) from None
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: write errors that come from the disk or its owner, never from hierclf
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES})
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create the folder ``path`` (and its parents) for outputs, or say in one line why it cannot be one.
+
+    Raises:
+        OutputPathError: ``path`` (or a folder above it) is a file, or cannot be created.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputPathError(f"{path}: is a file, not a folder; give a folder for the outputs") from None
+    except NotADirectoryError:
+        raise OutputPathError(f"{path}: a folder above it is a file; give a folder for the outputs") from None
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot create the folder ({exc.strerror})") from None
+    return folder
 
 
 def atomic_write_text(

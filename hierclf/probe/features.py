@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierclf.io.atomic import atomic_open, atomic_write_text
+from hierclf.io.atomic import atomic_open, atomic_write_text, output_folder
 from hierclf.nn.backbones import Backbone, backbone_description, create_backbone
 from hierclf.train.preprocessing import InputSettings, input_size_of, resolve_preprocessing
 
@@ -178,7 +178,7 @@ class FeatureExtractor:
 
     def _extract(self, source: Any, folder: Path) -> np.ndarray:
         """Extract shard by shard (finished shards are reused), then publish the entry."""
-        folder.mkdir(parents=True, exist_ok=True)
+        output_folder(folder)
         started, shards = time.perf_counter(), []
         for first in range(0, len(source), self.shard_size):  # a loop over shards of thousands of images
             shard = folder / f"part-{first:09d}.npy"

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierclf.io.atomic import atomic_write_text
+from hierclf.io.atomic import atomic_write_text, output_folder
 from hierclf.train.batches import EpochBatchSampler
 from hierclf.train.checkpoint import (
     BEST,
@@ -170,7 +170,7 @@ def _prepare_out_dir(config: TrainConfig, out: Path, group: ProcessGroup, *, res
     """Create the run folder and write ``config.resolved.yaml`` (rank 0); without ``resume``, remove the
     files of an earlier run that would otherwise be resumed or returned."""
     if group.main:
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
         if not resume:
             for name in (DONE, CHECKPOINT, BEST):
                 (out / name).unlink(missing_ok=True)
