@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -243,3 +244,101 @@ def test_train_check_survives_mutated_configs(
     code, out, err = _run(["train", "--config", str(path), "--check"], capsys)
     _check(code, out, err, (0, 1, 2))
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+# --- protocols through hierclf check-protocol and hierclf evaluate -----------------------------------------
+
+_PROTOCOL = (REPO / "taxonomy" / "protocols" / "dermamnist.yaml").read_text(encoding="utf-8")
+
+
+def _write_mutated(path: Path, text: str) -> bool:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except UnicodeEncodeError:
+        return False  # a lone surrogate: not a file anyone can write as UTF-8
+    return True
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_ops, min_size=1, max_size=3))
+def test_check_protocol_survives_mutated_protocols(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ops: list[tuple[str, int, str]]
+) -> None:
+    path = tmp_path / "protocol.yaml"
+    if not _write_mutated(path, mutate(_PROTOCOL, ops)):
+        return
+    before = path.read_bytes()
+    code, out, err = _run(["check-protocol", "--taxonomy", str(_DERMAMNIST), str(path)], capsys)
+    _check(code, out, err, (0, 1))
+    assert path.read_bytes() == before
+
+
+def _predictions(folder: Path) -> list[str]:
+    import numpy as np
+
+    from hierclf import Predictions, Taxonomy, write_predictions
+
+    tax = Taxonomy.from_yaml(_DERMAMNIST)
+    rng = np.random.default_rng(0)
+    argv = []
+    for split in ("val", "test"):
+        labels = np.tile(np.arange(7), 6)
+        probs = rng.dirichlet(np.ones(7), len(labels)) + np.eye(7)[labels]
+        path = folder / f"{split}.npz"
+        preds = Predictions(
+            probs / probs.sum(1, keepdims=True),
+            tax.leaves,
+            ids=np.array([f"{split}{k}" for k in range(len(labels))]),
+            labels=np.array(tax.leaves)[labels],
+            groups=np.array([f"{split}-lesion{k // 2}" for k in range(len(labels))]),
+        )
+        write_predictions(path, preds)
+        argv += [f"--{split}", str(path)]
+    return argv
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_ops, min_size=1, max_size=2))
+def test_evaluate_survives_mutated_protocols(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ops: list[tuple[str, int, str]]
+) -> None:
+    """The evaluation itself on 42 validation and 42 test images (6 of each class) under a mutated protocol:
+    warnings are logged lines (``hierclf: WARNING: ...``); besides them at most one error line."""
+    path = tmp_path / "protocol.yaml"
+    light = _PROTOCOL.replace("replicates: 1000", "replicates: 20")  # the bound is the command, not the CI
+    if not _write_mutated(path, mutate(light, ops)):
+        return
+    argv = ["evaluate", "--taxonomy", str(_DERMAMNIST), "--protocol", str(path), *_predictions(tmp_path)]
+    out_dir = Path(tempfile.mkdtemp(dir=tmp_path)) / "report"  # tmp_path is shared by the examples
+    start = time.perf_counter()
+    code = main([*argv, "--out", str(out_dir)])
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.strip() and not line.startswith("hierclf: WARNING:")]
+    _check(code, out, "\n".join(errors), (0, 1))
+    assert elapsed < 60.0, f"evaluate took {elapsed:.1f} s"
+    if code != 0:
+        assert not (out_dir / "report.json").exists()  # a failed evaluation publishes no report
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4))
+def test_rollup_survives_corrupted_npz_archives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flips: list[tuple[int, int]]
+) -> None:
+    """Bytes of a valid archive changed anywhere: headers, member data, CRCs, the central directory."""
+    _warm_up_kernels()
+    source = tmp_path / "val.npz"
+    _predictions(tmp_path)
+    data = bytearray(source.read_bytes())
+    for where, mask in flips:
+        data[where % len(data)] ^= mask
+    source.write_bytes(bytes(data))
+    out = tmp_path / "out.csv"
+    out.write_text("keep me")
+    code, stdout, err = _run(
+        ["rollup", "-t", str(_DERMAMNIST), "-p", str(source), "--all", "--out", str(out)], capsys
+    )
+    _check(code, stdout, err, (0, 1))
+    if code != 0:
+        assert out.read_text() == "keep me"

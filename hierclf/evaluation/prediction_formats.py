@@ -177,6 +177,11 @@ def _seeds(cells: np.ndarray, file: str, lines: np.ndarray | None) -> np.ndarray
 # --- npz ------------------------------------------------------------------------------------------------
 
 
+#: what reading a damaged archive raises: bad headers and CRCs, broken deflate streams, short data, an
+#: encrypted member (RuntimeError) or an unknown compression method (NotImplementedError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
+
+
 class NpzFile:
     """An ``.npz`` archive: ``probs`` streamed from the archive, every other array read whole."""
 
@@ -185,7 +190,7 @@ class NpzFile:
         self._stack: list[Any] = []
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (*_ZIP_ERRORS, ValueError) as exc:
             raise error(f"not a valid .npz archive ({exc})", self.file, code="file-type") from None
         self._stack.append(zf)
         members = {n[: -len(".npy")]: n for n in zf.namelist() if n.endswith(".npy")}
@@ -209,10 +214,16 @@ class NpzFile:
         }
         self.fields = tuple(self._fields)
 
+    def _open_member(self, zf: zipfile.ZipFile, member: str) -> Any:
+        try:
+            return zf.open(member)
+        except _ZIP_ERRORS as exc:  # a damaged local header, an encrypted or unknown-method member
+            raise error(f"member {member} is corrupt ({exc})", self.file, code="corrupt") from None
+
     def _small(self, zf: zipfile.ZipFile, member: str, key: str) -> np.ndarray:
         """Read one per-row (or naming) array whole, after its header says it is the size it must be: a
         header that claims millions of rows is refused before a byte of its data is read."""
-        with zf.open(member) as fh:
+        with self._open_member(zf, member) as fh:
             shape, fortran, dtype = self._header(fh, key)
             self._check_shape(key, tuple(shape))
             if dtype.hasobject:
@@ -253,18 +264,18 @@ class NpzFile:
             if version == (1, 0):
                 return np.lib.format.read_array_header_1_0(fh)
             return np.lib.format.read_array_header_2_0(fh)
-        except (zipfile.BadZipFile, zlib.error) as exc:
-            raise error(f"member {key}.npy is corrupt ({exc})", self.file, code="corrupt") from None
-        except (ValueError, EOFError) as exc:
+        except (ValueError, EOFError) as exc:  # numpy's words for a header that is not one
             raise error(
                 f"member {key}.npy is not a readable .npy array ({exc})", self.file, code="bad-array"
             ) from None
+        except _ZIP_ERRORS as exc:
+            raise error(f"member {key}.npy is corrupt ({exc})", self.file, code="corrupt") from None
 
     def _read_exactly(self, fh: Any, size: int, key: str) -> bytes:
         """``size`` bytes of a member; a truncated, corrupt or altered archive (bad CRC) is one line."""
         try:
             data = fh.read(size)
-        except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        except _ZIP_ERRORS as exc:
             raise error(f"member {key}.npy is corrupt ({exc})", self.file, code="corrupt") from None
         if len(data) != size:
             raise error(
@@ -275,7 +286,7 @@ class NpzFile:
         return data
 
     def _open_probs(self, zf: zipfile.ZipFile, member: str) -> None:
-        fh = zf.open(member)
+        fh = self._open_member(zf, member)
         self._stack.append(fh)
         shape, fortran, dtype = self._header(fh, "probs")
         if len(shape) != 2:
@@ -338,7 +349,7 @@ class NpzFile:
     def _read_into(self, view: memoryview) -> int:
         try:
             return int(self._fh.readinto(view))
-        except (EOFError, zipfile.BadZipFile, zlib.error) as exc:  # zipfile checks the CRC at the end
+        except _ZIP_ERRORS as exc:  # zipfile checks the CRC at the end
             raise error(f"member probs.npy is corrupt ({exc})", self.file, code="corrupt") from None
 
     def close(self) -> None:
