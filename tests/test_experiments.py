@@ -283,3 +283,44 @@ def test_shift_errors_are_one_line(protocol: Path, tmp_path: Path, capsys) -> No
         == 1
     )
     assert "did you mean 'resnet18'" in capsys.readouterr().err
+
+
+def test_a_pre_registered_shift_runs_from_the_protocol_alone(protocol: Path, tmp_path: Path, capsys) -> None:
+    """The protocol's ``shift:`` block gives the column and levels; options may repeat it, never change it."""
+    meta = _metadata(protocol, tmp_path)
+    registered = tmp_path / "registered.yaml"
+    registered.write_text(
+        protocol.read_text(encoding="utf-8") + "shift: {column: site, train_levels: [a]}\n", encoding="utf-8"
+    )
+    base = ["shift", str(registered), "--data", "synthetic", "--metadata", str(meta)]
+    base += ["--cache", str(tmp_path / "c")]
+    assert main([*base, "--out", str(tmp_path / "s1")]) == 0
+    assert main([*base, "--out", str(tmp_path / "s2"), "--column", "site", "--train-levels", "a"]) == 0
+    capsys.readouterr()
+    first, second = (json.loads((tmp_path / s / "shift.json").read_text()) for s in ("s1", "s2"))
+    assert first["column"] == "site" and first["train_levels"] == ["a"] and first["gaps"] == second["gaps"]
+    assert (
+        first["pre_registered"]
+        and "pre-registered in the protocol" in (tmp_path / "s1" / "shift.md").read_text()
+    )
+    assert main([*base, "--out", str(tmp_path / "s3"), "--train-levels", "b"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "train_levels ['b'] differs from the protocol's pre-registered shift (train_levels ['a'])" in err
+    assert "\n" not in err and not (tmp_path / "s3" / "shift.json").exists()
+    assert main(["shift", str(protocol), "--data", "synthetic", "--metadata", str(meta)]) == 1
+    assert "no shift to run: give --column and --train-levels" in capsys.readouterr().err
+
+
+def test_a_shift_block_that_trains_and_tests_one_level_is_refused(protocol: Path) -> None:
+    from hierclf import Taxonomy
+    from hierclf.evaluation.protocol_format import ProtocolError, protocol_from_text
+
+    text = (
+        protocol.read_text(encoding="utf-8")
+        + "shift: {column: site, train_levels: [a, b], test_levels: [b]}\n"
+    )
+    tax = Taxonomy.from_yaml(REPO / "taxonomy" / "dermamnist.yaml")
+    with pytest.raises(
+        ProtocolError, match=r"levels \['b'\] are both trained on and tested out of distribution"
+    ):
+        protocol_from_text(text, tax, "p.yaml")

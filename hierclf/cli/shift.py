@@ -1,4 +1,5 @@
-"""``hierclf shift PROTOCOL --metadata CSV --column C --train-levels A,B``: distribution shift."""
+"""``hierclf shift PROTOCOL --metadata CSV [--column C --train-levels A,B]``: distribution shift (the column
+and levels default to the protocol's pre-registered ``shift:`` block)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ def register(sub: Any) -> None:
     )
     add_protocol_options(p, default_out="runs/shift")
     p.add_argument("--metadata", required=True, metavar="CSV", help="metadata CSV keyed by id/image_id")
-    p.add_argument("--column", required=True, help="the metadata column that shifts (e.g. dataset, site)")
     p.add_argument(
-        "--train-levels", required=True, metavar="A,B,...", help="levels trained on (in distribution)"
+        "--column",
+        default=None,
+        help="the metadata column that shifts (e.g. dataset, site); default: the protocol's shift block",
+    )
+    p.add_argument(
+        "--train-levels",
+        default=None,
+        metavar="A,B,...",
+        help="levels trained on (in distribution); default: the protocol's shift block",
     )
     p.add_argument(
         "--test-levels", default=None, metavar="C,...", help="out-of-distribution levels (default: the rest)"
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.protocol,
         metadata=args.metadata,
         column=args.column,
-        train_levels=names(args.train_levels) or [],
+        train_levels=names(args.train_levels),
         test_levels=names(args.test_levels),
         backbone=args.backbone,
         probe=args.probe,

@@ -117,6 +117,26 @@ class IntervalSpec(_Model):
     )
 
 
+class ShiftSpec(_Model):
+    """A pre-registered distribution shift (``hierclf shift``): train on some levels of a metadata column,
+    test in distribution and on the other levels (seed 004's out-of-distribution generalisation)."""
+
+    column: StrictStr = Field(min_length=1, description="The metadata column that shifts, e.g. `dataset`.")
+    train_levels: list[StrictStr] = Field(
+        min_length=1, description="The levels trained on (in distribution)."
+    )
+    test_levels: list[StrictStr] | None = Field(
+        None, min_length=1, description="The out-of-distribution levels (default: every other level)."
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> ShiftSpec:
+        both = sorted(set(self.train_levels) & set(self.test_levels or ()))
+        if both:
+            raise ValueError(f"levels {both} are both trained on and tested out of distribution")
+        return self
+
+
 class SubgroupOptions(_Model):
     """How one subgroup column is broken down: numeric bands, and the level every other is compared with."""
 
@@ -256,6 +276,11 @@ class Protocol(_Model):
     intervals: IntervalSpec = Field(
         IntervalSpec(proportions="auto", exact="clopper_pearson", min_events=10),
         description="Which interval proportions get (defaults apply).",
+    )
+    shift: ShiftSpec | None = Field(
+        None,
+        description="A pre-registered distribution shift for `hierclf shift`: `{column, train_levels, "
+        "test_levels}` (the command's options may only repeat it).",
     )
     allow_seed_mismatch: bool = Field(
         False,

@@ -48,6 +48,7 @@ class ShiftResult:
 
     Attributes:
         column, train_levels, test_levels: the split of the metadata column.
+        pre_registered: the split came from the protocol's ``shift:`` block (else from the caller).
         counts: images per part (``train``, ``val``, ``test_id``, ``test_ood``, ``ood_left_out``).
         gaps: ``task -> metric -> {"id", "ood", "gap", "ci": [low, high]}``.
         files: what was written.
@@ -60,6 +61,7 @@ class ShiftResult:
     counts: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     synthetic: bool = False
+    pre_registered: bool = False
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -172,8 +174,8 @@ def run_shift(
     protocol: str | Path,
     *,
     metadata: str | Path,
-    column: str,
-    train_levels: Sequence[str],
+    column: str | None = None,
+    train_levels: Sequence[str] | None = None,
     test_levels: Sequence[str] | None = None,
     backbone: str | None = None,
     pretrained: bool | None = None,
@@ -186,7 +188,10 @@ def run_shift(
     workers: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> ShiftResult:
-    """Run a distribution-shift experiment (module docstring) and write its reports."""
+    """Run a distribution-shift experiment (module docstring) and write its reports.
+
+    ``column``, ``train_levels`` and ``test_levels`` default to the protocol's ``shift:`` block; given beside
+    it, they must say the same (a pre-registered shift is not changed from the command line)."""
     from hierclf.evaluation.pipeline import read_metadata
     from hierclf.probe.features import FeatureExtractor
     from hierclf.probe.probing import extract_splits
@@ -205,6 +210,7 @@ def run_shift(
     if pretrained is not None:
         extra["pretrained"] = pretrained
     config = with_settings(setup.config, **extra) if extra else setup.config
+    column, train_levels, test_levels = _shift_settings(setup.protocol, column, train_levels, test_levels)
     meta = read_metadata(metadata)
     meta.column(column)  # an unknown column: did you mean
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -213,11 +219,43 @@ def run_shift(
     tests = _check_levels(levels, column, list(train_levels), list(test_levels) if test_levels else None)
     parts, left_out = _parts(feats, levels, set(train_levels), set(tests))
     result = ShiftResult(column, list(train_levels), tests, probe, synthetic=setup.synthetic)
+    result.pre_registered = setup.protocol.shift is not None
     result.counts = {k: len(v) for k, v in parts.items()} | {"ood_left_out": left_out}
     predictions = _fit_and_predict(setup, config, parts, probe, cache, out)
     result.files, result.gaps = _evaluate_parts(setup, meta, predictions, out)
     result.files.update(_write_summary(result, out))
     return result
+
+
+def _shift_settings(
+    proto: Any, column: str | None, train: Sequence[str] | None, test: Sequence[str] | None
+) -> tuple[str, list[str], list[str] | None]:
+    """The shift's column and levels: the protocol's pre-registered block, else the caller's."""
+    given: dict[str, Any] = {"column": column, "train_levels": _listed(train), "test_levels": _listed(test)}
+    block = proto.shift
+    if block is None:
+        if column is None or train is None or not list(train):
+            raise HierclfError(
+                "shift: no shift to run: give --column and --train-levels, or pre-register a `shift:` block "
+                "({column, train_levels, test_levels}) in the protocol"
+            )
+        return column, list(train), _listed(test)
+    registered = {
+        "column": block.column,
+        "train_levels": block.train_levels,
+        "test_levels": block.test_levels,
+    }
+    for key, value in given.items():
+        if value is not None and value != registered[key]:
+            raise HierclfError(
+                f"shift: {key} {value!r} differs from the protocol's pre-registered shift ({key} "
+                f"{registered[key]!r}); drop the option or change the protocol before the run"
+            )
+    return block.column, list(block.train_levels), block.test_levels
+
+
+def _listed(levels: Sequence[str] | None) -> list[str] | None:
+    return None if not levels else list(levels)
 
 
 def _fit_and_predict(
@@ -293,7 +331,9 @@ def _write_summary(result: ShiftResult, out: Path) -> dict[str, Path]:
         lines += ["**SYNTHETIC DATA — not a clinical result.**", ""]
     lines += [
         f"Column `{result.column}`: trained on {', '.join(result.train_levels)}; out of distribution: "
-        f"{', '.join(result.test_levels)}. Probe `{result.probe}` on frozen features; operating points "
+        f"{', '.join(result.test_levels)} ("
+        + ("pre-registered in the protocol" if result.pre_registered else "given on the command line")
+        + f"). Probe `{result.probe}` on frozen features; operating points "
         "chosen on the in-distribution validation rows.",
         "",
         "Images: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()),
