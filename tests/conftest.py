@@ -13,6 +13,15 @@ TAXONOMY_DIR = REPO / "taxonomy"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _downloads_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download (docs/training.md#pretrained-weights): weights come from caches a test fills, or
+    the request fails with the file and folder named. A test of the online path removes both variables and
+    replaces the downloader itself."""
+    monkeypatch.setenv("HIERCLF_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The project's real reference data (ISIC paths, Fitzpatrick17k labels, HAM10000 metadata)."""

@@ -160,7 +160,8 @@ def test_timm_vit_position_embeddings_are_resampled_to_the_input_size(caches: Pa
         assert net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 192)
 
 
-def test_timm_weights_missing_offline_name_file_and_folder(caches: Path) -> None:
+def test_timm_weights_missing_offline_name_file_and_folder(caches: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HIERCLF_OFFLINE")  # set by conftest: here Hugging Face's own switch is the one named
     with pytest.raises(WeightsNotCachedError) as err:
         create_backbone("timm/resnet18.a1_in1k", pretrained=True, in_size=64)
     folder = hub_repo_folder("timm/resnet18.a1_in1k")
@@ -196,6 +197,7 @@ def test_torchvision_weights_are_downloaded_into_the_torch_hub_cache(caches: Pat
     import torchvision
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HIERCLF_OFFLINE")  # set for every test by conftest
     reference = torchvision.models.resnet18(weights=None)
     staged = caches / "staged.pth"
     torch.save(reference.state_dict(), staged)
@@ -218,6 +220,7 @@ def test_torchvision_weights_are_downloaded_into_the_torch_hub_cache(caches: Pat
 
 def test_no_route_names_the_file_and_folder(caches: Path, monkeypatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HIERCLF_OFFLINE")  # set for every test by conftest
 
     def no_route(url: str, dst: str, progress: bool = True) -> None:
         raise urllib.error.URLError("[Errno 101] Network is unreachable")
