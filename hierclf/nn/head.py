@@ -212,7 +212,8 @@ class LeafHead(nn.Module):
                 classes (naming the class above it).
             UnknownNameError: an unknown node (with "did you mean").
         """
-        check_input(logits, self.roll._plan)
+        if not self.roll._traced(logits):  # traced: the light check that keeps a dynamic batch symbolic
+            check_input(logits, self.roll._plan)
         every = self.roll(self.probs(logits))
         if nodes is None:
             return every

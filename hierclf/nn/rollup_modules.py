@@ -77,9 +77,15 @@ class _RollUpBase(nn.Module):
 
     @torch.jit.unused
     def _traced(self, x: Tensor) -> bool:
-        """Traced by dynamo (``torch.compile``, ``torch.export``): checked, then the whole-batch compute."""
-        tracing = torch_ops.is_tracing()
-        if tracing:
+        """Traced (dynamo: ``torch.compile``, ``torch.export`` and the ONNX exporter; or ``torch.jit.trace``):
+        checked, then the whole-batch compute.
+
+        The check reads the dtype and the last dimension only, so a dynamic batch stays symbolic (a check of
+        every dimension, as the eager path makes, would fix the batch size into the exported graph); a wrong
+        input then gets the eager path's message from :func:`check_input`.
+        """
+        tracing = torch_ops.is_tracing() or torch.jit.is_tracing()
+        if tracing and (x.dim() == 0 or not x.is_floating_point() or x.shape[-1] != self.n_columns):
             check_input(x, self._plan)
         return tracing
 
@@ -96,9 +102,17 @@ class _RollUpBase(nn.Module):
         return flat
 
     def _out_shape(self, x: Tensor) -> list[int]:
-        shape = [int(s) for s in x.shape[:-1]]
+        """The leading dimensions of ``x`` and ``n_out``, kept symbolic when traced (no ``int()``: that
+        would turn a dynamic batch into a constant of the exported graph)."""
+        shape = list(x.shape[:-1])
         shape.append(self.n_out)
         return shape
+
+    def _shaped(self, out: Tensor, x: Tensor) -> Tensor:
+        """``out`` ``(batch, n_out)`` in the leading shape of ``x`` (a 2-D input needs no reshape)."""
+        if x.dim() == 2:
+            return out
+        return out.reshape(self._out_shape(x))
 
 
 class RollUp(_RollUpBase):
@@ -130,7 +144,7 @@ class RollUp(_RollUpBase):
             out = torch_ops.slice_sum(x, self.first, self.stop)
         else:
             out = torch_ops.range_sums(x, self.sum_start, self.sum_end, self.take)
-        return out.reshape(self._out_shape(probs))
+        return self._shaped(out, probs)
 
     @torch.jit.unused
     def _eager(self, probs: Tensor) -> Tensor:
@@ -179,7 +193,7 @@ class LogRollUp(_RollUpBase):
             out = torch_ops.log_slice_sum(x, self.first, self.stop)
         else:
             out = torch_ops.log_range_sums(x, self.pair_col, self.pair_node, self.n_out)
-        return out.reshape(self._out_shape(log_probs))
+        return self._shaped(out, log_probs)
 
     @torch.jit.unused
     def _eager(self, log_probs: Tensor) -> Tensor:
