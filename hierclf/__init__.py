@@ -28,6 +28,7 @@ _LAZY = {
     "Protocol": "hierclf.evaluation.protocol_format",
     "load_protocol": "hierclf.evaluation.protocol_format",
     "set_determinism": "hierclf.train.seeding",
+    "load_model": "hierclf.inference.loading",
 }
 
 __all__ = [
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names ab
     from hierclf.classes.esteva import TrainingClasses as TrainingClasses
     from hierclf.evaluation.protocol_format import Protocol as Protocol
     from hierclf.evaluation.protocol_format import load_protocol as load_protocol
+    from hierclf.inference.loading import load_model as load_model
     from hierclf.nn.backbones import create_backbone as create_backbone
     from hierclf.nn.head import LeafHead as LeafHead
     from hierclf.nn.rollup_modules import LogRollUp as LogRollUp
