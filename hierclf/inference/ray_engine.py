@@ -101,8 +101,18 @@ def _start_ray(ray: Any) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(ignore_reinit_error=True, log_to_driver=False)
         return True
-    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(
+        include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, logging_level=logging.WARNING
+    )
     return True
+
+
+def _quiet(ray: Any) -> None:
+    """No Ray Data progress lines unless hierclf logs at INFO (``hierclf -v``)."""
+    if logger.isEnabledFor(logging.INFO):
+        return
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def predict_with_ray(
@@ -134,6 +144,7 @@ def predict_with_ray(
     """
     ray = _import_ray()
     started = _start_ray(ray)
+    _quiet(ray)
     try:
         items = [{"row": i, "path": str(p)} for i, p in enumerate(images.paths)]
         mapped = ray.data.from_items(items).map_batches(
@@ -145,7 +156,7 @@ def predict_with_ray(
             },
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=max(1, int(actors)),
+            compute=ray.data.ActorPoolStrategy(size=max(1, int(actors))),
             num_gpus=num_gpus or None,
         )
         parts = list(mapped.iter_batches(batch_size=None, batch_format="numpy"))

@@ -206,10 +206,10 @@ def _class_changes(before: Sequence[str], after: Sequence[str]) -> list[str]:
         parts.append(f"classes removed: {_shown(removed)}")
     kept_before = [c for c in before if c in new]
     kept_after = [c for c in after if c in old]
-    moved = [c for c, d in zip(kept_after, kept_before) if c != d]
+    where = {c: i for i, c in enumerate(before)}
+    now = {c: i for i, c in enumerate(after)}
+    moved = sorted((c for c, d in zip(kept_after, kept_before) if c != d), key=where.__getitem__)
     if moved:
-        where = {c: i for i, c in enumerate(before)}
-        now = {c: i for i, c in enumerate(after)}
         if len(moved) == 2 and now[moved[0]] == where[moved[1]] and now[moved[1]] == where[moved[0]]:
             parts.append(f"classes reordered: {moved[0]} and {moved[1]} swapped")
         else:
