@@ -191,9 +191,34 @@ class LogRollUp(_RollUpBase):
         x = self._preorder(log_probs)
         if self.single:
             out = torch_ops.log_slice_sum(x, self.first, self.stop)
+        elif self._legacy_onnx():
+            out = self._dense_log_sums(x)
         else:
             out = torch_ops.log_range_sums(x, self.pair_col, self.pair_node, self.n_out)
         return self._shaped(out, log_probs)
+
+    @torch.jit.unused
+    def _legacy_onnx(self) -> bool:
+        """Whether the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``) is tracing: it
+        writes ``scatter_reduce(amax)`` as a plain scatter, so the per-node maxima would be wrong."""
+        return bool(torch.onnx.is_in_onnx_export()) and not torch_ops.is_tracing()
+
+    @torch.jit.unused
+    def _dense_log_sums(self, x: Tensor) -> Tensor:
+        """:func:`~hierclf.rollup_engine.torch_ops.log_range_sums` without a scatter: each node's maximum over
+        a dense ``(batch, n_out, n_columns)`` mask (only for the older ONNX exporter; the same numbers)."""
+        acc = torch.float64
+        member = torch.zeros(self.n_out, self.n_columns, dtype=torch.bool, device=x.device)
+        member = member.index_put(
+            (self.pair_node, self.pair_col), torch.ones_like(self.pair_col, dtype=torch.bool)
+        )
+        values = torch.where(
+            member, x.to(acc).unsqueeze(1), torch.full_like(member, float("-inf"), dtype=acc)
+        )
+        shift = values.amax(-1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        sums = torch.exp(values - shift).sum(-1)
+        return (torch.log(sums) + shift.squeeze(-1)).to(x.dtype)
 
     @torch.jit.unused
     def _eager(self, log_probs: Tensor) -> Tensor:
