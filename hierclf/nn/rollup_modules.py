@@ -191,7 +191,7 @@ class LogRollUp(_RollUpBase):
         x = self._preorder(log_probs)
         if self.single:
             out = torch_ops.log_slice_sum(x, self.first, self.stop)
-        elif self._legacy_onnx():
+        elif not torch.jit.is_scripting() and self._legacy_onnx():
             out = self._dense_log_sums(x)
         else:
             out = torch_ops.log_range_sums(x, self.pair_col, self.pair_node, self.n_out)
