@@ -69,9 +69,9 @@ def register(sub: Any) -> None:
     p.add_argument("--csv", metavar="FILE", help="CSV with a path column (and an optional id column)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output table (.csv, .npz)")
     p.add_argument(
-        "--node", "-n", action="append", default=[], metavar="NODE", help="node to add (repeat, or a,b,c)"
+        "--node", "-n", action="append", default=None, metavar="NODE", help="node to add (repeat, or a,b,c)"
     )
-    p.add_argument("--member", action="append", default=[], metavar="CKPT", help="another ensemble member")
+    p.add_argument("--member", action="append", default=None, metavar="CKPT", help="another ensemble member")
     add_model_options(p)
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
@@ -93,7 +93,7 @@ def _graph(args: argparse.Namespace, model: Any) -> Any:
 
     return scoring_graph(
         model,
-        nodes=node_list(args.node),
+        nodes=node_list(args.node or []),
         stored=args.thresholds,
         report=args.thresholds_from,
         seed=args.seed,
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0 or args.actors < 1:
         args._parser.error("--workers must be 0 or more and --actors at least 1")
     images = image_list(args.images, folder=args.folder, csv=args.csv)
-    files = [f for p in [args.checkpoint, *args.member] for f in checkpoint_files(p)]
+    files = [f for p in [args.checkpoint, *(args.member or [])] for f in checkpoint_files(p)]
     device = resolve_device(args.device)
     model = load_models(files, taxonomy=args.taxonomy, device="cpu")
     graph = _graph(args, model)

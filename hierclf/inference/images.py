@@ -145,7 +145,8 @@ class BadImage:
         return f"cannot read image {self.path}: {self.reason}"
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """Why an image could not be read, in a few words (for the message that names its path)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, FileNotFoundError):
         return "file not found"
@@ -183,7 +184,7 @@ class DecodedImages(torch.utils.data.Dataset):
         try:
             return index, decode(self.images.paths[index], self.to_tensor), ""
         except Exception as exc:  # noqa: BLE001 - any failure to read one file is reported with its path
-            return index, None, _reason(exc)
+            return index, None, failure_reason(exc)
 
 
 def collate(

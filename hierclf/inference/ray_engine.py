@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hierclf.errors import HierclfError
-from hierclf.inference.images import BadImage, ImageList, decode
+from hierclf.inference.images import BadImage, ImageList, decode, failure_reason
 from hierclf.inference.prediction_loop import PredictionTable, UnreadableImageError
 from hierclf.inference.scoring import ScoringGraph
 
@@ -76,9 +76,7 @@ class ModelActor:
             try:
                 images.append(decode(Path(path), self.to_tensor))
             except Exception as exc:  # noqa: BLE001 - reported with the path by the driver
-                from hierclf.inference.images import _reason
-
-                reasons[k] = _reason(exc)
+                reasons[k] = failure_reason(exc)
         ok = reasons == ""
         out: dict[str, np.ndarray] = {"row": batch["row"], "ok": ok, "reason": reasons.astype(str)}
         dtypes = (np.float32, np.float32, np.float64, bool)

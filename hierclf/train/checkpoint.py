@@ -239,13 +239,14 @@ def _check_model(ckpt: dict[str, Any], run: TrainingRun, path: Path) -> None:
     logger.warning("%s was written by an older hierclf without the model's tree; its classes match", path)
 
 
-def record_thresholds(path: str | Path, thresholds: dict[str, dict[str, Any]]) -> None:
+def record_thresholds(path: str | Path, thresholds: dict[str, Any]) -> None:
     """Store operating points in a checkpoint (``checkpoint.pt`` or ``best.pt``), atomically.
 
     Args:
         path: the checkpoint.
-        thresholds: ``{task: {"positive": [...], "negative": [...], "threshold": t, ...}}``, as
-            :func:`hierclf.inference.thresholds.thresholds_from_report` gives them; replaces any stored.
+        thresholds: ``{task: {"positive": [...], "negative": [...], "threshold": t, ...}}`` or ``{task:
+            TaskThreshold}`` (:func:`hierclf.inference.thresholds.thresholds_from_report` gives them);
+            replaces any stored.
 
     Raises:
         CheckpointError: the file cannot be read or has no model record.
@@ -254,7 +255,9 @@ def record_thresholds(path: str | Path, thresholds: dict[str, dict[str, Any]]) -
     ckpt = load(file)
     if "identity" not in ckpt:
         raise CheckpointError(f"{file} has no model record (not a hierclf checkpoint of this version)")
-    ckpt["thresholds"] = {str(k): dict(v) for k, v in thresholds.items()}
+    ckpt["thresholds"] = {
+        str(k): dict(v.to_dict() if hasattr(v, "to_dict") else v) for k, v in thresholds.items()
+    }
     save(ckpt, file)
 
 
