@@ -100,3 +100,43 @@ def did_you_mean(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.
         by_folded.setdefault(k.casefold(), k)
     matches = difflib.get_close_matches(name.casefold(), list(by_folded), n=n, cutoff=cutoff)
     return [by_folded[m] for m in matches]
+
+
+#: the third-party packages that the core install leaves out, by the extra that brings them
+#: (``pyproject.toml``: ``pip install 'hierclf[train]'``)
+EXTRA_OF = {
+    "torch": "train",
+    "torchvision": "train",
+    "timm": "train",
+    "medmnist": "train",
+    "sklearn": "train",
+    "PIL": "train",
+    "tqdm": "train",
+    "huggingface_hub": "train",
+    "safetensors": "train",
+    "numba": "fast",
+}
+#: how a package is called in messages (the name people install it by)
+_PACKAGE_NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "PIL": "Pillow"}
+
+
+class MissingExtraError(HierclfError, ImportError):
+    """A name or command needs a package that the core install (``pip install hierclf``) leaves out; the
+    message says which extra brings it."""
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str) -> MissingExtraError | None:
+    """The one-line error for ``what`` (``"hierclf train"``, ``"hierclf.LeafHead"``) failing to import a
+    package of an extra, or None when the missing module belongs to no extra (a bug, or hierclf itself).
+
+    >>> print(missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch"), "hierclf train"))
+    hierclf train needs PyTorch, which the core install leaves out: pip install 'hierclf[train]'
+    """
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return None
+    package = _PACKAGE_NAMES.get(top, top)
+    return MissingExtraError(
+        f"{what} needs {package}, which the core install leaves out: pip install 'hierclf[{extra}]'"
+    )

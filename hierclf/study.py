@@ -29,7 +29,18 @@ from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-DATA_CHOICES = ("dermamnist", "synthetic")
+#: what ``--data`` names besides a path: DermaMNIST (its official, image-level split), generated data, and
+#: the published layouts that hierclf splits by patient or lesion (``hierclf.data.sources.PRESETS``)
+DATA_CHOICES = ("dermamnist", "synthetic", "ham10000", "isic2019", "isic2020", "generic")
+#: the published layouts (their split file is shared by every seed of a study: ``OUT/split.csv``)
+PRESET_CHOICES = DATA_CHOICES[2:]
+#: what a study on DermaMNIST's official split is told (printed by ``hierclf study``)
+IMAGE_SPLIT_NOTICE = (
+    "DermaMNIST's official split is by image: its files carry no lesion ids, so images of one lesion can be "
+    "in training and test (HAM10000: 10,015 images of 7,470 lesions), which inflates every test metric. For "
+    "a lesion-level split run the same study on HAM10000: hierclf study PROTOCOL --data ham10000 --data-root "
+    "<folder with HAM10000_metadata.csv and the images> (docs/data.md)"
+)
 
 
 class StudyError(HierclfError, ValueError):
@@ -47,6 +58,9 @@ class StudyResult:
         predictions: ``{"val": [paths per seed], "test": [paths per seed]}``.
         trained: seeds trained (fully or partly) by this call.
         reused: seeds that had finished before and were not retrained.
+        split_level: what the split is grouped by: ``patient``, ``lesion`` or ``image`` (DermaMNIST's
+            official split), None when unknown (the user's own lists).
+        notices: what the user must be told about the data (the image-level split of DermaMNIST).
     """
 
     out_dir: Path
@@ -55,6 +69,8 @@ class StudyResult:
     predictions: dict[str, list[Path]] = field(default_factory=dict)
     trained: list[int] = field(default_factory=list)
     reused: list[int] = field(default_factory=list)
+    split_level: str | None = None
+    notices: list[str] = field(default_factory=list)
 
 
 def _protocol_training(protocol_path: Path) -> dict[str, Any]:
@@ -80,27 +96,61 @@ def _protocol_training(protocol_path: Path) -> dict[str, Any]:
 
 
 def _data_settings(data: str, data_root: Path | None, out: Path, training: dict[str, Any]) -> dict[str, Any]:
+    """The training ``data`` settings of ``--data``: a name, a DermaMNIST-layout npz or folder, or a folder
+    holding a published layout (found by its table's usual name, e.g. ``HAM10000_metadata.csv``)."""
     settings = dict(training.get("data") or {})
-    if data == "synthetic":
+    name = data.strip().lower()
+    if name == "synthetic":
         settings["source"] = "synthetic"
         settings["root"] = str(data_root or out / "data")
-    elif data == "dermamnist":
+    elif name == "dermamnist":
         settings["source"] = "dermamnist"
         settings.setdefault("download", True)
         if data_root is not None:
             settings["root"] = str(data_root)
+    elif name in PRESET_CHOICES:
+        _preset_settings(settings, name, data_root, out)
     else:
-        path = Path(data).expanduser()
-        if path.suffix == ".npz" and path.is_file():
-            settings.update(source="dermamnist", npz=str(path.resolve()), download=False)
-        elif path.is_dir():
-            settings.update(source="dermamnist", root=str(path.resolve()), download=False)
-        else:
-            raise StudyError(
-                f"--data {data!r}: expected 'dermamnist', 'synthetic', a DermaMNIST .npz file "
-                "or a folder holding one; no such file or folder"
-            )
+        _path_settings(settings, Path(data).expanduser(), out)
     return settings
+
+
+def _preset_settings(settings: dict[str, Any], preset: str, root: Path | None, out: Path) -> None:
+    """A published layout: its folder (``--data-root``, else the protocol's ``data.root``) and one split
+    file for every seed of the study."""
+    settings["source"] = preset
+    if root is not None:
+        settings["root"] = str(root)
+    split = dict(settings.get("split") or {})
+    split.setdefault("file", str(out / "split.csv"))
+    settings["split"] = split
+
+
+def _path_settings(settings: dict[str, Any], path: Path, out: Path) -> None:
+    if path.suffix == ".npz" and path.is_file():
+        settings.update(source="dermamnist", npz=str(path.resolve()), download=False)
+        return
+    if path.is_dir():
+        preset = _layout_in(path)
+        if preset is not None:
+            _preset_settings(settings, preset, path.resolve(), out)
+        else:
+            settings.update(source="dermamnist", root=str(path.resolve()), download=False)
+        return
+    raise StudyError(
+        f"--data {str(path)!r}: expected 'dermamnist', 'synthetic', a preset ({', '.join(PRESET_CHOICES)}), "
+        "a DermaMNIST .npz file, or a folder holding one or a published layout; no such file or folder"
+    )
+
+
+def _layout_in(folder: Path) -> str | None:
+    """The preset whose table lies in ``folder`` under its usual name, if any."""
+    from hierclf.data.sources import PRESETS
+
+    for name in PRESETS:
+        if any((folder / f).is_file() for f in PRESETS.get(name).table_files):
+            return name
+    return None
 
 
 def study_configs(
@@ -183,9 +233,13 @@ def run_study(
 
     Args:
         protocol: the protocol YAML file.
-        data: ``"dermamnist"`` (downloaded through medmnist into ``data_root``), ``"synthetic"`` (a small
-            learnable dataset in DermaMNIST's layout, generated offline; the report says SYNTHETIC on every
-            section), or the path of a DermaMNIST-layout ``.npz`` or of a folder holding one.
+        data: ``"dermamnist"`` (downloaded through medmnist into ``data_root``; its official split is by
+            image, which the CLI says), ``"synthetic"`` (a small learnable dataset in DermaMNIST's layout,
+            generated offline; the report says SYNTHETIC on every section), a published layout split by
+            patient or lesion (``"ham10000"``, ``"isic2019"``, ``"isic2020"``, ``"generic"``: the files in
+            ``data_root`` or the protocol's ``training.data``; every seed shares ``OUT/split.csv``), or the
+            path of a DermaMNIST-layout ``.npz``, of a folder holding one, or of a folder holding a
+            published layout.
         data_root: where datasets live (default: ``OUT/data`` for synthetic, the training default otherwise).
         out_dir: the study folder.
         seeds: number of seeds (default: the protocol's ``min_seeds``).
@@ -230,6 +284,7 @@ def run_study(
                 fitted.predictions, cfg.seed, out / "predictions"
             ).items():
                 predictions[split].append(path)
+    result.split_level, result.notices = _split_notices(configs[0].data)  # after training: the file exists
     if main_rank:
         result.predictions = predictions
         result.report = evaluate(
@@ -240,14 +295,39 @@ def run_study(
     return result
 
 
+def _split_notices(data: Any) -> tuple[str | None, list[str]]:
+    """The split's level and what the user must be told about it."""
+    level = _split_level(data)
+    return level, [IMAGE_SPLIT_NOTICE] if level == "image" else []
+
+
+def _split_level(data: Any) -> str | None:
+    """What the study's split is grouped by: DermaMNIST's by image, the generated data's by lesion, a
+    published layout's as its split file says (None before the file exists)."""
+    if data.source == "dermamnist":
+        return "image"
+    if data.source == "synthetic":
+        return "lesion"
+    if data.source in PRESET_CHOICES and data.split.file is not None and Path(data.split.file).is_file():
+        from hierclf.io.csv_files import read_csv_table
+
+        table = read_csv_table(data.split.file, what="split file")
+        levels = table.column("level") if table.find("level") is not None and len(table) else None
+        return None if levels is None else str(levels[0])
+    return None
+
+
 def _evaluation_inputs(metadata: str | Path | None, readers: str | Path | None) -> tuple[Any, Any]:
-    """The metadata table and reader rows, read (and checked) before the first epoch trains."""
+    """The metadata table and the readers (operating points or case-level reads), read and checked before
+    the first epoch trains."""
+    from hierclf.evaluation.reader_studies import is_reads_file, read_reader_reads
     from hierclf.evaluation.readers import read_readers
     from hierclf.evaluation.sample_metadata import read_metadata
 
     meta = read_metadata(metadata) if metadata is not None else None
-    rows = read_readers(readers) if readers is not None else None
-    return meta, rows
+    if readers is None:
+        return meta, None
+    return meta, read_reader_reads(readers) if is_reads_file(readers) else read_readers(readers)
 
 
 def _write_study_yaml(out: Path, protocol: str | Path, data: str, configs: list[Any]) -> None:

@@ -170,3 +170,116 @@ def test_a_huge_dataset_code_is_refused_at_once() -> None:
         "t.yaml:5:88: error: dataset 'ds': codes must be contiguous from 0 to 100000000000; missing 0, 2, "
         "3, 4, 5, 6, 7, 8, 9, 10, ..."
     )
+
+
+# --- (1) writes that replaced what they should not, through the CLI ---------------------------------------
+
+
+def test_rollup_refuses_an_output_that_is_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from hierclf import Predictions, Taxonomy, write_predictions
+    from hierclf.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    tax = Taxonomy.from_yaml(repo / "taxonomy" / "dermamnist.yaml")
+    probs = tmp_path / "p.csv"
+    write_predictions(probs, Predictions(np.full((3, 7), 1 / 7), tax.leaves, ids=np.array(["a", "b", "c"])))
+    before = probs.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(probs)
+    for out in (probs, link):
+        assert (
+            main(
+                [
+                    "rollup",
+                    "-t",
+                    str(repo / "taxonomy" / "dermamnist.yaml"),
+                    "-p",
+                    str(probs),
+                    "--all",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 1
+        )
+        err = capsys.readouterr().err
+        assert "the output is also an input" in err and len(err.strip().splitlines()) == 1
+    assert probs.read_bytes() == before and link.is_symlink()
+    assert (
+        main(
+            [
+                "rollup",
+                "-t",
+                str(repo / "taxonomy" / "dermamnist.yaml"),
+                "-p",
+                str(probs),
+                "--all",
+                "--out",
+                "/dev/null",
+            ]
+        )
+        == 0
+    )
+    assert main(["rollup", "-t", "t", "-p", str(probs), "--all", "--tolerance", "nan"]) == 2
+    assert "--tolerance must be a number in [0, 1), got nan" in capsys.readouterr().err
+
+
+# --- (8) the environment ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("locators", "notice"),
+    [
+        ("UserProvidedCacheLocator", "numba's cache is not writable here; caching _kernel in"),  # temp folder
+        ("ZipCacheLocator", "numba cannot cache _kernel here; it is compiled in every process"),  # no cache
+    ],
+)
+def test_rollup_works_where_numba_cannot_cache(locators: str, notice: str) -> None:
+    """A read-only installation without a writable home: numba finds no cache folder (simulated by allowing
+    only locators that cannot serve this file); the roll-up still runs, with a logged notice."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, numpy as np; logging.basicConfig(level=logging.INFO)\n"
+        "from hierclf import Taxonomy, rollup\n"
+        "tax = Taxonomy.from_yaml('taxonomy/dermamnist.yaml')\n"
+        "print(rollup(np.full((100, 7), 1 / 7), tax).sum())\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": locators}
+    env.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import numpy as np
+
+    from hierclf import Taxonomy, rollup
+
+    tax = Taxonomy.from_yaml(Path(__file__).resolve().parents[1] / "taxonomy" / "dermamnist.yaml")
+    expected = float(rollup(np.full((100, 7), 1 / 7), tax).sum())  # in this process, numba cached as usual
+    assert notice in result.stderr and float(result.stdout) == pytest.approx(expected, rel=1e-12)
+
+
+def test_train_check_reads_every_input_without_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hierclf.cli import main
+
+    config = _small_run(tmp_path)
+    assert main(["train", "--config", str(config), "--check"]) == 0
+    assert (
+        "inputs ok: taxonomy 'dermamnist'; images train 70, val 35, test 35; 7 classes"
+        in capsys.readouterr().out
+    )
+    assert not (tmp_path / "out").exists()
+    bad = _small_run(tmp_path, classes={"kind": "partition"})
+    assert main(["train", "--config", str(bad), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "only training class" in err and len(err.strip().splitlines()) == 1

@@ -32,9 +32,13 @@ subgroups: [sex]
 """
 
 
-def _preds(tax: Taxonomy, n: int, seed: int, prefix: str) -> Predictions:
+def _preds(tax: Taxonomy, n: int, seed: int, prefix: str, label_seed: int | None = None) -> Predictions:
+    """Random predictions with a signal towards the true leaf; the labels (and ids) come from
+    ``label_seed`` when given, so that several seeds are tested on the same samples."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 7, n)
+    if label_seed is not None:
+        y, seed = np.random.default_rng(label_seed).integers(0, 7, n), label_seed
     logits = rng.normal(size=(n, 7))
     logits[np.arange(n), y] += 1.5
     p = np.exp(logits)
@@ -53,7 +57,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     preds = {}
     for seed in range(2):
         for split, n in (("val", 200), ("test", 240)):
-            p = _preds(tax, n, seed + (10 if split == "test" else 0), split)
+            # every seed is tested on the same samples (test ids and labels of "seed 10")
+            p = (
+                _preds(tax, n, seed + 10, split, label_seed=10)
+                if split == "test"
+                else _preds(tax, n, seed, split)
+            )
             preds[f"{split}{seed}"] = p
             out[f"{split}{seed}"] = d / f"{split}{seed}.npz"
             write_predictions(out[f"{split}{seed}"], p)
@@ -62,9 +71,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with open(d / "meta.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", "lesion_id", "sex"])
+        written: set[str] = set()
         for p in preds.values():
             for i, g in zip(p.ids, p.groups):
-                w.writerow([i, g, "male" if int(str(i).split("_")[1]) % 2 else "female"])
+                if str(i) not in written:  # the seeds share their test samples
+                    written.add(str(i))
+                    w.writerow([i, g, "male" if int(str(i).split("_")[1]) % 2 else "female"])
     out["meta"] = d / "meta.csv"
     (d / "readers.csv").write_text("reader,sensitivity,specificity\nderm1,0.8,0.7\nderm2,0.9,0.6\n")
     out["readers"] = d / "readers.csv"
@@ -239,9 +251,7 @@ def test_missing_file_and_usage(
     args = _base(files, tmp_path / "o", seeds=1)
     args[args.index("--test") + 1] = str(tmp_path / "nope.npz")
     _one_line_error(*_run(args, capsys)[::2], "nope.npz")
-    with pytest.raises(SystemExit) as info:
-        main(["evaluate", "--taxonomy", str(TAXONOMY)])
-    assert info.value.code == 2
+    assert main(["evaluate", "--taxonomy", str(TAXONOMY)]) == 2  # a usage error: its code, not SystemExit
 
 
 def test_cancer_sensitivity_without_cancer_node(
@@ -261,3 +271,100 @@ def test_cancer_sensitivity_without_cancer_node(
     data = json.loads((tmp_path / "o" / "report.json").read_text())
     assert data["primary"]["estimate"] == data["partitions"]["three_way"]["metrics"]["cancer_sensitivity"]
     assert "primary metric cancer_sensitivity on three_way" in stdout
+
+
+def test_save_replicates_and_seed_checks(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    code, stdout, err = _run(_base(files, out) + ["--save-replicates"], capsys)
+    assert code == 0, err
+    assert "replicates.npz" in stdout
+    data = np.load(out / "replicates.npz")
+    report = json.loads((out / "report.json").read_text())
+    assert data["tasks/mel_vs_nv/metrics/auc"].shape == (2, 30)
+    assert report["resampling"]["unit"] == "lesion_id" and len(report["seed_table"]) == 2
+    # the same file twice is refused with one line; with the flag it is reported loudly
+    args = _base(files, tmp_path / "d")
+    args[args.index("--test") + 2] = str(files["test0"])
+    _one_line_error(*_run(args, capsys)[::2], "DUPLICATE PREDICTIONS", "--allow-seed-mismatch")
+    code, stdout, err = _run(args + ["--allow-seed-mismatch"], capsys)
+    assert code == 0, err
+    assert any(
+        w.startswith("DUPLICATE PREDICTIONS")
+        for w in json.loads((tmp_path / "d" / "report.json").read_text())["warnings"]
+    )
+    # a seed tested on other samples
+    args = _base(files, tmp_path / "e")
+    args[args.index("--test") + 2] = str(files["nomel"])
+    _one_line_error(*_run(args, capsys)[::2], "DIFFERENT TEST SETS", "nomel.npz lacks")
+
+
+def test_rounded_probabilities_and_bad_rollups(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 4-decimal CSV whose rows sum to 1 within the tolerance rolls up to P(malignant) = 1.0001: the
+    report is written (the calibration step used to stop); rows far off stop with file, row and node."""
+    from hierclf.evaluation.prediction_files import read_predictions
+
+    tax = Taxonomy.from_yaml(TAXONOMY)
+    p = read_predictions(files["test0"], tax)
+    probs = np.round(p.probs, 4)
+    mal = [tax.leaves.index(x) for x in tax.leaves_under("malignant")]
+    probs[:5] = 0.0
+    probs[:5, mal[0]], probs[:5, mal[1]] = 0.5001, 0.5  # rows summing to 1.0001
+    header = "id," + ",".join(tax.leaves) + ",label,group\n"
+    body = "".join(
+        f"{i}," + ",".join(f"{v:.4f}" for v in row) + f",{lab},{g}\n"
+        for i, row, lab, g in zip(p.ids, probs, p.labels, p.groups)
+    )
+    (tmp_path / "rounded.csv").write_text(header + body)
+    text = PROTOCOL + "calibration_nodes: [malignant]\n"
+    (tmp_path / "p.yaml").write_text(text)
+    args = _base(files, tmp_path / "o", seeds=1)
+    args[args.index("--test") + 1] = str(tmp_path / "rounded.csv")
+    args[args.index("--protocol") + 1] = str(tmp_path / "p.yaml")
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    assert (
+        json.loads((tmp_path / "o" / "report.json").read_text())["calibration_nodes"]["malignant"]["ece"][
+            "value"
+        ]
+        is not None
+    )
+
+
+def test_blank_lesion_ids_warn(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = []
+    for key in ("val0", "test0"):
+        ids += np.load(files[key])["ids"].tolist()
+    (tmp_path / "m.csv").write_text("image_id,lesion_id,sex\n" + "".join(f"{i},,male\n" for i in ids))
+    args = _base(files, tmp_path / "o", seeds=1) + ["--metadata", str(tmp_path / "m.csv")]
+    code, stdout, err = _run(args, capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert any("BLANK LESION_ID IDS: 240 of 240 test samples" in w for w in report["warnings"])
+    auc = report["tasks"]["mel_vs_nv"]["metrics"]["auc"]
+    assert auc["ci"][1] > auc["ci"][0] and auc["n_groups"] == auc["n"]
+    assert "resampled one by one" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_case_level_reads(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = np.load(files["test0"])["ids"].tolist()
+    rng = np.random.default_rng(0)
+    rows = [f"derm{r},{i},{int(rng.random() < 0.5)},{int(rng.integers(1, 6))}" for r in (1, 2) for i in ids]
+    (tmp_path / "reads.csv").write_text("reader,case_id,decision,score\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    code, _, err = _run(_base(files, out, seeds=1) + ["--readers", str(tmp_path / "reads.csv")], capsys)
+    assert code == 0, err
+    data = json.loads((out / "report.json").read_text())
+    study = data["tasks"]["mel_vs_nv"]["reader_study"]
+    assert [r["reader"] for r in study["readers"]] == ["derm1", "derm2"]
+    assert "p_value" in study["readers"][0]["matched_specificity"]["difference"]
+    header = (out / "mrmc_long.csv").read_text().splitlines()[0]
+    assert header == "task,reader,case,test,truth,rating"
+    (tmp_path / "bad.csv").write_text("reader,case_id,decision\nderm1,nope,1\n")
+    args = _base(files, tmp_path / "p", seeds=1) + ["--readers", str(tmp_path / "bad.csv")]
+    _one_line_error(*_run(args, capsys)[::2], "not in the test set", "e.g. 'nope'")

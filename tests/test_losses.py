@@ -295,7 +295,7 @@ def test_module_moves_with_to() -> None:
 def test_unknown_loss_lists_known() -> None:
     with pytest.raises(
         UnknownNameError,
-        match=r"unknown loss 'facal' \(known losses: asymmetric, ce, focal, "
+        match=r"unknown loss 'facal' \(known losses: asymmetric, ce, focal, marginal, "
         r"weighted_ce\); did you mean 'focal'\?",
     ):
         build_loss("facal")

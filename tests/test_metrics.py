@@ -616,7 +616,8 @@ def test_metrics_package_re_exports_every_public_name() -> None:
     import inspect
 
     names = set()
-    for module in ("checks", "roc", "multiclass", "calibration", "hierarchy", "resampling", "bootstrap"):
+    modules = ("checks", "roc", "multiclass", "calibration", "hierarchy", "resampling", "bootstrap")
+    for module in modules + ("intervals", "delong", "paired_tests"):
         mod = importlib.import_module(f"hierclf.evaluation.metrics.{module}")
         for name, obj in vars(mod).items():
             defined_here = getattr(obj, "__module__", None) == mod.__name__

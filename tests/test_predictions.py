@@ -206,7 +206,7 @@ def test_not_a_zip_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(PredictionsError, match="not a valid .npz"):
         read_predictions(tmp_path / "p.npz")
     (tmp_path / "p.txt").write_text("hello")
-    with pytest.raises(PredictionsError, match="expected .npz or .csv"):
+    with pytest.raises(PredictionsError, match="expected .npz, .csv or .parquet"):
         read_predictions(tmp_path / "p.txt")
     with pytest.raises(PredictionsError, match="no such file"):
         read_predictions(tmp_path / "missing.csv")

@@ -123,10 +123,10 @@ CASES = {
         "name: t\nroot:\n  id: a\n  name: A\n  alias: [x]\n  children:\n    - {id: b, name: B, childs: []}\n"
         "    - {id: c, name: C}\n",
         [
-            "t.yaml:5:10: error: node 'a': unknown field 'alias' (expected one of id, name, aliases, codes, "
-            "metadata, children); did you mean 'aliases'?",
-            "t.yaml:7:32: error: node 'b': unknown field 'childs' (expected one of id, name, aliases, codes, "
-            "metadata, children); did you mean 'children'?",
+            "t.yaml:5:10: error: node 'a': unknown field 'alias' (expected one of id, name, aliases, "
+            "source_aliases, codes, metadata, children); did you mean 'aliases'?",
+            "t.yaml:7:32: error: node 'b': unknown field 'childs' (expected one of id, name, aliases, "
+            "source_aliases, codes, metadata, children); did you mean 'children'?",
         ],
     ),
     "unknown top-level field": (

@@ -13,17 +13,20 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hierclf.options import Registry
 
 #: subcommand -> the module that implements it; registration order is the order of ``hierclf --help``
 COMMANDS: Registry[str] = Registry("command")
 COMMANDS.add("validate", "hierclf.cli.validate", summary="check taxonomy files")
+COMMANDS.add("check-protocol", "hierclf.cli.check_protocol", summary="check evaluation protocols")
 COMMANDS.add("show", "hierclf.cli.show", summary="draw a taxonomy as a tree")
 COMMANDS.add("schema", "hierclf.cli.schema", summary="print the JSON Schema of taxonomy files")
 COMMANDS.add("rollup", "hierclf.cli.rollup", summary="sum leaf probabilities up the tree")
 COMMANDS.add("train", "hierclf.cli.train", summary="train backbone + head from a config")
 COMMANDS.add("evaluate", "hierclf.cli.evaluate", summary="evaluate predictions under a protocol")
+COMMANDS.add("compare", "hierclf.cli.compare", summary="compare models on the same test cases")
 COMMANDS.add("study", "hierclf.cli.study", summary="train a protocol's seeds and report")
 COMMANDS.add("predict", "hierclf.cli.predict", summary="score images with a trained model")
 COMMANDS.add("export", "hierclf.cli.export", summary="export a model as TorchScript, torch.export or ONNX")
@@ -46,10 +49,17 @@ def _available_commands() -> dict[str, object]:
     return found
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``hierclf rollup: error: ... (see hierclf rollup --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hierclf import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hierclf",
         description="Hierarchical taxonomy classification for medical images.",
     )
@@ -62,17 +72,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    """A message on one line: the CLI's contract is one line on stderr per error."""
+    return " ".join(str(text).split())
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hierclf`` command and return its exit code: 0 done, 1 failed (one line on stderr naming
+    what is wrong), 2 a usage error; 130 interrupted. Only hierclf's own bugs print "internal error"."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (printed as one line), or --help / --version
+        return _exit_code(exc)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="hierclf: %(levelname)s: %(message)s", stream=sys.stderr)
-    from hierclf.errors import HierclfError
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hierclf.errors import HierclfError, missing_extra
 
     try:
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # a command's own usage check (parser.error)
+        return _exit_code(exc)
+    except ModuleNotFoundError as exc:  # a torch-backed command in the core install: say which extra
+        found = missing_extra(exc, "this command")
+        if found is None:
+            return _internal_error(args, exc)
+        print(f"hierclf {args.command}: error: {found}", file=sys.stderr)
+        return EXIT_FAILURE
     except HierclfError as exc:
-        print(f"hierclf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hierclf {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"hierclf {args.command}: interrupted", file=sys.stderr)
@@ -81,11 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if os.environ.get("HIERCLF_DEBUG"):
-            raise
-        print(
-            f"hierclf {args.command}: internal error: {type(exc).__name__}: {exc} "
-            "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        return _internal_error(args, exc)
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    if os.environ.get("HIERCLF_DEBUG"):
+        raise exc
+    print(
+        f"hierclf {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        "(set HIERCLF_DEBUG=1 for a traceback, and please report it)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE

@@ -1,8 +1,9 @@
 """``hierclf evaluate``: evaluate predictions under a pre-registered protocol and write the report.
 
 Several prediction files per split are several seeds (paired by position; the same count for ``--val`` and
-``--test``). Writes ``report.md``, ``report.json`` and ``figures/*.png`` into ``--out``. Exit codes: 0 done,
-1 bad input (one line on stderr), 2 usage error.
+``--test``), tested on the same samples. Writes ``report.md``, ``report.json``, ``figures/*.png`` (and with
+``--save-replicates`` ``replicates.npz``) into ``--out``. Exit codes: 0 done, 1 bad input (one line on
+stderr), 2 usage error.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def register(sub: Any) -> None:
         "--readers",
         default=None,
         metavar="CSV",
-        help="reader operating points: reader,sensitivity,specificity[,task]",
+        help="reader operating points (reader,sensitivity,specificity[,task]) or case-level reads "
+        "(reader,case_id,decision and/or score[,task]: paired tests per reader, and mrmc_long.csv for "
+        "MRMCaov / iMRMC)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
@@ -58,6 +61,17 @@ def register(sub: Any) -> None:
         "--synthetic",
         action="store_true",
         help="the predictions come from synthetic data: banner every section of the report",
+    )
+    p.add_argument(
+        "--save-replicates",
+        action="store_true",
+        help="also write OUT/replicates.npz: every bootstrap replicate array, keyed by its report.json path",
+    )
+    p.add_argument(
+        "--allow-seed-mismatch",
+        action="store_true",
+        help="report seeds tested on different samples, or repeating the same file, instead of refusing "
+        "them (a loud warning and a per-seed table)",
     )
     p.set_defaults(func=run)
 
@@ -84,10 +98,12 @@ def run(args: argparse.Namespace) -> int:
         readers=args.readers,
         synthetic=args.synthetic,
         allow_test_thresholds=True if args.allow_test_thresholds else None,
+        allow_seed_mismatch=True if args.allow_seed_mismatch else None,
     )
-    written = write_report(report, args.out)
+    written = write_report(report, args.out, save_replicates=args.save_replicates)
     _print_summary(report)
-    print(f"wrote {len(written)} files to {args.out} (report.md, report.json, figures/)")
+    extra = ", replicates.npz" if args.save_replicates else ""
+    print(f"wrote {len(written)} files to {args.out} (report.md, report.json{extra}, figures/)")
     return 0
 
 

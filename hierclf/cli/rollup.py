@@ -82,8 +82,8 @@ def _check_args(args: argparse.Namespace) -> None:
         parser.error(f"--chunk-size must be positive, got {args.chunk_size}")
     if not 1 <= args.digits <= 17:
         parser.error(f"--digits must be between 1 and 17, got {args.digits}")
-    if args.tolerance < 0:
-        parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    if not 0 <= args.tolerance < 1:  # nan fails both comparisons: it would switch the row-sum check off
+        parser.error(f"--tolerance must be a number in [0, 1), got {args.tolerance}")
 
 
 def _check_nodes(tax: Any, names: list[str]) -> None:
@@ -143,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
         fmt = f"%.{args.digits}g"
         n_rows = 0
         buffer: Any = None
-        with atomic_open(args.out, "w", newline="") if args.out else _Stdout() as fh:
+        out = (
+            atomic_open(args.out, "w", newline="", inputs=[args.probs, args.taxonomy])
+            if args.out
+            else _Stdout()
+        )
+        with out as fh:
             writer = csv.writer(fh, lineterminator="\n")
             header = ["id", *out_nodes]
             for block in reader.chunks(rows):

@@ -23,12 +23,19 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data",
         default="dermamnist",
-        metavar="dermamnist|synthetic|PATH",
-        help="dermamnist (downloaded through medmnist into --data-root), synthetic (a small "
-        "learnable dataset generated offline; the report is marked SYNTHETIC), or a "
-        "DermaMNIST-layout .npz file or folder (default dermamnist)",
+        metavar="SOURCE|PATH",
+        help="dermamnist (downloaded through medmnist into --data-root; its official split is by image), "
+        "synthetic (a small learnable dataset generated offline; the report is marked SYNTHETIC), "
+        "ham10000, isic2019, isic2020 or generic (a published layout in --data-root, split by patient or "
+        "lesion into OUT/split.csv, which every seed shares), or a DermaMNIST-layout .npz file, or a "
+        "folder holding one or a published layout (default dermamnist)",
     )
-    p.add_argument("--data-root", default=None, help="folder for datasets (default: OUT/data for synthetic)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder of the dataset: the download folder of a published layout (e.g. the one holding "
+        "HAM10000_metadata.csv and the images), DermaMNIST's npz folder (default: OUT/data for synthetic)",
+    )
     p.add_argument("--out", default="runs/study", help="study folder (default runs/study)")
     p.add_argument(
         "--taxonomy", default=None, help="taxonomy file (default: the protocol's training.taxonomy)"
@@ -91,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     rows = summary_rows(result.report)
     if result.report.synthetic:
         print("SYNTHETIC DATA: these numbers test the pipeline; they are not a clinical result.")
+    for notice in result.notices:  # DermaMNIST's image-level split
+        print(f"IMAGE-LEVEL SPLIT: {notice}")
     print(
         f"study: {len(result.trained)} seed(s) trained, {len(result.reused)} reused; "
         f"report: {result.files.get('report.md', result.out_dir / 'report.md')}"

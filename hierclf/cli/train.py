@@ -36,6 +36,11 @@ def register(sub: Any) -> None:
     p.add_argument("--data-root", metavar="DIR", help="data folder (overrides data.root)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, taxonomy, data and classes, then stop without training",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = str(Path(value).resolve()) if key in ("out_dir", "data.root") else value
     config = load_train_config(args.config, overrides=overrides)
+    if args.check:
+        from hierclf.train.precheck import check_inputs
+
+        print(check_inputs(config).line())
+        return 0
     result = fit(config, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -1,5 +1,7 @@
 """Datasets: DermaMNIST through ``medmnist``, a generated npz in DermaMNIST's layout, users' own CSV or
-image-folder data, and the wrapper that turns any of them into ``(image_tensor, class_index)`` pairs.
+image-folder data, the published layouts (HAM10000, ISIC 2019, ISIC 2020, a generic image folder + CSV:
+:func:`load_source_splits`), and the wrapper that turns any of them into ``(image_tensor, class_index)``
+pairs.
 
 Every image source here exposes the same small interface, which is all the training loop and the prediction
 files need:
@@ -8,6 +10,10 @@ files need:
 * ``ids``: ``(n,)`` str array of unique sample ids;
 * ``groups``: ``(n,)`` str array of patient / lesion ids, or ``None`` when the data carries none;
 * ``load_image(i)``: the ``i``-th image as an RGB ``PIL.Image``.
+
+Sources read from a published layout also carry ``metadata`` (standard name -> ``(n,)`` str: sex, age, site,
+dx_type, ...), ``split_level`` (``patient``, ``lesion`` or ``image``) and ``source_name``, which training
+writes into the prediction files.
 
 :class:`TaxonomyImageDataset` wraps a source with a mapping from true node id to class index (a
 :class:`~hierclf.nn.head.LeafHead`'s ``class_index`` or a dict) and a transform. Group-aware splits live in
@@ -28,6 +34,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from hierclf.data.sources import SourceSpec, SourceTable, read_source
+from hierclf.data.split_files import SplitAssignment, split_of
 from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
 from hierclf.io.atomic import atomic_open
@@ -44,13 +52,16 @@ __all__ = [
     "DermaMNISTData",
     "DermaMNISTSplit",
     "ImageSource",
+    "SourceImages",
     "TaxonomyImageDataset",
     "check_no_leakage",
     "dermamnist_filename",
     "grouped_split",
     "ham10000_split",
     "load_dermamnist",
+    "load_source_splits",
     "make_synthetic_dermamnist",
+    "prediction_info",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -269,6 +280,111 @@ class CsvImageDataset(_SourceDataset):
     def load_image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as image:
             return image.convert("RGB")
+
+
+class SourceImages(_SourceDataset):
+    """Some rows of a :class:`~hierclf.data.sources.SourceTable` (one split), as an image source.
+
+    Attributes:
+        labels, ids, groups, paths: the rows' node ids, sample ids, patient / lesion groups and image files.
+        metadata: standard name -> ``(n,)`` str (sex, age, site, dx_type, ... as the source has them).
+        split_level: what the groups are (``patient``, ``lesion``, ``image``).
+        source_name: the preset (``ham10000``, ...).
+        rows: the rows of the table.
+    """
+
+    def __init__(
+        self, table: SourceTable, rows: np.ndarray, transform: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.table = table
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.labels = table.labels[self.rows]
+        self.ids = table.ids[self.rows]
+        self.groups = table.groups[self.rows]
+        self.paths = [table.paths[r] for r in self.rows.tolist()]
+        self.metadata = {k: v[self.rows] for k, v in table.metadata.items()}
+        self.split_level = table.level
+        self.source_name = table.name
+        self.transform = transform
+
+    def load_image(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as image:
+            return image.convert("RGB")
+
+
+#: what a prediction file made on an image-level split says about it (``Predictions.info["notice"]``)
+IMAGE_SPLIT_NOTICE = (
+    "split by image: images of one lesion may be in training and test (DermaMNIST's official split has no "
+    "lesion ids), which inflates test metrics; split by lesion with data.source: ham10000"
+)
+
+
+def prediction_info(source: Any, source_name: str | None = None) -> dict[str, str]:
+    """The facts about a source that its prediction files keep (``Predictions.info``): ``split_level``
+    (``patient``, ``lesion``, ``image``) and ``source`` when known, and a ``notice`` for an image-level split.
+
+    Example:
+        >>> prediction_info(ArrayImageDataset(np.zeros((1, 2, 2, 3), np.uint8), ["nevus"]), "csv")
+        {'source': 'csv'}
+    """
+    info: dict[str, str] = {}
+    level = getattr(source, "split_level", None)
+    if level:
+        info["split_level"] = str(level)
+    name = source_name or getattr(source, "source_name", None)
+    if name:
+        info["source"] = str(name)
+    if level == "image":
+        info["notice"] = IMAGE_SPLIT_NOTICE
+    return info
+
+
+def load_source_splits(
+    spec: SourceSpec,
+    taxonomy: Taxonomy,
+    *,
+    split_file: str | Path | None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    group_by: str = "auto",
+    write: bool = True,
+    check_files: bool = True,
+) -> tuple[dict[str, SourceImages], SplitAssignment]:
+    """A published-layout source split into train / val / test by patient (else lesion), the split read
+    from ``split_file`` when it exists, else made, checked for leakage and written there.
+
+    Args:
+        spec: what to read (:func:`hierclf.data.sources.source_spec`).
+        taxonomy: the tree the labels belong to.
+        split_file: where the split lives (None: made and not written).
+        val_fraction, test_fraction, seed: how a new split is made (fractions of the groups).
+        group_by: ``auto``, ``patient``, ``lesion`` or ``image``.
+        write: write a new split (False in processes that must not write, e.g. ranks other than 0).
+        check_files: find every image file now.
+
+    Returns:
+        ``({"train", "val", "test"}: SourceImages, the split)``.
+
+    Example (HAM10000 as downloaded: the metadata CSV and the two image folders under one folder)::
+
+        spec = source_spec("ham10000", root="data/HAM10000")
+        splits, assignment = load_source_splits(spec, tax, split_file="runs/ham/split.csv")
+        assignment.level, len(splits["test"])      # ('lesion', ...)
+    """
+    table = read_source(spec, taxonomy, group_by=group_by, check_files=check_files)
+    assignment = split_of(
+        table.ids,
+        table.labels,
+        table.groups,
+        level=table.level,
+        file=split_file,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        write=write,
+    )
+    return {name: SourceImages(table, rows) for name, rows in assignment.splits.items()}, assignment
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -653,6 +769,8 @@ class DermaMNISTSplit(ArrayImageDataset):
         images: ``(n, size, size, 3)`` uint8; codes: ``(n,)`` int64 DermaMNIST codes 0-6;
         labels: ``(n,)`` node ids; ids: ``(n,)``; groups: ``(n,)`` or None; split; size; file;
         medmnist: the ``medmnist.DermaMNIST`` object the arrays came from (None when read directly).
+        split_level: ``image`` for the official files (no lesion ids: the split is by image), ``lesion``
+            when an ids file gives lesion groups (the generated data never splits a lesion).
     """
 
     def __init__(
@@ -674,6 +792,7 @@ class DermaMNISTSplit(ArrayImageDataset):
         self.size = size
         self.file = file
         self.medmnist = medmnist_dataset
+        self.split_level = "image" if groups is None else "lesion"
 
 
 def load_dermamnist(

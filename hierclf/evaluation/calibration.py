@@ -1,5 +1,6 @@
-"""Calibration: the ECE and reliability curve of a probability against its event, for each task's score and
-for the rolled-up probability of each node the protocol lists in ``calibration_nodes``."""
+"""Calibration: the ECE, Brier score and reliability curve of a probability against its event, for each
+task's score and for the rolled-up probability of each node the protocol lists in ``calibration_nodes``,
+with grouped-bootstrap intervals (for a task, from the task's own test replicates)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 import numpy as np
 
 from hierclf.evaluation import metrics as M
-from hierclf.evaluation.catalog import CALIBRATION_NODE_PROVENANCE
+from hierclf.evaluation.catalog import (
+    CALIBRATION_NODE_BRIER_PROVENANCE,
+    CALIBRATION_NODE_PROVENANCE,
+    ReportedMetric,
+)
 from hierclf.evaluation.protocol_format import Protocol
-from hierclf.evaluation.records import estimate_over_seeds
-from hierclf.evaluation.splits import Split, covered
-from hierclf.functional import rollup
+from hierclf.evaluation.records import IntervalPolicy, SeedMetrics, aggregate_metrics
+from hierclf.evaluation.splits import Split, covered, node_probabilities
 from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = ["Reliability", "evaluate_calibration_nodes", "measure_reliability"]
@@ -50,22 +54,35 @@ def evaluate_calibration_nodes(
 
 
 def _calibration_node(taxonomy: Taxonomy, proto: Protocol, node: str, test: list[Split]) -> dict[str, Any]:
-    """ECE and reliability of P(node) against 'true label under node' (labels above the node left out)."""
+    """ECE, Brier score and reliability of P(node) against 'true label under node' (labels above the node
+    left out), with grouped-bootstrap intervals."""
     if any(covered(taxonomy, [node], s.preds.columns) for s in test):
         return {"note": f"{node!r} lies below the prediction columns; not computed"}
-    seeds = [_node_seed(taxonomy, node, s, proto.calibration_bins) for s in test]
+    seeds = [_node_seed(taxonomy, proto, node, s) for s in test]
+    estimates = aggregate_metrics(
+        [metrics for _, metrics in seeds],
+        _TABLE,
+        level=proto.bootstrap.ci_level,
+        provenance=lambda m: m.provenance.format(node=node),
+        policy=IntervalPolicy.of(proto),
+    )
     return {
-        "ece": estimate_over_seeds(
-            [s.ece for s in seeds],
-            n=[s.n for s in seeds],
-            provenance=CALIBRATION_NODE_PROVENANCE.format(node=node),
-        ),
-        "reliability": [s.curve() for s in seeds],
+        "ece": estimates["ece"],
+        "reliability": [s.curve() for s, _ in seeds],
         "n_bins": proto.calibration_bins,
+        "brier": estimates["brier"],
     }
 
 
-def _node_seed(taxonomy: Taxonomy, node: str, split: Split, n_bins: int) -> Reliability:
+_TABLE = (
+    ReportedMetric("ece", "ECE", CALIBRATION_NODE_PROVENANCE),
+    ReportedMetric("brier", "Brier score", CALIBRATION_NODE_BRIER_PROVENANCE),
+)
+
+
+def _node_seed(
+    taxonomy: Taxonomy, proto: Protocol, node: str, split: Split
+) -> tuple[Reliability, SeedMetrics]:
     idx = taxonomy.index
     row = idx.position[node]
     labels = idx.rows(split.label_names)  # 1 under the node, -1 above it (unknown), 0 elsewhere
@@ -73,6 +90,21 @@ def _node_seed(taxonomy: Taxonomy, node: str, split: Split, n_bins: int) -> Reli
         np.where(idx.is_under(labels, row), 1, np.where(idx.is_under(row, labels), -1, 0))
     )
     rows = np.flatnonzero(code >= 0)
-    probs = np.asarray(split.preds.probs[rows], dtype=np.float64)
-    p = np.asarray(rollup(probs, taxonomy, [node], columns=list(split.preds.columns)), dtype=np.float64)[:, 0]
-    return measure_reliability(code[rows], p, n_bins=n_bins)
+    p = node_probabilities(taxonomy, split, [node], rows)[:, 0]
+    y, groups = code[rows], split.groups[rows]
+    reliability = measure_reliability(y, p, n_bins=proto.calibration_bins)
+    values = {"ece": reliability.ece, "brier": float(np.mean((p - y) ** 2)) if len(y) else float("nan")}
+    replicates = {}
+    if len(y):
+        ece, brier = M.bootstrap_calibration(
+            y,
+            p,
+            groups,
+            n_bins=proto.calibration_bins,
+            n_replicates=proto.bootstrap.replicates,
+            seed=proto.bootstrap.seed,
+        )
+        replicates = {"ece": ece, "brier": brier}
+    events = {"ece": len(y), "brier": len(y)}
+    metrics = SeedMetrics(values, replicates, len(y), int(len(np.unique(groups))), events=events)
+    return reliability, metrics

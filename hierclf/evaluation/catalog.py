@@ -9,6 +9,7 @@ writes the provenance strings, :mod:`hierclf.evaluation.report` the labels and c
 * :data:`PARTITION_TABLE`: the metrics of a cut (``report.partitions[name].metrics[key]``);
 * :data:`HIERARCHICAL_TABLE`: the hierarchy-aware metrics (``report.hierarchical[key]``);
 * :class:`ThresholdSource`: the split each operating point was chosen on;
+* :class:`IntervalMethod`: how each interval was computed (the report says it beside every number);
 * :data:`PRIMARY_KEYS`: the reported key behind each metric a protocol can pre-register.
 
 Example:
@@ -25,6 +26,7 @@ from enum import Enum
 
 __all__ = [
     "HIERARCHICAL_TABLE",
+    "IntervalMethod",
     "PARTITION_TABLE",
     "PRIMARY_KEYS",
     "SUBGROUP_TASK_KEYS",
@@ -62,6 +64,45 @@ class ThresholdSource(str, Enum):
         return self.value
 
 
+class IntervalMethod(str, Enum):
+    """How a confidence interval was computed; ``report.json`` records the value as ``interval``.
+
+    ``percentile_bootstrap``: the percentile interval of the grouped bootstrap's replicates (pooled over
+    seeds). ``clopper_pearson`` / ``wilson``: the exact or score interval of a proportion, at the seeds'
+    mean counts; ``*_clustered``: at Korn & Graubard's effective counts because the trials come in clusters
+    (``hierclf.evaluation.metrics.intervals``). ``normal``: an analytic (DeLong) interval. With several
+    seeds a binomial interval is widened to the pooled bootstrap interval where that reaches further, so it
+    keeps the training variation.
+    """
+
+    BOOTSTRAP = "percentile_bootstrap"
+    CLOPPER_PEARSON = "clopper_pearson"
+    CLOPPER_PEARSON_CLUSTERED = "clopper_pearson_clustered"
+    WILSON = "wilson"
+    WILSON_CLUSTERED = "wilson_clustered"
+    NORMAL = "normal"
+
+    @property
+    def short(self) -> str:
+        """The label of the report's interval column (and the tag after a binomial interval)."""
+        return {
+            "percentile_bootstrap": "bootstrap",
+            "clopper_pearson": "Clopper-Pearson",
+            "clopper_pearson_clustered": "Clopper-Pearson (clustered)",
+            "wilson": "Wilson",
+            "wilson_clustered": "Wilson (clustered)",
+            "normal": "normal (DeLong)",
+        }[self.value]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Flags a number can carry (``Estimate.flags``), with the words the report prints.
+SMALL_FLAG = "SMALL"
+ZERO_WIDTH_FLAG = "ZERO-WIDTH"
+
+
 @dataclass(frozen=True)
 class ReportedMetric:
     """One reported metric.
@@ -75,6 +116,9 @@ class ReportedMetric:
             replicates give its interval (``None``: no interval).
         at_threshold: measured at the chosen operating point (its provenance names the threshold source).
         in_task_table: shown in the per-task table of ``report.md``.
+        events: what its ``SMALL`` flag counts (``"positives"`` for a sensitivity, ``"negatives"`` for a
+            specificity, ...): the events that drive the number, not the images.
+        proportion: a ratio of counts, so a binomial interval applies where the bootstrap is degenerate.
     """
 
     key: str
@@ -83,6 +127,8 @@ class ReportedMetric:
     bootstrap: str | None = None
     at_threshold: bool = False
     in_task_table: bool = True
+    events: str = "samples"
+    proportion: bool = False
 
     def provenance_for(self, source: ThresholdSource, target: float) -> str:
         """The provenance string of this metric under a threshold source and target sensitivity."""
@@ -92,33 +138,74 @@ class ReportedMetric:
 _AT_THRESHOLD = "test, at the threshold chosen on {source}"
 
 #: Binary-task metrics, in report order.
+_BOTH = "positives or negatives, the fewer"
 TASK_TABLE: tuple[ReportedMetric, ...] = (
-    ReportedMetric("auc", "AUC", "test (threshold-free)", bootstrap="auc"),
+    ReportedMetric("auc", "AUC", "test (threshold-free)", bootstrap="auc", events=_BOTH),
     ReportedMetric(
         "partial_auc",
         "partial AUC above target sensitivity",
         "test, ROC area above sensitivity {target} (normalised to 1 for a perfect classifier)",
+        bootstrap="partial_auc",
+        events="positives",
     ),
-    ReportedMetric("sensitivity", "sensitivity", _AT_THRESHOLD, bootstrap="sensitivity", at_threshold=True),
-    ReportedMetric("specificity", "specificity", _AT_THRESHOLD, bootstrap="specificity", at_threshold=True),
-    ReportedMetric("ppv", "PPV", _AT_THRESHOLD, bootstrap="ppv", at_threshold=True),
-    ReportedMetric("npv", "NPV", _AT_THRESHOLD, bootstrap="npv", at_threshold=True),
+    ReportedMetric(
+        "sensitivity",
+        "sensitivity",
+        _AT_THRESHOLD,
+        bootstrap="sensitivity",
+        at_threshold=True,
+        events="positives",
+        proportion=True,
+    ),
+    ReportedMetric(
+        "specificity",
+        "specificity",
+        _AT_THRESHOLD,
+        bootstrap="specificity",
+        at_threshold=True,
+        events="negatives",
+        proportion=True,
+    ),
+    ReportedMetric(
+        "ppv",
+        "PPV",
+        _AT_THRESHOLD,
+        bootstrap="ppv",
+        at_threshold=True,
+        events="called positive",
+        proportion=True,
+    ),
+    ReportedMetric(
+        "npv",
+        "NPV",
+        _AT_THRESHOLD,
+        bootstrap="npv",
+        at_threshold=True,
+        events="called negative",
+        proportion=True,
+    ),
     ReportedMetric(
         "validation_sensitivity",
         "sensitivity on the split that chose the threshold",
         "{source}, at the threshold chosen there",
+        bootstrap="sensitivity",
+        events="positives",
+        proportion=True,
     ),
     ReportedMetric(
         "specificity_at_target_chosen_on_test",
         "OPTIMISTIC specificity at target, threshold chosen on test",
         "OPTIMISTIC: test, threshold chosen on test itself at sensitivity {target} (for comparison only)",
         bootstrap="specificity_at_sensitivity",
+        events="negatives",
     ),
     ReportedMetric(
         "threshold_chosen_on_test",
         "OPTIMISTIC threshold chosen on test",
         "OPTIMISTIC: test",
+        bootstrap="threshold_at_sensitivity",
         in_task_table=False,
+        events="positives",
     ),
 )
 #: The task metrics of every summary table (report.md's summary, ``hierclf study``, ``hierclf evaluate``).
@@ -130,15 +217,21 @@ THRESHOLD_COLUMN = "threshold chosen on"
 #: Provenance of the per-seed thresholds and of a task's calibration error.
 THRESHOLD_PROVENANCE = "chosen on {source} at sensitivity {target}"
 TASK_ECE_PROVENANCE = "test, conditional task score"
+TASK_BRIER_PROVENANCE = "test, conditional task score (mean squared error of the probability)"
 
 _ARGMAX = "test, argmax of the rolled-up cut probabilities"
 #: Metrics of a cut, in report order (``cancer_sensitivity`` only where the protocol declares a cancer node
 #: that the cut's classes can express).
 PARTITION_TABLE: tuple[ReportedMetric, ...] = (
-    ReportedMetric("balanced_accuracy", "balanced accuracy", _ARGMAX),
-    ReportedMetric("macro_auc", "macro AUC", _ARGMAX + " (one-vs-rest, classes present)"),
-    ReportedMetric("accuracy", "accuracy", _ARGMAX),
-    ReportedMetric("cancer_sensitivity", "cancer sensitivity", _ARGMAX),
+    ReportedMetric("balanced_accuracy", "balanced accuracy", _ARGMAX, events="samples of the rarest class"),
+    ReportedMetric(
+        "macro_auc",
+        "macro AUC",
+        _ARGMAX + " (one-vs-rest, classes present)",
+        events="samples of the rarest class",
+    ),
+    ReportedMetric("accuracy", "accuracy", _ARGMAX, events="samples", proportion=True),
+    ReportedMetric("cancer_sensitivity", "cancer sensitivity", _ARGMAX, events="cancers", proportion=True),
 )
 PER_CLASS_RECALL_LABEL = "per-class recall"
 PER_CLASS_RECALL_PROVENANCE = _ARGMAX
@@ -159,11 +252,13 @@ HIERARCHICAL_TABLE: tuple[ReportedMetric, ...] = (
         "mistake LCA height",
         "test, mean height of the lowest common ancestor over the mistakes (making-better-mistakes)",
     ),
-    ReportedMetric("error_rate", "error rate", "test, leaf-level top-1 error"),
+    ReportedMetric("error_rate", "error rate", "test, leaf-level top-1 error", proportion=True),
 )
 
 CALIBRATION_NODE_PROVENANCE = "test, rolled-up P({node})"
+CALIBRATION_NODE_BRIER_PROVENANCE = "test, rolled-up P({node}) (mean squared error of the probability)"
 READERS_PROVENANCE = "fraction of readers on or below the test ROC curve"
+READER_COMPARISON_PROVENANCE = "test, model {what} (threshold chosen on test at {reader}'s value)"
 
 #: Pre-registered metric (protocol ``primary_metric.metric``) -> key of the reported metric.
 PRIMARY_KEYS = {

@@ -41,7 +41,15 @@ from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.partitions import evaluate_partitions
 from hierclf.evaluation.prediction_files import Predictions
 from hierclf.evaluation.protocol_format import Protocol
-from hierclf.evaluation.readers import attach_readers, load_readers, read_readers, reader_dominance
+from hierclf.evaluation.reader_studies import (
+    ReaderReads,
+    compare_readers,
+    is_reads_file,
+    mrmc_table,
+    read_reader_reads,
+    reader_points_from_reads,
+)
+from hierclf.evaluation.readers import assign_readers, load_readers, read_readers, reader_dominance
 from hierclf.evaluation.records import (
     SYNTHETIC_BANNER,
     Estimate,
@@ -82,9 +90,10 @@ def evaluate(
     test: Sequence[str | Path | Predictions],
     *,
     metadata: str | Path | Metadata | None = None,
-    readers: str | Path | Sequence[Mapping[str, Any]] | None = None,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None = None,
     synthetic: bool = False,
     allow_test_thresholds: bool | None = None,
+    allow_seed_mismatch: bool | None = None,
 ) -> EvaluationReport:
     """Evaluate predictions under a pre-registered protocol.
 
@@ -98,17 +107,25 @@ def evaluate(
         test: test predictions, one per seed. Each needs ``labels``; the columns may be leaves or any cut.
         metadata: a metadata CSV (or :class:`Metadata`) keyed by sample id: groups for the bootstrap and
             subgroup columns. Every prediction id must be in it.
-        readers: a reader CSV (``reader,sensitivity,specificity[,task]``) or its rows; readers without a task
-            belong to the primary task (or the first task).
+        readers: a reader CSV of operating points (``reader,sensitivity,specificity[,task]``) or its rows;
+            or a CSV of case-level reads (``reader,case_id,decision|score[,task]``, or
+            :class:`~hierclf.evaluation.reader_studies.ReaderReads`): then each reader's operating point comes
+            from its decisions, every reader is compared pairwise with the model on its cases, and the MRMC
+            long table is kept (``mrmc_long.csv``). Readers without a task belong to the primary task (or
+            the first task).
         synthetic: mark every section of the report "SYNTHETIC DATA — not a clinical result".
         allow_test_thresholds: overrides the protocol's ``allow_test_thresholds``.
+        allow_seed_mismatch: overrides the protocol's ``allow_seed_mismatch`` (seeds tested on different
+            samples, or repeating the same predictions, are refused otherwise).
 
     Returns:
         The :class:`EvaluationReport`.
 
     Raises:
         EvaluationError: unequal numbers of val and test files, missing labels, NaN, a task with no
-            positives or no negatives in a split, ids not in the metadata, a task node below the columns.
+            positives or no negatives in a split, ids not in the metadata, a task node below the columns,
+            seeds tested on different samples or repeating the same file (unless allowed), a rolled-up
+            probability outside [0, 1] beyond rounding.
     """
     found = Findings()
     inputs = read_inputs(
@@ -119,15 +136,16 @@ def evaluate(
         metadata=metadata,
         allow_test_thresholds=allow_test_thresholds,
         findings=found,
+        allow_seed_mismatch=allow_seed_mismatch,
     )
     _warn_about_design(protocol, inputs.test, found)
-    tasks = evaluate_tasks(taxonomy, protocol, inputs.val, inputs.test, inputs.source)
+    tasks, mrmc = _tasks_and_readers(taxonomy, protocol, inputs, readers)
     partitions = evaluate_partitions(taxonomy, protocol, inputs.test, found)
-    hierarchical = evaluate_hierarchical(taxonomy, inputs.test, found)
+    hierarchical = evaluate_hierarchical(taxonomy, protocol, inputs.test, found)
     calibration = evaluate_calibration_nodes(taxonomy, protocol, inputs.test)
-    if readers is not None:
-        attach_readers(protocol, tasks, load_readers(readers))
-    subgroups = evaluate_subgroups(taxonomy, protocol, inputs.metadata, tasks, inputs.test, found)
+    subgroups, subgroup_replicates = evaluate_subgroups(
+        taxonomy, protocol, inputs.metadata, tasks, inputs.test, found
+    )
     return _report(
         taxonomy,
         protocol,
@@ -139,7 +157,42 @@ def evaluate(
         hierarchical=hierarchical,
         calibration=calibration,
         subgroups=subgroups,
+        subgroup_replicates=subgroup_replicates,
+        mrmc=mrmc,
     )
+
+
+def _tasks_and_readers(
+    taxonomy: Taxonomy,
+    protocol: Protocol,
+    inputs: Inputs,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, TaskResult], dict[str, Any] | None]:
+    """The tasks with their readers on the task's replicates; with case-level reads, every reader compared
+    pairwise with the model and the MRMC long table."""
+    reads, reader_rows = _reader_input(taxonomy, protocol, readers, inputs)
+    by_task = assign_readers(protocol, reader_rows) if reader_rows else None
+    tasks = evaluate_tasks(taxonomy, protocol, inputs.val, inputs.test, inputs.source, readers=by_task)
+    if reads is None:
+        return tasks, None
+    compare_readers(taxonomy, protocol, reads, tasks, inputs.test)
+    return tasks, mrmc_table(taxonomy, protocol, reads, inputs.test)
+
+
+def _reader_input(
+    taxonomy: Taxonomy,
+    protocol: Protocol,
+    readers: str | Path | ReaderReads | Sequence[Mapping[str, Any]] | None,
+    inputs: Inputs,
+) -> tuple[ReaderReads | None, list[dict[str, Any]] | None]:
+    """Case-level reads (a file with a ``case_id`` column) and the reader operating points: given in the
+    file, or each reader's on its reads."""
+    if readers is None:
+        return None, None
+    if isinstance(readers, ReaderReads) or (isinstance(readers, (str, Path)) and is_reads_file(readers)):
+        reads = readers if isinstance(readers, ReaderReads) else read_reader_reads(readers)
+        return reads, reader_points_from_reads(taxonomy, protocol, reads, inputs.test[0])
+    return None, load_readers(readers)
 
 
 def _warn_about_design(protocol: Protocol, test: list[Split], found: Findings) -> None:
@@ -170,6 +223,8 @@ def _report(
     hierarchical: dict[str, Estimate],
     calibration: dict[str, dict[str, Any]],
     subgroups: dict[str, list[dict[str, Any]]],
+    subgroup_replicates: dict[str, Any],
+    mrmc: dict[str, Any] | None,
 ) -> EvaluationReport:
     return EvaluationReport(
         taxonomy=taxonomy.name,
@@ -179,6 +234,8 @@ def _report(
         synthetic=synthetic,
         threshold_source=inputs.source,
         group_column=protocol.group_column,
+        resampling=inputs.resampling(protocol.group_column, protocol.bootstrap.replicates),
+        seed_table=seed_table(inputs, tasks),
         warnings=found.warnings,
         notes=found.notes,
         primary=primary_result(protocol, tasks, partitions),
@@ -187,7 +244,34 @@ def _report(
         hierarchical=hierarchical,
         calibration_nodes=calibration,
         subgroups=subgroups,
+        subgroup_replicates=subgroup_replicates,
+        mrmc=mrmc,
     )
+
+
+def seed_table(inputs: Inputs, tasks: dict[str, TaskResult]) -> list[dict[str, Any]]:
+    """One row per seed: its files, its test set's size and groups, and each task's AUC and operating point
+    (the per-seed values of ``report.json``, side by side)."""
+    rows = []
+    for k, test in enumerate(inputs.test):
+        row: dict[str, Any] = {
+            "seed": k,
+            "validation": inputs.validation_names[k] if k < len(inputs.validation_names) else None,
+            "test": test.name,
+            "n_test": len(test.preds),
+            "n_groups": int(len(test.group_names)),
+            "tasks": {
+                name: {
+                    key: t.metrics[key].per_seed[k]
+                    for key in ("auc", "sensitivity", "specificity")
+                    if key in t.metrics
+                }
+                | {"threshold": t.thresholds.per_seed[k]}
+                for name, t in tasks.items()
+            },
+        }
+        rows.append(row)
+    return rows
 
 
 def primary_result(
@@ -245,8 +329,10 @@ class Evaluator:
         readers: str | Path | Sequence[Mapping[str, Any]] | None = None,
         synthetic: bool = False,
         allow_test_thresholds: bool | None = None,
+        allow_seed_mismatch: bool | None = None,
     ) -> None:
         self.taxonomy = taxonomy
+        self.allow_seed_mismatch = allow_seed_mismatch
         self.protocol = protocol
         self.metadata = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
         self.readers = readers
@@ -278,4 +364,5 @@ class Evaluator:
             readers=self.readers,
             synthetic=self.synthetic,
             allow_test_thresholds=self.allow_test_thresholds,
+            allow_seed_mismatch=self.allow_seed_mismatch,
         )

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from hierclf.errors import FileFormatError, Problem, TaxonomyError, UnknownNameError
-from hierclf.io.problems import FieldError, dotted, problems_from_validation_error
+from hierclf.io.problems import ValidationIssue, dotted, problems_from_validation_error
 from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -38,6 +38,8 @@ __all__ = [
     "BINARY_METRICS",
     "PARTITION_METRICS",
     "BootstrapSpec",
+    "IntervalSpec",
+    "SubgroupOptions",
     "PartitionSpec",
     "PrimaryMetric",
     "Protocol",
@@ -86,6 +88,47 @@ class BootstrapSpec(_Model):
     replicates: StrictInt = Field(1000, ge=1, description="Bootstrap replicates (default 1000).")
     ci_level: Unit = Field(0.95, description="Confidence level of the intervals, 0 < x < 1 (default 0.95).")
     seed: StrictInt = Field(0, ge=0, description="Seed of the bootstrap's random draws (default 0).")
+
+
+class IntervalSpec(_Model):
+    """Which interval a proportion gets (sensitivity, specificity, PPV, NPV, recall, accuracy)."""
+
+    proportions: Literal["auto", "bootstrap", "clopper_pearson", "wilson"] = Field(
+        "auto",
+        description="`auto` (default): the percentile bootstrap, unless its interval has zero width or the "
+        "successes or failures number fewer than `min_events`: then `exact`; `bootstrap`, "
+        "`clopper_pearson` or `wilson`: always that one. Binomial intervals use the clustered effective "
+        "counts (Korn & Graubard) when images come in groups.",
+    )
+    exact: Literal["clopper_pearson", "wilson"] = Field(
+        "clopper_pearson", description="The binomial interval `auto` falls back to (default clopper_pearson)."
+    )
+    min_events: StrictInt = Field(
+        10, ge=0, description="`auto` uses the binomial interval below this many successes or failures."
+    )
+
+
+class SubgroupOptions(_Model):
+    """How one subgroup column is broken down: numeric bands, and the level every other is compared with."""
+
+    bands: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="Increasing band edges for a numeric column (e.g. age `[30, 45, 60]` gives `< 30`, "
+        "`[30, 45)`, `[45, 60)`, `>= 60`); values that are not numbers fall in `(missing)`.",
+    )
+    reference: StrictStr | None = Field(
+        None,
+        description="The level every other level is compared with (default: each level against the rest).",
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> SubgroupOptions:
+        if self.bands is not None:
+            edges = np.asarray(self.bands, dtype=np.float64)
+            if not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+                raise ValueError(f"bands must be finite and strictly increasing, got {self.bands}")
+        return self
 
 
 class PrimaryMetric(_Model):
@@ -189,6 +232,20 @@ class Protocol(_Model):
         default_factory=list,
         description="Metadata columns to break metrics down by (e.g. sex, localization, fitzpatrick).",
     )
+    subgroup_options: dict[StrictStr, SubgroupOptions] = Field(
+        default_factory=dict,
+        description="Per subgroup column: numeric `bands` and a `reference` level "
+        "(e.g. `{age: {bands: [30, 45, 60]}, sex: {reference: female}}`).",
+    )
+    intervals: IntervalSpec = Field(
+        IntervalSpec(proportions="auto", exact="clopper_pearson", min_events=10),
+        description="Which interval proportions get (defaults apply).",
+    )
+    allow_seed_mismatch: bool = Field(
+        False,
+        description="Allow seeds whose test files hold different samples, or that repeat the same "
+        "predictions (refused by default; allowed, the report says so loudly and gives a per-seed table).",
+    )
     allow_test_thresholds: bool = Field(
         False,
         description="Allow thresholds chosen on test when no "
@@ -254,7 +311,7 @@ def _from_document(doc: LocatedYAML, taxonomy: Taxonomy) -> Protocol:
     return _resolved(proto, taxonomy)
 
 
-def _explain(err: FieldError) -> str | None:
+def _explain(err: ValidationIssue) -> str | None:
     """The protocol format's own words for a task, partition or protocol name that is not snake_case."""
     if err.kind == "string_pattern_mismatch" and err.field_name == "name":
         return f"invalid name {err.value!r}: expected snake_case (lowercase letters, digits, single '_')"
@@ -285,7 +342,21 @@ def _check_against_taxonomy(proto: Protocol, taxonomy: Taxonomy, doc: LocatedYAM
     if proto.cancer_node is not None:
         cancer = _resolve(taxonomy, proto.cancer_node, doc, ("cancer_node",), problems)
     _check_primary(proto, taxonomy, doc, cancer, problems)
+    _check_subgroup_options(proto, doc, problems)
     return problems
+
+
+def _check_subgroup_options(proto: Protocol, doc: LocatedYAML, problems: list[Problem]) -> None:
+    """Every column with options is one of the protocol's ``subgroups``."""
+    for column in proto.subgroup_options:
+        if column not in proto.subgroups:
+            err = UnknownNameError(
+                "subgroup column",
+                column,
+                list(proto.subgroups),
+                f"in subgroup_options (the protocol's subgroups: {', '.join(proto.subgroups) or 'none'})",
+            )
+            problems.append(doc.problem(("subgroup_options", column), str(err), code="unknown-subgroup"))
 
 
 def _check_names(proto: Protocol, doc: LocatedYAML, problems: list[Problem]) -> None:

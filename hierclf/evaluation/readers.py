@@ -1,5 +1,9 @@
-"""Reader studies: reader operating points (a CSV ``reader,sensitivity,specificity[,task]``) and whether the
-model's ROC curve dominates each of them, as Esteva et al. drew dermatologists on the model's curve."""
+"""Reader studies: reader operating points (a CSV ``reader,sensitivity,specificity[,task]``), whether the
+model's ROC curve dominates each of them (as Esteva et al. drew dermatologists on the model's curve), the
+mean reader, and the model's specificity at each reader's sensitivity and sensitivity at each reader's
+specificity on test, with grouped-bootstrap intervals and p-values against the reader's own value (the
+comparison of Haenssle et al. 2018 and Tschandl et al. 2019). Every interval comes from the task's test
+replicates (:mod:`hierclf.evaluation.tasks`)."""
 
 from __future__ import annotations
 
@@ -11,12 +15,20 @@ from typing import Any
 import numpy as np
 
 from hierclf.errors import FileFormatError, UnknownNameError
-from hierclf.evaluation.catalog import READERS_PROVENANCE
+from hierclf.evaluation import metrics as M
+from hierclf.evaluation.catalog import READER_COMPARISON_PROVENANCE, READERS_PROVENANCE
 from hierclf.evaluation.protocol_format import Protocol
-from hierclf.evaluation.records import ReaderPoint, TaskResult, estimate_over_seeds
+from hierclf.evaluation.records import Estimate, IntervalPolicy, ReaderPoint, TaskResult, estimate_over_seeds
 from hierclf.io.csv_files import read_csv_table
 
-__all__ = ["attach_readers", "load_readers", "read_readers", "reader_dominance"]
+__all__ = [
+    "assign_readers",
+    "load_readers",
+    "place_readers",
+    "read_readers",
+    "reader_dominance",
+    "reader_points",
+]
 
 
 def read_readers(path: str | Path) -> list[dict[str, Any]]:
@@ -62,25 +74,6 @@ def _fraction(text: str) -> float:
         return math.nan
 
 
-def _roc_envelope(fpr: np.ndarray, tpr: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Height of the ROC polyline at false-positive rates ``x``: at a vertical step, its top.
-
-    Args:
-        fpr, tpr: ROC points sorted by increasing ``fpr`` (ties: increasing ``tpr``), from (0, 0) to (1, 1).
-        x: ``(k,)`` false-positive rates.
-    """
-    ux, first = np.unique(fpr, return_index=True)
-    hi, lo = np.maximum.reduceat(tpr, first), np.minimum.reduceat(tpr, first)  # top / bottom of each step
-    tol = 1e-12  # 1 - specificity is rarely exact in floating point (1 - 0.8 = 0.19999999999999996)
-    k = np.clip(np.searchsorted(ux, x + tol, side="right") - 1, 0, len(ux) - 1)
-    at = np.abs(ux[k] - x) <= tol
-    nxt = np.minimum(k + 1, len(ux) - 1)
-    span = np.where(nxt > k, ux[nxt] - ux[k], 1.0)
-    frac = np.where(nxt > k, np.clip((x - ux[k]) / span, 0.0, 1.0), 0.0)
-    between = hi[k] + frac * (lo[nxt] - hi[k])
-    return np.where(at, hi[k], between)
-
-
 def reader_dominance(
     fpr: np.ndarray, tpr: np.ndarray, sensitivity: np.ndarray, specificity: np.ndarray
 ) -> np.ndarray:
@@ -96,10 +89,7 @@ def reader_dominance(
         [True, True, False]
     """
     x = 1.0 - np.asarray(specificity, dtype=np.float64)
-    return (
-        _roc_envelope(np.asarray(fpr, np.float64), np.asarray(tpr, np.float64), x)
-        >= np.asarray(sensitivity, dtype=np.float64) - 1e-12
-    )
+    return M.roc_polyline_height(fpr, tpr, x) >= np.asarray(sensitivity, dtype=np.float64) - 1e-12
 
 
 def load_readers(readers: str | Path | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -107,28 +97,112 @@ def load_readers(readers: str | Path | Sequence[Mapping[str, Any]]) -> list[dict
     return read_readers(readers) if isinstance(readers, (str, Path)) else [dict(r) for r in readers]
 
 
-def attach_readers(proto: Protocol, tasks: dict[str, TaskResult], rows: list[dict[str, Any]]) -> None:
-    """Put each reader on its task (readers without a task: the primary metric's task, else the first) and
-    record, per seed, whether the task's test ROC curve dominates them."""
+def assign_readers(proto: Protocol, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each reader's task (readers without a task: the primary metric's task, else the first); an unknown
+    task is an error with "did you mean"."""
     default = proto.primary_metric.task or proto.tasks[0].name
+    names = [t.name for t in proto.tasks]
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         name = r.get("task") or default
-        if name not in tasks:
-            raise UnknownNameError("task", name, list(tasks), "in the reader file")
+        if name not in names:
+            raise UnknownNameError("task", name, names, "in the reader file")
         by_task.setdefault(name, []).append(r)
-    for name, rs in by_task.items():
-        _place(proto, tasks[name], rs)
+    return by_task
 
 
-def _place(proto: Protocol, res: TaskResult, rows: list[dict[str, Any]]) -> None:
-    sens = np.array([float(r["sensitivity"]) for r in rows])
-    spec = np.array([float(r["specificity"]) for r in rows])
-    dom = np.stack([reader_dominance(roc["fpr"], roc["tpr"], sens, spec) for roc in res.roc])  # (seeds, r)
-    res.readers = [
-        ReaderPoint(str(r["reader"]), float(s), float(p), dom[:, i].tolist())
-        for i, (r, s, p) in enumerate(zip(rows, sens, spec))
-    ]
-    res.reader_fraction_dominated = estimate_over_seeds(
-        dom.mean(axis=1), level=proto.bootstrap.ci_level, n=[len(rows)], provenance=READERS_PROVENANCE
+def reader_points(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, list[tuple[float, float]]]:
+    """Per task, the ``(sensitivity, specificity)`` of each reader and, last, of the mean reader (the mean
+    of the readers' sensitivities and of their specificities)."""
+    out = {}
+    for name, rows in by_task.items():
+        points = [(float(r["sensitivity"]), float(r["specificity"])) for r in rows]
+        mean = (float(np.mean([p[0] for p in points])), float(np.mean([p[1] for p in points])))
+        out[name] = points + [mean]
+    return out
+
+
+def place_readers(proto: Protocol, res: TaskResult, rows: list[dict[str, Any]], seeds: Sequence[Any]) -> None:
+    """Put a task's readers and its mean reader on the task's result: per seed whether the test ROC curve
+    dominates each, the fraction dominated with its interval, and the model's specificity at each reader's
+    sensitivity and sensitivity at each reader's specificity with intervals and p-values against the
+    reader's own value.
+
+    Args:
+        seeds: each seed's :class:`~hierclf.evaluation.tasks.ReaderSeed` (the readers' points in order, the
+            mean reader last), from the task's test replicates.
+    """
+    points = reader_points({res.name: rows})[res.name]
+    sens = np.array([p[0] for p in points])
+    spec = np.array([p[1] for p in points])
+    dom = np.stack([reader_dominance(roc["fpr"], roc["tpr"], sens, spec) for roc in res.roc])  # (seeds, r+1)
+    names = [str(r["reader"]) for r in rows] + ["mean reader"]
+    placed = [
+        _reader_point(proto, res, names[i], sens[i], spec[i], dom[:, i], [s_.specificity[i] for s_ in seeds],
+                      [s_.sensitivity[i] for s_ in seeds])
+        for i in range(len(points))
+    ]  # fmt: skip
+    placed[-1].mean_reader = True
+    res.readers, res.mean_reader = placed[:-1], placed[-1]
+    res.reader_fraction_dominated = _fraction_dominated(proto, sens[:-1], dom[:, :-1], seeds)
+
+
+def _reader_point(
+    proto: Protocol,
+    res: TaskResult,
+    name: str,
+    sens: float,
+    spec: float,
+    dominated: np.ndarray,
+    model_spec: list[M.BootstrapEstimate],
+    model_sens: list[M.BootstrapEstimate],
+) -> ReaderPoint:
+    """One reader point with the model's numbers there (one bootstrap estimate per seed of each)."""
+    level, policy = proto.bootstrap.ci_level, IntervalPolicy.of(proto)
+    c = res.counts
+
+    def estimate(per_seed: list[M.BootstrapEstimate], events: list[int], what: str) -> Estimate:
+        return estimate_over_seeds(
+            [e.point for e in per_seed],
+            [e.replicates for e in per_seed],
+            level=level,
+            n=[p + n for p, n in zip(c["test_positive"], c["test_negative"])],
+            n_groups=c["test_groups"],
+            provenance=READER_COMPARISON_PROVENANCE.format(what=what, reader=name),
+            events=events,
+            policy=policy,
+        )
+
+    model_specificity = estimate(model_spec, c["test_negative"], f"specificity at sensitivity {sens:.3f}")
+    model_sensitivity = estimate(model_sens, c["test_positive"], f"sensitivity at specificity {spec:.3f}")
+    return ReaderPoint(
+        name,
+        float(sens),
+        float(spec),
+        dominated.tolist(),
+        model_specificity,
+        model_sensitivity,
+        M.bootstrap_p_value(np.concatenate([e.replicates for e in model_spec]), spec),
+        M.bootstrap_p_value(np.concatenate([e.replicates for e in model_sens]), sens),
+    )
+
+
+def _fraction_dominated(
+    proto: Protocol, sens: np.ndarray, dominated: np.ndarray, seeds: Sequence[Any]
+) -> Estimate:
+    """The fraction of readers on or below the ROC curve, per seed, with replicates: in replicate ``r`` a
+    reader is dominated when that replicate's ROC polyline reaches the reader's sensitivity."""
+    replicates = []
+    for seed in seeds:  # a loop over seeds; each (R, readers) at once
+        heights = np.stack([e.replicates for e in seed.height[: len(sens)]], axis=1)
+        missing = np.isnan(heights).any(axis=1)
+        frac = (heights >= sens[None, :] - 1e-12).mean(axis=1)
+        replicates.append(np.where(missing, np.nan, frac))
+    return estimate_over_seeds(
+        dominated.mean(axis=1),
+        replicates,
+        level=proto.bootstrap.ci_level,
+        n=[len(sens)],
+        provenance=READERS_PROVENANCE,
+        policy=IntervalPolicy.of(proto),
     )

@@ -14,6 +14,7 @@ Row labels and column headers come from :mod:`hierclf.evaluation.catalog`, as do
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -31,6 +32,8 @@ from hierclf.evaluation.catalog import (
     SUMMARY_TASK_KEYS,
     TASK_TABLE,
     THRESHOLD_COLUMN,
+    ZERO_WIDTH_FLAG,
+    IntervalMethod,
     partition_metric,
     task_metric,
 )
@@ -45,11 +48,25 @@ from hierclf.io.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["format_estimate", "render_markdown", "summary_rows", "text_table", "write_report"]
+__all__ = [
+    "format_estimate",
+    "render_markdown",
+    "summary_rows",
+    "text_table",
+    "write_replicates",
+    "write_report",
+]
 
 
-def write_report(report: EvaluationReport, out_dir: str | Path) -> dict[str, Path]:
+def write_report(
+    report: EvaluationReport, out_dir: str | Path, *, save_replicates: bool = False
+) -> dict[str, Path]:
     """Write ``report.md``, ``report.json`` and ``figures/*.png`` under ``out_dir`` (created if needed).
+
+    Args:
+        save_replicates: also write ``replicates.npz``: every bootstrap replicate array of the report, keyed
+            by its path in ``report.json`` (``tasks/<task>/metrics/<key>``, ...), each ``(n_seeds,
+            n_replicates)`` (:meth:`EvaluationReport.replicates`).
 
     Returns:
         Name -> path of every file written.
@@ -66,8 +83,32 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> dict[str, Pat
     data["figures"] = {k: p.relative_to(out).as_posix() for k, p in figures.items()}
     atomic_write_text(out / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
     written["report.json"] = out / "report.json"
+    if save_replicates:
+        written["replicates.npz"] = write_replicates(report.replicates(), out / "replicates.npz")
+    if report.mrmc is not None:
+        written["mrmc_long.csv"] = write_mrmc_table(report.mrmc, out / "mrmc_long.csv")
     logger.info("wrote %d report files to %s", len(written), out)
     return written
+
+
+def write_mrmc_table(table: dict[str, np.ndarray], path: Path) -> Path:
+    """The long table of case-level reads and model scores (``task,reader,case,test,truth,rating``) that the
+    R packages MRMCaov and iMRMC read, written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = list(table)
+    writer.writerow(columns)
+    writer.writerows(zip(*(np.asarray(table[c]).tolist() for c in columns)))
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def write_replicates(arrays: dict[str, np.ndarray], path: Path) -> Path:
+    """Bootstrap replicates as an uncompressed ``.npz`` (names are report paths), written atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **{name: np.asarray(a, dtype=np.float64) for name, a in arrays.items()})  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 # --- markdown ------------------------------------------------------------------------------------------
@@ -78,20 +119,41 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 
 def format_estimate(est: Estimate | None, digits: int = 3) -> str:
-    """``value [low, high]`` (pooled CI) and ``± std`` over seeds when there are several.
+    """``value [low, high]`` (pooled CI), ``± std`` over seeds when there are several, and the number's
+    flags (``SMALL``, ``ZERO-WIDTH``). An interval that is not of width zero is never printed as one: its
+    ends get more digits until they differ.
 
     Example:
         >>> format_estimate(Estimate(0.9, 0.01, [0.89, 0.91], (0.85, 0.94)))
         '0.900 [0.850, 0.940] ± 0.010'
+        >>> format_estimate(Estimate(1.0, math.nan, [1.0], (1.0, 1.0), flags=["ZERO-WIDTH"]))
+        '1.000 [1.000, 1.000] ZERO-WIDTH'
+        >>> format_estimate(Estimate(0.9996, math.nan, [0.9996], (0.99951, 0.99968)))
+        '1.000 [0.9995, 0.9997]'
     """
     if est is None:
         return "n/a"
     text = _num(est.value, digits)
+    flags = list(est.flags)
     if math.isfinite(est.ci[0]) and math.isfinite(est.ci[1]):
-        text += f" [{_num(est.ci[0], digits)}, {_num(est.ci[1], digits)}]"
+        shown = digits
+        while ZERO_WIDTH_FLAG not in flags and shown < 8 and _num(est.ci[0], shown) == _num(est.ci[1], shown):
+            shown += 1
+        if _num(est.ci[0], shown) == _num(est.ci[1], shown) and ZERO_WIDTH_FLAG not in flags:
+            flags.append(ZERO_WIDTH_FLAG)  # narrower than 1e-8: printed as zero width, so flagged as such
+        text += f" [{_num(est.ci[0], shown)}, {_num(est.ci[1], shown)}]"
     if len(est.per_seed) > 1:
         text += f" ± {_num(est.std, digits)}"
+    if flags:
+        text += " " + " ".join(flags)
     return text
+
+
+def _interval_label(est: Estimate | None) -> str:
+    """The interval column: how the interval was computed (``-`` without one)."""
+    if est is None or est.interval is None:
+        return "-"
+    return IntervalMethod(est.interval).short
 
 
 def _banner(report: EvaluationReport) -> list[str]:
@@ -121,21 +183,69 @@ def _warnings_section(report: EvaluationReport) -> list[str]:
     return ["## Warnings", ""] + _banner(report) + [f"- **{w}**" for w in report.warnings] + [""]
 
 
+def _resampled(report: EvaluationReport) -> str:
+    """What the bootstrap actually resampled, in words: the group column and where it came from, or rows
+    (and why), with the blank group ids resampled one by one."""
+    info = report.resampling
+    if not info:
+        return f"**{report.group_column or 'rows (no group column!)'}**"
+    seeds = info.get("per_seed", [])
+    sources = sorted({s["source"] for s in seeds})
+    blank = sum(int(s.get("blank_group_ids", 0)) for s in seeds)
+    if info["unit"] == "rows":
+        why = (
+            "the protocol has no group_column"
+            if report.group_column is None
+            else (f"no {report.group_column} groups were found")
+        )
+        text = f"**rows** ({why})"
+    elif info["unit"] == "mixed":
+        text = f"**{report.group_column} for some seeds, rows for others** ({'; '.join(sources)})"
+    else:
+        groups = "/".join(sorted({str(s["n_groups"]) for s in seeds}))
+        text = f"**{report.group_column}** ({groups} groups; {'; '.join(sources)})"
+    if blank:
+        text += f"; {blank} samples with a blank {report.group_column} are resampled one by one"
+    return text
+
+
 def _overview_section(report: EvaluationReport) -> list[str]:
     """Taxonomy, seeds, operating point and how intervals were computed."""
     proto = report.protocol
     level = proto["bootstrap"]["ci_level"]
-    unit = report.group_column or "rows (no group column!)"
+    intervals = proto.get("intervals") or {}
     lines = [
         f"- taxonomy: `{report.taxonomy}`; seeds: {report.n_seeds} (protocol asks for {proto['min_seeds']})",
         f"- target sensitivity: {proto['target_sensitivity']}; "
         f"thresholds chosen on: **{report.threshold_source.description}**",
         f"- intervals: {int(level * 100)} % percentile bootstrap, {proto['bootstrap']['replicates']} "
-        f"replicates resampling **{unit}**, pooled over seeds; `± x` is the standard deviation over seeds",
+        f"replicates resampling {_resampled(report)}, pooled over seeds; `± x` is the standard deviation "
+        "over seeds",
+        "- proportions (sensitivity, specificity, PPV, NPV, recall, accuracy): "
+        + _proportion_rule(intervals)
+        + "; the interval column says which each number uses",
+        f"- flags: `SMALL` = fewer than {proto['min_group_size']} of the events that drive the number "
+        "(positives for a sensitivity, negatives for a specificity); `ZERO-WIDTH` = every replicate gave the "
+        "same value",
     ]
     if proto.get("error_profile"):
         lines += [f"- error profile: {proto['error_profile']}"]
     return lines + [""]
+
+
+def _proportion_rule(intervals: dict[str, Any]) -> str:
+    mode = intervals.get("proportions", "auto")
+    exact = "Wilson" if intervals.get("exact") == "wilson" else "Clopper-Pearson"
+    if mode == "auto":
+        return (
+            f"the bootstrap interval, or the {exact} interval (clustered: Korn & Graubard's effective "
+            f"counts) where the bootstrap's has zero width or fewer than {intervals.get('min_events', 10)} "
+            "successes or failures"
+        )
+    if mode == "bootstrap":
+        return "the bootstrap interval"
+    name = "Wilson" if mode == "wilson" else "Clopper-Pearson"
+    return f"the {name} interval (clustered where images share groups)"
 
 
 def _primary_section(report: EvaluationReport) -> list[str]:
@@ -190,22 +300,122 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
         f"{format_estimate(task.thresholds, 4)}.",
         "",
     ]
-    lines += _header(["metric", "value [CI] ± std over seeds", "provenance"])
+    lines += _header(["metric", "value [CI] ± std over seeds", "interval", "provenance"])
     for metric in TASK_TABLE:
         est = task.metrics.get(metric.key)
         if est is not None and metric.in_task_table:
-            lines.append(_row([metric.label, format_estimate(est), est.provenance]))
+            lines.append(_row([metric.label, format_estimate(est), _interval_label(est), est.provenance]))
     ece = task.calibration["ece"]
-    lines.append(_row([f"ECE ({task.calibration['n_bins']} bins)", format_estimate(ece), ece.provenance]))
+    lines.append(
+        _row(
+            [
+                f"ECE ({task.calibration['n_bins']} bins)",
+                format_estimate(ece),
+                _interval_label(ece),
+                ece.provenance,
+            ]
+        )
+    )
+    brier = task.calibration.get("brier")
+    if isinstance(brier, Estimate):
+        lines.append(_row(["Brier score", format_estimate(brier), _interval_label(brier), brier.provenance]))
     dominated = task.reader_fraction_dominated
     if dominated is not None:
         label = f"readers dominated by the ROC curve ({len(task.readers)} readers)"
-        lines.append(_row([label, format_estimate(dominated), dominated.provenance]))
+        lines.append(
+            _row([label, format_estimate(dominated), _interval_label(dominated), dominated.provenance])
+        )
     lines.append("")
+    lines += _readers_table(task) + _reader_study_section(task)
     for key in (f"roc_{task.name}", f"reliability_{task.name}"):
         if key in figures:
             lines += [f"![{key}]({figures[key]})", ""]
     return lines
+
+
+def _readers_table(task: TaskResult) -> list[str]:
+    """Each reader and the mean reader beside the model at the reader's sensitivity and specificity."""
+    if not task.readers:
+        return []
+    lines = [
+        "Readers against the model on test (threshold chosen on test at each reader's value; p: two-sided "
+        "bootstrap p-value against the reader's own value):",
+        "",
+    ]
+    lines += _header(
+        [
+            "reader",
+            "sensitivity",
+            "specificity",
+            "model specificity at the reader's sensitivity",
+            "p",
+            "model sensitivity at the reader's specificity",
+            "p",
+            "dominated (seeds)",
+        ]
+    )
+    several = len(task.readers) > 1 and task.mean_reader is not None
+    points = task.readers + ([task.mean_reader] if several and task.mean_reader is not None else [])
+    for r in points:
+        name = f"**{r.reader}**" if r.mean_reader else r.reader.replace("|", "/")
+        lines.append(
+            _row(
+                [
+                    name,
+                    _num(r.sensitivity),
+                    _num(r.specificity),
+                    format_estimate(r.model_specificity),
+                    _p(r.p_specificity),
+                    format_estimate(r.model_sensitivity),
+                    _p(r.p_sensitivity),
+                    f"{sum(r.dominated)} of {len(r.dominated)}",
+                ]
+            )
+        )
+    return lines + [""]
+
+
+def _reader_study_section(task: TaskResult) -> list[str]:
+    """Case-level reads: each reader against the model on the cases it read (paired)."""
+    study = task.reader_study
+    if not study or not study["readers"]:
+        return []
+    lines = [
+        f"Case-level reads (`{study['file']}`; the long table for MRMCaov / iMRMC is `mrmc_long.csv`), each "
+        "reader against the model on the cases it read; differences are model minus reader, paired "
+        "(the reader's rates re-computed and the model's threshold re-chosen in every replicate):",
+        "",
+    ]
+    lines += _header(
+        ["reader", "cases (pos / neg)", "sensitivity", "specificity", "model spec. at reader's sens.",
+         "Δ spec. [CI], p", "model sens. at reader's spec.", "Δ sens. [CI], p", "AUC: Δ [CI], DeLong p"]
+    )  # fmt: skip
+    for r in study["readers"]:
+        cells = [r["reader"].replace("|", "/"), f"{r['n_cases']} ({r['n_positive']} / {r['n_negative']})"]
+        if "sensitivity" in r:
+            ms, mn = r["matched_specificity"], r["matched_sensitivity"]
+            cells += [_fmt_dict(r["sensitivity"]), _fmt_dict(r["specificity"]), _fmt_dict(ms["model"])]
+            cells += [
+                f"{_fmt_dict(ms['difference'])}, {_p(ms['difference']['p_value'])}",
+                _fmt_dict(mn["model"]),
+            ]
+            cells += [f"{_fmt_dict(mn['difference'])}, {_p(mn['difference']['p_value'])}"]
+        else:
+            cells += ["n/a"] * 6
+        auc = r.get("auc")
+        cells.append(
+            f"{_fmt_dict(auc['difference'])}, {_p(auc['delong'].get('p_value'))}"
+            if auc
+            else "n/a (no scores)"
+        )
+        lines.append(_row(cells))
+    return lines + [""]
+
+
+def _p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _n(values: int | list[int] | None) -> str:
@@ -218,12 +428,12 @@ def _n(values: int | list[int] | None) -> str:
 
 def _partition_section(report: EvaluationReport, part: PartitionResult, figures: dict[str, str]) -> list[str]:
     lines = [f"## Partition `{part.name}` ({len(part.classes)} classes, test)", ""] + _banner(report)
-    lines += _header(["metric", "value [CI] ± std over seeds"])
+    lines += _header(["metric", "value [CI] ± std over seeds", "interval"])
     for key, est in part.metrics.items():
-        lines.append(_row([partition_metric(key).label, format_estimate(est)]))
-    lines += [""] + _header(["class", "recall [CI] ± std", "n (test)"])
+        lines.append(_row([partition_metric(key).label, format_estimate(est), _interval_label(est)]))
+    lines += [""] + _header(["class", "recall [CI] ± std", "n (test)", "interval"])
     for cls, est in part.per_class_recall.items():
-        lines.append(_row([cls, format_estimate(est), _n(est.n)]))
+        lines.append(_row([cls, format_estimate(est), _n(est.n), _interval_label(est)]))
     lines.append("")
     total = np.sum(part.confusion, axis=0)
     lines += ["Confusion matrix, summed over seeds (rows = true, columns = predicted):", ""]
@@ -242,11 +452,11 @@ def _hierarchical_section(report: EvaluationReport) -> list[str]:
     if not report.hierarchical:
         return []
     lines = ["## Hierarchical errors (test)", ""] + _banner(report)
-    lines += _header(["metric", "value", "provenance"])
+    lines += _header(["metric", "value [CI] ± std over seeds", "interval", "provenance"])
     for metric in HIERARCHICAL_TABLE:
         est = report.hierarchical.get(metric.key)
         if est is not None:
-            lines.append(_row([metric.label, format_estimate(est), est.provenance]))
+            lines.append(_row([metric.label, format_estimate(est), _interval_label(est), est.provenance]))
     return lines + [""]
 
 
@@ -256,7 +466,9 @@ def _calibration_section(report: EvaluationReport, figures: dict[str, str]) -> l
     lines = ["## Calibration of node probabilities (test)", ""] + _banner(report)
     for node, cal in report.calibration_nodes.items():
         if "ece" in cal:
-            lines.append(f"- P({node}): ECE {format_estimate(cal['ece'])} ({cal['n_bins']} bins)")
+            brier = cal.get("brier")
+            extra = f"; Brier score {format_estimate(brier)}" if isinstance(brier, Estimate) else ""
+            lines.append(f"- P({node}): ECE {format_estimate(cal['ece'])} ({cal['n_bins']} bins){extra}")
         else:
             lines.append(f"- P({node}): {cal.get('note', 'not computed')}")
         if f"reliability_{node}" in figures:
@@ -267,14 +479,50 @@ def _calibration_section(report: EvaluationReport, figures: dict[str, str]) -> l
 def _subgroup_section(report: EvaluationReport, column: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"## Subgroups by `{column}` (test)", ""] + _banner(report)
     shown = [task_metric(k) for k in SUBGROUP_TASK_KEYS]
-    lines += _header(["value", "n", "task", "n pos / neg", *(m.label for m in shown), "flag"])
+    lines += _header(
+        ["value", "n", "task", "n pos / neg", *(m.label for m in shown), "ECE", "SMALL (events)"]
+    )
     for row in rows:
         value = str(row["value"]).replace("|", "/")  # a '|' would split the Markdown cell
         for t in report.tasks:
             r = row["tasks"][t]
             counts = f"{_n(r['n_positive'])} / {_n(r['n_negative'])}"
-            cells = [_fmt_dict(r[m.key]) for m in shown]
-            lines.append(_row([value, _n(row["n"]), t, counts, *cells, "SMALL" if row["small"] else ""]))
+            cells = [_fmt_dict(r[m.key], flags=False) for m in shown]
+            ece = _fmt_dict(r["ece"], flags=False) if "ece" in r else "n/a"
+            lines.append(_row([value, _n(row["n"]), t, counts, *cells, ece, _small_cell(r, shown)]))
+    lines.append("")
+    return lines + _subgroup_differences(report, rows)
+
+
+def _small_cell(cell: dict[str, Any], shown: list[Any]) -> str:
+    """Which numbers of a subgroup cell rest on few events, and how many (``SMALL: sensitivity (6
+    positives)``); ``ZERO-WIDTH`` intervals too."""
+    parts = []
+    for m in shown:
+        est = cell.get(m.key) or {}
+        for flag in est.get("flags") or []:
+            events = est.get("events")
+            count = f" ({_n(events)} {m.events})" if flag == "SMALL" and events is not None else ""
+            parts.append(f"{flag}: {m.label}{count}")
+    return "; ".join(parts)
+
+
+def _subgroup_differences(report: EvaluationReport, rows: list[dict[str, Any]]) -> list[str]:
+    """Each level minus the rest (or the reference level), with intervals and bootstrap p-values."""
+    diffs = [(row, t, row["tasks"][t].get("difference")) for row in rows for t in report.tasks]
+    diffs = [(row, t, d) for row, t, d in diffs if d and "auc" in d]
+    if not diffs:
+        return []
+    against = diffs[0][2]["against"]
+    lines = [f"Differences against {against} (paired bootstrap; p: two-sided bootstrap p-value):", ""]
+    lines += _header(
+        ["value", "task", "Δ AUC", "p", "Δ sensitivity", "p", "Δ specificity", "p", "Δ ECE", "p"]
+    )
+    for row, t, d in diffs:
+        cells = []
+        for key in ("auc", "sensitivity", "specificity", "ece"):
+            cells += [_fmt_dict(d[key]), _p(d[key].get("p_value"))]
+        lines.append(_row([str(row["value"]).replace("|", "/"), t, *cells]))
     return lines + [""]
 
 
@@ -289,16 +537,41 @@ def _inputs_section(report: EvaluationReport) -> list[str]:
     for i, name in enumerate(report.seeds):
         val = f"validation `{report.validation[i]}`, " if i < len(report.validation) else "no validation, "
         lines.append(f"- seed {i}: {val}test `{name}`")
+    lines.append("")
+    return lines + _seed_table_section(report)
+
+
+def _seed_table_section(report: EvaluationReport) -> list[str]:
+    """Every seed side by side: its test set and each task's AUC, sensitivity and specificity."""
+    if len(report.seed_table) < 2:
+        return []
+    tasks = list(report.tasks)
+    lines = ["Per seed (test):", ""]
+    lines += _header(["seed", "test file", "n", "groups", *(f"{t}: AUC / sens / spec" for t in tasks)])
+    for row in report.seed_table:
+        cells = []
+        for t in tasks:
+            v = row["tasks"].get(t, {})
+            cells.append(" / ".join(_num(v.get(k)) for k in ("auc", "sensitivity", "specificity")))
+        lines.append(
+            _row([str(row["seed"]), f"`{row['test']}`", str(row["n_test"]), str(row["n_groups"]), *cells])
+        )
     return lines + [""]
 
 
-def _fmt_dict(d: dict[str, Any]) -> str:
+def _fmt_dict(d: dict[str, Any], *, flags: bool = True) -> str:
     """Format an estimate that went through JSON cleaning (``None`` for NaN)."""
 
     def f(v: Any) -> float:
         return math.nan if v is None else float(v)
 
-    e = Estimate(f(d["value"]), f(d["std"]), [f(v) for v in d["per_seed"]], (f(d["ci"][0]), f(d["ci"][1])))
+    e = Estimate(
+        f(d["value"]),
+        f(d["std"]),
+        [f(v) for v in d["per_seed"]],
+        (f(d["ci"][0]), f(d["ci"][1])),
+        flags=list(d.get("flags") or []) if flags else [],
+    )
     return format_estimate(e)
 
 
@@ -413,6 +686,12 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
             zorder=3,
             label="readers",
         )
+    _matched_points(ax, task)
+    if task.mean_reader is not None and len(task.readers) > 1:
+        m = task.mean_reader
+        ax.scatter(
+            [1 - m.specificity], [m.sensitivity], color="C2", marker="*", s=80, zorder=4, label="mean reader"
+        )
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
     ax.set(
         xlabel="1 - specificity",
@@ -424,6 +703,21 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
     ax.title.set_fontsize(9)
     ax.legend(loc="lower right", fontsize=8)
     return fig
+
+
+def _matched_points(ax: Any, task: TaskResult) -> None:
+    """The model at the (mean) reader's sensitivity and at its specificity: two crosses joined to the reader
+    by dotted lines (seed means)."""
+    r = task.mean_reader if len(task.readers) > 1 else (task.readers[0] if task.readers else None)
+    if r is None or r.model_specificity is None or r.model_sensitivity is None:
+        return
+    at_sens = (1 - r.model_specificity.value, r.sensitivity)
+    at_spec = (1 - r.specificity, r.model_sensitivity.value)
+    for x, y in (at_sens, at_spec):
+        ax.plot([1 - r.specificity, x], [r.sensitivity, y], color="C2", lw=0.8, ls=":", zorder=2)
+    ax.scatter(
+        *zip(at_sens, at_spec), color="C2", marker="x", s=30, zorder=4, label=f"model at {r.reader}'s rates"
+    )
 
 
 def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803

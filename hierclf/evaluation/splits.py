@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,23 @@ from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.prediction_files import Predictions, read_predictions
 from hierclf.evaluation.protocol_format import Protocol, TaskSpec
 from hierclf.evaluation.sample_metadata import Metadata, read_metadata
+from hierclf.functional import rollup
 from hierclf.taxonomy.tree import Taxonomy
 
-__all__ = ["Inputs", "Split", "covered", "cut_labels", "read_inputs", "task_labels"]
+__all__ = [
+    "PROBABILITY_TOLERANCE",
+    "Inputs",
+    "Split",
+    "covered",
+    "cut_labels",
+    "node_probabilities",
+    "read_inputs",
+    "task_labels",
+]
+
+#: How far a rolled-up probability may leave [0, 1] and still be read as rounding: the prediction reader's
+#: row-sum tolerance (a row of a 4-decimal CSV, or of float32 probabilities, may sum to 1.0001)
+PROBABILITY_TOLERANCE = 1e-3
 
 PredictionSource = str | Path | Predictions
 
@@ -43,6 +58,8 @@ class Split:
     label_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     group_names: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
     grouped: bool = True
+    group_source: str = ""
+    blank_groups: int = 0
 
     def __post_init__(self) -> None:
         labels = self.preds.labels
@@ -79,6 +96,26 @@ class Inputs:
     source: ThresholdSource
     metadata: Metadata | None
 
+    def resampling(self, group_column: str | None, replicates: int) -> dict[str, Any]:
+        """What the bootstrap resampled, seed by seed (the report's header says it)."""
+        per_seed = [
+            {
+                "test": s.name,
+                "unit": group_column if s.grouped else "rows",
+                "source": s.group_source,
+                "n_groups": int(len(s.group_names)),
+                "blank_group_ids": s.blank_groups,
+            }
+            for s in self.test
+        ]
+        units = {row["unit"] for row in per_seed}
+        return {
+            "unit": units.pop() if len(units) == 1 else "mixed",
+            "group_column": group_column,
+            "replicates": replicates,
+            "per_seed": per_seed,
+        }
+
     @property
     def validation_names(self) -> list[str]:
         """The validation files (empty when thresholds are chosen on test)."""
@@ -94,16 +131,92 @@ def read_inputs(
     metadata: str | Path | Metadata | None,
     allow_test_thresholds: bool | None,
     findings: Findings,
+    allow_seed_mismatch: bool | None = None,
 ) -> Inputs:
     """Read and check every prediction set and the metadata (see the module docstring)."""
     source = _threshold_source(proto, list(val or []), list(test), allow_test_thresholds, findings)
     meta = read_metadata(metadata) if isinstance(metadata, (str, Path)) else metadata
     test_splits = _prepare(test, taxonomy, proto, meta, "test", findings)
+    allow = proto.allow_seed_mismatch if allow_seed_mismatch is None else allow_seed_mismatch
+    check_seeds(test_splits, allow=allow, findings=findings)
     if source is ThresholdSource.TEST:
         return Inputs(test_splits, test_splits, source, meta)
     val_splits = _prepare(list(val or []), taxonomy, proto, meta, "validation", findings)
     _check_leakage(val_splits, test_splits, proto.group_column, findings)
     return Inputs(val_splits, test_splits, source, meta)
+
+
+def check_seeds(splits: list[Split], *, allow: bool, findings: Findings) -> None:
+    """Seeds of one model are tested on the same samples, and no two repeat the same predictions.
+
+    A seed tested on other samples is another experiment (its number is not a training seed's); the same
+    file twice shrinks the standard deviation over seeds. Both are refused unless ``allow``: then the
+    report opens with a warning and its per-seed table shows each seed's test set.
+    """
+    problems = []
+    for k in range(1, len(splits)):
+        difference = difference_of_test_sets(splits[0], splits[k])
+        if difference:
+            problems.append(f"DIFFERENT TEST SETS: {difference}")
+        for j in range(k):
+            if _same_predictions(splits[j], splits[k]):
+                problems.append(
+                    f"DUPLICATE PREDICTIONS: seed {j} ({splits[j].name}) and seed {k} ({splits[k].name}) "
+                    "hold identical test predictions (the same file passed twice?)"
+                )
+    if problems and not allow:
+        raise EvaluationError(
+            f"{problems[0]}; every seed must be one training run tested on the same samples "
+            "(pass --allow-seed-mismatch / allow_seed_mismatch: true to report them anyway)"
+        )
+    for problem in problems:
+        findings.warn(
+            problem + "; the seed mean and std are not those of training seeds (see the per-seed table)."
+        )
+
+
+def difference_of_test_sets(first: Split, other: Split) -> str:
+    """How ``other``'s test samples differ from ``first``'s, in words (``""`` when they are the same):
+    missing and extra sample ids with a few examples, or true labels that differ for the same id."""
+    a, b = first.preds, other.preds
+    if a.ids is None or b.ids is None:
+        same = len(a) == len(b) and np.array_equal(np.asarray(a.labels), np.asarray(b.labels))
+        return "" if same else f"{other.name} and {first.name} differ in their samples (and carry no ids)"
+    missing = np.setdiff1d(a.ids, b.ids)
+    extra = np.setdiff1d(b.ids, a.ids)
+    if len(missing) or len(extra):
+        parts = []
+        if len(missing):
+            parts.append(
+                f"lacks {len(missing)} of the {len(a)} sample ids of {first.name}, e.g. {_examples(missing)}"
+            )
+        if len(extra):
+            parts.append(f"has {len(extra)} other(s), e.g. {_examples(extra)}")
+        return f"{other.name} " + " and ".join(parts)
+    order_a, order_b = np.argsort(a.ids), np.argsort(b.ids)
+    differ = np.asarray(a.labels)[order_a] != np.asarray(b.labels)[order_b]
+    if differ.any():
+        ids = a.ids[order_a][differ]
+        return (
+            f"{other.name} gives other true labels than {first.name} for {len(ids)} sample id(s), "
+            f"e.g. {_examples(ids)}"
+        )
+    return ""
+
+
+def _examples(ids: np.ndarray, k: int = 3) -> str:
+    return ", ".join(repr(str(i)) for i in ids[:k])
+
+
+def _same_predictions(a: Split, b: Split) -> bool:
+    pa, pb = a.preds, b.preds
+    if pa.probs.shape != pb.probs.shape or pa.columns != pb.columns:
+        return False
+    if (pa.ids is None) != (pb.ids is None):
+        return False
+    if pa.ids is not None and pb.ids is not None and not np.array_equal(pa.ids, pb.ids):
+        return False
+    return bool(np.array_equal(pa.probs, pb.probs))
 
 
 def _threshold_source(
@@ -156,11 +269,15 @@ def _prepare(
     for k, item in enumerate(items):
         preds, name = as_predictions(item, taxonomy, f"{split} predictions of seed {k}")
         rows = metadata.lookup(preds.ids, name) if metadata is not None else None
-        groups = _groups(proto.group_column, preds, metadata, rows)
+        groups, source = _groups(proto.group_column, preds, metadata, rows)
         grouped = groups is not None
+        blank = 0
         if groups is None:
-            groups = np.arange(len(preds)).astype(str)
-        out.append(Split(name, preds, np.asarray(groups).astype(str), rows, grouped=grouped))
+            groups, source = np.arange(len(preds)).astype(str), "rows"
+        else:
+            groups, blank = _own_groups_for_blanks(np.asarray(groups).astype(str), f"{split}{k}")
+        out.append(Split(name, preds, groups, rows, grouped=grouped, group_source=source, blank_groups=blank))
+    _warn_about_blank_groups(out, proto.group_column, split, findings)
     missing = [s.name for s in out if not s.grouped]
     gc = proto.group_column
     if missing and split == "test" and gc is not None:
@@ -180,14 +297,49 @@ def _prepare(
 
 def _groups(
     group_column: str | None, preds: Predictions, metadata: Metadata | None, rows: np.ndarray | None
-) -> np.ndarray | None:
-    """Each sample's group from the metadata or the predictions; ``None`` when neither has them (or the
-    protocol resamples rows)."""
+) -> tuple[np.ndarray | None, str]:
+    """Each sample's group from the metadata or the predictions, and where it came from; ``None`` when
+    neither has them (or the protocol resamples rows)."""
     if group_column is None:
-        return None
+        return None, "rows"
     if metadata is not None and group_column in metadata.columns:
-        return metadata.columns[group_column][rows]
-    return preds.groups
+        return metadata.columns[group_column][rows], f"metadata {metadata.file}, column {group_column!r}"
+    if preds.groups is not None:
+        return preds.groups, "the prediction file's 'group' field"
+    return None, "rows"
+
+
+#: Group ids that mean "no group": empty cells (the metadata reader writes them as "(missing)") and the
+#: words pandas and R write for a missing value.
+BLANK_GROUP_IDS = ("", "(missing)", "nan", "none", "null", "na", "n/a", "<na>")
+
+
+def _own_groups_for_blanks(groups: np.ndarray, tag: str) -> tuple[np.ndarray, int]:
+    """Samples with a blank group id each get a group of their own (never one shared "blank" group, which
+    would pool every such image into one patient and collapse the intervals); the number of such samples.
+
+    The new ids start with a NUL character, so they cannot equal a real id, and carry the split's ``tag``,
+    so a blank validation sample never "shares" a group with a blank test sample.
+    """
+    blank = np.isin(np.char.lower(np.char.strip(groups)), BLANK_GROUP_IDS)
+    n_blank = int(blank.sum())
+    if not n_blank:
+        return groups, 0
+    out = groups.astype(object)
+    out[blank] = np.char.add(f"\x00blank:{tag}:", np.flatnonzero(blank).astype(str))
+    return out.astype(str), n_blank
+
+
+def _warn_about_blank_groups(
+    splits: list[Split], group_column: str | None, role: str, found: Findings
+) -> None:
+    for s in splits:
+        if s.blank_groups:
+            found.warn(
+                f"BLANK {str(group_column).upper()} IDS: {s.blank_groups} of {len(s.preds)} {role} samples "
+                f"of {s.name} have no {group_column} ({s.group_source}); each is resampled as its own "
+                "group, so the intervals are too narrow if they share patients."
+            )
 
 
 def _check_leakage(val: list[Split], test: list[Split], group_column: str | None, findings: Findings) -> None:
@@ -201,6 +353,7 @@ def _check_leakage(val: list[Split], test: list[Split], group_column: str | None
                 shared.append(f"{len(ids)} sample id(s), e.g. {str(ids[0])!r}")
         if v.grouped and t.grouped:
             groups = np.intersect1d(v.group_names, t.group_names)
+            groups = groups[~np.char.startswith(groups.astype(str), "\x00blank:")]
             if len(groups):
                 shared.append(f"{len(groups)} {group_column} group(s), e.g. {str(groups[0])!r}")
         if shared:
@@ -270,3 +423,29 @@ def covered(taxonomy: Taxonomy, nodes: Sequence[str], columns: Sequence[str]) ->
     start, _ = taxonomy.column_ranges(columns)
     pos = taxonomy.index.position
     return [n for n in nodes if start[pos[n]] < 0]
+
+
+def node_probabilities(
+    taxonomy: Taxonomy, split: Split, nodes: Sequence[str], rows: np.ndarray | None = None
+) -> np.ndarray:
+    """``(m, len(nodes))`` rolled-up probabilities of ``nodes`` for the samples ``rows`` (all by default),
+    clipped to [0, 1].
+
+    A row that sums to 1 within the readers' tolerance can roll up to ``P(malignant) = 1.0001``; values
+    within :data:`PROBABILITY_TOLERANCE` of [0, 1] are rounding and are clipped. A value further out is an
+    error naming the file, the row (and its id) and the node.
+    """
+    probs = np.asarray(split.preds.probs if rows is None else split.preds.probs[rows], dtype=np.float64)
+    p = np.asarray(rollup(probs, taxonomy, list(nodes), columns=list(split.preds.columns)), dtype=np.float64)
+    bad = (p < -PROBABILITY_TOLERANCE) | (p > 1.0 + PROBABILITY_TOLERANCE)
+    if bad.any():
+        r, c = (int(v) for v in np.argwhere(bad)[0])
+        row = int(rows[r]) if rows is not None else r
+        ids = split.preds.ids
+        ident = f" (id {str(ids[row])!r})" if ids is not None else ""
+        raise EvaluationError(
+            f"{split.name}: row {row}{ident}: P({nodes[c]}) = {p[r, c]:.6g} is outside [0, 1] by more than "
+            f"{PROBABILITY_TOLERANCE:g} (the row's probabilities sum to {float(probs[r].sum()):.6g}); "
+            f"{int(bad.any(axis=1).sum())} such row(s)"
+        )
+    return np.clip(p, 0.0, 1.0)

@@ -13,26 +13,44 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hierclf.evaluation import metrics as M
 from hierclf.evaluation.calibration import Reliability, measure_reliability
 from hierclf.evaluation.catalog import (
+    TASK_BRIER_PROVENANCE,
     TASK_ECE_PROVENANCE,
     TASK_TABLE,
     THRESHOLD_PROVENANCE,
+    ReportedMetric,
     ThresholdSource,
 )
 from hierclf.evaluation.notices import EvaluationError
 from hierclf.evaluation.prediction_files import Predictions
 from hierclf.evaluation.protocol_format import Protocol, TaskSpec
-from hierclf.evaluation.records import SeedMetrics, TaskResult, aggregate_metrics, estimate_over_seeds
+from hierclf.evaluation.readers import place_readers, reader_points
+from hierclf.evaluation.records import (
+    IntervalPolicy,
+    SeedMetrics,
+    TaskResult,
+    aggregate_metrics,
+    estimate_over_seeds,
+)
 from hierclf.evaluation.splits import Split, as_predictions, covered, task_labels
 from hierclf.functional import conditional
 from hierclf.taxonomy.tree import Taxonomy
 
-__all__ = ["TaskCounts", "TaskSeed", "evaluate_tasks", "task_data", "task_scores"]
+__all__ = [
+    "ReaderSeed",
+    "TaskCounts",
+    "TaskSeed",
+    "ThresholdSeed",
+    "evaluate_tasks",
+    "task_data",
+    "task_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,9 @@ class TaskSeed:
         fpr, tpr: the test ROC curve.
         operating_point: the threshold applied to test.
         calibration: ECE and reliability curve of the test score.
+        threshold_replicates: the threshold re-chosen in each replicate of the validation bootstrap.
+        calibration_metrics: ECE and Brier score with their test replicates.
+        readers: the model's numbers at the task's reader points (``None`` without readers).
     """
 
     threshold: float
@@ -75,6 +96,9 @@ class TaskSeed:
     tpr: np.ndarray
     operating_point: OperatingPoint
     calibration: Reliability
+    threshold_replicates: ThresholdSeed
+    calibration_metrics: SeedMetrics
+    readers: ReaderSeed | None = None
 
 
 def task_scores(
@@ -127,27 +151,66 @@ def task_data(
 
 
 def evaluate_tasks(
-    taxonomy: Taxonomy, proto: Protocol, val: list[Split], test: list[Split], source: ThresholdSource
+    taxonomy: Taxonomy,
+    proto: Protocol,
+    val: list[Split],
+    test: list[Split],
+    source: ThresholdSource,
+    *,
+    readers: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, TaskResult]:
-    """Every task of the protocol over every seed (``val[k]`` chooses the threshold used on ``test[k]``)."""
+    """Every task of the protocol over every seed (``val[k]`` chooses the threshold used on ``test[k]``).
+
+    ``readers``: each task's reader rows (:func:`~hierclf.evaluation.readers.assign_readers`); the model's
+    numbers at their points and at the mean reader's come from the same test replicates as the rest.
+    """
     out = {}
     for task in proto.tasks:
-        seeds = [measure_task_seed(taxonomy, proto, task, v, t, source) for v, t in zip(val, test)]
+        rows = (readers or {}).get(task.name, [])
+        points = reader_points({task.name: rows})[task.name] if rows else []
+        seeds = [
+            measure_task_seed(taxonomy, proto, task, v, t, source, reader_points=points)
+            for v, t in zip(val, test)
+        ]
         out[task.name] = aggregate_task(proto, task, seeds, source)
+        if rows:
+            place_readers(proto, out[task.name], rows, [s.readers for s in seeds])
     return out
 
 
+@dataclass(frozen=True)
+class ReaderSeed:
+    """One seed's model numbers at a task's reader points, from the task's test replicates.
+
+    Each list has one :class:`~hierclf.evaluation.metrics.BootstrapEstimate` per reader point: the model's
+    specificity at the reader's sensitivity, its sensitivity at the reader's specificity, and the ROC
+    polyline's height at the reader's false-positive rate (the dominance test).
+    """
+
+    specificity: list[M.BootstrapEstimate]
+    sensitivity: list[M.BootstrapEstimate]
+    height: list[M.BootstrapEstimate]
+
+
 def measure_task_seed(
-    taxonomy: Taxonomy, proto: Protocol, task: TaskSpec, val: Split, test: Split, source: ThresholdSource
+    taxonomy: Taxonomy,
+    proto: Protocol,
+    task: TaskSpec,
+    val: Split,
+    test: Split,
+    source: ThresholdSource,
+    *,
+    reader_points: list[tuple[float, float]] | None = None,
 ) -> TaskSeed:
     """One seed of one task: the threshold from ``val``, everything else on ``test``."""
-    _, yv, sv = task_data(taxonomy, task, val, source.value)
+    rows_v, yv, sv = task_data(taxonomy, task, val, source.value)
     rows, yt, st = task_data(taxonomy, task, test, "test")
     threshold = float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity))
     groups = test.groups[rows]
-    metrics = _seed_metrics(
-        proto, yt, st, groups, threshold, M.binary_metrics_at_threshold(yv, sv, threshold)
-    )
+    points = reader_points or []
+    boot = _test_bootstrap(proto, yt, st, groups, threshold, points)
+    val_boot = boot if val is test else _validation_bootstrap(proto, yv, sv, val.groups[rows_v], threshold)
+    metrics = _seed_metrics(proto, yt, st, groups, threshold, boot, (yv, sv, val.groups[rows_v], val_boot))
     counts = TaskCounts(
         int((yv == 1).sum()),
         int((yv == 0).sum()),
@@ -165,7 +228,78 @@ def measure_task_seed(
         np.asarray(tpr, np.float64),
         point,
         measure_reliability(yt, st, n_bins=proto.calibration_bins),
+        _threshold_seed(yv, val.groups[rows_v], threshold, val_boot),
+        _calibration_seed(yt, st, groups, boot),
+        _reader_seed(boot, points),
     )
+
+
+def _test_bootstrap(
+    proto: Protocol,
+    y: np.ndarray,
+    score: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    points: list[tuple[float, float]],
+) -> M.BootstrapResult:
+    """The grouped bootstrap of a task's test samples: every number of the task from the same draws (the
+    threshold fixed, as chosen; the optimistic one re-chosen in each replicate)."""
+    queries = M.CurveQueries(
+        partial_auc_above=proto.target_sensitivity,
+        calibration_bins=proto.calibration_bins,
+        sensitivities=tuple(_queryable(sens) for sens, _ in points),
+        specificities=tuple(_queryable(spec) for _, spec in points),
+        false_positive_rates=tuple(1.0 - spec for _, spec in points),
+    )
+    return M.bootstrap_binary(
+        y,
+        score,
+        groups,
+        n_replicates=proto.bootstrap.replicates,
+        seed=proto.bootstrap.seed,
+        target_sensitivity=proto.target_sensitivity,
+        threshold=threshold,
+        ci_level=proto.bootstrap.ci_level,
+        queries=queries,
+    )
+
+
+def _queryable(rate: float) -> float:
+    """A reader's rate as a query target: a rate of 0 is met by every threshold, so query the smallest
+    positive rate instead (the model's number there is the trivial corner, see :func:`_reader_seed`)."""
+    return float(rate) if rate > 0 else 1e-300
+
+
+def _validation_bootstrap(
+    proto: Protocol, y: np.ndarray, score: np.ndarray, groups: np.ndarray, threshold: float
+) -> M.BootstrapResult:
+    """The grouped bootstrap of the validation samples: the threshold re-chosen in each replicate (how much
+    the choice moves with the validation sample) and the validation sensitivity at the chosen one."""
+    return M.bootstrap_binary(
+        y,
+        score,
+        groups,
+        n_replicates=proto.bootstrap.replicates,
+        seed=proto.bootstrap.seed,
+        target_sensitivity=proto.target_sensitivity,
+        threshold=threshold,
+        ci_level=proto.bootstrap.ci_level,
+        warn_missing=False,
+    )
+
+
+def _proportion_counts(
+    y: np.ndarray, score: np.ndarray, groups: np.ndarray, threshold: float
+) -> dict[str, M.EffectiveCounts]:
+    """Successes and trials, with their clustered effective counts, of each rate at the threshold."""
+    called = score >= threshold
+    pos = y == 1
+    return {
+        "sensitivity": M.effective_counts(called[pos], groups[pos]),
+        "specificity": M.effective_counts(~called[~pos], groups[~pos]),
+        "ppv": M.effective_counts(pos[called], groups[called]),
+        "npv": M.effective_counts(~pos[~called], groups[~called]),
+    }
 
 
 def _seed_metrics(
@@ -174,35 +308,89 @@ def _seed_metrics(
     score: np.ndarray,
     groups: np.ndarray,
     threshold: float,
-    at_val: dict[str, float],
+    boot: M.BootstrapResult,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray, M.BootstrapResult],
 ) -> SeedMetrics:
-    """Test values of every :data:`TASK_TABLE` metric and the grouped bootstrap replicates of those with an
-    interval (the threshold fixed, as chosen; the optimistic one re-chosen in each replicate)."""
-    target = proto.target_sensitivity
-    boot = M.bootstrap_binary(
-        y,
-        score,
-        groups,
-        n_replicates=proto.bootstrap.replicates,
-        seed=proto.bootstrap.seed,
-        target_sensitivity=target,
-        threshold=threshold,
-        ci_level=proto.bootstrap.ci_level,
+    """Test values of every :data:`TASK_TABLE` metric, their replicates (the test bootstrap's; the
+    validation sensitivity's from the validation bootstrap), their counts and the events behind them."""
+    yv, sv, gv, val_boot = validation
+    at_val = M.binary_metrics_at_threshold(yv, sv, threshold)
+    values = {key: float(boot[name].point) for key, name in _TEST_KEYS.items()}
+    values["validation_sensitivity"] = float(at_val["sensitivity"])
+    replicates = {key: np.asarray(boot[name].replicates, np.float64) for key, name in _TEST_KEYS.items()}
+    replicates["validation_sensitivity"] = np.asarray(val_boot["sensitivity"].replicates, np.float64)
+    counts = _proportion_counts(y, score, groups, threshold)
+    val_pos = yv == 1
+    counts["validation_sensitivity"] = M.effective_counts(sv[val_pos] >= threshold, gv[val_pos])
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    called = int((score >= threshold).sum())
+    events = {
+        "auc": min(n_pos, n_neg),
+        "partial_auc": n_pos,
+        "sensitivity": n_pos,
+        "specificity": n_neg,
+        "ppv": called,
+        "npv": len(y) - called,
+        "validation_sensitivity": int(val_pos.sum()),
+        "specificity_at_target_chosen_on_test": n_neg,
+        "threshold_chosen_on_test": n_pos,
+    }
+    sizes: dict[str, tuple[int, int | None]] = {"validation_sensitivity": (len(yv), int(len(np.unique(gv))))}
+    n_groups = int(len(np.unique(groups)))
+    return SeedMetrics(values, replicates, len(y), n_groups, counts, events, sizes)
+
+
+#: The task metrics measured on test, and the bootstrap estimate each one reads (its point is the metric
+#: on the full data: the unweighted functions, bit for bit).
+_TEST_KEYS = {m.key: m.bootstrap for m in TASK_TABLE if m.key != "validation_sensitivity" and m.bootstrap}
+
+
+@dataclass(frozen=True)
+class ThresholdSeed:
+    """One seed's chosen threshold, its bootstrap replicates on validation (re-chosen in each) and size."""
+
+    replicates: np.ndarray
+    n: int
+    n_groups: int
+    events: int
+
+
+def _threshold_seed(
+    y: np.ndarray, groups: np.ndarray, threshold: float, val_boot: M.BootstrapResult
+) -> ThresholdSeed:
+    reps = np.asarray(val_boot["threshold_at_sensitivity"].replicates, np.float64)
+    return ThresholdSeed(reps, len(y), int(len(np.unique(groups))), int((y == 1).sum()))
+
+
+def _calibration_seed(
+    y: np.ndarray, score: np.ndarray, groups: np.ndarray, boot: M.BootstrapResult
+) -> SeedMetrics:
+    """ECE and Brier score of the task score, with the test bootstrap's replicates."""
+    return SeedMetrics(
+        {"ece": float(boot["ece"].point), "brier": float(boot["brier"].point)},
+        {key: np.asarray(boot[key].replicates, np.float64) for key in ("ece", "brier")},
+        len(y),
+        int(len(np.unique(groups))),
+        events={"ece": len(y), "brier": len(y)},
     )
-    at = M.binary_metrics_at_threshold(y, score, threshold)
-    optimistic_spec, optimistic_thr = M.specificity_at_sensitivity(y, score, target)
-    values = {
-        "auc": float(M.roc_auc(y, score)),
-        "partial_auc": float(M.partial_auc_above_sensitivity(y, score, target)),
-        **{key: float(at[key]) for key in ("sensitivity", "specificity", "ppv", "npv")},
-        "validation_sensitivity": float(at_val["sensitivity"]),
-        "specificity_at_target_chosen_on_test": float(optimistic_spec),
-        "threshold_chosen_on_test": float(optimistic_thr),
-    }
-    replicates = {
-        m.key: np.asarray(boot[m.bootstrap].replicates, dtype=np.float64) for m in TASK_TABLE if m.bootstrap
-    }
-    return SeedMetrics(values, replicates, n=len(y), n_groups=int(len(np.unique(groups))))
+
+
+def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> ReaderSeed | None:
+    """The model's numbers at each reader point (a rate of 0 is the trivial corner: the model reaches
+    specificity 1 at sensitivity 0 and sensitivity 1 at specificity 0)."""
+    if not points:
+        return None
+    spec = boot.per_target["specificity_at_sensitivities"]
+    sens = boot.per_target["sensitivity_at_specificities"]
+    spec = [_corner(e) if s <= 0 else e for e, (s, _) in zip(spec, points)]
+    sens = [_corner(e) if p <= 0 else e for e, (_, p) in zip(sens, points)]
+    return ReaderSeed(spec, sens, boot.per_target["roc_height"])
+
+
+def _corner(est: M.BootstrapEstimate) -> M.BootstrapEstimate:
+    """The estimate of a rate that is 1 whatever the data (NaN where the replicate missed a class)."""
+    reps = np.where(np.isnan(est.replicates), np.nan, 1.0)
+    return M.BootstrapEstimate(1.0, 1.0, 1.0, reps, est.n_nan)
 
 
 def aggregate_task(
@@ -210,29 +398,31 @@ def aggregate_task(
 ) -> TaskResult:
     """The seeds of one task as its :class:`TaskResult`."""
     level, target = proto.bootstrap.ci_level, proto.target_sensitivity
+    policy = IntervalPolicy.of(proto)
     metrics = aggregate_metrics(
         [s.metrics for s in seeds],
         TASK_TABLE,
         level=level,
         provenance=lambda m: m.provenance_for(source, target),
+        policy=policy,
     )
-    n_val = [s.counts.val_positive + s.counts.val_negative for s in seeds]
     thresholds = estimate_over_seeds(
         [s.threshold for s in seeds],
+        [s.threshold_replicates.replicates for s in seeds],
         level=level,
-        n=n_val,
+        n=[s.threshold_replicates.n for s in seeds],
+        n_groups=[s.threshold_replicates.n_groups for s in seeds],
         provenance=THRESHOLD_PROVENANCE.format(source=source.description, target=target),
+        events=[s.threshold_replicates.events for s in seeds],
+        policy=policy,
     )
-    calibration = {
-        "ece": estimate_over_seeds(
-            [s.calibration.ece for s in seeds],
-            level=level,
-            n=[s.metrics.n for s in seeds],
-            provenance=TASK_ECE_PROVENANCE,
-        ),
-        "reliability": [s.calibration.curve() for s in seeds],
-        "n_bins": proto.calibration_bins,
-    }
+    calibration = aggregate_metrics(
+        [s.calibration_metrics for s in seeds],
+        _CALIBRATION_TABLE,
+        level=level,
+        provenance=lambda m: m.provenance,
+        policy=policy,
+    )
     return TaskResult(
         task.name,
         list(task.positive),
@@ -243,5 +433,16 @@ def aggregate_task(
         metrics,
         [{"fpr": s.fpr, "tpr": s.tpr} for s in seeds],
         [asdict(s.operating_point) for s in seeds],
-        calibration,
+        {
+            "ece": calibration["ece"],
+            "reliability": [s.calibration.curve() for s in seeds],
+            "n_bins": proto.calibration_bins,
+            "brier": calibration["brier"],
+        },
     )
+
+
+_CALIBRATION_TABLE = (
+    ReportedMetric("ece", "ECE", TASK_ECE_PROVENANCE),
+    ReportedMetric("brier", "Brier score", TASK_BRIER_PROVENANCE),
+)

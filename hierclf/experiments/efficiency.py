@@ -41,6 +41,7 @@ import numpy as np
 from hierclf.errors import HierclfError
 from hierclf.experiments.setup import ExperimentSetup, experiment_setup, with_settings
 from hierclf.io.atomic import atomic_open, atomic_write_text
+from hierclf.options import look_up_option
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +169,9 @@ class EfficiencyResult:
 
     Attributes:
         metric: the protocol's primary metric (``metric on target``).
-        curves: ``backbone -> [point, ...]``; a point holds ``fraction``, ``n_train`` (per seed), ``primary``
-            (an :class:`~hierclf.evaluation.pipeline.Estimate` as a dict) and ``auc`` (task -> estimate).
+        curves: ``backbone -> [point, ...]``; a point holds ``fraction``, ``n_train`` (per distinct run: a
+            probe's seeds that draw the same rows are one), ``primary`` (an
+            :class:`~hierclf.evaluation.pipeline.Estimate` as a dict) and ``auc`` (task -> estimate).
         saved: the labels-saved factor of every backbone against the first.
         files: the files written (``efficiency.json``, ``.csv``, ``.md``, ``.png``).
     """
@@ -243,7 +245,6 @@ def _probe_curve(
     from hierclf.evaluation.prediction_files import Predictions
     from hierclf.probe.features import FeatureExtractor
     from hierclf.probe.probing import class_targets, extract_splits, probe_classes, probe_probabilities
-    from hierclf.train.subsample import grouped_class_subsample
 
     options = probe_options(probe, cache_dir)
     classes = probe_classes(config, setup.taxonomy)
@@ -254,8 +255,7 @@ def _probe_curve(
     points = []
     for fraction in fractions:  # a loop over a handful of fractions and seeds
         vals, tests, n_train = [], [], []
-        for seed in range(seeds):
-            rows = grouped_class_subsample(feats["train"].labels, feats["train"].groups, fraction, seed=seed)
+        for rows in _distinct_subsamples(feats["train"], fraction, seeds):
             evaluated = {"val": feats["val"], "test": feats["test"]}
             probs, _ = probe_probabilities(
                 feats["train"].select(rows),
@@ -276,6 +276,23 @@ def _probe_curve(
         points.append(_point(setup, fraction, vals, tests, n_train))
         logger.info("%s, fraction %g: %s", config.backbone, fraction, points[-1]["primary"])
     return points
+
+
+def _distinct_subsamples(train: Any, fraction: float, seeds: int) -> list[np.ndarray]:
+    """The training rows of each seed, a repeat dropped.
+
+    A probe is fit deterministically, so its seeds differ only in the subsample they draw; where two seeds
+    draw the same rows (always at fraction 1) they are one run, not two, and counting them twice would
+    shrink the seed spread to nothing (the evaluator refuses identical seeds as the same file passed twice).
+    """
+    from hierclf.train.subsample import grouped_class_subsample
+
+    drawn: list[np.ndarray] = []
+    for seed in range(seeds):  # a handful of seeds
+        rows = grouped_class_subsample(train.labels, train.groups, fraction, seed=seed)
+        if not any(np.array_equal(rows, earlier) for earlier in drawn):
+            drawn.append(rows)
+    return drawn
 
 
 def _train_curve(
@@ -348,8 +365,7 @@ def run_label_efficiency(
         data, data_root, taxonomy, device, workers, epochs: as ``hierclf study``.
         cache_dir: the feature cache (default: ``hierclf.probe.features.default_cache_dir()``).
     """
-    if method not in METHODS:
-        raise HierclfError(f"unknown method {method!r} (expected probe or train)")
+    method = look_up_option(method, METHODS, kind="method")
     fractions = parse_fractions(fractions)
     if seeds < 1:
         raise HierclfError(f"seeds must be at least 1, got {seeds}")

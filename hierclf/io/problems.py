@@ -40,7 +40,7 @@ from hierclf.errors import Problem, did_you_mean
 from hierclf.io.yaml_files import LocatedYAML, PathKey
 
 __all__ = [
-    "FieldError",
+    "ValidationIssue",
     "dotted",
     "fields_at",
     "kind_of",
@@ -51,7 +51,7 @@ __all__ = [
 #: a format's own words for a place: ``loc -> (where, rest of loc below the described place)``
 Describe = Callable[[PathKey], tuple[str, PathKey]]
 #: a format's own words for an error (``None``: the shared wording)
-Explain = Callable[["FieldError"], "str | None"]
+Explain = Callable[["ValidationIssue"], "str | None"]
 
 _COMPARISONS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _TYPE_WORDS = {
@@ -63,6 +63,7 @@ _TYPE_WORDS = {
     "float_parsing": "a number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
+    "path_type": "a file path (text)",
     "list_type": "a list",
     "dict_type": "a mapping",
     "model_type": "a mapping",
@@ -97,7 +98,7 @@ def kind_of(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class FieldError:
+class ValidationIssue:
     """One pydantic error, read: where it is and what kind it is.
 
     Attributes:
@@ -121,7 +122,7 @@ class FieldError:
     message: str = ""
 
     @classmethod
-    def read(cls, err: Mapping[str, Any]) -> FieldError:
+    def read(cls, err: Mapping[str, Any]) -> ValidationIssue:
         loc: PathKey = tuple(err["loc"])
         key_error = bool(loc) and loc[-1] == "[key]"
         if key_error:
@@ -197,7 +198,7 @@ def _hint(name: str, options: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def shared_wording(err: FieldError, model: type[BaseModel]) -> str:
+def shared_wording(err: ValidationIssue, model: type[BaseModel]) -> str:
     """What an error says in every format (the ``what`` of ``where: what``)."""
     kind, value = err.kind, err.value
     if kind == "missing":
@@ -229,7 +230,7 @@ def _default_describe(path: PathKey) -> tuple[str, PathKey]:
     return dotted(path) or "top level", ()
 
 
-def _line(err: FieldError, model: type[BaseModel], describe: Describe, explain: Explain | None) -> str:
+def _line(err: ValidationIssue, model: type[BaseModel], describe: Describe, explain: Explain | None) -> str:
     place = err.container if err.kind in ("missing", "extra_forbidden") else err.loc
     where, rest = describe(place)
     own = explain(err) if explain is not None else None
@@ -240,7 +241,7 @@ def _line(err: FieldError, model: type[BaseModel], describe: Describe, explain: 
 
 
 def problems_from_validation_error(
-    exc: ValidationError,
+    exc: ValidationError | Sequence[Mapping[str, Any]],
     model: type[BaseModel],
     doc: LocatedYAML | None = None,
     *,
@@ -253,7 +254,8 @@ def problems_from_validation_error(
     """Every error of ``exc`` as a :class:`Problem` at its position, sorted by position.
 
     Args:
-        exc: the error of ``model.model_validate(doc.data)``.
+        exc: the error of ``model.model_validate(doc.data)``, or its ``errors()`` (edited, e.g. locations
+            without a union's tags).
         model: the model that was validated (unknown fields list the fields of the model at their place).
         doc: the located YAML document (positions); ``None`` gives problems without positions.
         file: the file name when there is no ``doc``.
@@ -264,8 +266,8 @@ def problems_from_validation_error(
     """
     describe = describe or _default_describe
     problems = []
-    for raw in exc.errors():
-        err = FieldError.read(raw)
+    for raw in exc.errors() if isinstance(exc, ValidationError) else exc:
+        err = ValidationIssue.read(raw)
         message = _line(err, model, describe, explain)
         node_id = node(err.loc) if node is not None else None
         if doc is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hierclf.errors import FileFormatError, Problem
 
-__all__ = ["MAX_TEXT_BYTES", "read_text_file"]
+__all__ = ["MAX_TEXT_BYTES", "first_bad_utf8", "read_text_file"]
 
 #: the largest text file hierclf reads whole (the shipped ISIC tree is 120 KB; a metadata CSV of a million
 #: images about 100 MB)
@@ -38,6 +38,8 @@ def read_text_file(
         mode = Path(path).stat().st_mode
     except FileNotFoundError:
         raise FileFormatError([Problem("file not found", file, code="file")], what=what) from None
+    except ValueError:  # a NUL character: no operating system opens such a path
+        raise _refuse(file.replace("\x00", "\\x00"), "the path contains a NUL character", what) from None
     except OSError as exc:
         raise FileFormatError(
             [Problem(f"cannot read file: {exc.strerror or exc}", file, code="file")], what=what
@@ -60,3 +62,24 @@ def read_text_file(
         line = raw[: exc.start].count(b"\n") + 1
         message = f"byte 0x{raw[exc.start]:02x} is not UTF-8 text (save the file as UTF-8)"
         raise FileFormatError([Problem(message, file, line, code="file")], what=what) from None
+
+
+def first_bad_utf8(path: str | Path, *, chunk: int = 1 << 20) -> tuple[int, int]:
+    """``(line, byte)`` of the first byte of ``path`` that is not UTF-8, read in chunks (for files streamed
+    through a text reader, whose decoding error knows no file position); ``(0, 0)`` when there is none."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return line + block[: exc.start].count(b"\n"), block[exc.start]
+            line += block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # the file ends inside a multi-byte character
+        return line, exc.object[exc.start] if exc.object else 0
+    return 0, 0

@@ -9,6 +9,9 @@ Every loss here takes ``logits (batch, n_classes)`` of any float dtype and ``tar
   (Cui et al. 2019), optional label smoothing.
 - ``"focal"``: focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017) on the softmax.
 - ``"asymmetric"``: asymmetric loss (Ridnik et al. 2021) in its one-vs-rest sigmoid form.
+- ``"marginal"``: partial labels at internal nodes, ``-log P(labelled node)`` through the roll-up
+  (:class:`MarginalNodeLoss`): cross-entropy for images labelled at a class, the marginal likelihood of the
+  node for images labelled above the classes ("melanocytic lesion, unspecified").
 
 Seed 001's advice: pick one imbalance remedy (class-balanced sampling, weights, focal, asymmetric) and
 ablate before stacking them. See ``docs/training-classes.md`` for the formulas and when to use each.
@@ -27,9 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hierclf.classes.label_mapping import ClassMap
 from hierclf.classes.weights import WEIGHT_SCHEMES, check_beta, class_weight_array
 from hierclf.errors import HierclfError
+from hierclf.functional import log_rollup
 from hierclf.options import Registry, look_up_option
+from hierclf.taxonomy.tree import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ __all__ = [
     "FocalLoss",
     "LOSSES",
     "LossSpec",
+    "MarginalNodeLoss",
     "build_loss",
     "class_weights",
 ]
@@ -290,6 +297,83 @@ class AsymmetricLoss(nn.Module):
         return f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}"
 
 
+class MarginalNodeLoss(nn.Module):
+    """Partial labels at internal nodes: ``-log P(node)``, the marginal likelihood of the labelled node.
+
+    The head stays over the leaves (or a cut): ``P(node)`` is the sum of the softmax over the classes under
+    it, so ``-log P(node) = -logsumexp(logits of the classes under node) + logsumexp(all logits)``, computed
+    through :func:`hierclf.functional.log_rollup` (each node shifted by its own maximum: exact for any
+    logits). An image labelled at a class (or below one) gets plain cross-entropy; an image labelled at an
+    internal node above the classes pushes probability into that subtree and lets the model share it among
+    the node's children as its current beliefs say (the E-step of EM, in one gradient).
+
+    Targets are indices into :attr:`target_nodes`: the classes (the head's column order), then the internal
+    nodes above them in pre-order; :meth:`target_index` maps labels to them.
+
+    Args:
+        taxonomy: the tree.
+        classes: the head's classes, a cut of the tree in column order; None for the leaves.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> tax = Taxonomy.from_yaml("taxonomy/dermamnist.yaml")
+        >>> loss = MarginalNodeLoss(tax)
+        >>> targets = torch.from_numpy(loss.target_index(["melanoma", "benign"]))
+        >>> logits = torch.zeros(2, 7)
+        >>> [round(float(v), 4) for v in MarginalNodeLoss(tax, reduction="none")(logits, targets)]
+        [1.9459, 0.5596]
+    """
+
+    def __init__(
+        self, taxonomy: Taxonomy, classes: Sequence[str] | None = None, *, reduction: Reduction = "mean"
+    ):
+        super().__init__()
+        self.taxonomy = taxonomy
+        given = taxonomy.leaves if classes is None else tuple(taxonomy.resolve(c) for c in classes)
+        self.classes: tuple[str, ...] = given
+        self._class_map = ClassMap.of(taxonomy, given)  # refuses what is not a cut
+        above = self._class_map.class_of_row < 0
+        self.internal: tuple[str, ...] = tuple(n for n, up in zip(taxonomy.nodes, above.tolist()) if up)
+        self.target_nodes: tuple[str, ...] = self.classes + self.internal
+        self._internal_code = np.full(len(taxonomy.nodes), -1, dtype=np.int64)
+        self._internal_code[np.flatnonzero(above)] = len(given) + np.arange(int(above.sum()))
+        self.reduction = _check_reduction(reduction)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def target_index(self, labels: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Target codes ``(n,)`` int64 of true labels (ids, aliases, display names): the class column of a
+        label at or below a class, ``n_classes + k`` for the ``k``-th internal node above the classes."""
+        arr = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=object).astype(str)
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        codes = self._class_map.class_index(arr, above="ignore")
+        if (codes >= 0).all():
+            return codes
+        distinct, inverse = np.unique(arr, return_inverse=True)
+        rows = self.taxonomy.index.rows(self.taxonomy.resolve(d) for d in distinct.tolist())
+        return np.where(codes >= 0, codes, self._internal_code[rows][inverse.reshape(-1)])
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``logits (batch, n_classes)`` against ``target (batch,)`` codes of :attr:`target_nodes`;
+        float32 (float64 for float64 logits)."""
+        _check_target(logits, target, "marginal loss")
+        if logits.shape[1] != self.n_classes:
+            raise HierclfError(f"marginal loss: {logits.shape[1]} logits for {self.n_classes} classes")
+        x = logits if logits.dtype == torch.float64 else logits.float()
+        log_probs = F.log_softmax(x, dim=-1)
+        if self.internal:
+            nodes = log_rollup(log_probs, self.taxonomy, list(self.internal), columns=list(self.classes))
+            log_probs = torch.cat([log_probs, nodes], dim=1)
+        loss = -log_probs.gather(1, target[:, None]).squeeze(1)
+        return _reduce(loss, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"classes={self.n_classes}, internal_nodes={len(self.internal)}"
+
+
 # --- registry ----------------------------------------------------------------------------------------------
 
 
@@ -298,11 +382,13 @@ class LossSpec:
     """A registered loss: the options :func:`build_loss` accepts for it and how it is built.
 
     ``build(class_counts, options)`` gets the options given (``None`` values removed) and the validated
-    ``reduction`` and ``beta`` among them.
+    ``reduction`` and ``beta`` among them; a loss that ``needs_tree`` also gets ``taxonomy`` and
+    ``classes`` (the head's classes) there.
     """
 
     params: tuple[str, ...]
     build: Callable[[Any, dict[str, Any]], nn.Module]
+    needs_tree: bool = False
 
 
 #: the losses :func:`build_loss` (and a training config's ``loss.name``) accepts, with their options
@@ -378,8 +464,24 @@ LOSSES.add(
 )
 
 
+def _build_marginal(class_counts: Any, given: dict[str, Any]) -> nn.Module:
+    return MarginalNodeLoss(given["taxonomy"], given.get("classes"), reduction=given["reduction"])
+
+
+LOSSES.add(
+    "marginal",
+    LossSpec(("reduction",), _build_marginal, needs_tree=True),
+    summary="partial labels at internal nodes: -log P(labelled node) over a head on the leaves",
+)
+
+
 def build_loss(
-    name: str, class_counts: Sequence[float] | np.ndarray | Tensor | None = None, **params: Any
+    name: str,
+    class_counts: Sequence[float] | np.ndarray | Tensor | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
+    classes: Sequence[str] | None = None,
+    **params: Any,
 ) -> nn.Module:
     """A loss module by name, as a config file names it (the names and options of :data:`LOSSES`).
 
@@ -391,6 +493,7 @@ def build_loss(
             per-class numbers), ``beta`` (0.999), ``label_smoothing``. ``focal``: ``gamma`` (2.0), ``alpha``
             (None, a scheme name or per-class numbers), ``beta``. ``asymmetric``: ``gamma_pos`` (0),
             ``gamma_neg`` (4), ``clip`` (0.05). All: ``reduction`` (``"mean"``).
+        taxonomy, classes: the tree and the head's classes (None: the leaves), for ``"marginal"``.
 
     Returns:
         an ``nn.Module`` whose ``forward(logits (batch, C), target (batch,) long)`` returns the loss.
@@ -412,4 +515,10 @@ def build_loss(
     given = {k: v for k, v in params.items() if v is not None}
     given["reduction"] = given.get("reduction", "mean")
     given["beta"] = check_beta(given.get("beta", 0.999))
+    if spec.needs_tree:
+        if taxonomy is None:
+            raise HierclfError(
+                f"loss {key!r} needs the taxonomy (and the head's classes): build_loss(..., taxonomy=)"
+            )
+        given.update(taxonomy=taxonomy, classes=classes)
     return spec.build(class_counts, given)

@@ -34,8 +34,10 @@ float16/bfloat16 inputs, CUDA tensors and autograd stay on the torch path. Threa
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -43,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _TILE = 4  # rows scanned together: one 256-bit vector of float64 prefixes
 _TASKS_PER_THREAD = 4  # row ranges per thread: some balance on a shared machine, few prefix buffers
@@ -55,6 +59,35 @@ _PROGRAMS_KEPT = 32
 _STAGE_BYTES = 10 * 1024
 #: calls with fewer input and output values than this run on one thread (see ``_threads``)
 _PARALLEL_WORK = 1 << 18
+
+
+def _cached_parallel_njit(fn: Any) -> Any:
+    """``numba.njit(parallel=True, cache=True, nogil=True)``, with somewhere to keep the cache.
+
+    numba caches compiled kernels beside the source (``__pycache__``) or in the user's cache folder, and
+    refuses to decorate when neither is writable (a read-only installation with no writable home). Then the
+    cache goes to a temporary folder, and failing that the kernel compiles without one: slower to start,
+    never a crash. A notice is logged.
+    """
+    import numba
+
+    try:
+        return numba.njit(parallel=True, cache=True, nogil=True)(fn)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        if "cache" not in str(exc):
+            raise
+    if not getattr(numba.config, "CACHE_DIR", ""):
+        folder = tempfile.mkdtemp(prefix="hierclf-numba-")
+        setattr(numba.config, "CACHE_DIR", folder)  # noqa: B010 - a module attribute the stubs do not list
+        try:
+            kernel = numba.njit(parallel=True, cache=True, nogil=True)(fn)
+            logger.info("numba's cache is not writable here; caching %s in %s", fn.__name__, folder)
+            return kernel
+        except RuntimeError:
+            pass
+    logger.info("numba cannot cache %s here; it is compiled in every process", fn.__name__)
+    return numba.njit(parallel=True, nogil=True)(fn)
+
 
 try:  # pragma: no branch - numba is a declared dependency; the fallback keeps hierclf usable without it
     import numba
@@ -138,7 +171,7 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
             o2[to] = x2[col]
             o3[to] = x3[col]
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @_cached_parallel_njit
     def _kernel(
         x: Any,
         permuted: Any,
@@ -257,7 +290,7 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
             for t in range(o.shape[0]):
                 o[t] = stage[t, r]
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @_cached_parallel_njit
     def _kernel_staged(
         x: Any,
         permuted: Any,
@@ -308,7 +341,7 @@ try:  # pragma: no branch - numba is a declared dependency; the fallback keeps h
                 _stage_extras(x0, x1, x2, x3, stage, extra_col, extra_to)
                 _write_tile(stage, out, b, last)
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @_cached_parallel_njit
     def _log_kernel(
         x: Any, column: Any, parent: Any, wanted: Any, n_threads: Any, out: Any
     ) -> None:  # pragma: no cover - compiled

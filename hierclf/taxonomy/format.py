@@ -14,6 +14,7 @@ A taxonomy file is a nested tree that a dermatologist can read and edit::
             - id: melanoma
               name: Melanoma
               aliases: [mel, "Melanoma, NOS"]
+              source_aliases: {isic2019: [MEL]}
               codes: {dermamnist: 4}
 
 ``docs/taxonomy-format.md`` documents every field; ``hierclf schema`` prints the JSON Schema.
@@ -33,6 +34,8 @@ from pydantic_core import PydanticCustomError
 ID_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 #: Dataset names (the keys of ``codes``) follow the same rule as ids.
 DATASET_PATTERN = ID_PATTERN
+#: Source names (the keys of ``source_aliases``: ``isic2019``, ``dermnet``) follow the same rule as ids.
+SOURCE_PATTERN = ID_PATTERN
 FORMAT_VERSION = 1
 
 
@@ -88,6 +91,7 @@ NodeId = Annotated[StrictStr, Field(pattern=ID_PATTERN), AfterValidator(_whole_i
 Code = Annotated[StrictInt, Field(ge=0)]
 Alias = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_one_line)]
 DisplayName = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_one_line)]
+SourceName = Annotated[StrictStr, Field(pattern=SOURCE_PATTERN), AfterValidator(_whole_id)]
 
 
 class NodeSpec(BaseModel):
@@ -106,6 +110,12 @@ class NodeSpec(BaseModel):
         default_factory=list,
         description="Other names of the same condition in other sources (HAM10000 codes like `mel`, ISIC or "
         "DermNet names). Matched case-insensitively; each may name one node only and may not shadow an id.",
+    )
+    source_aliases: dict[SourceName, list[Alias]] = Field(
+        default_factory=dict,
+        description="Names of this node in one source only, by source: `{isic2019: [AK], dermnet: [...]}`. "
+        "A source resolves its labels in its own scope first, so two sources' conflicting abbreviations can "
+        "name different nodes; inside one scope an alias names one node only, and none may shadow an id.",
     )
     codes: dict[Annotated[StrictStr, Field(pattern=DATASET_PATTERN), AfterValidator(_whole_id)], Code] = (
         Field(

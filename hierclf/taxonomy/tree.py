@@ -1,5 +1,8 @@
 """The disease tree: :class:`Taxonomy`, loaded from a validated YAML file, queried by id or alias.
 
+Names resolve through one lookup (:meth:`Taxonomy.resolve`): ids, global aliases, display names, and aliases
+scoped to a source (``source_aliases``), which a source's own labels see first.
+
 Leaves are kept in a fixed depth-first (pre-order) order, the column order of every probability matrix
 hierclf reads or writes. In that order the leaves under any node form one contiguous range, which is what
 makes the roll-up a range sum (see :attr:`Taxonomy.index`).
@@ -32,6 +35,35 @@ if TYPE_CHECKING:
     import networkx as nx
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["AmbiguousNameError", "SourceScopes", "Taxonomy", "TaxonomyIndex"]
+
+#: the alias scopes a lookup sees first: one source name, several (searched in order), or none
+SourceScopes = str | Sequence[str] | None
+
+
+class AmbiguousNameError(UnknownNameError):
+    """A name that is no global name but a source alias of different nodes in different sources.
+
+    Attributes:
+        owners: source -> the node the name means there.
+    """
+
+    def __init__(self, name: str, owners: Mapping[str, str], context: str) -> None:
+        super().__init__("node", name, (), context)
+        self.owners = dict(owners)
+        listed = ", ".join(f"{node!r} in source {src!r}" for src, node in self.owners.items())
+        self.message = (
+            f"name {name!r} {context} is a source alias of different nodes ({listed}); resolve it in its "
+            "source's scope (the data source's alias_scopes, or resolve(name, source=...))"
+        )
+        self.args = (self.message,)
+
+
+def _scopes(source: SourceScopes) -> tuple[str, ...]:
+    if source is None:
+        return ()
+    return (source,) if isinstance(source, str) else tuple(source)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -119,7 +151,8 @@ class Taxonomy:
     @classmethod
     def from_networkx(cls, graph: nx.DiGraph, *, name: str = "taxonomy") -> Taxonomy:
         """Build from a directed tree (edges parent -> child). Node attributes ``name``, ``aliases``,
-        ``codes`` and ``metadata`` are used when present; children keep the graph's successor order."""
+        ``source_aliases``, ``codes`` and ``metadata`` are used when present; children keep the graph's
+        successor order."""
         import networkx as nx
 
         if not nx.is_arborescence(graph):
@@ -129,7 +162,7 @@ class Taxonomy:
         def build(n: Any) -> dict[str, Any]:
             attrs = graph.nodes[n]
             out: dict[str, Any] = {"id": n, "name": attrs.get("name", str(n))}
-            for key in ("aliases", "codes", "metadata"):
+            for key in ("aliases", "source_aliases", "codes", "metadata"):
                 if attrs.get(key):
                     out[key] = attrs[key]
             out["children"] = [build(c) for c in graph.successors(n)]
@@ -146,6 +179,8 @@ class Taxonomy:
             out: dict[str, Any] = {"id": n.id, "name": n.name}
             if n.aliases:
                 out["aliases"] = list(n.aliases)
+            if n.source_aliases:
+                out["source_aliases"] = {k: list(v) for k, v in n.source_aliases.items()}
             if n.codes:
                 out["codes"] = dict(n.codes)
             if n.metadata:
@@ -312,19 +347,72 @@ class Taxonomy:
             table[n] = n
         return table
 
-    def names(self) -> tuple[str, ...]:
-        """Every name that :meth:`resolve` accepts (ids, aliases, unambiguous display names)."""
-        return tuple(self._names)
+    @cached_property
+    def _scoped_names(self) -> dict[str, dict[str, str]]:
+        """Source -> normalised source alias -> node id (validation keeps each scope free of clashes)."""
+        table: dict[str, dict[str, str]] = {}
+        for n, s in self._specs.items():
+            for source, aliases in s.source_aliases.items():
+                scope = table.setdefault(source, {})
+                for alias in aliases:
+                    scope[normalise_name(alias)] = n
+        return table
 
-    def resolve(self, name: str) -> str:
+    @cached_property
+    def _unscoped_source_names(self) -> dict[str, dict[str, str]]:
+        """Normalised source alias that is no global name -> {source: node} over every scope that has it
+        (one node: it resolves without a source too; several: :class:`AmbiguousNameError`)."""
+        found: dict[str, dict[str, str]] = {}
+        for source, scope in sorted(self._scoped_names.items()):
+            for key, node in scope.items():
+                if key not in self._names:
+                    found.setdefault(key, {})[source] = node
+        return found
+
+    @cached_property
+    def source_scopes(self) -> tuple[str, ...]:
+        """The sources that have scoped aliases (``source_aliases`` keys), sorted."""
+        return tuple(sorted(self._scoped_names))
+
+    def names(self, *, source: SourceScopes = None) -> tuple[str, ...]:
+        """Every name that :meth:`resolve` accepts (ids, aliases, unambiguous display names, the source
+        aliases of ``source`` and those that name one node in every source)."""
+        scoped = [k for scope in _scopes(source) for k in self._scoped_names.get(scope, {})]
+        anywhere = [k for k, owners in self._unscoped_source_names.items() if len(set(owners.values())) == 1]
+        return tuple(dict.fromkeys([*self._names, *scoped, *anywhere]))
+
+    def resolve(self, name: str, *, source: SourceScopes = None) -> str:
         """The id of the node that ``name`` means: an id, an alias (e.g. a HAM10000 code) or a display name,
-        compared case-insensitively. Unknown names raise :class:`UnknownNameError` with suggestions."""
+        compared case-insensitively. Unknown names raise :class:`UnknownNameError` with suggestions.
+
+        With ``source`` (a source name such as ``"isic2019"``, or several searched in order) the source's
+        own aliases (``source_aliases``) are looked up first, then the global names. Without it, a source
+        alias still resolves when it is no global name and means one node in every source that has it; one
+        meaning different nodes in different sources raises :class:`AmbiguousNameError`.
+
+        >>> tax = Taxonomy.from_text("name: t\\nroot: {id: r, name: R, children: [{id: ak, name: AK lesion, "
+        ...     "source_aliases: {isic: [X]}}, {id: sk, name: SK lesion, source_aliases: {derm: [X]}}]}")
+        >>> tax.resolve("x", source="isic"), tax.resolve("x", source=["derm", "isic"])
+        ('ak', 'sk')
+        """
         if name in self._specs:
             return name
-        found = self._names.get(normalise_name(str(name)))
-        if found is None:
-            raise UnknownNameError("node", name, self._suggestion_pool(name), f"in taxonomy {self.name!r}")
-        return found
+        key = normalise_name(str(name))
+        scopes = _scopes(source)
+        for scope in scopes:
+            found = self._scoped_names.get(scope, {}).get(key)
+            if found is not None:
+                return found
+        found = self._names.get(key)
+        if found is not None:
+            return found
+        owners = self._unscoped_source_names.get(key, {})
+        if len(set(owners.values())) == 1:
+            return next(iter(owners.values()))
+        context = f"in taxonomy {self.name!r}" + (f" (source {', '.join(scopes)})" if scopes else "")
+        if owners:
+            raise AmbiguousNameError(name, owners, context)
+        raise UnknownNameError("node", name, self._suggestion_pool(name), context)
 
     @cached_property
     def _suggestion_owners(self) -> dict[str, str]:
@@ -333,6 +421,10 @@ class Taxonomy:
         for n, s in self._specs.items():
             for alias in s.aliases:
                 owners.setdefault(alias, n)
+        for n, s in self._specs.items():
+            for aliases in s.source_aliases.values():
+                for alias in aliases:
+                    owners.setdefault(alias, n)
         for n, s in self._specs.items():
             owners.setdefault(s.name, n)
         return owners
@@ -456,13 +548,18 @@ class Taxonomy:
     @cached_property
     def graph(self) -> nx.DiGraph:
         """The tree as a networkx DiGraph (edges parent -> child) with node attributes ``name``,
-        ``aliases``, ``codes`` and ``metadata``. Treat it as read-only."""
+        ``aliases``, ``source_aliases``, ``codes`` and ``metadata``. Treat it as read-only."""
         import networkx as nx
 
         g = nx.DiGraph(name=self.name)
         for n, s in self._specs.items():
             g.add_node(
-                n, name=s.name, aliases=list(s.aliases), codes=dict(s.codes), metadata=dict(s.metadata)
+                n,
+                name=s.name,
+                aliases=list(s.aliases),
+                source_aliases={k: list(v) for k, v in s.source_aliases.items()},
+                codes=dict(s.codes),
+                metadata=dict(s.metadata),
             )
         g.add_edges_from((p, n) for n, p in self._parent.items() if p is not None)
         return g

@@ -2,8 +2,8 @@
 
 The checks run on the parsed YAML (positions kept), so that one run reports all problems of a file
 together, each with file, line and column: the schema (types, unknown fields, id syntax, empty names), then
-the tree rules the schema cannot express (unique ids, alias collisions, dataset codes, single-child nodes,
-a tree with no leaves).
+the tree rules the schema cannot express (unique ids, alias collisions, source-scoped alias collisions,
+dataset codes, single-child nodes, a tree with no leaves).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hierclf.errors import Problem
-from hierclf.io.problems import FieldError, dotted, kind_of, problems_from_validation_error
+from hierclf.io.problems import ValidationIssue, dotted, kind_of, problems_from_validation_error
 from hierclf.io.yaml_files import LocatedYAML, PathKey, load_located, load_located_file
 from hierclf.taxonomy.format import TaxonomyFile
 
@@ -84,7 +84,15 @@ def validate_document(doc: LocatedYAML, strict: bool = False) -> ValidationRepor
         )
         return report
     report.problems += check_schema(doc)
-    for check in (check_unique_ids, check_aliases, check_codes, check_has_leaves, check_single_child):
+    checks = (
+        check_unique_ids,
+        check_aliases,
+        check_source_aliases,
+        check_codes,
+        check_has_leaves,
+        check_single_child,
+    )
+    for check in checks:
         report.problems += check(doc)
     if strict:
         report.problems = [_as_error(p) for p in report.problems]
@@ -167,7 +175,7 @@ def check_schema(doc: LocatedYAML) -> list[Problem]:
     return []
 
 
-def _explain(err: FieldError) -> str | None:
+def _explain(err: ValidationIssue) -> str | None:
     """The taxonomy format's own words for id syntax, empty names, dataset codes and the format version."""
     node_path = _node_path(err.loc)
     inner = err.loc[len(node_path) :]
@@ -176,15 +184,17 @@ def _explain(err: FieldError) -> str | None:
     if err.kind == "string_pattern_mismatch":
         if err.key_error and fieldname == "codes":
             return f"invalid dataset name {value!r} in codes: {_ID_RULE}"
+        if err.key_error and fieldname == "source_aliases":
+            return f"invalid source name {value!r} in source_aliases: {_ID_RULE}"
         if not node_path and fieldname == "name":
             return f"invalid taxonomy name {value!r}: {_ID_RULE}"
         if fieldname == "id":
             return f"invalid id {value!r}: {_ID_RULE}"
         if fieldname == "name":
             return "empty name: every node needs a display name"
-        if fieldname == "aliases":
+        if fieldname in ("aliases", "source_aliases"):
             return "empty alias: remove it or write the other name"
-    if err.kind == "control_character" and fieldname in ("name", "aliases"):
+    if err.kind == "control_character" and fieldname in ("name", "aliases", "source_aliases"):
         what = "name" if fieldname == "name" else "alias"
         return f"{what} {value!r} {err.message}"
     if fieldname == "codes" and err.kind in ("int_type", "greater_than_equal"):
@@ -274,6 +284,57 @@ def check_aliases(doc: LocatedYAML) -> list[Problem]:
                             node=node_id,
                         )
                     )
+    return problems
+
+
+def _source_alias_entries(doc: LocatedYAML) -> Iterator[tuple[str, str, str, PathKey]]:
+    """``(source, alias, node id, path of the alias)`` of every well-formed source alias, in file order."""
+    for path, node in iter_raw_nodes(doc):
+        node_id = _node_id(node)
+        scoped = node.get("source_aliases")
+        if node_id is None or not isinstance(scoped, dict):
+            continue
+        for source, aliases in scoped.items():
+            if not isinstance(source, str) or not isinstance(aliases, list):
+                continue  # reported by the schema check
+            for i, alias in enumerate(aliases):
+                if isinstance(alias, str) and alias.strip():
+                    yield source, alias, node_id, (*path, "source_aliases", source, i)
+
+
+def check_source_aliases(doc: LocatedYAML) -> list[Problem]:
+    """Inside one source's scope an alias names one node only, and no source alias shadows another node's
+    id (compared case-insensitively). A source alias may repeat a global alias or display name of another
+    node: in its source it wins, which is what the scope is for (docs/taxonomy-format.md)."""
+    owner_of_id = {normalise_name(ident): ident for _, n in iter_raw_nodes(doc) if (ident := _node_id(n))}
+    seen: dict[tuple[str, str], tuple[str, int | None]] = {}
+    problems = []
+    for source, alias, node_id, alias_path in _source_alias_entries(doc):
+        key = normalise_name(alias)
+        shadowed = owner_of_id.get(key)
+        if shadowed is not None and shadowed != node_id:
+            problems.append(
+                doc.problem(
+                    alias_path,
+                    f"source alias {alias!r} (source {source!r}) of node {node_id!r} shadows the id of node "
+                    f"{shadowed!r}",
+                    code="alias-shadows-id",
+                    node=node_id,
+                )
+            )
+        elif (source, key) in seen and seen[(source, key)][0] != node_id:
+            other, line = seen[(source, key)]
+            problems.append(
+                doc.problem(
+                    alias_path,
+                    f"source alias {alias!r} names two nodes in source {source!r}: {other!r} (line {line}) "
+                    f"and {node_id!r}",
+                    code="source-alias-conflict",
+                    node=node_id,
+                )
+            )
+        else:
+            seen.setdefault((source, key), (node_id, doc.position(alias_path)[0]))
     return problems
 
 

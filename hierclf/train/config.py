@@ -38,10 +38,12 @@ __all__ = [
     "BackboneFactoryConfig",
     "ClassesConfig",
     "ConfigError",
+    "ColumnOptions",
     "CsvOptions",
     "DataConfig",
     "EarlyStoppingConfig",
     "LossConfig",
+    "SplitOptions",
     "SyntheticOptions",
     "TrainConfig",
     "load_train_config",
@@ -57,6 +59,10 @@ _PATH_FIELDS: tuple[PathKey, ...] = (
     ("data", "csv", "val"),
     ("data", "csv", "test"),
     ("data", "csv", "image_root"),
+    ("data", "labels"),
+    ("data", "metadata"),
+    ("data", "images"),
+    ("data", "split", "file"),
 )
 METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy")
 #: what ``log:`` may name besides the files every run writes (``history.jsonl``, ``history.json``)
@@ -80,6 +86,13 @@ def _loss_names() -> tuple[str, ...]:
     return LOSSES.names()
 
 
+def _data_source_names() -> tuple[str, ...]:
+    """Names of the data sources (``hierclf.data.sources.DATA_SOURCES``)."""
+    from hierclf.data.sources import DATA_SOURCES
+
+    return DATA_SOURCES.names()
+
+
 def _sampler_names() -> tuple[str, ...]:
     """Names of the registered samplers (``hierclf.data.sampling.SAMPLERS``)."""
     from hierclf.data.sampling import SAMPLERS
@@ -91,10 +104,21 @@ def _sampler_names() -> tuple[str, ...]:
 _BackboneName = Annotated[str, AfterValidator(_backbone_name)]
 _LossName = Annotated[str, AfterValidator(option_validator("loss", _loss_names))]
 _SamplerName = Annotated[str, AfterValidator(option_validator("sampler", _sampler_names))]
+_DataSourceName = Annotated[str, AfterValidator(option_validator("data source", _data_source_names))]
 _InternalLabels = Annotated[
     str, AfterValidator(option_validator("internal_labels mode", lambda: INTERNAL_LABEL_MODES))
 ]
 
+
+def _no_nul(value: Path) -> Path:
+    """A path with a NUL character cannot be opened (the operating system refuses it)."""
+    if "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: a path in a training configuration
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
 
 #: bounds of sizes and counts: far above any real run, low enough that a typo cannot exhaust the machine
 MAX_IMAGES = 100_000_000
@@ -131,28 +155,84 @@ class SyntheticOptions(_Model):
 class CsvOptions(_Model):
     """Users' own images: one CSV per split (``hierclf.data.datasets.CsvImageDataset``)."""
 
-    train: Path
-    val: Path
-    test: Path
-    image_root: Path | None = None
+    train: FilePath
+    val: FilePath
+    test: FilePath
+    image_root: FilePath | None = None
     path_column: str = "path"
     label_column: str = "label"
     group_column: str | None = None
     id_column: str | None = None
 
 
-class DataConfig(_Model):
-    """Where the images come from and how large they are."""
+class ColumnOptions(_Model):
+    """Column names of a published-layout source, overriding its preset's (all a ``generic`` source has).
 
-    source: Literal["dermamnist", "synthetic", "csv"] = "dermamnist"
-    root: Path = Path("data")
-    npz: Path | None = None
+    ``metadata`` maps a standard name (``sex``, ``age``, ``site``, ``dx_type``, ``fitzpatrick``, ...) to the
+    column that holds it; those columns travel into the prediction files.
+    """
+
+    id: str | None = None
+    label: str | None = None
+    path: str | None = None
+    patient: str | None = None
+    lesion: str | None = None
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The columns that are set (``hierclf.data.sources.source_spec``'s ``columns``)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SplitOptions(_Model):
+    """How hierclf splits a published-layout source: grouped (patient, else lesion), stratified by label,
+    made once and written to ``file``, which this run and every later one reads (``docs/data.md``)."""
+
+    #: the split file; default ``<out_dir>/split.csv`` (a study shares one: ``OUT/split.csv``)
+    file: FilePath | None = None
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    #: the split's own seed, independent of the training seed (a study's seeds share one split)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    by: Literal["auto", "patient", "lesion", "image"] = "auto"
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitOptions:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) must be below 1"
+            )
+        return self
+
+
+class DataConfig(_Model):
+    """Where the images come from and how large they are.
+
+    ``source``: ``dermamnist`` (the official, image-level split), ``synthetic``, ``csv`` (one CSV per split)
+    or a published layout split by hierclf: ``ham10000``, ``isic2019``, ``isic2020``, ``generic``
+    (``labels`` + ``images``, or the download folder ``root``; ``docs/data.md``).
+    """
+
+    source: _DataSourceName = "dermamnist"
+    root: FilePath = Path("data")
+    npz: FilePath | None = None
     size: int = Field(28, ge=8, le=4096)
     download: bool = False
     augment: bool = True
     pipeline: Literal["auto", "per_sample", "batched"] = "auto"
     synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)  # type: ignore[arg-type]
     csv: CsvOptions | None = None
+    #: published layouts: the CSV of ids and labels (default: found in ``root`` by its usual name)
+    labels: FilePath | None = None
+    #: a second CSV joined on the id (ISIC 2019's metadata; default: found in ``root``)
+    metadata: FilePath | None = None
+    #: the image folder, searched recursively (default: ``root``)
+    images: FilePath | None = None
+    columns: ColumnOptions | None = None
+    #: the taxonomy's ``source_aliases`` scopes the labels see first (default: the preset's)
+    alias_scopes: list[str] | None = None
+    split: SplitOptions = Field(default_factory=SplitOptions)  # type: ignore[arg-type]
     #: the side the model sees; None (``auto``): the pretrained weights' resolution with ``pretrained: true``,
     #: else ``size``
     input_size: int | None = Field(None, ge=8, le=4096)
@@ -336,7 +416,7 @@ class TrainConfig(_Model):
         ('full', 'adamw', 'val_loss')
     """
 
-    taxonomy: Path
+    taxonomy: FilePath
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     classes: ClassesConfig = Field(default_factory=ClassesConfig)  # type: ignore[arg-type]
     backbone: _Backbone = "small_cnn"
@@ -362,12 +442,12 @@ class TrainConfig(_Model):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto"] | bool = "auto"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)  # type: ignore[arg-type]
-    protocol: Path | None = None
+    protocol: FilePath | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = False
     device: str = "auto"
     workers: int = Field(0, ge=0, le=256)
-    out_dir: Path = Path("runs/train")
+    out_dir: FilePath = Path("runs/train")
     max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
     #: scalars written besides history.jsonl: ``tensorboard`` (needs the tensorboard package)
     log: list[str] = Field(default_factory=list)
@@ -516,10 +596,21 @@ def _metric_problems(config: TrainConfig, taxonomy: Any) -> list[_Found]:
 
 
 def _data_problems(config: TrainConfig) -> list[_Found]:
-    """``data.source: csv`` needs ``data.csv``."""
-    if config.data.source == "csv" and config.data.csv is None:
+    """``data.source: csv`` needs ``data.csv``; the published-layout settings belong to those sources."""
+    from hierclf.data.sources import PRESETS
+
+    data = config.data
+    if data.source == "csv" and data.csv is None:
         return [(("data", "source"), "data.source 'csv' needs data.csv with train, val and test CSV files")]
-    return []
+    if data.source in PRESETS:
+        return (
+            [(("data", "csv"), f"data.csv is for data.source 'csv', not {data.source!r}")] if data.csv else []
+        )
+    given = [k for k in ("labels", "metadata", "images", "columns", "alias_scopes") if getattr(data, k)]
+    return [
+        ((("data", k)), f"data.{k} is for the sources {', '.join(PRESETS.names())}, not {data.source!r}")
+        for k in given
+    ]
 
 
 def load_train_config(
@@ -568,23 +659,20 @@ def validate_config(data: dict[str, Any], doc: LocatedYAML | None) -> TrainConfi
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        exc = _without_union_tags(exc)
-        raise ConfigError(problems_from_validation_error(exc, TrainConfig, doc, code="config")) from None
+        errors = _without_union_tags(exc)
+        raise ConfigError(problems_from_validation_error(errors, TrainConfig, doc, code="config")) from None
 
 
-def _without_union_tags(exc: ValidationError) -> ValidationError:
-    """The same errors with the ``backbone`` union's tag left out of their locations, so they point at the
+def _without_union_tags(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors with the ``backbone`` union's tag left out of their locations, so they point at the
     place in the file (``backbone.factory``, not ``backbone.factory.factory``)."""
     errors = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         if len(loc) > 1 and loc[0] == "backbone" and loc[1] in _BACKBONE_TAGS:
             loc = loc[:1] + loc[2:]
-        detail: dict[str, Any] = {"type": err["type"], "loc": loc, "input": err.get("input")}
-        if "ctx" in err:
-            detail["ctx"] = err["ctx"]
-        errors.append(detail)
-    return ValidationError.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
+        errors.append({**err, "loc": loc})
+    return errors
 
 
 def config_from_text(text: str, file: str = "<string>") -> TrainConfig:

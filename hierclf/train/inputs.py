@@ -27,6 +27,7 @@ from hierclf.train.preprocessing import InputSettings, resolve_preprocessing
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DERMAMNIST_SPLIT_NOTICE",
     "UNSCORED",
     "HeadClasses",
     "Pipeline",
@@ -50,12 +51,19 @@ UNSCORED = -1
 
 def load_sources(config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup) -> dict[str, Any]:
     """The ``train``, ``val`` and ``test`` image sources (``hierclf.data.datasets.ImageSource``) of the
-    config: users' CSVs, DermaMNIST through medmnist, or a generated npz (rank 0 writes it, once); with
-    ``data.train_fraction < 1`` the training split keeps that fraction of each class, by groups
-    (:mod:`hierclf.train.subsample`)."""
-    if config.data.source == "csv":
+    config: a published layout split by patient or lesion (the split file written by rank 0, once, and
+    read by every later run), users' CSVs, DermaMNIST through medmnist, or a generated npz (rank 0 writes
+    it, once); with ``data.train_fraction < 1`` the training split keeps that fraction of each class, by
+    groups (:mod:`hierclf.train.subsample`)."""
+    from hierclf.data.sources import DATA_SOURCES
+
+    if DATA_SOURCES.get(config.data.source) == "preset":
+        sources = _preset_sources(config, taxonomy, group)
+    elif config.data.source == "csv":
         sources = _csv_sources(config, taxonomy)
     else:
+        if config.data.source == "dermamnist":
+            logger.warning(DERMAMNIST_SPLIT_NOTICE)
         npz = _synthetic_npz(config, group) if config.data.source == "synthetic" else config.data.npz
         sources = _npz_sources(config, taxonomy, group, npz)
     if config.data.train_fraction < 1.0:
@@ -85,14 +93,74 @@ def subsample_source(source: Any, fraction: float, *, seed: int) -> Any:
     return _source_rows(source, rows)
 
 
+#: what a run on DermaMNIST's official split is told (the CLI and the training log say it)
+DERMAMNIST_SPLIT_NOTICE = (
+    "DermaMNIST's official split is by image: its files carry no lesion ids, so images of one lesion can be "
+    "in training and test (HAM10000: 10,015 images of 7,470 lesions), which inflates test metrics; for a "
+    "lesion-level split use data.source: ham10000 (hierclf study --data ham10000; docs/data.md)"
+)
+
+
+def _preset_sources(config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup) -> dict[str, Any]:
+    """A published layout (``data.source: ham10000`` ...) split by hierclf; rank 0 makes and writes the split
+    file when it is missing, every other rank reads it afterwards."""
+    from hierclf.data.datasets import load_source_splits
+    from hierclf.data.sources import source_spec
+
+    d = config.data
+    _warn_unknown_scopes(d.alias_scopes, taxonomy)
+    spec = source_spec(
+        d.source,
+        root=d.root,
+        table=d.labels,
+        images=d.images,
+        extra=d.metadata,
+        columns=d.columns.overrides() if d.columns is not None else None,
+        alias_scopes=d.alias_scopes,
+    )
+    split_file = d.split.file if d.split.file is not None else Path(config.out_dir) / "split.csv"
+    options: dict[str, Any] = {
+        "split_file": split_file,
+        "val_fraction": d.split.val_fraction,
+        "test_fraction": d.split.test_fraction,
+        "seed": d.split.seed,
+        "group_by": d.split.by,
+    }
+    sources: dict[str, Any] = {}
+    if group.main:
+        sources, _ = load_source_splits(spec, taxonomy, write=True, **options)
+    group.barrier()
+    if not group.main:
+        sources, _ = load_source_splits(spec, taxonomy, write=False, **options)
+    return sources
+
+
+def _warn_unknown_scopes(scopes: list[str] | None, taxonomy: Taxonomy) -> None:
+    """An alias scope the taxonomy does not define is likely a typo (its labels see the global names)."""
+    from hierclf.errors import did_you_mean
+
+    for scope in scopes or []:
+        if scope not in taxonomy.source_scopes:
+            hint = did_you_mean(scope, taxonomy.source_scopes)
+            logger.warning(
+                "data.alias_scopes: taxonomy %r has no source_aliases for %r%s (its scopes: %s)",
+                taxonomy.name,
+                scope,
+                f"; did you mean {hint[0]!r}?" if hint else "",
+                ", ".join(taxonomy.source_scopes) or "none",
+            )
+
+
 def _csv_sources(config: TrainConfig, taxonomy: Taxonomy) -> dict[str, Any]:
-    """One :class:`~hierclf.data.datasets.CsvImageDataset` per split."""
+    """One :class:`~hierclf.data.datasets.CsvImageDataset` per split; with a group column, groups found in
+    two of the lists are warned about (the lists are the user's split: a leak inflates test metrics)."""
     from hierclf.data.datasets import CsvImageDataset
+    from hierclf.data.splits import LeakageError, check_no_leakage
 
     c = config.data.csv
     if c is None:  # TrainConfig.check_against says so with the file's position; fit checks it first
         raise TrainSettingError("data.source 'csv' needs data.csv with train, val and test CSV files")
-    return {
+    sources = {
         split: CsvImageDataset(
             getattr(c, split),
             taxonomy,
@@ -104,6 +172,15 @@ def _csv_sources(config: TrainConfig, taxonomy: Taxonomy) -> dict[str, Any]:
         )
         for split in SPLITS
     }
+    if c.group_column is not None:
+        groups = np.concatenate([np.asarray(sources[s].groups) for s in SPLITS])
+        offsets = np.cumsum([0] + [len(sources[s]) for s in SPLITS])
+        rows = {s: np.arange(offsets[k], offsets[k + 1]) for k, s in enumerate(SPLITS)}
+        try:
+            check_no_leakage(rows, groups, what=c.group_column)
+        except LeakageError as exc:
+            logger.warning("data.csv: %s", exc)
+    return sources
 
 
 def _synthetic_npz(config: TrainConfig, group: ProcessGroup) -> Path:

@@ -206,14 +206,36 @@ def _build_model(
 
 
 def _build_loss(config: TrainConfig, class_counts: np.ndarray) -> nn.Module:
-    """``hierclf.nn.losses.build_loss`` with the config's options and the training split's class counts."""
+    """``hierclf.nn.losses.build_loss`` with the config's options and the training split's class counts;
+    ``loss: marginal`` (partial labels at internal nodes) also gets the tree and the head's classes."""
     from hierclf.nn.losses import build_loss
 
     loss_params = config.loss.params()
     if config.label_smoothing:
         loss_params["label_smoothing"] = config.label_smoothing
     _warn_stacked_remedies(config)
+    if config.loss.name == "marginal":
+        taxonomy, classes = _marginal_head(config)
+        return build_loss(
+            "marginal", class_counts=class_counts, taxonomy=taxonomy, classes=classes, **loss_params
+        )
     return build_loss(config.loss.name, class_counts=class_counts, **loss_params)
+
+
+def _marginal_head(config: TrainConfig) -> tuple[Taxonomy, tuple[str, ...] | None]:
+    """The tree and the head's classes of ``loss: marginal``: the leaves or a cut (with Esteva's partition,
+    images labelled at split nodes get residual classes or are dropped instead: docs/training-classes.md)."""
+    from hierclf.train.errors import TrainSettingError
+
+    kind = config.classes.kind
+    if kind == "partition":
+        raise TrainSettingError(
+            "loss 'marginal' trains a head over the leaves or a cut (classes.kind: leaves or cut); a "
+            "partition handles images labelled at split nodes with classes.internal_labels: residual or drop"
+        )
+    taxonomy = Taxonomy.from_yaml(config.taxonomy)
+    classes = None if kind == "leaves" else taxonomy.cut(config.classes.nodes or [])
+    return taxonomy, classes
 
 
 def _warn_stacked_remedies(config: TrainConfig) -> None:

@@ -24,27 +24,73 @@ handful of classes, tree levels or replicate chunks). Conventions, shared by eve
 * ``calibration``: reliability curve, expected calibration error;
 * ``hierarchy``: mistake severity, hierarchical precision / recall / F1;
 * ``resampling``: grouped bootstrap draws (:func:`grouped_bootstrap_counts`), percentile intervals;
-* ``bootstrap``: the vectorised grouped bootstrap of a binary task (:func:`bootstrap_binary`).
+* ``bootstrap``: the vectorised grouped bootstrap of a binary task (:func:`bootstrap_binary`), and of
+  several score vectors on the same draws (:func:`paired_bootstrap_binary`);
+* ``intervals``: Clopper-Pearson and Wilson intervals, Korn & Graubard's effective counts, bootstrap
+  p-values;
+* ``delong``: DeLong's test of correlated AUCs (Sun & Xu's O(n log n) algorithm; clustered variance);
+* ``paired_tests``: McNemar's exact test and its clustered form.
 """
 
 from __future__ import annotations
 
-from hierclf.evaluation.metrics.bootstrap import BootstrapEstimate, BootstrapResult, bootstrap_binary
-from hierclf.evaluation.metrics.calibration import expected_calibration_error, reliability_curve
+from hierclf.evaluation.metrics.bootstrap import (
+    BootstrapEstimate,
+    BootstrapResult,
+    CurveQueries,
+    OneVsRestPlans,
+    bootstrap_binary,
+    bootstrap_macro_auc,
+    bootstrap_reader_comparison,
+    paired_bootstrap_binary,
+    subset_bootstrap_binary,
+)
+from hierclf.evaluation.metrics.calibration import (
+    bootstrap_calibration,
+    expected_calibration_error,
+    reliability_curve,
+)
 from hierclf.evaluation.metrics.checks import MetricError
-from hierclf.evaluation.metrics.hierarchy import hierarchical_prf, mistake_severity
+from hierclf.evaluation.metrics.delong import DeLongResult, delong_covariance, delong_test, midranks
+from hierclf.evaluation.metrics.hierarchy import hierarchical_prf, hierarchical_terms, mistake_severity
+from hierclf.evaluation.metrics.intervals import (
+    EffectiveCounts,
+    bootstrap_p_value,
+    clopper_pearson,
+    effective_counts,
+    normal_quantile,
+    normal_two_sided_p,
+    regularized_incomplete_beta,
+    wilson,
+)
 from hierclf.evaluation.metrics.multiclass import (
     balanced_accuracy,
     confusion_matrix,
     macro_ovr_auc,
     per_class_recall,
 )
-from hierclf.evaluation.metrics.resampling import grouped_bootstrap_counts, percentile_ci
+from hierclf.evaluation.metrics.paired_tests import (
+    McNemarResult,
+    binomial_two_sided_p,
+    clustered_mcnemar,
+    discordant_pairs,
+    mcnemar_exact,
+)
+from hierclf.evaluation.metrics.resampling import (
+    GroupSums,
+    bootstrap_sums,
+    grouped_bootstrap_counts,
+    per_group_sums,
+    percentile_ci,
+    replicate_map,
+)
 from hierclf.evaluation.metrics.roc import (
     binary_metrics_at_threshold,
     partial_auc_above_sensitivity,
     roc_auc,
     roc_curve,
+    roc_polyline_height,
+    sensitivity_at_specificity,
     specificity_at_sensitivity,
     threshold_at_sensitivity,
 )
@@ -52,22 +98,53 @@ from hierclf.evaluation.metrics.roc import (
 __all__ = [
     "BootstrapEstimate",
     "BootstrapResult",
+    "CurveQueries",
+    "DeLongResult",
+    "EffectiveCounts",
+    "GroupSums",
+    "McNemarResult",
     "MetricError",
+    "OneVsRestPlans",
     "balanced_accuracy",
     "binary_metrics_at_threshold",
+    "binomial_two_sided_p",
     "bootstrap_binary",
+    "bootstrap_calibration",
+    "bootstrap_macro_auc",
+    "bootstrap_p_value",
+    "bootstrap_reader_comparison",
+    "bootstrap_sums",
+    "clopper_pearson",
+    "clustered_mcnemar",
     "confusion_matrix",
+    "delong_covariance",
+    "delong_test",
+    "discordant_pairs",
+    "effective_counts",
     "expected_calibration_error",
     "grouped_bootstrap_counts",
     "hierarchical_prf",
+    "hierarchical_terms",
     "macro_ovr_auc",
+    "mcnemar_exact",
+    "midranks",
     "mistake_severity",
+    "normal_quantile",
+    "normal_two_sided_p",
+    "paired_bootstrap_binary",
     "partial_auc_above_sensitivity",
     "per_class_recall",
+    "per_group_sums",
     "percentile_ci",
+    "regularized_incomplete_beta",
     "reliability_curve",
+    "replicate_map",
     "roc_auc",
     "roc_curve",
+    "roc_polyline_height",
+    "sensitivity_at_specificity",
     "specificity_at_sensitivity",
+    "subset_bootstrap_binary",
     "threshold_at_sensitivity",
+    "wilson",
 ]

@@ -72,3 +72,43 @@ def expected_calibration_error(y_true: Any, prob: Any, n_bins: int = 15) -> floa
         return math.nan
     used = count > 0
     return float(np.sum(count[used] / n * np.abs(acc[used] - conf[used])))
+
+
+def bootstrap_calibration(
+    y_true: Any,
+    prob: Any,
+    groups: Any = None,
+    *,
+    n_bins: int = 15,
+    n_replicates: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped-bootstrap replicates of the ECE and the Brier score of a probability, ``(R,)`` each.
+
+    Both are ratios of sums: ``ECE = sum_b |sum_{i in b} (y_i - p_i)| / n`` over the bins of
+    :func:`reliability_curve`, ``Brier = sum_i (p_i - y_i)^2 / n``; the replicates are ratios of
+    :func:`~hierclf.evaluation.metrics.resampling.bootstrap_sums` (the draws of the grouped bootstrap for the
+    same groups and seed).
+
+    Example:
+        >>> ece, brier = bootstrap_calibration([0, 1, 1, 1], [0.2, 0.4, 0.9, 1.0], n_bins=2, n_replicates=3)
+        >>> ece.shape, brier.shape
+        ((3,), (3,))
+    """
+    from hierclf.evaluation.metrics.resampling import bootstrap_sums
+
+    if int(n_bins) < 1:
+        raise MetricError(f"n_bins must be >= 1, got {n_bins}")
+    conf, hit = _calibration_inputs(y_true, prob)
+    if np.ndim(prob) != 1:
+        raise MetricError("bootstrap_calibration takes (n,) event probabilities")
+    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    columns = np.zeros((conf.size, n_bins + 2))
+    columns[np.arange(conf.size), b] = hit - conf  # each bin's hits minus its confidence
+    columns[:, -2] = (conf - hit) ** 2
+    columns[:, -1] = 1.0
+    sums = bootstrap_sums(columns, groups, n_replicates, seed)
+    n = sums[:, -1]
+    gaps = np.abs(sums[:, :n_bins]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, gaps / n, np.nan), np.where(n > 0, sums[:, -2] / n, np.nan)

@@ -54,6 +54,30 @@ def mistake_severity(
     return depth[t] + depth[p] - 2 * depth[lca], index.height[lca]
 
 
+def hierarchical_terms(
+    true_node_idx: Any,
+    pred_node_idx: Any,
+    taxonomy: Taxonomy,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample, the three sums behind :func:`hierarchical_prf`: ``|anc(pred) & anc(true)|`` (the depth of
+    the lowest common ancestor), ``|anc(pred)|`` and ``|anc(true)|`` (depths), each ``(n,)`` int64. Their
+    sums over any (re)sampled set give that set's hierarchical precision and recall.
+
+    Example:
+        >>> from hierclf.taxonomy.synthetic import random_taxonomy
+        >>> tax = random_taxonomy(6, max_depth=3, seed=0)
+        >>> [t.tolist() for t in hierarchical_terms([1], [1], tax)]
+        [[1], [1], [1]]
+    """
+    index = taxonomy.index
+    t = _check_rows(true_node_idx, index.n_nodes, "true_node_idx")
+    p = _check_rows(pred_node_idx, index.n_nodes, "pred_node_idx")
+    if t.shape != p.shape:
+        raise MetricError(f"true_node_idx has {t.size} samples but pred_node_idx has {p.size}")
+    depth = index.depth
+    return depth[index.lca(t, p)], depth[p], depth[t]
+
+
 def hierarchical_prf(
     true_node_idx: Any,
     pred_node_idx: Any,
@@ -79,15 +103,10 @@ def hierarchical_prf(
         >>> hierarchical_prf([1, 2], [1, 2], tax)
         (1.0, 1.0, 1.0)
     """
-    index = taxonomy.index
-    t = _check_rows(true_node_idx, index.n_nodes, "true_node_idx")
-    p = _check_rows(pred_node_idx, index.n_nodes, "pred_node_idx")
-    if t.shape != p.shape:
-        raise MetricError(f"true_node_idx has {t.size} samples but pred_node_idx has {p.size}")
-    depth = index.depth
-    common = float(depth[index.lca(t, p)].sum())
-    precision = _ratio(common, float(depth[p].sum()))
-    recall = _ratio(common, float(depth[t].sum()))
+    common_each, pred_each, true_each = hierarchical_terms(true_node_idx, pred_node_idx, taxonomy)
+    common = float(common_each.sum())
+    precision = _ratio(common, float(pred_each.sum()))
+    recall = _ratio(common, float(true_each.sum()))
     f1 = (
         _ratio(2 * precision * recall, precision + recall)
         if not (math.isnan(precision) or math.isnan(recall))

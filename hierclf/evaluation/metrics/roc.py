@@ -237,3 +237,66 @@ def binary_metrics_at_threshold(
         "ppv": _ratio(tp, tp + fp),
         "npv": _ratio(tn, tn + fn),
     }
+
+
+def sensitivity_at_specificity(
+    y_true: Any,
+    scores: Any,
+    specificity: float,
+    sample_weight: Any = None,
+) -> tuple[float, float]:
+    """Sensitivity at the smallest threshold whose specificity still reaches ``specificity``: the largest
+    sensitivity among ROC points with ``1 - fpr >= specificity`` (in float64), chosen on the same data.
+
+    The mirror of :func:`specificity_at_sensitivity`: "at the readers' specificity, the model's sensitivity
+    was ..." (Haenssle et al. 2018).
+
+    Returns:
+        ``(sensitivity, threshold)``; the threshold is ``inf`` when only the point ``(0, 0)`` qualifies.
+
+    Raises:
+        MetricError: if either class is absent, or ``specificity`` is not in (0, 1].
+
+    Example:
+        >>> sensitivity_at_specificity([0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.9], 0.5)
+        (1.0, 0.2)
+        >>> sensitivity_at_specificity([0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.9], 1.0)
+        (0.6666666666666666, 0.6)
+    """
+    specificity = _check_target(specificity, what="specificity")
+    y, s, w = _check_binary(y_true, scores, sample_weight)
+    fps, tps, thr = _binary_clf_curve(y, s, w)
+    _require_both(fps, tps, "sensitivity at specificity")
+    ok = 1.0 - fps / fps[-1] >= specificity  # a prefix: fps grows as the threshold falls
+    if not ok.any():
+        return 0.0, math.inf
+    k = int(np.flatnonzero(ok)[-1])
+    return float(tps[k] / tps[-1]), float(thr[k])
+
+
+def roc_polyline_height(fpr: Any, tpr: Any, x: Any) -> np.ndarray:
+    """Height of the ROC polyline (points joined by straight lines) at false-positive rates ``x``; at a
+    vertical step, its top. A rate within 1e-12 of a point's counts as on it (``1 - 0.8`` is rarely
+    ``0.2`` in floating point).
+
+    Args:
+        fpr, tpr: ROC points sorted by increasing ``fpr`` (ties: increasing ``tpr``), from (0, 0) to (1, 1),
+            as :func:`roc_curve` returns them.
+        x: ``(k,)`` false-positive rates.
+
+    Example:
+        >>> roc_polyline_height([0.0, 0.0, 0.5, 1.0], [0.0, 0.6, 0.9, 1.0], [0.0, 0.25, 0.75]).tolist()
+        [0.6, 0.75, 0.95]
+    """
+    fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    x = np.asarray(x, np.float64)
+    ux, first = np.unique(fpr, return_index=True)
+    hi, lo = np.maximum.reduceat(tpr, first), np.minimum.reduceat(tpr, first)  # top / bottom of each step
+    tol = 1e-12
+    k = np.clip(np.searchsorted(ux, x + tol, side="right") - 1, 0, len(ux) - 1)
+    at = np.abs(ux[k] - x) <= tol
+    nxt = np.minimum(k + 1, len(ux) - 1)
+    span = np.where(nxt > k, ux[nxt] - ux[k], 1.0)
+    frac = np.where(nxt > k, np.clip((x - ux[k]) / span, 0.0, 1.0), 0.0)
+    between = hi[k] + frac * (lo[nxt] - hi[k])
+    return np.where(at, hi[k], between)
