@@ -172,3 +172,134 @@ def test_the_or_rule_needs_two_models_and_the_same_cases(dermamnist: Taxonomy, p
     other = test[1].select(np.arange(30))
     with pytest.raises(EvaluationError, match="other samples"):
         or_rule(dermamnist, protocol, val, [test[0], other])
+
+
+def test_the_or_rule_is_compared_like_a_model(dermamnist: Taxonomy, protocol) -> None:
+    """``compare`` with an or-rule model: its sensitivity / specificity are the rule's (counted by hand), its
+    differences with another model are paired on the same cases, and McNemar counts the discordant cases."""
+    from hierclf.evaluation.comparison import ModelInputs, compare
+
+    val, test = _members(dermamnist, 120, seed=11, k=4), _members(dermamnist, 150, seed=12, k=4)
+    members_val, members_test, single = val[:3], test[:3], (val[3], test[3])
+    report = compare(
+        dermamnist,
+        protocol,
+        [
+            ModelInputs("or", members_val, members_test, rule="or"),
+            ModelInputs("one", [single[0]], [single[1]]),
+        ],
+    )
+    flags = []
+    for v, t in zip(members_val, members_test):
+        yv, sv = _score(v, dermamnist)
+        yt, st = _score(t, dermamnist)
+        flags.append(st >= _threshold_by_trying(yv, sv, TARGET))
+    either = np.any(flags, axis=0)
+    yv, sv = _score(single[0], dermamnist)
+    own = _score(single[1], dermamnist)[1] >= _threshold_by_trying(yv, sv, TARGET)
+    task = report.tasks["malignant_vs_benign"]
+    for key in ("sensitivity", "specificity"):
+        mc = task.metrics[key]
+        assert mc.models["or"].value == pytest.approx(_rates(yt, either)[key], abs=1e-12), key
+        assert mc.models["one"].value == pytest.approx(_rates(yt, own)[key], abs=1e-12), key
+        diff = mc.differences["or - one"]
+        assert diff.value == pytest.approx(_rates(yt, either)[key] - _rates(yt, own)[key], abs=1e-12)
+        cases = yt == (1 if key == "sensitivity" else 0)
+        row = mc.tests["or - one"]["per_seed_pair"][0]
+        right_or, right_one = either[cases] == (key == "sensitivity"), own[cases] == (key == "sensitivity")
+        assert row["first_only"] == int(np.sum(right_or & ~right_one))
+        assert row["second_only"] == int(np.sum(right_one & ~right_or))
+    assert task.thresholds["or"].value == 0.0
+    assert any("or rule of 3 members" in note for note in report.notes)
+    with pytest.raises(EvaluationError, match="two or more members"):
+        ModelInputs("or", members_val[:1], members_test[:1], rule="or")
+
+
+def _protocol_file(tmp_path, dermamnist: Taxonomy) -> str:
+    import yaml
+
+    path = tmp_path / "protocol.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ensembles",
+                "target_sensitivity": TARGET,
+                "group_column": None,
+                "primary_metric": {"metric": "auc", "task": "malignant_vs_benign"},
+                "bootstrap": {"replicates": 200, "seed": 3, "ci_level": 0.9},
+                "tasks": [{"name": "malignant_vs_benign", "positive": ["malignant"], "negative": ["benign"]}],
+            }
+        )
+    )
+    return str(path)
+
+
+def test_evaluate_and_compare_reach_the_ensembles_from_the_cli(
+    tmp_path, dermamnist: Taxonomy, protocol
+) -> None:
+    """``hierclf evaluate --ensemble mean|or`` and ``hierclf compare --or-rule`` give the library's
+    numbers."""
+    import json
+
+    from hierclf.cli import main
+    from hierclf.evaluation.comparison import ModelInputs, compare
+    from hierclf.evaluation.prediction_files import write_predictions
+
+    val, test = _members(dermamnist, 90, seed=21, k=3), _members(dermamnist, 120, seed=22, k=3)
+    files: dict[str, list[str]] = {"val": [], "test": []}
+    for split, sets in (("val", val), ("test", test)):
+        for k, preds in enumerate(sets):
+            path = tmp_path / f"{split}_m{k}.csv"
+            write_predictions(path, preds)
+            files[split].append(str(path))
+    common = ["--taxonomy", "taxonomy/dermamnist.yaml", "--protocol", _protocol_file(tmp_path, dermamnist)]
+    evaluate_args = [*common, "--val", *files["val"], "--test", *files["test"]]
+
+    assert main(["evaluate", *evaluate_args, "--ensemble", "mean", "--out", str(tmp_path / "mean")]) == 0
+    got = json.loads((tmp_path / "mean" / "report.json").read_text())
+    want = evaluate_seed_mean(dermamnist, protocol, files["val"], files["test"])
+    auc = got["tasks"]["malignant_vs_benign"]["metrics"]["auc"]
+    assert auc["value"] == pytest.approx(want.tasks["malignant_vs_benign"].metrics["auc"].value, abs=1e-12)
+    assert "SEED ENSEMBLE" in (tmp_path / "mean" / "report.md").read_text()
+
+    assert main(["evaluate", *evaluate_args, "--ensemble", "or", "--out", str(tmp_path / "or")]) == 0
+    got = json.loads((tmp_path / "or" / "or_rule.json").read_text())
+    want_or = or_rule(dermamnist, protocol, files["val"], files["test"])
+    sens = want_or.tasks["malignant_vs_benign"].metrics["sensitivity"]["value"]
+    assert got["tasks"]["malignant_vs_benign"]["metrics"]["sensitivity"]["value"] == pytest.approx(sens)
+    assert got["members"] == ["test_m0", "test_m1", "test_m2"]
+
+    compare_args = [*common, "--model", "or", "--val", *files["val"][:2], "--test", *files["test"][:2]]
+    compare_args += ["--model", "m2", "--val", files["val"][2], "--test", files["test"][2]]
+    assert main(["compare", *compare_args, "--or-rule", "or", "--out", str(tmp_path / "cmp")]) == 0
+    got = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    direct = compare(
+        dermamnist,
+        protocol,
+        [ModelInputs("or", val[:2], test[:2], rule="or"), ModelInputs("m2", [val[2]], [test[2]])],
+    )
+    sens = direct.tasks["malignant_vs_benign"].metrics["sensitivity"].differences["or - m2"].value
+    assert got["tasks"]["malignant_vs_benign"]["metrics"]["sensitivity"]["differences"]["or - m2"][
+        "value"
+    ] == pytest.approx(sens, abs=1e-12)
+    assert got["models"] == ["or", "m2"]
+
+
+def test_the_cli_refuses_bad_ensemble_requests(tmp_path, dermamnist: Taxonomy, capsys) -> None:
+    from hierclf.cli import main
+    from hierclf.evaluation.prediction_files import write_predictions
+
+    val, test = _members(dermamnist, 60, seed=23, k=2), _members(dermamnist, 60, seed=24, k=2)
+    paths = []
+    for name, preds in (("v0", val[0]), ("v1", val[1]), ("t0", test[0]), ("t1", test[1])):
+        write_predictions(tmp_path / f"{name}.csv", preds)
+        paths.append(str(tmp_path / f"{name}.csv"))
+    common = ["--taxonomy", "taxonomy/dermamnist.yaml", "--protocol", _protocol_file(tmp_path, dermamnist)]
+    code = main(["compare", *common, "--model", "either", "--val", *paths[:2], "--test", *paths[2:],
+                 "--model", "b", "--val", paths[0], "--test", paths[2], "--or-rule", "eithr", "--out",
+                 str(tmp_path / "c")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "unknown model 'eithr'; did you mean 'either'?" in err[0]
+    code = main(["evaluate", *common, "--test", *paths[2:], "--ensemble", "or", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--ensemble or needs --val" in err[0]

@@ -278,6 +278,45 @@ def test_predict_images_on_the_command_line_and_npz_out(
     np.testing.assert_allclose(got.probs, reference.probs[[3, 1]], atol=1e-6)
 
 
+def test_predict_parquet_out_is_the_csv_table_and_the_bar_counts_every_image(
+    run: Run, tmp_path: Path, hierclf: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out x.parquet`` goes through the prediction-file writer: the same ids and values as the CSV;
+    the progress bar (on a terminal only) counts every image, good or bad."""
+    import pyarrow.parquet as pq
+
+    from hierclf.inference import prediction_loop
+
+    args = ("predict", run.out, "--csv", run.csv["test"], "-n", "malignant")
+    assert hierclf(*args, "--out", tmp_path / "t.csv").returncode == 0
+    assert hierclf(*args, "--out", tmp_path / "t.parquet").returncode == 0
+    csv, parquet = (read_predictions(tmp_path / f"t.{ext}", check_probs=False) for ext in ("csv", "parquet"))
+    assert parquet.columns == csv.columns and parquet.ids.tolist() == csv.ids.tolist()
+    # float32 values: Parquet keeps their bits, CSV their shortest text; both read back to the same float32
+    np.testing.assert_array_equal(parquet.probs.astype(np.float32), csv.probs.astype(np.float32))
+    assert pq.read_schema(tmp_path / "t.parquet").names[0] == "id"
+
+    counted: list[int] = []
+
+    class Bar:
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, k: int) -> None:
+            counted.append(k)
+
+    monkeypatch.setattr(prediction_loop.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("tqdm.tqdm", lambda **kw: (counted.append(-kw["total"]), Bar())[1])
+    assert hierclf(*args, "--out", tmp_path / "bar.csv", "--batch-size", "32").returncode == 0
+    assert counted[0] == -70 and sum(counted[1:]) == 70 and len(counted) == 4  # 32 + 32 + 6
+    counted.clear()
+    assert hierclf(*args, "--out", tmp_path / "quiet.csv", "--no-progress").returncode == 0
+    assert counted == []
+
+
 def test_predict_errors_are_one_line(run: Run, tmp_path: Path, hierclf: Callable[..., Result]) -> None:
     test_csv = run.csv["test"]
     cases = {

@@ -59,7 +59,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
-        help="score images with a trained model (CSV out)",
+        help="score images with a trained model (CSV, Parquet or npz out)",
         description="Score images with a trained checkpoint: column probabilities, named nodes and, at the "
         "stored validation thresholds, task decisions, for every image; written atomically.",
     )
@@ -67,7 +67,9 @@ def register(sub: Any) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGES", help="image files (or use --folder / --csv)")
     p.add_argument("--folder", metavar="DIR", help="score every image file under DIR (recursively)")
     p.add_argument("--csv", metavar="FILE", help="CSV with a path column (and an optional id column)")
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output table (.csv, .npz)")
+    p.add_argument(
+        "--out", "-o", required=True, metavar="FILE", help="output table (.csv, .parquet or .npz, by suffix)"
+    )
     p.add_argument(
         "--node", "-n", action="append", default=None, metavar="NODE", help="node to add (repeat, or a,b,c)"
     )

@@ -44,6 +44,7 @@ __all__ = [
     "finest_common_cut",
     "or_rule",
     "seed_mean",
+    "write_or_rule",
 ]
 
 #: the metrics of a decision rule, each with a grouped bootstrap interval
@@ -167,13 +168,19 @@ def evaluate_seed_mean(
 
     if len(val) != len(test):
         raise EvaluationError(f"give one validation and one test set per member ({len(val)} vs {len(test)})")
-    return evaluate(
+    report = evaluate(
         taxonomy,
         protocol,
         [seed_mean(val, taxonomy=taxonomy)],
         [seed_mean(test, taxonomy=taxonomy)],
         **options,
     )
+    report.notes.insert(
+        0,
+        f"SEED ENSEMBLE: the mean of {len(test)} members' probabilities, evaluated as one model (its own "
+        "thresholds chosen on the mean's validation predictions; intervals over test cases only)",
+    )
+    return report
 
 
 # --- the or rule ---------------------------------------------------------------------------------------
@@ -261,6 +268,22 @@ class OrRuleReport:
             ]
             lines.append("")
         return "\n".join(lines)
+
+
+def write_or_rule(report: OrRuleReport, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``or_rule.md`` and ``or_rule.json`` (NaN as null) into ``out_dir``, atomically; returns them."""
+    import json
+
+    from hierclf.evaluation.records import _clean
+    from hierclf.io.atomic import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"markdown": out / "or_rule.md", "json": out / "or_rule.json"}
+    atomic_write_text(files["markdown"], report.markdown() + "\n")
+    text = json.dumps(_clean(report.to_dict()), indent=2, allow_nan=False)
+    atomic_write_text(files["json"], text + "\n")
+    return files
 
 
 def _cell(value: dict[str, float]) -> str:

@@ -2,7 +2,7 @@
 atomically, never over an input.
 
 The table goes through :func:`hierclf.evaluation.prediction_files.write_predictions` (the format follows the
-suffix: ``.csv``, ``.npz``, and whatever formats that writer adds), as an ``id`` column and one value column
+suffix: ``.csv``, ``.parquet`` or ``.npz``), as an ``id`` column and one value column
 each: the model's columns (tree nodes: leaves or training classes, so the first part is a prediction file
 ``hierclf rollup`` and ``hierclf evaluate`` read), then ``node:<node>`` for each named node, then
 ``score:<task>`` (or ``margin:<task>`` under the or rule) and ``decision:<task>`` (1 flagged, 0 not) for each
