@@ -89,6 +89,16 @@ _LAZY = {
     "SyntheticTreeError": "hierclf.taxonomy.synthetic",
     "OutputPathError": "hierclf.io.atomic",
     "OutputIsInputError": "hierclf.io.atomic",
+    # inference (torch)
+    "load_model": "hierclf.inference.loading",
+    "load_models": "hierclf.inference.loading",
+    "CheckpointFileError": "hierclf.inference.loading",
+    "TreeMismatchError": "hierclf.train.identity",
+    "ThresholdError": "hierclf.inference.thresholds",
+    "ImageListError": "hierclf.inference.images",
+    "UnreadableImageError": "hierclf.inference.prediction_loop",
+    "ExportError": "hierclf.inference.export",
+    "RayUnavailableError": "hierclf.inference.ray_engine",
 }
 
 __all__ = [
@@ -148,6 +158,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names ab
     from hierclf.functional import log_rollup as log_rollup
     from hierclf.functional import rollup as rollup
     from hierclf.functional import rollup_nodes as rollup_nodes
+    from hierclf.inference.export import ExportError as ExportError
+    from hierclf.inference.images import ImageListError as ImageListError
+    from hierclf.inference.loading import CheckpointFileError as CheckpointFileError
+    from hierclf.inference.loading import load_model as load_model
+    from hierclf.inference.loading import load_models as load_models
+    from hierclf.inference.prediction_loop import UnreadableImageError as UnreadableImageError
+    from hierclf.inference.ray_engine import RayUnavailableError as RayUnavailableError
+    from hierclf.inference.thresholds import ThresholdError as ThresholdError
     from hierclf.io.atomic import OutputIsInputError as OutputIsInputError
     from hierclf.io.atomic import OutputPathError as OutputPathError
     from hierclf.nn.backbones import BackboneError as BackboneError
@@ -173,6 +191,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; the names ab
     from hierclf.train.errors import TrainingDataError as TrainingDataError
     from hierclf.train.errors import TrainingError as TrainingError
     from hierclf.train.errors import TrainSettingError as TrainSettingError
+    from hierclf.train.identity import TreeMismatchError as TreeMismatchError
     from hierclf.train.loop import fit as fit
     from hierclf.train.outputs import FitResult as FitResult
     from hierclf.train.seeding import set_determinism as set_determinism

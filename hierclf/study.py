@@ -9,7 +9,8 @@ point and the number of seeds; its ``training:`` mapping holds the training sett
 2. copies each seed's validation and test predictions to ``OUT/predictions/`` (files that
    ``hierclf rollup`` and ``hierclf evaluate`` read);
 3. evaluates them under the protocol (:func:`hierclf.evaluation.pipeline.evaluate`) and writes ``report.md``,
-   ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.evaluation.report.write_report`);
+   ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.evaluation.report.write_report`), and with
+   two or more seeds the seed ensemble (their mean, evaluated as one model) into ``OUT/seed_mean/``;
 4. saves the resolved settings of the whole study as ``OUT/study.yaml``.
 """
 
@@ -61,6 +62,9 @@ class StudyResult:
         split_level: what the split is grouped by: ``patient``, ``lesion`` or ``image`` (DermaMNIST's
             official split), None when unknown (the user's own lists).
         notices: what the user must be told about the data (the image-level split of DermaMNIST).
+        seed_mean: with two or more seeds, the seed ensemble (the mean of the seeds' probabilities)
+            evaluated as one model (:func:`hierclf.evaluation.ensembles.evaluate_seed_mean`), its report in
+            ``OUT/seed_mean/``; ``seed_mean_files`` its files.
     """
 
     out_dir: Path
@@ -71,6 +75,8 @@ class StudyResult:
     reused: list[int] = field(default_factory=list)
     split_level: str | None = None
     notices: list[str] = field(default_factory=list)
+    seed_mean: Any = None
+    seed_mean_files: dict[str, Path] = field(default_factory=dict)
 
 
 def _protocol_training(protocol_path: Path) -> dict[str, Any]:
@@ -287,12 +293,28 @@ def run_study(
     result.split_level, result.notices = _split_notices(configs[0].data)  # after training: the file exists
     if main_rank:
         result.predictions = predictions
-        result.report = evaluate(
-            tax, proto, predictions["val"], predictions["test"], metadata=meta, readers=reader_rows,
-            synthetic=data == "synthetic",
-        )  # fmt: skip
+        result.report = evaluate(tax, proto, predictions["val"], predictions["test"], metadata=meta,
+                                 readers=reader_rows, synthetic=data == "synthetic")  # fmt: skip
         result.files = write_report(result.report, out)
+        _evaluate_seed_mean(result, tax, proto, meta, reader_rows, synthetic=data == "synthetic")
     return result
+
+
+def _evaluate_seed_mean(
+    result: StudyResult, tax: Any, proto: Any, meta: Any, readers: Any, *, synthetic: bool
+) -> None:
+    """With two or more seeds, their mean as one model (seed 003: the ensemble is what a clinic would
+    deploy), reported like one in ``OUT/seed_mean/``."""
+    from hierclf.evaluation.ensembles import evaluate_seed_mean
+    from hierclf.evaluation.report import write_report
+
+    if len(result.predictions["test"]) < 2:
+        return
+    result.seed_mean = evaluate_seed_mean(
+        tax, proto, result.predictions["val"], result.predictions["test"], metadata=meta, readers=readers,
+        synthetic=synthetic,
+    )  # fmt: skip
+    result.seed_mean_files = write_report(result.seed_mean, result.out_dir / "seed_mean")
 
 
 def _split_notices(data: Any) -> tuple[str | None, list[str]]:

@@ -49,6 +49,9 @@ def test_the_core_leaves_torch_out_and_the_extras_bring_it() -> None:
     assert {"torch", "torchvision", "timm", "medmnist", "scikit-learn"} <= {_name(r) for r in extras["train"]}
     assert extras["all"] == ["hierclf[train,fast]"] and "hierclf[all]" in extras["dev"]
     assert "pre-commit" in {_name(r) for r in extras["dev"]}
+    assert {"hierclf", "ray"} <= {_name(r) for r in extras["ray"]} and "ray[data]" in extras["ray"][1]
+    assert {"onnx", "onnxscript"} <= {_name(r) for r in extras["onnx"]}
+    assert "hierclf[onnx]" in extras["dev"] and "onnxruntime" in {_name(r) for r in extras["dev"]}
     for requirement in extras["train"]:
         if _name(requirement) in ("torch", "torchvision"):
             assert ">=" in requirement and "<" not in requirement.replace("<=", "<"), requirement  # no cap
@@ -88,6 +91,37 @@ def test_torch_backed_names_and_commands_say_which_extra() -> None:
         "hierclf train: error: this command needs PyTorch, which the core install leaves out: "
         "pip install 'hierclf[train]'"
     ]
+
+
+def test_load_model_predict_and_export_say_which_extra(tmp_path: Path) -> None:
+    """The inference names and commands are torch-backed: in the core install each is one line."""
+    result = _python(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        import hierclf
+        from hierclf.cli import main
+        for name in ("load_model", "load_models"):
+            try:
+                getattr(hierclf, name)
+            except hierclf.MissingExtraError as exc:
+                print("name:", exc)
+        print("exit:", main(["predict", "best.pt", "a.png", "--out", r"{tmp_path / "p.csv"}"]))
+        print("exit:", main(["export", "best.pt", "--nodes", "malignant", "-f", "onnx", "-o", "m.onnx"]))
+        """
+    )
+    message = "needs PyTorch, which the core install leaves out: pip install 'hierclf[train]'"
+    assert result.stdout.splitlines() == [
+        f"name: hierclf.load_model {message}",
+        f"name: hierclf.load_models {message}",
+        "exit: 1",
+        "exit: 1",
+    ], result.stderr
+    assert [line.split(": error: ")[0] for line in result.stderr.strip().splitlines()] == [
+        "hierclf predict",
+        "hierclf export",
+    ], result.stderr
+    assert not (tmp_path / "p.csv").exists()
 
 
 # --- a folder that offers exactly the core's installed distributions ----------------------------------------

@@ -99,6 +99,21 @@ def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> No
     _assert_same(_numbers(ours), _numbers(theirs), tol=0.0)
 
 
+def test_study_reports_the_seed_mean_like_hierclf_evaluate_ensemble_mean(study: Path, tmp_path: Path) -> None:
+    pred = study / "predictions"
+    code = main(
+        ["evaluate", "--taxonomy", str(TAXONOMY), "--protocol", str(PROTOCOL),
+         "--val", str(pred / "val_seed0.npz"), str(pred / "val_seed1.npz"),
+         "--test", str(pred / "test_seed0.npz"), str(pred / "test_seed1.npz"),
+         "--synthetic", "--ensemble", "mean", "--out", str(tmp_path / "mean")]
+    )  # fmt: skip
+    assert code == 0
+    ours = json.loads((study / "seed_mean" / "report.json").read_text(encoding="utf-8"))
+    theirs = json.loads((tmp_path / "mean" / "report.json").read_text(encoding="utf-8"))
+    assert ours["n_seeds"] == 1 and any("SEED ENSEMBLE" in n for n in ours["notes"])
+    _assert_same(_numbers(ours), _numbers(theirs), tol=0.0)
+
+
 def test_rerun_reuses_finished_seeds(study: Path) -> None:
     before = json.loads((study / "report.json").read_text(encoding="utf-8"))
     totals: list[int] = []

@@ -1,7 +1,9 @@
 """``hierclf compare``: a paired comparison of two or more models on the same test cases under a protocol.
 
 Each ``--model NAME`` is followed by its ``--val`` and ``--test`` files (one per seed, in the same order);
-the i-th ``--val`` and ``--test`` belong to the i-th ``--model``. Writes ``comparison.md``,
+the i-th ``--val`` and ``--test`` belong to the i-th ``--model``. ``--or-rule NAME`` makes that model an or
+rule: its files are its members' (one per member), and a case is flagged when any member flags it at its
+own validation threshold. Writes ``comparison.md``,
 ``comparison.json`` and ``figures/roc_<task>.png`` (and with ``--save-replicates`` ``replicates.npz``) into
 ``--out``. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage error.
 """
@@ -50,6 +52,14 @@ def register(sub: Any) -> None:
         help="the preceding model's test prediction files, one per seed, in the same order as its --val",
     )
     p.add_argument(
+        "--or-rule",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the model NAME is an or rule over its files (one per member, each at its own validation "
+        "threshold), not seeds (repeat for several)",
+    )
+    p.add_argument(
         "--metadata", default=None, metavar="CSV", help="metadata CSV keyed by id/image_id (the group column)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -70,6 +80,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hierclf.errors import UnknownNameError
     from hierclf.evaluation.comparison import ModelInputs, compare
     from hierclf.evaluation.comparison_report import write_comparison
     from hierclf.evaluation.notices import EvaluationError
@@ -82,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
             f"{len(names)} --model, {len(vals)} --val and {len(tests)} --test groups: give each --model its "
             "own --val and --test files (or no --val at all with --allow-test-thresholds)"
         )
-    models = [ModelInputs(n, vals[i] if vals else None, tests[i]) for i, n in enumerate(names)]
+    for name in args.or_rule:
+        if name not in names:
+            raise UnknownNameError("model", name, names)
+    models = [
+        ModelInputs(n, vals[i] if vals else None, tests[i], rule="or" if n in args.or_rule else "seeds")
+        for i, n in enumerate(names)
+    ]
     taxonomy = Taxonomy.from_yaml(args.taxonomy)
     protocol = load_protocol(args.protocol, taxonomy)
     report = compare(

@@ -2,8 +2,11 @@
 
 Several prediction files per split are several seeds (paired by position; the same count for ``--val`` and
 ``--test``), tested on the same samples. Writes ``report.md``, ``report.json``, ``figures/*.png`` (and with
-``--save-replicates`` ``replicates.npz``) into ``--out``. Exit codes: 0 done, 1 bad input (one line on
-stderr), 2 usage error.
+``--save-replicates`` ``replicates.npz``) into ``--out``. With ``--ensemble mean`` the files are the members
+of one seed ensemble, evaluated as one model (the mean of their probabilities, its own validation-chosen
+thresholds, the same intervals); with ``--ensemble or`` they are the models of an or rule (a case is
+flagged when any model flags it at its own validation threshold), written as ``or_rule.md`` and
+``or_rule.json``. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage error.
 """
 
 from __future__ import annotations
@@ -73,7 +76,36 @@ def register(sub: Any) -> None:
         help="report seeds tested on different samples, or repeating the same file, instead of refusing "
         "them (a loud warning and a per-seed table)",
     )
+    p.add_argument(
+        "--ensemble",
+        choices=("mean", "or"),
+        default=None,
+        help="the files are the members of one ensemble: 'mean' evaluates the mean of their probabilities "
+        "as one model; 'or' reports the or rule (any member flags, at its own validation threshold) as "
+        "or_rule.md / or_rule.json",
+    )
     p.set_defaults(func=run)
+
+
+def _run_or_rule(args: argparse.Namespace, taxonomy: Any, protocol: Any) -> int:
+    from pathlib import Path
+
+    from hierclf.evaluation.ensembles import or_rule, write_or_rule
+    from hierclf.evaluation.pipeline import EvaluationError
+
+    if args.metadata or args.readers or args.save_replicates:
+        raise EvaluationError(
+            "--ensemble or takes its groups from the prediction files; --metadata, --readers and "
+            "--save-replicates apply to a model's report (evaluate with --ensemble mean, or each member)"
+        )
+    names = [Path(f).stem for f in args.test]
+    report = or_rule(taxonomy, protocol, args.val, args.test, names=names)
+    written = write_or_rule(report, args.out)
+    for name, task in report.tasks.items():
+        rates = ", ".join(f"{k} {v['value']:.3f}" for k, v in task.metrics.items())
+        print(f"  {name}: or rule of {len(names)} models: {rates}")
+    print(f"wrote {len(written)} files to {args.out} (or_rule.md, or_rule.json)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +119,18 @@ def run(args: argparse.Namespace) -> int:
             f"{len(args.val)} --val and {len(args.test)} --test files: give one of each per "
             "seed, in the same order"
         )
+    if args.ensemble and not args.val:
+        raise EvaluationError(
+            f"--ensemble {args.ensemble} needs --val: each ensemble's thresholds are chosen on validation"
+        )
     taxonomy = Taxonomy.from_yaml(args.taxonomy)
     protocol = load_protocol(args.protocol, taxonomy)
-    report = evaluate(
+    if args.ensemble == "or":
+        return _run_or_rule(args, taxonomy, protocol)
+    how: Any = evaluate
+    if args.ensemble == "mean":
+        from hierclf.evaluation.ensembles import evaluate_seed_mean as how
+    report = how(
         taxonomy,
         protocol,
         args.val,

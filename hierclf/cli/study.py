@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         f"study: {len(result.trained)} seed(s) trained, {len(result.reused)} reused; "
         f"report: {result.files.get('report.md', result.out_dir / 'report.md')}"
     )
+    if result.seed_mean_files:
+        print(f"seed ensemble (the seeds' mean as one model): {result.seed_mean_files.get('report.md')}")
     if rows:
         headers = list(rows[0])
         widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]

@@ -16,6 +16,15 @@ are aligned by id). For every task of the protocol, and every pair of models ``A
 * **McNemar's exact test** of paired sensitivity (on the positives) and paired specificity (on the
   negatives) at the two operating points, per pair of seeds, beside its clustered form (Durkalski 2003).
 
+A model may be an **or rule** (``ModelInputs(..., rule="or")``, ``hierclf compare --or-rule NAME``): its files
+are the members' (one validation and one test file per member, not seeds), and it flags a case when any
+member flags it at that member's own validation threshold (seed 003; :mod:`~hierclf.evaluation.ensembles`).
+It enters the comparison as one "seed" whose score is the margin ``max_k (score_k - threshold_k)`` at the
+threshold 0, so its sensitivity and specificity, their paired differences and McNemar's test are exactly
+those of the rule; its AUC is that of the margin (the rule's family ``margin >= c``, which passes through the
+operating point at ``c = 0``). Partitions need probabilities, which an or rule has not: they compare the
+other models only.
+
 Per partition: the differences in balanced accuracy and per-class recall, with the same paired intervals.
 Each model's own numbers are those ``hierclf evaluate`` reports for it (the same draws, the same
 intervals). Refused: a single model, test sets that differ between models (naming a few ids), test files
@@ -77,11 +86,22 @@ COMPARED_TASK_KEYS = ("auc", "partial_auc", "sensitivity", "specificity")
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """One model of a comparison: its name and its validation and test predictions, one per seed."""
+    """One model of a comparison: its name and its validation and test predictions, one per seed (or, with
+    ``rule="or"``, one per member of an or rule; module docstring)."""
 
     name: str
     val: Sequence[PredictionSource] | None
     test: Sequence[PredictionSource]
+    rule: str = "seeds"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("seeds", "or"):
+            raise EvaluationError(f"model {self.name!r}: rule must be 'seeds' or 'or', got {self.rule!r}")
+        if self.rule == "or" and (len(self.test) < 2 or not self.val):
+            raise EvaluationError(
+                f"model {self.name!r}: an or rule needs a validation and a test file for each of two or more "
+                "members (each member's threshold is chosen on its own validation set)"
+            )
 
 
 @dataclass
@@ -184,6 +204,7 @@ class _Model:
     name: str
     inputs: Inputs
     test: list[Split]
+    rule: str = "seeds"
 
 
 def compare(
@@ -239,9 +260,10 @@ def compare(
     checked = [_read_model(taxonomy, protocol, m, meta, allow_test_thresholds, found) for m in entries]
     reference = checked[0].test[0]
     aligned = [
-        _Model(m.name, m.inputs, [_aligned(reference, s, m.name, entries[0].name) for s in m.test])
+        _Model(m.name, m.inputs, [_aligned(reference, s, m.name, entries[0].name) for s in m.test], m.rule)
         for m in checked
     ]
+    _note_or_rules(aligned, found)
     pairs = [f"{a.name} - {b.name}" for a, b in itertools.combinations(aligned, 2)]
     tasks = {t.name: _compare_task(taxonomy, protocol, t, aligned) for t in protocol.tasks}
     partitions = _compare_partitions(taxonomy, protocol, aligned, found)
@@ -263,6 +285,16 @@ def compare(
         partitions=partitions,
         pairs=pairs,
     )
+
+
+def _note_or_rules(models: list[_Model], found: Findings) -> None:
+    for m in models:
+        if m.rule == "or":
+            found.note(
+                f"model {m.name!r} is the or rule of {len(m.test)} members, each at its own validation "
+                "threshold: its score is the margin max_k (score_k - threshold_k), decided at 0; its "
+                "partitions are not compared (an or rule gives decisions, not probabilities)"
+            )
 
 
 def _model_inputs(models: Sequence[ModelInputs] | Mapping[str, tuple[Any, Any]]) -> list[ModelInputs]:
@@ -305,7 +337,7 @@ def _read_model(
         findings=found,
         allow_seed_mismatch=False,
     )
-    return _Model(model.name, inputs, inputs.test)
+    return _Model(model.name, inputs, inputs.test, model.rule)
 
 
 def _aligned(reference: Split, split: Split, model: str, reference_model: str) -> Split:
@@ -360,13 +392,19 @@ def _compare_task(
     scores, thresholds, owners = [], [], []
     rows = y = None
     for m in models:
+        member_scores, member_thresholds = [], []
         for k, test in enumerate(m.test):
             val = m.inputs.val[k]
             _, yv, sv = task_data(taxonomy, task, val, m.inputs.source.value)
             rows, y, s = task_data(taxonomy, task, test, "test")
-            thresholds.append(float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity)))
-            scores.append(s)
-            owners.append(m.name)
+            member_thresholds.append(float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity)))
+            member_scores.append(s)
+        if m.rule == "or":  # one rule: flagged when any member is at or above its own threshold
+            member_scores = [_or_margin(member_scores, member_thresholds)]
+            member_thresholds = [0.0]
+        scores += member_scores
+        thresholds += member_thresholds
+        owners += [m.name] * len(member_scores)
     assert rows is not None and y is not None
     groups = models[0].test[0].groups[rows]
     boots = M.paired_bootstrap_binary(
@@ -400,6 +438,12 @@ def _compare_task(
         {name: [_roc(y, scores[i]) for i in idx] for name, idx in by_model.items()},
         {name: [_point(boots[i], thresholds[i]) for i in idx] for name, idx in by_model.items()},
     )
+
+
+def _or_margin(scores: list[np.ndarray], thresholds: list[float]) -> np.ndarray:
+    """``max_k (scores[k] - thresholds[k])``, ``(n,)``: at least 0 exactly when some member flags the case
+    (``s >= t`` and ``s - t >= 0`` agree in IEEE arithmetic)."""
+    return np.max(np.stack(scores) - np.asarray(thresholds)[:, None], axis=0)
 
 
 def _threshold_estimate(proto: Protocol, values: list[float]) -> Estimate:
@@ -569,7 +613,12 @@ def _mcnemar(
 def _compare_partitions(
     taxonomy: Taxonomy, proto: Protocol, models: list[_Model], found: Findings
 ) -> dict[str, PartitionComparison]:
-    out = {}
+    out: dict[str, PartitionComparison] = {}
+    models = [m for m in models if m.rule != "or"]
+    if len(models) < 2:
+        if proto.partitions:
+            found.note("partitions not compared: fewer than two of the models give probabilities")
+        return out
     for part in proto.partitions:
         below = sorted(
             {n for m in models for s in m.test for n in covered(taxonomy, part.nodes, s.preds.columns)}

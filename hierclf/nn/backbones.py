@@ -24,6 +24,8 @@ from the torch hub cache, timm's from the Hugging Face hub cache, downloaded whe
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -51,10 +53,12 @@ __all__ = [
     "TIMM_PREFIX",
     "backbone_description",
     "backbone_parameters_by_block",
+    "backbone_recipe",
     "create_backbone",
     "list_backbones",
     "pretrained_input",
     "pretrained_weights_path",
+    "rebuild_backbone",
     "register_backbone",
     "resolve_backbone_name",
 ]
@@ -226,7 +230,12 @@ def backbone_description(spec: BackboneSpec) -> str:
 
 
 def create_backbone(
-    name: BackboneSpec, pretrained: bool = False, in_size: int = 224, in_channels: int = 3
+    name: BackboneSpec,
+    pretrained: bool = False,
+    in_size: int = 224,
+    in_channels: int = 3,
+    *,
+    load_weights: bool = True,
 ) -> tuple[Backbone, int]:
     """Build a feature extractor by name, timm name or factory.
 
@@ -242,6 +251,9 @@ def create_backbone(
             timm models with a fixed input size (ViTs) are built for ``in_size``.
         in_channels: image channels (3 for dermoscopy; 1 for grey images). With pretrained weights and
             ``in_channels != 3`` the first convolution is re-initialised (timm adapts it).
+        load_weights: with ``pretrained``, False builds the network exactly as the pretrained one is built
+            (some architectures depend on it: torchvision's ViT keeps 224 px position embeddings) but reads
+            no weights file: for a checkpoint's weights to be loaded into it (:func:`rebuild_backbone`).
 
     Returns:
         ``(module, n_features)``: ``module(images (batch, in_channels, in_size, in_size))`` gives
@@ -263,25 +275,93 @@ def create_backbone(
         raise HierclfError(f"backbone {key!r}: in_size must be at least 8 pixels, got {in_size}")
     if in_channels < 1:
         raise HierclfError(f"backbone {key!r}: in_channels must be at least 1, got {in_channels}")
+    with _weights_read(load_weights):
+        module = _build(name, key, factory, bool(pretrained), int(in_size), int(in_channels))
+    return module, module.n_features
+
+
+def _build(
+    name: BackboneSpec,
+    key: str,
+    factory: tuple[str, dict[str, Any]] | None,
+    pretrained: bool,
+    in_size: int,
+    in_channels: int,
+) -> Backbone:
+    """The backbone of a checked spec: a factory's, timm's or a registered builder's."""
     if factory is not None:
         from hierclf.nn.backbone_factory import build_from_factory
 
-        module = build_from_factory(
-            factory[0],
-            factory[1],
-            pretrained=bool(pretrained),
-            in_size=int(in_size),
-            in_channels=int(in_channels),
+        return build_from_factory(
+            factory[0], factory[1], pretrained=pretrained, in_size=in_size, in_channels=in_channels
         )
-    elif key.startswith(TIMM_PREFIX):
-        from hierclf.nn.timm_models import build_timm_backbone
+    if key.startswith(TIMM_PREFIX):
+        from hierclf.nn.timm_models import build_timm_backbone, timm_pretrained_input
 
-        module = build_timm_backbone(
-            key[len(TIMM_PREFIX) :], bool(pretrained), int(in_size), int(in_channels)
-        )
-    else:
-        module = BACKBONES.get(key)(bool(pretrained), int(in_size), int(in_channels))
-    return module, module.n_features
+        timm_name = key[len(TIMM_PREFIX) :]
+        if pretrained and not _WEIGHTS_READ.get():  # timm's architecture does not depend on its weights
+            module = build_timm_backbone(timm_name, False, in_size, in_channels)
+            module.pretrained_input = timm_pretrained_input(timm_name)
+            return module
+        return build_timm_backbone(timm_name, pretrained, in_size, in_channels)
+    return BACKBONES.get(key)(pretrained, in_size, in_channels)
+
+
+#: whether builders read pretrained weights files (False inside :func:`rebuild_backbone`)
+_WEIGHTS_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("hierclf_weights_read", default=True)
+
+
+@contextlib.contextmanager
+def _weights_read(value: bool) -> Any:
+    token = _WEIGHTS_READ.set(bool(value))
+    try:
+        yield
+    finally:
+        _WEIGHTS_READ.reset(token)
+
+
+def backbone_recipe(
+    name: BackboneSpec, *, pretrained: bool, in_size: int, in_channels: int = 3
+) -> dict[str, Any]:
+    """What a checkpoint records to rebuild a backbone by itself: the spec in canonical form (a registered
+    name, ``timm/<model>[.<tag>]``, or ``{"factory": ..., "kwargs": ...}``), whether it was built as the
+    pretrained network (the architecture may depend on it), and its input side and channels.
+
+    The weights themselves are the checkpoint's; :func:`rebuild_backbone` builds the network from the recipe
+    without reading a pretrained file, ready for ``load_state_dict``. A factory must still be importable
+    where the checkpoint is loaded.
+
+    Example:
+        >>> backbone_recipe("ResNet18", pretrained=True, in_size=224)
+        {'spec': 'resnet18', 'pretrained': True, 'in_size': 224, 'in_channels': 3}
+    """
+    factory = _factory_of(name)
+    spec: Any = (
+        {"factory": factory[0], "kwargs": factory[1]} if factory is not None else resolve_backbone_name(name)
+    )
+    return {
+        "spec": spec,
+        "pretrained": bool(pretrained),
+        "in_size": int(in_size),
+        "in_channels": int(in_channels),
+    }
+
+
+def rebuild_backbone(recipe: Mapping[str, Any]) -> Backbone:
+    """The network a :func:`backbone_recipe` describes, with freshly initialised weights (no file is read).
+
+    Raises:
+        UnknownNameError, BackboneError, HierclfError: as :func:`create_backbone` (a backbone this
+            installation does not know, a factory that cannot be imported).
+    """
+    module, _ = create_backbone(
+        recipe["spec"],
+        pretrained=bool(recipe.get("pretrained", False)),
+        in_size=int(recipe["in_size"]),
+        in_channels=int(recipe.get("in_channels", 3)),
+        load_weights=False,
+    )
+    return module
 
 
 def pretrained_input(name: BackboneSpec, pretrained: bool) -> PretrainedInput | None:
@@ -335,7 +415,10 @@ def pretrained_weights_path(weights: Any) -> Path:
 
 
 def _load_pretrained(model: nn.Module, weights: Any, builder: str) -> None:
-    """Load torchvision's weights from the torch hub cache, downloading them there first when missing."""
+    """Load torchvision's weights from the torch hub cache, downloading them there first when missing
+    (nothing inside :func:`rebuild_backbone`, which fills the network from a checkpoint)."""
+    if not _WEIGHTS_READ.get():
+        return
     path = fetch_url_file(weights.url, what=repr(builder))
     state = read_weights(path)
     try:

@@ -20,6 +20,7 @@ from hierclf.classes.label_mapping import ClassMap
 from hierclf.classes.residual import residual_node
 from hierclf.errors import HierclfError
 from hierclf.nn.rollup_modules import RollUp
+from hierclf.rollup_engine import torch_ops
 from hierclf.rollup_engine.request_plans import Plan, check_input, plan
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -212,7 +213,8 @@ class LeafHead(nn.Module):
                 classes (naming the class above it).
             UnknownNameError: an unknown node (with "did you mean").
         """
-        check_input(logits, self.roll._plan)
+        if not self.roll._traced(logits):  # traced: the light check that keeps a dynamic batch symbolic
+            check_input(logits, self.roll._plan)
         every = self.roll(self.probs(logits))
         if nodes is None:
             return every
@@ -229,7 +231,8 @@ class LeafHead(nn.Module):
             wanted = plan(self.taxonomy, list(nodes), self._columns)
             position = {n: k for k, n in enumerate(self.nodes)}
             found = torch.tensor([position[n] for n in wanted.nodes], dtype=torch.long, device=device)
-            if len(self._node_columns) < 64:
+            tracing = torch_ops.is_tracing() or torch.jit.is_tracing()  # an export keeps no module state
+            if len(self._node_columns) < 64 and not tracing:
                 self._node_columns[key] = found
         return found
 

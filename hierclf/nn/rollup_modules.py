@@ -77,9 +77,15 @@ class _RollUpBase(nn.Module):
 
     @torch.jit.unused
     def _traced(self, x: Tensor) -> bool:
-        """Traced by dynamo (``torch.compile``, ``torch.export``): checked, then the whole-batch compute."""
-        tracing = torch_ops.is_tracing()
-        if tracing:
+        """Traced (dynamo: ``torch.compile``, ``torch.export`` and the ONNX exporter; or ``torch.jit.trace``):
+        checked, then the whole-batch compute.
+
+        The check reads the dtype and the last dimension only, so a dynamic batch stays symbolic (a check of
+        every dimension, as the eager path makes, would fix the batch size into the exported graph); a wrong
+        input then gets the eager path's message from :func:`check_input`.
+        """
+        tracing = torch_ops.is_tracing() or torch.jit.is_tracing()
+        if tracing and (x.dim() == 0 or not x.is_floating_point() or x.shape[-1] != self.n_columns):
             check_input(x, self._plan)
         return tracing
 
@@ -96,9 +102,17 @@ class _RollUpBase(nn.Module):
         return flat
 
     def _out_shape(self, x: Tensor) -> list[int]:
-        shape = [int(s) for s in x.shape[:-1]]
+        """The leading dimensions of ``x`` and ``n_out``, kept symbolic when traced (no ``int()``: that
+        would turn a dynamic batch into a constant of the exported graph)."""
+        shape = list(x.shape[:-1])
         shape.append(self.n_out)
         return shape
+
+    def _shaped(self, out: Tensor, x: Tensor) -> Tensor:
+        """``out`` ``(batch, n_out)`` in the leading shape of ``x`` (a 2-D input needs no reshape)."""
+        if x.dim() == 2:
+            return out
+        return out.reshape(self._out_shape(x))
 
 
 class RollUp(_RollUpBase):
@@ -130,7 +144,7 @@ class RollUp(_RollUpBase):
             out = torch_ops.slice_sum(x, self.first, self.stop)
         else:
             out = torch_ops.range_sums(x, self.sum_start, self.sum_end, self.take)
-        return out.reshape(self._out_shape(probs))
+        return self._shaped(out, probs)
 
     @torch.jit.unused
     def _eager(self, probs: Tensor) -> Tensor:
@@ -177,9 +191,34 @@ class LogRollUp(_RollUpBase):
         x = self._preorder(log_probs)
         if self.single:
             out = torch_ops.log_slice_sum(x, self.first, self.stop)
+        elif not torch.jit.is_scripting() and self._legacy_onnx():
+            out = self._dense_log_sums(x)
         else:
             out = torch_ops.log_range_sums(x, self.pair_col, self.pair_node, self.n_out)
-        return out.reshape(self._out_shape(log_probs))
+        return self._shaped(out, log_probs)
+
+    @torch.jit.unused
+    def _legacy_onnx(self) -> bool:
+        """Whether the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``) is tracing: it
+        writes ``scatter_reduce(amax)`` as a plain scatter, so the per-node maxima would be wrong."""
+        return bool(torch.onnx.is_in_onnx_export()) and not torch_ops.is_tracing()
+
+    @torch.jit.unused
+    def _dense_log_sums(self, x: Tensor) -> Tensor:
+        """:func:`~hierclf.rollup_engine.torch_ops.log_range_sums` without a scatter: each node's maximum over
+        a dense ``(batch, n_out, n_columns)`` mask (only for the older ONNX exporter; the same numbers)."""
+        acc = torch.float64
+        member = torch.zeros(self.n_out, self.n_columns, dtype=torch.bool, device=x.device)
+        member = member.index_put(
+            (self.pair_node, self.pair_col), torch.ones_like(self.pair_col, dtype=torch.bool)
+        )
+        values = torch.where(
+            member, x.to(acc).unsqueeze(1), torch.full_like(member, float("-inf"), dtype=acc)
+        )
+        shift = values.amax(-1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        sums = torch.exp(values - shift).sum(-1)
+        return (torch.log(sums) + shift.squeeze(-1)).to(x.dtype)
 
     @torch.jit.unused
     def _eager(self, log_probs: Tensor) -> Tensor:

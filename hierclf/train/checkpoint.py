@@ -4,10 +4,17 @@
 schedule and AMP scaler states, the :class:`SelectionState` (epochs done, best value and epoch, epochs
 without improvement, history), every rank's RNG states and the config. ``best.pt`` holds the weights of the
 best epoch. Both are written atomically (temporary file + rename), so a killed run never leaves half a file.
+
+Both also carry the model's record (``"identity"``, :class:`~hierclf.train.identity.ModelIdentity`: the tree
+and its fingerprint, the head's classes, the backbone recipe, the preprocessing, the hierclf version), so that
+either file is a model by itself (:func:`hierclf.inference.load_model`), and optionally ``"thresholds"``: the
+operating points a study or evaluation chose on validation (:func:`record_thresholds`). Resuming refuses a
+checkpoint whose tree, classes, backbone or preprocessing differ from the run's, saying what changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -19,6 +26,7 @@ import torch
 from hierclf.io.atomic import atomic_open
 from hierclf.nn.serialization import TensorFileError, load_tensor_file
 from hierclf.train.errors import CheckpointError
+from hierclf.train.identity import ModelIdentity, check_same_model
 from hierclf.train.seeding import get_rng_state, set_rng_state
 from hierclf.train.validation import better
 
@@ -35,6 +43,7 @@ __all__ = [
     "RESOLVED",
     "SelectionState",
     "load",
+    "record_thresholds",
     "restore",
     "save",
     "save_best",
@@ -138,6 +147,7 @@ def save_best(run: TrainingRun, state: SelectionState) -> None:
             "metric": run.metric,
             "value": state.best,
             "classes": list(run.classes),
+            "identity": run.identity.to_dict(),
         },
         run.out / BEST,
     )
@@ -164,6 +174,7 @@ def save_checkpoint(run: TrainingRun, state: SelectionState) -> None:
                 "config": run.config.model_dump(mode="json"),
                 "classes": list(run.classes),
                 "data": run.data_fingerprint,
+                "identity": run.identity.to_dict(),
             },
             run.out / CHECKPOINT,
         )
@@ -190,6 +201,7 @@ def restore(run: TrainingRun, path: Path) -> SelectionState:
     check_same_config(
         ckpt["config"], run.config.model_dump(mode="json"), path, epochs_done=int(ckpt["epoch"])
     )
+    _check_model(ckpt, run, path)
     if ckpt.get("data", run.data_fingerprint) != run.data_fingerprint:
         raise CheckpointError(
             f"cannot resume from {path}: it was trained on other data (data fingerprint "
@@ -210,6 +222,43 @@ def restore(run: TrainingRun, path: Path) -> SelectionState:
         list(ckpt["history"]),
         list(ckpt.get("schedules") or [{"from_epoch": 0, "epochs": ckpt["config"].get("epochs")}]),
     )
+
+
+def _check_model(ckpt: dict[str, Any], run: TrainingRun, path: Path) -> None:
+    """Refuse a checkpoint of another model: tree, classes, backbone or preprocessing (what changed, by
+    name). A checkpoint of an older hierclf, without a model record, is checked by its classes alone."""
+    if "identity" in ckpt:
+        check_same_model(
+            ModelIdentity.from_dict(ckpt["identity"], path), run.identity, path, verb="resume from"
+        )
+        return
+    saved = tuple(ckpt.get("classes") or run.classes)
+    if saved != tuple(run.classes):
+        saved_identity = dataclasses.replace(run.identity, classes=saved, fingerprint="")
+        check_same_model(saved_identity, run.identity, path, verb="resume from")
+    logger.warning("%s was written by an older hierclf without the model's tree; its classes match", path)
+
+
+def record_thresholds(path: str | Path, thresholds: dict[str, Any]) -> None:
+    """Store operating points in a checkpoint (``checkpoint.pt`` or ``best.pt``), atomically.
+
+    Args:
+        path: the checkpoint.
+        thresholds: ``{task: {"positive": [...], "negative": [...], "threshold": t, ...}}`` or ``{task:
+            TaskThreshold}`` (:func:`hierclf.inference.thresholds.thresholds_from_report` gives them);
+            replaces any stored.
+
+    Raises:
+        CheckpointError: the file cannot be read or has no model record.
+    """
+    file = Path(path)
+    ckpt = load(file)
+    if "identity" not in ckpt:
+        raise CheckpointError(f"{file} has no model record (not a hierclf checkpoint of this version)")
+    ckpt["thresholds"] = {
+        str(k): dict(v.to_dict() if hasattr(v, "to_dict") else v) for k, v in thresholds.items()
+    }
+    save(ckpt, file)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

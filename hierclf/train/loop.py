@@ -27,6 +27,7 @@ validation and test predictions are gathered, and rank 0 alone writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -52,6 +53,7 @@ from hierclf.train.checkpoint import (
 from hierclf.train.config import TrainConfig, load_train_config
 from hierclf.train.distributed import ProcessGroup, init_process_group, pick_device
 from hierclf.train.epoch import EpochOutcome, EpochStep
+from hierclf.train.identity import check_same_model
 from hierclf.train.model import HierarchicalClassifier
 from hierclf.train.optim import lr_factor
 from hierclf.train.outputs import (
@@ -113,6 +115,7 @@ def fit(
         if resume and (out / DONE).exists():
             summary = reusable_summary(out, config.model_dump(mode="json"), run.data_fingerprint)
             if summary is not None:
+                _check_same_tree(summary, run)
                 logger.info("%s is finished with these settings and data; nothing to train", out)
                 return finished_result(out, summary)
         if resume:
@@ -122,6 +125,20 @@ def fit(
         )
     finally:
         group.close()
+
+
+def _check_same_tree(summary: dict[str, Any], run: TrainingRun) -> None:
+    """Refuse to reuse a finished run trained on another tree or other classes (the taxonomy file may have
+    changed under the same path: the settings alone cannot tell)."""
+    model = summary.get("model") or {}
+    saved = dataclasses.replace(
+        run.identity,
+        fingerprint=str(model.get("fingerprint", run.identity.fingerprint)),
+        classes=tuple(model.get("classes") or summary.get("classes") or run.identity.classes),
+        nodes=tuple(model.get("nodes") or run.identity.nodes),
+        parents=tuple(model.get("parents") or run.identity.parents),
+    )
+    check_same_model(saved, run.identity, run.out / DONE, verb="reuse")
 
 
 def _fit(

@@ -153,8 +153,9 @@ def write_predictions_of_best(run: TrainingRun, state: SelectionState) -> tuple[
 def finish(result: FitResult, run: TrainingRun) -> None:
     """Write ``history.json`` and, last, ``DONE`` (rank 0); every rank waits for them.
 
-    ``DONE`` records the settings, the data fingerprint and the digest of every output, so that a later
-    call reuses the run only when nothing changed (:mod:`hierclf.train.reuse`).
+    ``DONE`` records the settings, the data fingerprint, the model's tree fingerprint and classes, and the
+    digest of every output, so that a later call reuses the run only when nothing changed
+    (:mod:`hierclf.train.reuse`; the tree by :func:`hierclf.train.loop.fit`).
     """
     if run.group.main:
         atomic_write_text(run.out / HISTORY, json.dumps(result.history, indent=2) + "\n")
@@ -162,6 +163,13 @@ def finish(result: FitResult, run: TrainingRun) -> None:
             **result.to_dict(),
             "settings": run.config.model_dump(mode="json"),
             "data": run.data_fingerprint,
+            "model": {
+                "fingerprint": run.identity.fingerprint,
+                "classes": list(run.identity.classes),
+                "nodes": list(run.identity.nodes),
+                "parents": list(run.identity.parents),
+                "version": run.identity.version,
+            },
             "files": file_digests(run.out, output_names(result.predictions.values(), run.out)),
         }
         atomic_write_text(run.out / DONE, json.dumps(summary, indent=2) + "\n")

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hierclf.nn.backbones import BackboneError, create_backbone
+from hierclf.nn.backbones import BackboneError, backbone_recipe, create_backbone
 from hierclf.taxonomy.tree import Taxonomy
 from hierclf.train.batches import EpochBatchSampler
 from hierclf.train.config import ConfigError, TrainConfig
 from hierclf.train.distributed import ProcessGroup
 from hierclf.train.fingerprint import data_fingerprint
+from hierclf.train.identity import ModelIdentity
 from hierclf.train.inputs import (
     HeadClasses,
     Pipeline,
@@ -71,6 +72,9 @@ class TrainingRun:
         data_fingerprint: what the run reads (:func:`hierclf.train.reuse.data_fingerprint`), kept in the
             checkpoint and ``DONE`` so that a resumed or reused run is known to have read the same data.
         preprocessing: the input side, mean and std every split is fed with (written to ``DONE``).
+        identity: what the model is (tree, classes, backbone, preprocessing, version), saved in every
+            checkpoint so that it can be used alone and never against another tree
+            (:mod:`hierclf.train.identity`).
     """
 
     config: TrainConfig
@@ -95,6 +99,7 @@ class TrainingRun:
     scorer: Scorer | None
     data_fingerprint: str
     preprocessing: InputSettings
+    identity: ModelIdentity
 
     @property
     def head(self) -> Any:
@@ -164,7 +169,20 @@ def build_run(config: TrainConfig, out: Path, device: torch.device, group: Proce
         scorer=scorer,
         data_fingerprint=data,
         preprocessing=preprocessing,
+        identity=_identity(config, taxonomy, head, preprocessing),
     )
+
+
+def _identity(
+    config: TrainConfig, taxonomy: Taxonomy, head: Any, preprocessing: InputSettings
+) -> ModelIdentity:
+    """The model's record for its checkpoints: tree, classes, backbone recipe, preprocessing."""
+    recipe = backbone_recipe(
+        config.model_dump(mode="json")["backbone"],
+        pretrained=bool(config.pretrained),
+        in_size=input_size_of(config)[0],
+    )
+    return ModelIdentity.of(taxonomy, head, backbone=recipe, preprocessing=preprocessing.to_dict())
 
 
 def _build_model(
