@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "BELOW_TARGET_FLAG",
     "HIERARCHICAL_TABLE",
     "IntervalMethod",
     "PARTITION_TABLE",
@@ -101,6 +102,8 @@ class IntervalMethod(str, Enum):
 #: Flags a number can carry (``Estimate.flags``), with the words the report prints.
 SMALL_FLAG = "SMALL"
 ZERO_WIDTH_FLAG = "ZERO-WIDTH"
+#: a test sensitivity (specificity) below the pre-registered target its threshold was chosen for
+BELOW_TARGET_FLAG = "BELOW-TARGET"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hierclf.evaluation.calibration import evaluate_calibration_nodes
-from hierclf.evaluation.catalog import PRIMARY_KEYS, ThresholdSource
+from hierclf.evaluation.catalog import BELOW_TARGET_FLAG, PRIMARY_KEYS, ThresholdSource
 from hierclf.evaluation.hierarchical import evaluate_hierarchical
 from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.partitions import evaluate_partitions
@@ -140,6 +140,7 @@ def evaluate(
     )
     _warn_about_design(protocol, inputs.test, found)
     tasks, mrmc = _tasks_and_readers(taxonomy, protocol, inputs, readers)
+    flag_missed_targets(protocol, tasks, found)
     partitions = evaluate_partitions(taxonomy, protocol, inputs.test, found)
     hierarchical = evaluate_hierarchical(taxonomy, protocol, inputs.test, found)
     calibration = evaluate_calibration_nodes(taxonomy, protocol, inputs.test)
@@ -208,6 +209,26 @@ def _warn_about_design(protocol: Protocol, test: list[Split], found: Findings) -
             "ROW-LEVEL CONFIDENCE INTERVALS: the protocol has no group_column, so the bootstrap "
             "resamples images, not patients or lesions; intervals are too narrow when a patient "
             "contributes several images."
+        )
+
+
+def flag_missed_targets(protocol: Protocol, tasks: dict[str, TaskResult], found: Findings) -> None:
+    """A test sensitivity (or specificity) below the target its threshold was chosen for on validation:
+    the estimate carries ``BELOW-TARGET`` and a loud warning gives it with its interval."""
+    for spec in protocol.tasks:
+        rule = protocol.operating_point(spec)
+        if rule.rule == "minimum_cost" or rule.target is None:
+            continue
+        key = "sensitivity" if rule.rule == "target_sensitivity" else "specificity"
+        est = tasks[spec.name].metrics.get(key)
+        if est is None or not est.value < rule.target:
+            continue
+        est.flags.append(BELOW_TARGET_FLAG)
+        lo, hi = est.ci
+        inside = "the interval excludes the target" if hi < rule.target else "the interval reaches the target"
+        found.warn(
+            f"TARGET MISSED: task {spec.name!r}: test {key} {est.value:.3f} [{lo:.3f}, {hi:.3f}] is below "
+            f"the pre-registered {rule.target:g} its threshold was chosen for on validation ({inside})"
         )
 
 

@@ -140,6 +140,8 @@ class TaskResult:
     reader_fraction_dominated: Estimate | None = None
     mean_reader: ReaderPoint | None = None
     reader_study: dict[str, Any] | None = None
+    operating_rule: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -247,6 +249,9 @@ def _task_estimates(name: str, task: TaskResult) -> Iterator[tuple[str, Estimate
             yield f"tasks/{name}/calibration/{key}", task.calibration[key]
     if task.reader_fraction_dominated is not None:
         yield f"tasks/{name}/reader_fraction_dominated", task.reader_fraction_dominated
+    for row in task.utility.get("prevalences", []):
+        for key in ("ppv", "npv", "nnb"):
+            yield f"tasks/{name}/utility/prevalence_{row['prevalence']:g}/{key}", row[key]
     points = task.readers + ([task.mean_reader] if task.mean_reader is not None else [])
     for point in points:
         for key in ("model_specificity", "model_sensitivity"):

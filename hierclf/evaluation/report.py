@@ -300,6 +300,8 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
         f"{format_estimate(task.thresholds, 4)}.",
         "",
     ]
+    if task.operating_rule:
+        lines += [f"Operating point (pre-registered): {task.operating_rule['description']}.", ""]
     lines += _header(["metric", "value [CI] ± std over seeds", "interval", "provenance"])
     for metric in TASK_TABLE:
         est = task.metrics.get(metric.key)
@@ -326,10 +328,48 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
             _row([label, format_estimate(dominated), _interval_label(dominated), dominated.provenance])
         )
     lines.append("")
-    lines += _readers_table(task) + _reader_study_section(task)
-    for key in (f"roc_{task.name}", f"reliability_{task.name}"):
+    lines += _readers_table(task) + _reader_study_section(task) + _utility_section(task)
+    for key in (f"roc_{task.name}", f"reliability_{task.name}", f"decision_{task.name}"):
         if key in figures:
             lines += [f"![{key}]({figures[key]})", ""]
+    return lines
+
+
+#: Threshold probabilities of report.md's decision-curve table (report.json has the whole grid).
+DECISION_TABLE_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def _utility_section(task: TaskResult) -> list[str]:
+    """PPV, NPV and the number needed to biopsy at the declared prevalences; the decision-curve table."""
+    lines: list[str] = []
+    rows = task.utility.get("prevalences") or []
+    if rows:
+        lines += [
+            "At the declared prevalences (Bayes' rule from the test sensitivity and specificity at the "
+            "chosen threshold):",
+            "",
+        ]
+        lines += _header(["prevalence", "PPV", "NPV", "number needed to biopsy (1 / PPV)"])
+        for row in rows:
+            cells = [format_estimate(row[k]) for k in ("ppv", "npv", "nnb")]
+            lines.append(_row([f"{row['prevalence']:g}", *cells]))
+        lines.append("")
+    curve = task.utility.get("decision_curve")
+    if curve:
+        grid = curve["thresholds"]
+        shown = [i for i, x in enumerate(grid) if len(grid) <= 12 or x in DECISION_TABLE_THRESHOLDS]
+        level = int(round(curve["ci_level"] * 100))
+        lines += [
+            f"Decision curve (test; net benefit, {level} % band; treat none = 0; all thresholds in "
+            "report.json):",
+            "",
+        ]
+        lines += _header(["threshold probability", "model", "treat all"])
+        for i in shown:
+            low, high = curve["model_ci"][0][i], curve["model_ci"][1][i]
+            model = f"{_num(curve['model'][i])} [{_num(low)}, {_num(high)}]"
+            lines.append(_row([f"{grid[i]:g}", model, _num(curve["treat_all"][i])]))
+        lines.append("")
     return lines
 
 
@@ -642,6 +682,8 @@ def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, A
     for task in report.tasks.values():
         yield f"roc_{task.name}", _roc_figure(Figure, task)
         yield f"reliability_{task.name}", _reliability(Figure, task.calibration["reliability"], task.name)
+        if task.utility.get("decision_curve"):
+            yield f"decision_{task.name}", _decision_figure(Figure, task)
     for node, cal in report.calibration_nodes.items():
         if "reliability" in cal:
             yield f"reliability_{node}", _reliability(Figure, cal["reliability"], f"P({node})")
@@ -757,4 +799,33 @@ def _reliability(Figure: Any, curves: list[dict[str, np.ndarray]], title: str) -
         title=f"reliability: {title}",
     )
     ax.title.set_fontsize(9)
+    return fig
+
+
+def _decision_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
+    """Net benefit against threshold probability: the model (seed mean) with its band, treat all, treat
+    none (Vickers & Elkin 2006)."""
+    curve = task.utility["decision_curve"]
+    t = np.asarray(curve["thresholds"], dtype=np.float64)
+    model, treat_all = np.asarray(curve["model"]), np.asarray(curve["treat_all"])
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.add_subplot()
+    level = int(round(curve["ci_level"] * 100))
+    ax.fill_between(
+        t, curve["model_ci"][0], curve["model_ci"][1], color="C0", alpha=0.2, label=f"model {level} % band"
+    )
+    ax.plot(t, model, color="C0", lw=1.5, label="model (test)")
+    ax.plot(t, treat_all, color="C1", lw=1.0, ls="--", label="treat all")
+    ax.axhline(0.0, color="0.3", lw=1.0, ls=":", label="treat none")
+    top = float(np.nanmax(np.r_[model, treat_all, 0.0]))
+    n = task.counts["test_positive"], task.counts["test_negative"]
+    ax.set(
+        xlabel="threshold probability",
+        ylabel="net benefit (true positives per patient)",
+        xlim=(float(t.min()), float(t.max())),
+        ylim=(-0.05 * max(top, 0.01), 1.1 * max(top, 0.01)),
+        title=f"decision curve: {task.name} (n = {_n(n[0])} positive, {_n(n[1])} negative)",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper right", fontsize=8)
     return fig

@@ -39,6 +39,14 @@ from hierclf.evaluation.records import (
     estimate_over_seeds,
 )
 from hierclf.evaluation.splits import Split, as_predictions, covered, task_labels
+from hierclf.evaluation.utility import (
+    DecisionSeed,
+    aggregate_decision_curve,
+    choose_threshold,
+    measure_decision_curve,
+    predictive_values,
+    threshold_replicates,
+)
 from hierclf.functional import conditional
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -87,6 +95,7 @@ class TaskSeed:
         threshold_replicates: the threshold re-chosen in each replicate of the validation bootstrap.
         calibration_metrics: ECE and Brier score with their test replicates.
         readers: the model's numbers at the task's reader points (``None`` without readers).
+        decision: the test decision curve with its replicates.
     """
 
     threshold: float
@@ -99,6 +108,7 @@ class TaskSeed:
     threshold_replicates: ThresholdSeed
     calibration_metrics: SeedMetrics
     readers: ReaderSeed | None = None
+    decision: DecisionSeed | None = None
 
 
 def task_scores(
@@ -205,11 +215,16 @@ def measure_task_seed(
     """One seed of one task: the threshold from ``val``, everything else on ``test``."""
     rows_v, yv, sv = task_data(taxonomy, task, val, source.value)
     rows, yt, st = task_data(taxonomy, task, test, "test")
-    threshold = float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity))
+    rule = proto.operating_point(task)
+    threshold = choose_threshold(rule, yv, sv)
     groups = test.groups[rows]
     points = reader_points or []
     boot = _test_bootstrap(proto, yt, st, groups, threshold, points)
     val_boot = boot if val is test else _validation_bootstrap(proto, yv, sv, val.groups[rows_v], threshold)
+    chosen = _threshold_seed(yv, val.groups[rows_v], threshold, val_boot)
+    if rule.rule != "target_sensitivity" or rule.target != proto.target_sensitivity:
+        reps = threshold_replicates(proto, rule, yv, sv, val.groups[rows_v])
+        chosen = ThresholdSeed(reps, chosen.n, chosen.n_groups, chosen.events)
     metrics = _seed_metrics(proto, yt, st, groups, threshold, boot, (yv, sv, val.groups[rows_v], val_boot))
     counts = TaskCounts(
         int((yv == 1).sum()),
@@ -228,9 +243,10 @@ def measure_task_seed(
         np.asarray(tpr, np.float64),
         point,
         measure_reliability(yt, st, n_bins=proto.calibration_bins),
-        _threshold_seed(yv, val.groups[rows_v], threshold, val_boot),
+        chosen,
         _calibration_seed(yt, st, groups, boot),
         _reader_seed(boot, points),
+        measure_decision_curve(proto, yt, st, groups),
     )
 
 
@@ -406,13 +422,14 @@ def aggregate_task(
         provenance=lambda m: m.provenance_for(source, target),
         policy=policy,
     )
+    rule = proto.operating_point(task)
     thresholds = estimate_over_seeds(
         [s.threshold for s in seeds],
         [s.threshold_replicates.replicates for s in seeds],
         level=level,
         n=[s.threshold_replicates.n for s in seeds],
         n_groups=[s.threshold_replicates.n_groups for s in seeds],
-        provenance=THRESHOLD_PROVENANCE.format(source=source.description, target=target),
+        provenance=_threshold_provenance(rule, source, target),
         events=[s.threshold_replicates.events for s in seeds],
         policy=policy,
     )
@@ -439,7 +456,19 @@ def aggregate_task(
             "n_bins": proto.calibration_bins,
             "brier": calibration["brier"],
         },
+        operating_rule=rule.model_dump(mode="json") | {"description": rule.describe()},
+        utility={
+            "prevalences": predictive_values(proto, list(task.prevalences), [s.metrics for s in seeds]),
+            "decision_curve": aggregate_decision_curve(proto, [s.decision for s in seeds if s.decision]),
+        },
     )
+
+
+def _threshold_provenance(rule: Any, source: ThresholdSource, target: float) -> str:
+    """Where the thresholds come from: the protocol's words for the default rule, the rule's otherwise."""
+    if rule.rule == "target_sensitivity" and rule.target == target:
+        return THRESHOLD_PROVENANCE.format(source=source.description, target=target)
+    return f"chosen on {source.description}: {rule.describe().removesuffix(' on validation')}"
 
 
 _CALIBRATION_TABLE = (
