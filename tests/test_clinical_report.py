@@ -183,3 +183,49 @@ def test_the_decision_figure_has_its_labelled_elements(tax: Taxonomy, tmp_path: 
 def test_bad_operating_points_are_refused_with_their_line(tax: Taxonomy, rule: dict, message: str) -> None:
     with pytest.raises(HierclfError, match=message):
         _protocol(tax, [{"name": "mel", **MEL, "operating_point": rule}])
+
+
+def test_calibration_intercept_slope_and_temperature_beside_the_raw_model(tax: Taxonomy) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from hierclf.evaluation.metrics import recalibration as rc
+
+    proto = _protocol(tax, [{"name": "mel", **MEL}], temperature_scaling=True)
+    val, test = _preds(tax, 400, 13, prefix="v"), _preds(tax, 400, 14, prefix="t")
+    report = evaluate(tax, proto, [val], [test])
+    cal = report.tasks["mel"].calibration
+    _, y, s = task_scores(tax, proto.tasks[0], test)
+    x = np.log(np.clip(s, 1e-15, 1 - 1e-15) / (1 - np.clip(s, 1e-15, 1 - 1e-15)))[:, None]
+    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x, y)
+    assert cal["calibration_slope"].value == pytest.approx(float(ref.coef_[0, 0]), rel=1e-5)
+    lo, hi = cal["calibration_slope"].ci
+    assert lo < cal["calibration_slope"].value < hi
+    _, yv, sv = task_scores(tax, proto.tasks[0], val)
+    temperature = rc.fit_temperature(yv, sv)
+    assert cal["temperature"].value == pytest.approx(temperature)
+    scaled = rc.temperature_scale(s, temperature)
+    assert cal["brier_temperature_scaled"].value == pytest.approx(np.mean((scaled - y) ** 2))
+    assert cal["brier"].value == pytest.approx(np.mean((s - y) ** 2))  # the raw model stays
+    md = render_markdown(report)
+    assert "calibration slope" in md and "Brier score after temperature scaling" in md
+    lo_band, hi_band = cal["reliability_band"]
+    assert len(lo_band) == proto.calibration_bins
+    assert all(a <= b for a, b in zip(lo_band, hi_band) if a is not None and not math.isnan(a))
+    without = evaluate(tax, _protocol(tax, [{"name": "mel", **MEL}]), [val], [test]).tasks["mel"].calibration
+    assert "temperature" not in without and "calibration_slope" in without
+
+
+def test_the_reliability_figure_has_its_band_and_labels(tax: Taxonomy) -> None:
+    from matplotlib.figure import Figure
+
+    from hierclf.evaluation import report as R
+
+    proto = _protocol(tax, [{"name": "mel", **MEL}])
+    report = evaluate(tax, proto, [_preds(tax, 300, 15, prefix="v")], [_preds(tax, 300, 16, prefix="t")])
+    cal = report.tasks["mel"].calibration
+    fig = R._reliability(Figure, cal["reliability"], "mel", band=cal["reliability_band"])
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted probability", "observed frequency")
+    assert "n = " in ax.get_title()
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"model (test)", "bootstrap band", "perfect calibration"} <= labels

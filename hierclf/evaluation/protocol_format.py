@@ -319,6 +319,11 @@ class Protocol(_Model):
         description="Allow thresholds chosen on test when no "
         "validation predictions are given (optimistic; labelled so).",
     )
+    temperature_scaling: bool = Field(
+        False,
+        description="Fit a temperature to each task's validation scores and report the test calibration of "
+        "the scaled scores beside the raw model's (never instead).",
+    )
     decision_thresholds: list[Unit] | None = Field(
         None,
         description="Threshold probabilities of each task's decision curve (default 0.01, 0.02, ..., 0.99).",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hierclf.evaluation.calibration import TASK_CALIBRATION_TABLE
 from hierclf.evaluation.catalog import (
     HIERARCHICAL_TABLE,
     PER_CLASS_RECALL_LABEL,
@@ -318,9 +319,10 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
             ]
         )
     )
-    brier = task.calibration.get("brier")
-    if isinstance(brier, Estimate):
-        lines.append(_row(["Brier score", format_estimate(brier), _interval_label(brier), brier.provenance]))
+    for metric in TASK_CALIBRATION_TABLE[1:]:  # the Brier score, intercept and slope (and after scaling)
+        est = task.calibration.get(metric.key)
+        if isinstance(est, Estimate):
+            lines.append(_row([metric.label, format_estimate(est), _interval_label(est), est.provenance]))
     dominated = task.reader_fraction_dominated
     if dominated is not None:
         label = f"readers dominated by the ROC curve ({len(task.readers)} readers)"
@@ -681,7 +683,15 @@ def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, A
     partition its confusion matrix."""
     for task in report.tasks.values():
         yield f"roc_{task.name}", _roc_figure(Figure, task)
-        yield f"reliability_{task.name}", _reliability(Figure, task.calibration["reliability"], task.name)
+        yield (
+            f"reliability_{task.name}",
+            _reliability(
+                Figure,
+                task.calibration["reliability"],
+                task.name,
+                band=task.calibration.get("reliability_band"),
+            ),
+        )
         if task.utility.get("decision_curve"):
             yield f"decision_{task.name}", _decision_figure(Figure, task)
     for node, cal in report.calibration_nodes.items():
@@ -783,22 +793,49 @@ def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
     return fig
 
 
-def _reliability(Figure: Any, curves: list[dict[str, np.ndarray]], title: str) -> Any:  # noqa: N803
+def _reliability(
+    Figure: Any,  # noqa: N803
+    curves: list[dict[str, np.ndarray]],
+    title: str,
+    *,
+    band: list[list[float]] | None = None,
+) -> Any:
+    """Observed frequency against predicted probability per bin, each seed (the first bold), with the
+    grouped-bootstrap band of the observed frequency (pooled over seeds) when given."""
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--", label="perfect calibration")
+    n = 0
     for k, c in enumerate(curves):
         conf, acc, cnt = (np.asarray(c[key], dtype=np.float64) for key in ("confidence", "accuracy", "count"))
         keep = cnt > 0
-        ax.plot(conf[keep], acc[keep], marker="o", ms=3, lw=1, color="C0", alpha=1.0 if k == 0 else 0.4)
+        n = n or int(cnt.sum())
+        label = "model (test)" if k == 0 else None
+        ax.plot(
+            conf[keep],
+            acc[keep],
+            marker="o",
+            ms=3,
+            lw=1,
+            color="C0",
+            alpha=1.0 if k == 0 else 0.4,
+            label=label,
+        )
+    if band is not None and curves and len(band[0]):
+        edges = np.linspace(0.0, 1.0, len(band[0]) + 1)
+        mids = 0.5 * (edges[1:] + edges[:-1])
+        lo, hi = np.asarray(band[0], np.float64), np.asarray(band[1], np.float64)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.fill_between(mids[ok], lo[ok], hi[ok], color="C0", alpha=0.2, label="bootstrap band")
     ax.set(
         xlabel="predicted probability",
         ylabel="observed frequency",
         xlim=(0, 1),
         ylim=(0, 1),
-        title=f"reliability: {title}",
+        title=f"reliability: {title} (test, n = {n})",
     )
     ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=8)
     return fig
 
 

@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from hierclf.evaluation import metrics as M
-from hierclf.evaluation.calibration import Reliability, measure_reliability
+from hierclf.evaluation.calibration import (
+    TASK_CALIBRATION_TABLE,
+    Reliability,
+    measure_reliability,
+    measure_task_calibration,
+    reliability_band,
+)
 from hierclf.evaluation.catalog import (
-    TASK_BRIER_PROVENANCE,
-    TASK_ECE_PROVENANCE,
     TASK_TABLE,
     THRESHOLD_PROVENANCE,
-    ReportedMetric,
     ThresholdSource,
 )
 from hierclf.evaluation.notices import EvaluationError
@@ -37,6 +40,7 @@ from hierclf.evaluation.records import (
     TaskResult,
     aggregate_metrics,
     estimate_over_seeds,
+    pooled_band,
 )
 from hierclf.evaluation.splits import Split, as_predictions, covered, task_labels
 from hierclf.evaluation.utility import (
@@ -96,6 +100,7 @@ class TaskSeed:
         calibration_metrics: ECE and Brier score with their test replicates.
         readers: the model's numbers at the task's reader points (``None`` without readers).
         decision: the test decision curve with its replicates.
+        reliability_band: ``(R, n_bins)`` bootstrap replicates of the reliability curve's frequencies.
     """
 
     threshold: float
@@ -109,6 +114,7 @@ class TaskSeed:
     calibration_metrics: SeedMetrics
     readers: ReaderSeed | None = None
     decision: DecisionSeed | None = None
+    reliability_band: np.ndarray | None = None
 
 
 def task_scores(
@@ -244,9 +250,10 @@ def measure_task_seed(
         point,
         measure_reliability(yt, st, n_bins=proto.calibration_bins),
         chosen,
-        _calibration_seed(yt, st, groups, boot),
+        measure_task_calibration(proto, (yv, sv), (yt, st, groups), boot),
         _reader_seed(boot, points),
         measure_decision_curve(proto, yt, st, groups),
+        reliability_band(proto, yt, st, groups),
     )
 
 
@@ -378,19 +385,6 @@ def _threshold_seed(
     return ThresholdSeed(reps, len(y), int(len(np.unique(groups))), int((y == 1).sum()))
 
 
-def _calibration_seed(
-    y: np.ndarray, score: np.ndarray, groups: np.ndarray, boot: M.BootstrapResult
-) -> SeedMetrics:
-    """ECE and Brier score of the task score, with the test bootstrap's replicates."""
-    return SeedMetrics(
-        {"ece": float(boot["ece"].point), "brier": float(boot["brier"].point)},
-        {key: np.asarray(boot[key].replicates, np.float64) for key in ("ece", "brier")},
-        len(y),
-        int(len(np.unique(groups))),
-        events={"ece": len(y), "brier": len(y)},
-    )
-
-
 def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> ReaderSeed | None:
     """The model's numbers at each reader point (a rate of 0 is the trivial corner: the model reaches
     specificity 1 at sensitivity 0 and sensitivity 1 at specificity 0)."""
@@ -435,7 +429,7 @@ def aggregate_task(
     )
     calibration = aggregate_metrics(
         [s.calibration_metrics for s in seeds],
-        _CALIBRATION_TABLE,
+        TASK_CALIBRATION_TABLE,
         level=level,
         provenance=lambda m: m.provenance,
         policy=policy,
@@ -455,6 +449,10 @@ def aggregate_task(
             "reliability": [s.calibration.curve() for s in seeds],
             "n_bins": proto.calibration_bins,
             "brier": calibration["brier"],
+            **{k: v for k, v in calibration.items() if k not in ("ece", "brier")},
+            "reliability_band": pooled_band(
+                [s.reliability_band for s in seeds if s.reliability_band is not None], level
+            ),
         },
         operating_rule=rule.model_dump(mode="json") | {"description": rule.describe()},
         utility={
@@ -469,9 +467,3 @@ def _threshold_provenance(rule: Any, source: ThresholdSource, target: float) -> 
     if rule.rule == "target_sensitivity" and rule.target == target:
         return THRESHOLD_PROVENANCE.format(source=source.description, target=target)
     return f"chosen on {source.description}: {rule.describe().removesuffix(' on validation')}"
-
-
-_CALIBRATION_TABLE = (
-    ReportedMetric("ece", "ECE", TASK_ECE_PROVENANCE),
-    ReportedMetric("brier", "Brier score", TASK_BRIER_PROVENANCE),
-)

@@ -23,7 +23,7 @@ import numpy as np
 from hierclf.evaluation import metrics as M
 from hierclf.evaluation.metrics import operating_points as OP
 from hierclf.evaluation.protocol_format import OperatingPointSpec, Protocol
-from hierclf.evaluation.records import IntervalPolicy, SeedMetrics, estimate_over_seeds
+from hierclf.evaluation.records import IntervalPolicy, SeedMetrics, estimate_over_seeds, pooled_band
 
 __all__ = [
     "DecisionSeed",
@@ -139,24 +139,15 @@ def measure_decision_curve(
     return DecisionSeed(model, treat_all, model_r, all_r)
 
 
-def _band(replicates: list[np.ndarray], level: float) -> list[list[float]]:
-    """Pooled percentile band ``[low (T,), high (T,)]`` of the seeds' replicates ``(R, T)`` each."""
-    pooled = np.concatenate(replicates, axis=0)
-    lo, hi = 50.0 * (1.0 - level), 50.0 * (1.0 + level)
-    with np.errstate(invalid="ignore"):
-        band = np.nanpercentile(pooled, [lo, hi], axis=0)
-    return [band[0].tolist(), band[1].tolist()]
-
-
 def aggregate_decision_curve(proto: Protocol, seeds: list[DecisionSeed]) -> dict[str, Any]:
     """The mean decision curve over seeds with its pooled band, and each seed's curve."""
     level = proto.bootstrap.ci_level
     return {
         "thresholds": proto.decision_grid(),
         "model": np.mean([s.model for s in seeds], axis=0).tolist(),
-        "model_ci": _band([s.model_replicates for s in seeds], level),
+        "model_ci": pooled_band([s.model_replicates for s in seeds], level),
         "treat_all": np.mean([s.treat_all for s in seeds], axis=0).tolist(),
-        "treat_all_ci": _band([s.treat_all_replicates for s in seeds], level),
+        "treat_all_ci": pooled_band([s.treat_all_replicates for s in seeds], level),
         "treat_none": 0.0,
         "per_seed": [s.model.tolist() for s in seeds],
         "ci_level": level,

@@ -31,7 +31,8 @@ handful of classes, tree levels or replicate chunks). Conventions, shared by eve
 * ``delong``: DeLong's test of correlated AUCs (Sun & Xu's O(n log n) algorithm; clustered variance);
 * ``paired_tests``: McNemar's exact test and its clustered form;
 * ``operating_points``: thresholds at a target specificity or at the minimum expected cost (and their
-  bootstrap), PPV / NPV at a prevalence, net benefit (decision curves).
+  bootstrap), PPV / NPV at a prevalence, net benefit (decision curves);
+* ``recalibration``: calibration intercept and slope, temperature scaling, the reliability band.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ from hierclf.evaluation.metrics.paired_tests import (
     discordant_pairs,
     mcnemar_exact,
 )
+from hierclf.evaluation.metrics.recalibration import (
+    bootstrap_logistic_calibration,
+    bootstrap_reliability,
+    fit_temperature,
+    logistic_calibration,
+    temperature_scale,
+)
 from hierclf.evaluation.metrics.resampling import (
     GroupSums,
     bootstrap_sums,
@@ -106,6 +114,11 @@ from hierclf.evaluation.metrics.roc import (
 )
 
 __all__ = [
+    "temperature_scale",
+    "logistic_calibration",
+    "fit_temperature",
+    "bootstrap_reliability",
+    "bootstrap_logistic_calibration",
     "threshold_at_specificity",
     "threshold_at_minimum_cost",
     "predictive_values_at_prevalence",
