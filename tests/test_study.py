@@ -71,6 +71,15 @@ def test_study_writes_report_predictions_and_settings(study: Path) -> None:
     assert report["threshold_source"] == "validation"
     assert any("2 SEEDS" in w for w in report["warnings"])  # fewer seeds than the protocol's 5
     assert "SYNTHETIC DATA" in (study / "report.md").read_text(encoding="utf-8")
+    # issue 12: the protocol's hash recorded when training started, every input and checkpoint hashed
+    import hashlib
+
+    prereg = json.loads((study / "preregistration.json").read_text(encoding="utf-8"))
+    assert prereg["protocol"]["sha256"] == hashlib.sha256(Path(PROTOCOL).read_bytes()).hexdigest()
+    provenance = report["provenance"]
+    assert provenance["preregistration"]["unchanged"] is True
+    assert len(provenance["checkpoints"]) == 2 and len(provenance["predictions"]["test"]) == 2
+    assert "FEWER SEEDS THAN PRE-REGISTERED" in report["alerts"]
 
 
 def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Several prediction files per split are several seeds (paired by position; the same count for ``--val`` and
 ``--test``), tested on the same samples. Writes ``report.md``, ``report.json``, ``figures/*.png`` (and with
-``--save-replicates`` ``replicates.npz``) into ``--out``. Exit codes: 0 done, 1 bad input (one line on
-stderr), 2 usage error.
+``--save-replicates`` ``replicates.npz``) into ``--out``; the report records the SHA-256 of every input, the
+code's version, the time and the command line, and checks the protocol against the record ``hierclf study``
+wrote when training started. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage error, 3 done
+with warnings under ``--strict`` (the report is written).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def register(sub: Any) -> None:
         help="report seeds tested on different samples, or repeating the same file, instead of refusing "
         "them (a loud warning and a per-seed table)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="every warning (leakage, fewer seeds than pre-registered, a changed protocol, a missed target, "
+        "...) makes the exit status 3, after the report is written",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
             f"{len(args.val)} --val and {len(args.test)} --test files: give one of each per "
             "seed, in the same order"
         )
+    from hierclf.evaluation.provenance import run_record
+
     taxonomy = Taxonomy.from_yaml(args.taxonomy)
     protocol = load_protocol(args.protocol, taxonomy)
+    record = run_record(
+        protocol=args.protocol, taxonomy=args.taxonomy, val=args.val, test=args.test, argv=_argv(args)
+    )
     report = evaluate(
         taxonomy,
         protocol,
@@ -99,11 +112,30 @@ def run(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
         allow_test_thresholds=True if args.allow_test_thresholds else None,
         allow_seed_mismatch=True if args.allow_seed_mismatch else None,
+        provenance=record,
     )
     written = write_report(report, args.out, save_replicates=args.save_replicates)
     _print_summary(report)
     extra = ", replicates.npz" if args.save_replicates else ""
     print(f"wrote {len(written)} files to {args.out} (report.md, report.json{extra}, figures/)")
+    return strict_exit(report.warnings, strict=args.strict)
+
+
+def _argv(args: argparse.Namespace) -> list[str] | None:
+    return list(args.argv) if getattr(args, "argv", None) else None
+
+
+def strict_exit(warnings: list[str], *, strict: bool) -> int:
+    """0, or under ``--strict`` with warnings 3 and one line on stderr (the outputs are written)."""
+    import sys
+
+    if strict and warnings:
+        print(
+            f"hierclf: error: --strict: {len(warnings)} warning(s), e.g. {warnings[0].split(':')[0]}; "
+            "see the top of report.md",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -124,9 +156,10 @@ def _print_summary(report: Any) -> None:
         print("SYNTHETIC DATA — not a clinical result")
     if report.warnings:  # each was logged to stderr as it arose
         print(f"{len(report.warnings)} warning(s): see the top of report.md")
+    alerts = "".join(f" {a}" for a in getattr(report, "alerts", []))
     print(
         f"primary metric {primary['metric']} on {target}: {show} ({report.n_seeds} seed(s), thresholds "
-        f"chosen on {report.threshold_source.value})"
+        f"chosen on {report.threshold_source.value}){alerts}"
     )
     for line in text_table(summary_rows(report)):
         print(f"  {line}")

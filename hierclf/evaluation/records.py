@@ -183,6 +183,8 @@ class EvaluationReport:
     seed_table: list[dict[str, Any]] = field(default_factory=list)
     subgroup_replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False, metadata=NOT_JSON)
     mrmc: dict[str, np.ndarray] | None = field(default=None, repr=False, metadata=NOT_JSON)
+    alerts: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_seeds(self) -> int:
@@ -204,7 +206,9 @@ class EvaluationReport:
                 "resampling": self.resampling,
                 "seed_table": self.seed_table,
                 "warnings": self.warnings,
+                "alerts": self.alerts,
                 "notes": self.notes,
+                "provenance": self.provenance,
                 "primary": self.primary,
                 "tasks": {k: _task_json(v) for k, v in self.tasks.items()},
                 "partitions": {k: _fields(v) for k, v in self.partitions.items()},

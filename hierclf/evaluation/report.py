@@ -174,8 +174,39 @@ def render_markdown(report: EvaluationReport, figures: dict[str, str] | None = N
     lines += _hierarchical_section(report) + _calibration_section(report, figures)
     for col, rows in report.subgroups.items():
         lines += _subgroup_section(report, col, rows)
-    lines += _notes_section(report) + _inputs_section(report)
+    lines += _notes_section(report) + _inputs_section(report) + _provenance_section(report)
     return "\n".join(lines)
+
+
+def _provenance_section(report: EvaluationReport) -> list[str]:
+    """The SHA-256 of every input, the code's version, time and command, and the pre-registration check."""
+    rec = report.provenance
+    if not rec:
+        return []
+    lines = ["## Pre-registration and provenance", ""]
+    lines += _header(["input", "path", "SHA-256"])
+    named = [("protocol", rec.get("protocol")), ("taxonomy", rec.get("taxonomy"))]
+    for split in ("val", "test"):
+        named += [(f"{split} predictions (seed {k})", f) for k, f in enumerate(rec["predictions"][split])]
+    named += [(f"checkpoint {k}", f) for k, f in enumerate(rec.get("checkpoints", []))]
+    for name, item in named:
+        if item is not None:
+            lines.append(_row([name, f"`{item['path']}`", f"`{item.get('sha256', 'in memory')}`"]))
+    commit = rec.get("git_commit") or "not a git checkout"
+    dirty = " (with uncommitted changes)" if rec.get("git_dirty") else ""
+    lines += [
+        "",
+        f"- hierclf {rec.get('hierclf_version')}, git commit `{commit}`{dirty}; python {rec.get('python')}",
+        f"- run at {rec.get('time_utc')} (UTC): `{' '.join(rec.get('command', []))}`",
+    ]
+    pre = rec.get("preregistration")
+    if pre is None:
+        lines.append("- no pre-registration record next to the predictions (written by `hierclf study`)")
+    elif pre.get("unchanged"):
+        lines.append(f"- the protocol is the one recorded when training started (`{pre['record']}`)")
+    else:
+        lines.append(f"- **PROTOCOL CHANGED** after training started (`{pre['record']}`)")
+    return lines + [""]
 
 
 def _warnings_section(report: EvaluationReport) -> list[str]:
@@ -254,10 +285,12 @@ def _primary_section(report: EvaluationReport) -> list[str]:
     where = f"task `{p['task']}`" if p.get("task") else f"partition `{p['partition']}`"
     est = p.get("estimate")
     lines = ["## Primary metric (pre-registered)", ""] + _banner(report)
+    alerts = "".join(f" **{a}**" for a in report.alerts)
     if est is None:
-        return lines + [f"**{p['metric']}** on {where}: not computed", ""]
+        return lines + [f"**{p['metric']}** on {where}: not computed{alerts}", ""]
     return lines + [
-        f"**{p['metric']}** on {where}: **{_fmt_dict(est)}** (n = {_n(est['n'])}; {est['provenance']})",
+        f"**{p['metric']}** on {where}: **{_fmt_dict(est)}** (n = {_n(est['n'])}; {est['provenance']})"
+        + alerts,
         "",
     ]
 
@@ -671,8 +704,7 @@ def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
 
     written: dict[str, Path] = {}
     for name, fig in _each_figure(report, Figure):  # drawn and written one at a time
-        if report.synthetic:
-            _stamp_synthetic(fig)
+        stamp_figure(report, fig)
         written[name] = out / f"{name}.png"
         atomic_write_bytes(written[name], _png(fig))
     return written
@@ -699,6 +731,15 @@ def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, A
             yield f"reliability_{node}", _reliability(Figure, cal["reliability"], f"P({node})")
     for part in report.partitions.values():
         yield f"confusion_{part.name}", _confusion_figure(Figure, part)
+
+
+def stamp_figure(report: EvaluationReport, fig: Any) -> None:
+    """Every figure carries the SYNTHETIC banner (top) and the run's alerts (``LEAKAGE``, ``FEWER SEEDS THAN
+    PRE-REGISTERED``, ``PROTOCOL CHANGED``; bottom), in red."""
+    if report.synthetic:
+        _stamp_synthetic(fig)
+    if report.alerts:
+        fig.text(0.5, 0.005, " · ".join(report.alerts), ha="center", va="bottom", color="red", fontsize=9)
 
 
 def _stamp_synthetic(fig: Any) -> None:

@@ -360,6 +360,7 @@ def _check_leakage(val: list[Split], test: list[Split], group_column: str | None
             findings.warn(
                 f"LEAKAGE: validation and test of seed {k} share {' and '.join(shared)}; the "
                 "threshold chosen on validation has seen test patients, so test results are optimistic.",
+                alert="LEAKAGE",
             )
 
 
