@@ -174,3 +174,20 @@ def test_protocol_without_taxonomy_asks_for_one(tmp_path: Path) -> None:
         ]
     )
     assert code == 1  # --seeds 0 is refused with one line
+
+
+def test_the_synthetic_flag_travels_inside_the_prediction_files(study: Path) -> None:
+    """Issue 12: evaluating a synthetic study's predictions later, without --synthetic, still banners every
+    page; the files also carry the training ids, and the study's splits share none with them."""
+    from hierclf import Taxonomy
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.prediction_files import read_predictions
+    from hierclf.evaluation.protocol_format import load_protocol
+
+    tax = Taxonomy.from_yaml(Path(PROTOCOL).parent.parent / "dermamnist.yaml")
+    pred = study / "predictions"
+    info = read_predictions(pred / "test_seed0.npz").info
+    assert info["synthetic"] == "true" and json.loads(info["training"])["ids"]
+    report = evaluate(tax, load_protocol(PROTOCOL, tax), [pred / "val_seed0.npz"], [pred / "test_seed0.npz"])
+    assert report.synthetic is True
+    assert "LEAKAGE" not in report.alerts

@@ -114,7 +114,7 @@ def evaluate(
             from its decisions, every reader is compared pairwise with the model on its cases, and the MRMC
             long table is kept (``mrmc_long.csv``). Readers without a task belong to the primary task (or
             the first task).
-        synthetic: mark every section of the report "SYNTHETIC DATA — not a clinical result".
+        synthetic: banner every section "SYNTHETIC DATA — not a clinical result" (also when a file says so).
         allow_test_thresholds, allow_seed_mismatch: override the protocol's flags (seeds tested on different
             samples, or repeating the same predictions, are refused otherwise).
         provenance: the run's :func:`~hierclf.evaluation.provenance.run_record`, printed in the report; a
@@ -264,7 +264,7 @@ def _report(
         protocol=protocol.model_dump(mode="json"),
         seeds=[s.name for s in inputs.test],
         validation=inputs.validation_names,
-        synthetic=synthetic,
+        synthetic=synthetic or any(s.preds.info.get("synthetic") == "true" for s in inputs.test + inputs.val),
         threshold_source=inputs.source,
         group_column=protocol.group_column,
         resampling=inputs.resampling(protocol.group_column, protocol.bootstrap.replicates),
