@@ -229,3 +229,54 @@ def test_the_reliability_figure_has_its_band_and_labels(tax: Taxonomy) -> None:
     assert "n = " in ax.get_title()
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
     assert {"model (test)", "bootstrap band", "perfect calibration"} <= labels
+
+
+def test_the_roc_figure_has_its_band_target_seeds_inset_and_readers(tax: Taxonomy, tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from hierclf.evaluation import report as R
+
+    proto = _protocol(tax, [{"name": "mel", **MEL}], min_seeds=2, allow_seed_mismatch=True)
+    vals = [_preds(tax, 300, 20 + k, prefix="v") for k in range(2)]
+    tests = [_preds(tax, 300, 30 + k, prefix="t") for k in range(2)]
+    readers = [{"reader": "derm1", "sensitivity": 0.8, "specificity": 0.7}]
+    report = evaluate(tax, proto, vals, tests, readers=readers)
+    task = report.tasks["mel"]
+    lo, hi = (np.asarray(x, dtype=float) for x in task.roc_band["tpr_ci"])
+    assert len(lo) == len(task.roc_band["fpr"]) == 51 and (lo <= hi + 1e-12).all()
+    fig = R._roc_figure(Figure, task)
+    ax = fig.axes[0]
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"model (test)", "90 % bootstrap band", "target sensitivity 0.9", "readers"} <= labels
+    assert any(label.startswith("operating point per seed") for label in labels)
+    assert {t.get_text() for t in ax.texts} >= {"seed 0", "seed 1"}
+    assert "n = " in ax.get_title() and "sensitivity" in ax.get_ylabel() and "specificity" in ax.get_xlabel()
+    assert len(ax.child_axes) == 1 and ax.child_axes[0].get_title() == "high-sensitivity corner"
+    written = write_report(report, tmp_path)
+    png = written["roc_mel"].read_bytes()
+    # 200 dpi = 7874 pixels per metre in the PNG's pHYs chunk
+    at = png.index(b"pHYs")
+    assert int.from_bytes(png[at + 4 : at + 8], "big") == 7874
+    assert (
+        written["roc_mel.svg"].read_text().lstrip().startswith("<?xml")
+        and "<svg" in written["roc_mel.svg"].read_text()
+    )
+
+
+def test_the_confusion_figure_is_row_normalised_and_averaged_over_seeds(tax: Taxonomy) -> None:
+    from matplotlib.figure import Figure
+
+    from hierclf.evaluation import report as R
+
+    part = {"name": "three_way", "nodes": ["benign", "melanoma", "keratinocyte_carcinoma"]}
+    proto = _protocol(tax, [{"name": "mel", **MEL}], partitions=[part], allow_seed_mismatch=True)
+    vals = [_preds(tax, 300, 40 + k, prefix="v") for k in range(2)]
+    tests = [_preds(tax, 200 + 100 * k, 50 + k, prefix="t") for k in range(2)]  # seeds of unequal size
+    result = evaluate(tax, proto, vals, tests).partitions["three_way"]
+    expected = np.mean([c / c.sum(axis=1, keepdims=True) for c in map(np.asarray, result.confusion)], axis=0)
+    fig = R._confusion_figure(Figure, result)
+    ax = fig.axes[0]
+    cells = np.array([float(t.get_text()) for t in ax.texts]).reshape(3, 3)
+    np.testing.assert_allclose(cells, expected, atol=0.005)
+    assert "row-normalised, mean of 2 seed(s)" in ax.get_title()
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")

@@ -143,6 +143,7 @@ class TaskResult:
     reader_study: dict[str, Any] | None = None
     operating_rule: dict[str, Any] = field(default_factory=dict)
     utility: dict[str, Any] = field(default_factory=dict)
+    roc_band: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

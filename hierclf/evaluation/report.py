@@ -689,14 +689,25 @@ def text_table(rows: list[dict[str, str]]) -> list[str]:
 # --- figures -------------------------------------------------------------------------------------------
 
 
+#: Resolution of the PNG figures (each also written as SVG, the vector form a journal asks for).
+FIGURE_DPI = 200
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _svg(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     return buf.getvalue()
 
 
 def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
-    """Every figure of the report, written as ``out/<name>.png``; name -> path."""
+    """Every figure of the report, written as ``out/<name>.png`` (200 dpi) and ``out/<name>.svg``; name ->
+    path of the PNG (``<name>.svg`` -> the SVG)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -707,6 +718,8 @@ def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
         stamp_figure(report, fig)
         written[name] = out / f"{name}.png"
         atomic_write_bytes(written[name], _png(fig))
+        written[f"{name}.svg"] = out / f"{name}.svg"
+        atomic_write_bytes(written[f"{name}.svg"], _svg(fig))
     return written
 
 
@@ -747,28 +760,95 @@ def _stamp_synthetic(fig: Any) -> None:
 
 
 def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
-    """The test ROC curve of every seed (the first drawn bold), the operating points and the readers."""
-    fig = Figure(figsize=(5, 5))
+    """The test ROC curve of every seed (the first drawn bold) with the bootstrap band, the pre-registered
+    target, one labelled operating point per seed, the readers and the mean reader, and an inset zoomed on
+    the high-sensitivity corner."""
+    fig = Figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot()
+    _draw_roc(ax, task, legend=True)
+    inset = ax.inset_axes((0.52, 0.3, 0.45, 0.4))
+    _draw_roc(inset, task, legend=False)
+    low = max(0.0, min([0.8] + [p["sensitivity"] - 0.05 for p in task.operating_points]))
+    inset.set(xlim=(0.0, 0.5), ylim=(low, 1.005), title="high-sensitivity corner")
+    inset.title.set_fontsize(7)
+    inset.tick_params(labelsize=6)
+    c = task.counts
+    ax.set(
+        xlabel="1 - specificity (false-positive rate)",
+        ylabel="sensitivity (true-positive rate)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}\n"
+        f"test n = {_n(c['test_positive'])} positive, {_n(c['test_negative'])} negative",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def _draw_roc(ax: Any, task: TaskResult, *, legend: bool) -> None:
+    """One ROC panel: band, curves, target line, operating points, readers."""
+    band = task.roc_band
+    if band and len(band.get("tpr_ci", [[]])[0]):
+        level = int(round(band["ci_level"] * 100))
+        lo, hi = np.asarray(band["tpr_ci"][0], np.float64), np.asarray(band["tpr_ci"][1], np.float64)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        x = np.asarray(band["fpr"], np.float64)[ok]
+        ax.fill_between(x, lo[ok], hi[ok], color="C0", alpha=0.15, lw=0, label=f"{level} % bootstrap band")
     for k, roc in enumerate(task.roc):
         first = k == 0
+        label = "model (test)" if first and legend else None
         ax.plot(
             roc["fpr"],
             roc["tpr"],
             lw=1.5 if first else 0.8,
             alpha=1.0 if first else 0.5,
             color="C0",
-            label="model (test)" if first else None,
+            label=label,
         )
+    _target_line(ax, task, legend)
     ops = task.operating_points
+    source = task.threshold_source.value
     ax.scatter(
         [1 - p["specificity"] for p in ops],
         [p["sensitivity"] for p in ops],
         color="C3",
         zorder=3,
         marker="o",
-        label=f"operating point (threshold from {task.threshold_source.value})",
+        s=16,
+        label=f"operating point per seed (threshold from {source})" if legend else None,
     )
+    if legend:
+        for k, p in enumerate(ops):
+            ax.annotate(
+                f"seed {k}",
+                (1 - p["specificity"], p["sensitivity"]),
+                fontsize=6,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
+    _reader_marks(ax, task, legend)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+
+
+def _target_line(ax: Any, task: TaskResult, legend: bool) -> None:
+    """The pre-registered target: a horizontal line at the target sensitivity, a vertical one at the target
+    specificity's false-positive rate."""
+    rule = task.operating_rule or {}
+    target = rule.get("target")
+    if target is None:
+        return
+    if rule.get("rule") == "target_specificity":
+        ax.axvline(
+            1 - target, color="C3", lw=0.8, ls=":", label=f"target specificity {target:g}" if legend else None
+        )
+    else:
+        ax.axhline(
+            target, color="C3", lw=0.8, ls=":", label=f"target sensitivity {target:g}" if legend else None
+        )
+
+
+def _reader_marks(ax: Any, task: TaskResult, legend: bool) -> None:
     if task.readers:
         ax.scatter(
             [1 - r.specificity for r in task.readers],
@@ -777,25 +857,14 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
             marker="D",
             s=18,
             zorder=3,
-            label="readers",
+            label="readers" if legend else None,
         )
-    _matched_points(ax, task)
+    if legend:
+        _matched_points(ax, task)
     if task.mean_reader is not None and len(task.readers) > 1:
         m = task.mean_reader
-        ax.scatter(
-            [1 - m.specificity], [m.sensitivity], color="C2", marker="*", s=80, zorder=4, label="mean reader"
-        )
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    ax.set(
-        xlabel="1 - specificity",
-        ylabel="sensitivity",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}",
-    )
-    ax.title.set_fontsize(9)
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
+        label = "mean reader" if legend else None
+        ax.scatter([1 - m.specificity], [m.sensitivity], color="C2", marker="*", s=80, zorder=4, label=label)
 
 
 def _matched_points(ax: Any, task: TaskResult) -> None:
@@ -814,10 +883,14 @@ def _matched_points(ax: Any, task: TaskResult) -> None:
 
 
 def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
-    """The confusion matrix summed over seeds, coloured by row recall."""
-    total = np.sum(part.confusion, axis=0)
+    """The confusion matrix row-normalised within each seed (each row: where that class's test samples
+    went) and averaged over seeds; each cell prints the mean fraction."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.nan_to_num(total / total.sum(axis=1, keepdims=True))
+        per_seed = [
+            np.asarray(c, np.float64) / np.asarray(c, np.float64).sum(axis=1, keepdims=True)
+            for c in part.confusion
+        ]
+    frac = np.nan_to_num(np.nanmean(np.stack(per_seed), axis=0)) if per_seed else np.zeros((0, 0))
     n = len(part.classes)
     size = max(4.0, 0.6 * n + 2)
     fig = Figure(figsize=(size, size))
@@ -826,10 +899,15 @@ def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
     for i in range(n):  # a loop over the cells of a small matrix (one label each)
         for j in range(n):
             colour = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, str(int(total[i, j])), ha="center", va="center", fontsize=7, color=colour)
+            ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(n), part.classes, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), part.classes, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{part.name} (test, all seeds; colour = row recall)")
+    seeds = len(part.confusion)
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"{part.name} (test, n = {_n(part.n)}; row-normalised, mean of {seeds} seed(s))",
+    )
     ax.title.set_fontsize(9)
     return fig
 

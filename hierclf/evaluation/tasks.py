@@ -101,6 +101,7 @@ class TaskSeed:
         readers: the model's numbers at the task's reader points (``None`` without readers).
         decision: the test decision curve with its replicates.
         reliability_band: ``(R, n_bins)`` bootstrap replicates of the reliability curve's frequencies.
+        roc_band: ``(R, len(ROC_BAND_FPR))`` bootstrap replicates of the ROC curve's height.
     """
 
     threshold: float
@@ -115,6 +116,7 @@ class TaskSeed:
     readers: ReaderSeed | None = None
     decision: DecisionSeed | None = None
     reliability_band: np.ndarray | None = None
+    roc_band: np.ndarray | None = None
 
 
 def task_scores(
@@ -254,6 +256,7 @@ def measure_task_seed(
         _reader_seed(boot, points),
         measure_decision_curve(proto, yt, st, groups),
         reliability_band(proto, yt, st, groups),
+        _roc_band(boot, len(points)),
     )
 
 
@@ -272,7 +275,7 @@ def _test_bootstrap(
         calibration_bins=proto.calibration_bins,
         sensitivities=tuple(_queryable(sens) for sens, _ in points),
         specificities=tuple(_queryable(spec) for _, spec in points),
-        false_positive_rates=tuple(1.0 - spec for _, spec in points),
+        false_positive_rates=tuple(1.0 - spec for _, spec in points) + ROC_BAND_FPR,
     )
     return M.bootstrap_binary(
         y,
@@ -385,6 +388,16 @@ def _threshold_seed(
     return ThresholdSeed(reps, len(y), int(len(np.unique(groups))), int((y == 1).sum()))
 
 
+#: False-positive rates at which the ROC figure's bootstrap band is drawn (each test replicate's height).
+ROC_BAND_FPR = tuple(k / 50 for k in range(51))
+
+
+def _roc_band(boot: M.BootstrapResult, n_points: int) -> np.ndarray:
+    """``(R, len(ROC_BAND_FPR))`` heights of each test replicate's ROC polyline (after the readers')."""
+    heights = boot.per_target["roc_height"][n_points:]
+    return np.stack([np.asarray(e.replicates, np.float64) for e in heights], axis=1)
+
+
 def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> ReaderSeed | None:
     """The model's numbers at each reader point (a rate of 0 is the trivial corner: the model reaches
     specificity 1 at sensitivity 0 and sensitivity 1 at specificity 0)."""
@@ -394,7 +407,7 @@ def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> 
     sens = boot.per_target["sensitivity_at_specificities"]
     spec = [_corner(e) if s <= 0 else e for e, (s, _) in zip(spec, points)]
     sens = [_corner(e) if p <= 0 else e for e, (_, p) in zip(sens, points)]
-    return ReaderSeed(spec, sens, boot.per_target["roc_height"])
+    return ReaderSeed(spec, sens, boot.per_target["roc_height"][: len(points)])
 
 
 def _corner(est: M.BootstrapEstimate) -> M.BootstrapEstimate:
@@ -455,6 +468,11 @@ def aggregate_task(
             ),
         },
         operating_rule=rule.model_dump(mode="json") | {"description": rule.describe()},
+        roc_band={
+            "fpr": list(ROC_BAND_FPR),
+            "tpr_ci": pooled_band([s.roc_band for s in seeds if s.roc_band is not None], level),
+            "ci_level": level,
+        },
         utility={
             "prevalences": predictive_values(proto, list(task.prevalences), [s.metrics for s in seeds]),
             "decision_curve": aggregate_decision_curve(proto, [s.decision for s in seeds if s.decision]),
