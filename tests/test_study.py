@@ -80,6 +80,11 @@ def test_study_writes_report_predictions_and_settings(study: Path) -> None:
     assert provenance["preregistration"]["unchanged"] is True
     assert len(provenance["checkpoints"]) == 2 and len(provenance["predictions"]["test"]) == 2
     assert "FEWER SEEDS THAN PRE-REGISTERED" in report["alerts"]
+    # the documents: report.html, the checklist, and a model card (the predictions come from training)
+    card = (study / "model_card.md").read_text(encoding="utf-8")
+    assert "## Training data" in card and "SYNTHETIC DATA" in card
+    assert "Primary metric (pre-registered)" in (study / "report.html").read_text(encoding="utf-8")
+    assert "TO BE COMPLETED BY THE AUTHORS" in (study / "checklist.md").read_text(encoding="utf-8")
 
 
 def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """``hierclf evaluate``: evaluate predictions under a pre-registered protocol and write the report.
 
 Several prediction files per split are several seeds (paired by position; the same count for ``--val`` and
-``--test``), tested on the same samples. Writes ``report.md``, ``report.json``, ``figures/*.png`` (and with
-``--save-replicates`` ``replicates.npz``) into ``--out``; the report records the SHA-256 of every input, the
-code's version, the time and the command line, and checks the protocol against the record ``hierclf study``
-wrote when training started. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage error, 3 done
-with warnings under ``--strict`` (the report is written).
+``--test``), tested on the same samples. Writes ``report.md``, ``report.html``, ``checklist.md`` (and
+``model_card.md`` for predictions of ``hierclf train``), ``report.json``, ``figures/*.png`` / ``*.svg``
+(and with ``--save-replicates`` ``replicates.npz``) into ``--out``; the report records the SHA-256 of every
+input, the code's version, the time and the command line, and checks the protocol against the record
+``hierclf study`` wrote when training started. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage
+error, 3 done with warnings under ``--strict`` (the report is written).
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
     written = write_report(report, args.out, save_replicates=args.save_replicates)
     _print_summary(report)
     extra = ", replicates.npz" if args.save_replicates else ""
-    print(f"wrote {len(written)} files to {args.out} (report.md, report.json{extra}, figures/)")
+    print(
+        f"wrote {len(written)} files to {args.out} (report.md, report.html, checklist.md, "
+        f"report.json{extra}, figures/)"
+    )
     return strict_exit(report.warnings, strict=args.strict)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from hierclf.evaluation.calibration import evaluate_calibration_nodes
 from hierclf.evaluation.catalog import BELOW_TARGET_FLAG, FEWER_SEEDS, PRIMARY_KEYS, ThresholdSource
+from hierclf.evaluation.data_summary import summarise_data
 from hierclf.evaluation.hierarchical import evaluate_hierarchical
 from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.partitions import evaluate_partitions
@@ -281,6 +282,7 @@ def _report(
         mrmc=mrmc,
         alerts=found.alerts,
         provenance=provenance,
+        data=summarise_data(inputs),
     )
 
 

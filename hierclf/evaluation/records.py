@@ -186,6 +186,7 @@ class EvaluationReport:
     mrmc: dict[str, np.ndarray] | None = field(default=None, repr=False, metadata=NOT_JSON)
     alerts: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_seeds(self) -> int:
@@ -210,6 +211,7 @@ class EvaluationReport:
                 "alerts": self.alerts,
                 "notes": self.notes,
                 "provenance": self.provenance,
+                "data": self.data,
                 "primary": self.primary,
                 "tasks": {k: _task_json(v) for k, v in self.tasks.items()},
                 "partitions": {k: _fields(v) for k, v in self.partitions.items()},

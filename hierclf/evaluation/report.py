@@ -62,7 +62,8 @@ __all__ = [
 def write_report(
     report: EvaluationReport, out_dir: str | Path, *, save_replicates: bool = False
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``report.json`` and ``figures/*.png`` under ``out_dir`` (created if needed).
+    """Write ``report.md``, ``report.html``, ``checklist.md`` (and ``model_card.md`` for a model trained by
+    hierclf), ``report.json`` and ``figures/*.png`` / ``*.svg`` under ``out_dir`` (created if needed).
 
     Args:
         save_replicates: also write ``replicates.npz``: every bootstrap replicate array of the report, keyed
@@ -80,6 +81,7 @@ def write_report(
     md = render_markdown(report, {k: p.relative_to(out).as_posix() for k, p in figures.items()})
     atomic_write_text(out / "report.md", md)
     written["report.md"] = out / "report.md"
+    written.update(_documents(report, md, out))
     data = report.to_dict()
     data["figures"] = {k: p.relative_to(out).as_posix() for k, p in figures.items()}
     atomic_write_text(out / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
@@ -90,6 +92,21 @@ def write_report(
         written["mrmc_long.csv"] = write_mrmc_table(report.mrmc, out / "mrmc_long.csv")
     logger.info("wrote %d report files to %s", len(written), out)
     return written
+
+
+def _documents(report: EvaluationReport, md: str, out: Path) -> dict[str, Path]:
+    """``report.html`` (the same content, self-contained), ``checklist.md`` and, for a model trained by
+    hierclf, ``model_card.md``."""
+    from hierclf.evaluation.checklist import render_checklist, render_model_card
+    from hierclf.evaluation.report_html import render_html
+
+    texts = {"report.html": render_html(report, md, out), "checklist.md": render_checklist(report)}
+    card = render_model_card(report)
+    if card is not None:
+        texts["model_card.md"] = card
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+    return {name: out / name for name in texts}
 
 
 def write_mrmc_table(table: dict[str, np.ndarray], path: Path) -> Path:

@@ -449,7 +449,17 @@ def _resolved(preds: Predictions, taxonomy: Taxonomy) -> Predictions:
             if len(uniq)
             else labels
         )
-    return Predictions(preds.probs, columns, preds.ids, labels, preds.groups)
+    return Predictions(
+        preds.probs,
+        columns,
+        preds.ids,
+        labels,
+        preds.groups,
+        preds.split,
+        preds.seed,
+        metadata=dict(preds.metadata),
+        info=dict(preds.info),  # in memory as from a file: the training ids, the synthetic flag, the source
+    )
 
 
 # --- label bookkeeping ---------------------------------------------------------------------------------
