@@ -59,6 +59,7 @@ from hierclf.evaluation.splits import (
     read_inputs,
 )
 from hierclf.evaluation.tasks import task_data
+from hierclf.evaluation.utility import choose_threshold
 from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = [
@@ -364,7 +365,7 @@ def _compare_task(
             val = m.inputs.val[k]
             _, yv, sv = task_data(taxonomy, task, val, m.inputs.source.value)
             rows, y, s = task_data(taxonomy, task, test, "test")
-            thresholds.append(float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity)))
+            thresholds.append(choose_threshold(proto.operating_point(task), yv, sv))  # the task's own rule
             scores.append(s)
             owners.append(m.name)
     assert rows is not None and y is not None
