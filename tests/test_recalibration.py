@@ -77,6 +77,9 @@ def test_separated_data_is_nan_not_a_wrong_number() -> None:
     p = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     _, slope = rc.logistic_calibration(y, p)
     assert math.isnan(slope)
+    assert math.isnan(rc.fit_temperature(y, p))  # the classes on the two sides of p = 0.5
+    a, b = rc.logistic_calibration([0, 0, 0], [0.2, 0.5, 0.7])  # one class: no intercept either
+    assert math.isnan(a) and math.isnan(b)
 
 
 def test_bootstrap_fits_equal_the_fit_on_each_explicit_resample() -> None:

@@ -19,7 +19,8 @@ At a prevalence ``p`` that differs from the test mix, Bayes' rule gives ``PPV = 
 
 Net benefit at threshold probability ``t`` (Vickers & Elkin 2006): ``TP / n - FP / n * t / (1 - t)``, with
 ``score >= t`` treated; treating everyone gives ``prevalence - (1 - prevalence) t / (1 - t)``, treating
-nobody 0 (:func:`net_benefit`, :func:`bootstrap_net_benefit`).
+nobody 0 (:func:`net_benefit`, :func:`bootstrap_net_benefit`: the replicates are one dense product of the
+group draws with the per-group counts at every threshold).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import numpy as np
 
 from hierclf.evaluation.metrics.checks import MetricError, _check_binary, _check_target
 from hierclf.evaluation.metrics.resampling import (
-    GroupSums,
     _check_replicates,
     _chunk_rows,
     _group_index,
@@ -279,8 +279,12 @@ def bootstrap_net_benefit(
     group, n_groups = _group_index(groups, s.size)
     if n_groups == 0:
         raise MetricError("cannot bootstrap an empty data set")
-    sums = GroupSums(per_group_sums(columns, group, n_groups))
+    table = per_group_sums(columns, group, n_groups)  # dense (every threshold below a score is treated)
+
+    def sums(counts: np.ndarray) -> np.ndarray:
+        return counts.astype(np.float64) @ table  # one BLAS product per chunk
+
     rng = np.random.default_rng(seed)
-    chunk = _chunk_rows(8 * (2 * t.size + 2) * n_groups, n_replicates)
+    chunk = _chunk_rows(8 * n_groups, n_replicates)
     reps = np.concatenate(replicate_map(sums, n_groups, n_replicates, rng, chunk=chunk))
     return _benefit_from_sums(reps[:, :-1], reps[:, -1], t)

@@ -11,7 +11,8 @@ With ``x = logit(p)`` (``p`` clipped to ``[1e-15, 1 - 1e-15]``):
   the logistic fit ``b x`` without intercept, ``T = 1 / b``.
 
 Every fit is Newton's method on the log-likelihood, vectorised over bootstrap replicates (the sample
-weights of each replicate's group draws); a fit that does not converge (separated data) is NaN.
+weights of each replicate's group draws); a fit that does not converge, or on data the design separates
+(no maximum-likelihood estimate exists), is NaN.
 """
 
 from __future__ import annotations
@@ -47,37 +48,84 @@ def _check_probability(y_true: Any, prob: Any) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.float64), p
 
 
-def _newton(x: np.ndarray, y: np.ndarray, w: np.ndarray, design: str, *, iterations: int = 60) -> np.ndarray:
+def _design(x: np.ndarray, design: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(X (n, k), offset (n,), start (k,))`` of a design (see :func:`_newton`)."""
+    if design == "slope":
+        return np.stack([np.ones_like(x), x], 1), np.zeros_like(x), np.array([0.0, 1.0])
+    if design == "intercept":
+        return np.ones((x.size, 1)), x, np.array([0.0])
+    return x[:, None], np.zeros_like(x), np.array([1.0])
+
+
+def _newton(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    design: str,
+    *,
+    start: np.ndarray | None = None,
+    iterations: int = 60,
+) -> np.ndarray:
     """Weighted logistic fits of one design, one per row of ``w`` ``(R, n)``; ``(R, k)`` parameters.
 
     Designs: ``"slope"`` ``a + b x`` (start ``(0, 1)``), ``"intercept"`` ``a + x`` (start ``0``),
-    ``"temperature"`` ``b x`` (start ``1``).
+    ``"temperature"`` ``b x`` (start ``1``); ``start`` replaces the start (the full-data fit, for the
+    replicates). Each step is a few passes over the rows still moving and three matrix products (the
+    gradient and the Hessian's moments); a row stops when its step is below 1e-10.
     """
-    if design == "slope":
-        X, offset, beta = np.stack([np.ones_like(x), x], 1), np.zeros_like(x), np.array([0.0, 1.0])
-    elif design == "intercept":
-        X, offset, beta = np.ones((x.size, 1)), x, np.array([0.0])
-    else:
-        X, offset, beta = x[:, None], np.zeros_like(x), np.array([1.0])
-    beta = np.tile(beta, (w.shape[0], 1))
+    X, offset, default = _design(x, design)
+    k = X.shape[1]
+    first = start if start is not None and np.isfinite(start).all() else default
+    beta = np.tile(first, (w.shape[0], 1))
+    moments = (X[:, :, None] * X[:, None, :]).reshape(x.size, k * k)  # X_j X_l per sample
     done = np.zeros(w.shape[0], dtype=bool)
-    for _ in range(iterations):  # Newton steps, each vectorised over the replicates
-        eta = offset[None, :] + beta @ X.T
-        mu = 0.5 * (1.0 + np.tanh(0.5 * eta))  # the logistic function without overflow
-        grad = ((y[None, :] - mu) * w) @ X
-        hess = np.einsum("rn,nj,nl->rjl", w * mu * (1.0 - mu), X, X)
-        hess += 1e-300 * np.eye(X.shape[1])
+    active = np.arange(w.shape[0])
+    observed = (w * y[None, :]) @ X  # the weighted events' side of the gradient, fixed
+    for _ in range(iterations):  # Newton steps, each vectorised over the replicates still moving
+        wa = w[active]
+        mu = beta[active] @ X.T
+        mu += offset[None, :]
+        mu *= 0.5
+        np.tanh(mu, out=mu)
+        mu += 1.0
+        mu *= 0.5  # the logistic function of eta, without overflow, in place
+        v = wa * mu
+        grad = observed[active] - v @ X
+        v -= v * mu  # w mu (1 - mu)
+        hess = (v @ moments).reshape(-1, k, k) + 1e-300 * np.eye(k)
         with np.errstate(invalid="ignore", over="ignore"):
             try:
                 step = np.linalg.solve(hess, grad[..., None])[..., 0]
             except np.linalg.LinAlgError:
-                step = np.full_like(beta, np.nan)
-        step = np.where(done[:, None], 0.0, step)
-        beta = beta + step
-        done |= np.abs(step).max(axis=1) < 1e-10
-        if done.all() or not np.isfinite(beta).any():
+                step = np.full((active.size, k), np.nan)
+        beta[active] += step
+        finite = np.isfinite(step).all(axis=1)
+        converged = finite & (np.abs(step).max(axis=1, initial=0.0) < 1e-10)
+        done[active[converged]] = True
+        active = active[finite & ~converged]
+        if active.size == 0:
             break
-    return np.where((done & np.isfinite(beta).all(axis=1))[:, None], beta, np.nan)
+    ok = done & np.isfinite(beta).all(axis=1) & ~_separated(x, y, w, design)
+    return np.where(ok[:, None], beta, np.nan)
+
+
+def _separated(x: np.ndarray, y: np.ndarray, w: np.ndarray, design: str) -> np.ndarray:
+    """``(R,)``: rows whose weighted data the design separates, so that the likelihood has no maximum
+    (Newton's method then stops on saturated probabilities at a meaningless value): one class only; for
+    the slope, every positive at or above every negative in ``x`` (or below); for the temperature, the
+    classes on the two sides of ``x = 0``."""
+    pos, neg = (w > 0) & (y[None, :] == 1), (w > 0) & (y[None, :] == 0)
+    one_class = ~pos.any(axis=1) | ~neg.any(axis=1)
+    if design == "intercept":
+        return one_class
+    if design == "slope":
+        low, high = -np.inf, np.inf
+        above = np.where(pos, x, high).min(axis=1) >= np.where(neg, x, low).max(axis=1)
+        below = np.where(pos, x, low).max(axis=1) <= np.where(neg, x, high).min(axis=1)
+        return one_class | above | below
+    positive_side = (np.where(pos, x, np.inf).min(axis=1) >= 0) & (np.where(neg, x, -np.inf).max(axis=1) <= 0)
+    negative_side = (np.where(pos, x, -np.inf).max(axis=1) <= 0) & (np.where(neg, x, np.inf).min(axis=1) >= 0)
+    return one_class | positive_side | negative_side
 
 
 def logistic_calibration(y_true: Any, prob: Any, sample_weight: Any = None) -> tuple[float, float]:
@@ -124,12 +172,14 @@ def bootstrap_logistic_calibration(
     :func:`~.resampling.grouped_bootstrap_counts` for the same groups and seed)."""
     y, p = _check_probability(y_true, prob)
     x = _logit(p)
+    ones = np.ones((1, p.size))
+    at_intercept, at_slope = _newton(x, y, ones, "intercept")[0], _newton(x, y, ones, "slope")[0]
     chunk = max(1, (4 * 2**20) // max(p.size, 1))
     intercepts, slopes = [], []
     for counts in grouped_bootstrap_counts(groups, n_replicates, seed, n_samples=p.size, chunk_size=chunk):
-        w = counts.astype(np.float64)
-        intercepts.append(_newton(x, y, w, "intercept")[:, 0])
-        slopes.append(_newton(x, y, w, "slope")[:, 1])
+        w = counts.astype(np.float64)  # each replicate starts from the full-data fit: a few steps each
+        intercepts.append(_newton(x, y, w, "intercept", start=at_intercept)[:, 0])
+        slopes.append(_newton(x, y, w, "slope", start=at_slope)[:, 1])
     return np.concatenate(intercepts), np.concatenate(slopes)
 
 
