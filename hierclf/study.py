@@ -11,7 +11,10 @@ point and the number of seeds; its ``training:`` mapping holds the training sett
 3. evaluates them under the protocol (:func:`hierclf.evaluation.pipeline.evaluate`) and writes ``report.md``,
    ``report.json`` and ``figures/`` into ``OUT`` (:func:`hierclf.evaluation.report.write_report`), and with
    two or more seeds the seed ensemble (their mean, evaluated as one model) into ``OUT/seed_mean/``;
-4. saves the resolved settings of the whole study as ``OUT/study.yaml``.
+4. saves the resolved settings of the whole study as ``OUT/study.yaml``, and when training starts
+   ``OUT/preregistration.json`` (the SHA-256 of the protocol and the taxonomy, the time, the code's version,
+   the command: :func:`hierclf.evaluation.provenance.write_preregistration`), which ``hierclf evaluate``
+   checks the protocol against later; the report records the hashes of every input and checkpoint.
 """
 
 from __future__ import annotations
@@ -234,6 +237,7 @@ def run_study(
     readers: str | Path | None = None,
     on_start: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    argv: list[str] | None = None,
 ) -> StudyResult:
     """Run (or resume) a whole study and write its report; see the module docstring.
 
@@ -255,11 +259,11 @@ def run_study(
         on_start: called once with the study's total number of epochs (seeds x epochs), once the settings
             are resolved and before any training (progress displays).
         on_epoch: called as ``on_epoch(seed, record)`` after every finished epoch (progress displays).
+        argv: the command line the provenance records (default ``sys.argv``).
 
     Returns:
         A :class:`StudyResult`.
     """
-    from hierclf.evaluation.pipeline import evaluate
     from hierclf.evaluation.report import write_report
 
     out = Path(out_dir).resolve()
@@ -279,7 +283,7 @@ def run_study(
         on_start(sum(c.epochs for c in configs))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:
-        _write_study_yaml(out, protocol, data, configs)
+        _start(out, protocol, data, configs, argv)
     result = StudyResult(out_dir=out, report=None)
     predictions: dict[str, list[Path]] = {"val": [], "test": []}
     for cfg in configs:
@@ -293,8 +297,9 @@ def run_study(
     result.split_level, result.notices = _split_notices(configs[0].data)  # after training: the file exists
     if main_rank:
         result.predictions = predictions
-        result.report = evaluate(tax, proto, predictions["val"], predictions["test"], metadata=meta,
-                                 readers=reader_rows, synthetic=data == "synthetic")  # fmt: skip
+        inputs = (protocol, configs[0].taxonomy, [Path(c.out_dir) / "checkpoint.pt" for c in configs], argv)
+        options = {"metadata": meta, "readers": reader_rows, "synthetic": data == "synthetic"}
+        result.report = _evaluate_study(tax, proto, predictions, inputs, **options)
         result.files = write_report(result.report, out)
         _evaluate_seed_mean(result, tax, proto, meta, reader_rows, synthetic=data == "synthetic")
     return result
@@ -315,6 +320,34 @@ def _evaluate_seed_mean(
         synthetic=synthetic,
     )  # fmt: skip
     result.seed_mean_files = write_report(result.seed_mean, result.out_dir / "seed_mean")
+
+
+def _evaluate_study(
+    tax: Any, proto: Any, predictions: dict[str, list[Path]], inputs: tuple[Any, ...], **options: Any
+) -> Any:
+    """The study's evaluation (:func:`hierclf.evaluation.pipeline.evaluate`) with the run's provenance:
+    ``inputs`` = (protocol file, taxonomy file, checkpoints, command line)."""
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.provenance import run_record
+
+    protocol, taxonomy, checkpoints, argv = inputs
+    record = run_record(
+        protocol=protocol,
+        taxonomy=taxonomy,
+        val=predictions["val"],
+        test=predictions["test"],
+        checkpoints=checkpoints,
+        argv=argv,
+    )
+    return evaluate(tax, proto, predictions["val"], predictions["test"], provenance=record, **options)
+
+
+def _start(out: Path, protocol: str | Path, data: str, configs: list[Any], argv: list[str] | None) -> None:
+    """``OUT/study.yaml`` and, when training starts, ``OUT/preregistration.json`` (rank 0)."""
+    from hierclf.evaluation.provenance import write_preregistration
+
+    _write_study_yaml(out, protocol, data, configs)
+    write_preregistration(out, protocol=protocol, taxonomy=configs[0].taxonomy, argv=argv)
 
 
 def _split_notices(data: Any) -> tuple[str | None, list[str]]:

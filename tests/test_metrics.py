@@ -617,7 +617,7 @@ def test_metrics_package_re_exports_every_public_name() -> None:
 
     names = set()
     modules = ("checks", "roc", "multiclass", "calibration", "hierarchy", "resampling", "bootstrap")
-    for module in modules + ("intervals", "delong", "paired_tests"):
+    for module in modules + ("intervals", "delong", "paired_tests", "operating_points", "recalibration"):
         mod = importlib.import_module(f"hierclf.evaluation.metrics.{module}")
         for name, obj in vars(mod).items():
             defined_here = getattr(obj, "__module__", None) == mod.__name__

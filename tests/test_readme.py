@@ -88,6 +88,10 @@ def test_study_wrote_a_synthetic_report(
     out = workdir / "runs" / "quickstart"
     for name in (
         "report.md",
+        "report.html",
+        "checklist.md",
+        "model_card.md",
+        "preregistration.json",
         "report.json",
         "study.yaml",
         "predictions/val_seed0.npz",

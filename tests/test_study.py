@@ -71,6 +71,20 @@ def test_study_writes_report_predictions_and_settings(study: Path) -> None:
     assert report["threshold_source"] == "validation"
     assert any("2 SEEDS" in w for w in report["warnings"])  # fewer seeds than the protocol's 5
     assert "SYNTHETIC DATA" in (study / "report.md").read_text(encoding="utf-8")
+    # issue 12: the protocol's hash recorded when training started, every input and checkpoint hashed
+    import hashlib
+
+    prereg = json.loads((study / "preregistration.json").read_text(encoding="utf-8"))
+    assert prereg["protocol"]["sha256"] == hashlib.sha256(Path(PROTOCOL).read_bytes()).hexdigest()
+    provenance = report["provenance"]
+    assert provenance["preregistration"]["unchanged"] is True
+    assert len(provenance["checkpoints"]) == 2 and len(provenance["predictions"]["test"]) == 2
+    assert "FEWER SEEDS THAN PRE-REGISTERED" in report["alerts"]
+    # the documents: report.html, the checklist, and a model card (the predictions come from training)
+    card = (study / "model_card.md").read_text(encoding="utf-8")
+    assert "## Training data" in card and "SYNTHETIC DATA" in card
+    assert "Primary metric (pre-registered)" in (study / "report.html").read_text(encoding="utf-8")
+    assert "TO BE COMPLETED BY THE AUTHORS" in (study / "checklist.md").read_text(encoding="utf-8")
 
 
 def test_study_numbers_equal_hierclf_evaluate(study: Path, tmp_path: Path) -> None:
@@ -180,3 +194,20 @@ def test_protocol_without_taxonomy_asks_for_one(tmp_path: Path) -> None:
         ]
     )
     assert code == 1  # --seeds 0 is refused with one line
+
+
+def test_the_synthetic_flag_travels_inside_the_prediction_files(study: Path) -> None:
+    """Issue 12: evaluating a synthetic study's predictions later, without --synthetic, still banners every
+    page; the files also carry the training ids, and the study's splits share none with them."""
+    from hierclf import Taxonomy
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.prediction_files import read_predictions
+    from hierclf.evaluation.protocol_format import load_protocol
+
+    tax = Taxonomy.from_yaml(Path(PROTOCOL).parent.parent / "dermamnist.yaml")
+    pred = study / "predictions"
+    info = read_predictions(pred / "test_seed0.npz").info
+    assert info["synthetic"] == "true" and json.loads(info["training"])["ids"]
+    report = evaluate(tax, load_protocol(PROTOCOL, tax), [pred / "val_seed0.npz"], [pred / "test_seed0.npz"])
+    assert report.synthetic is True
+    assert "LEAKAGE" not in report.alerts

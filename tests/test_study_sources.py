@@ -83,3 +83,40 @@ def test_dermamnist_studies_are_told_the_split_is_by_image(
     assert code == 0, captured.err
     assert f"IMAGE-LEVEL SPLIT: {IMAGE_SPLIT_NOTICE}" in captured.out
     assert "--data ham10000" in IMAGE_SPLIT_NOTICE and "docs/data.md" in IMAGE_SPLIT_NOTICE
+
+
+def test_the_report_says_when_the_files_record_a_split_by_image(tmp_path: Path) -> None:
+    """Prediction files that carry ``info.split_level: image`` (what training on DermaMNIST's official split
+    writes) give the report a SPLIT BY IMAGE warning; files split by lesion do not."""
+    from hierclf import Predictions, Taxonomy, write_predictions
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.protocol_format import load_protocol
+
+    repo = Path(__file__).resolve().parents[1]
+    tax = Taxonomy.from_yaml(repo / "taxonomy" / "dermamnist.yaml")
+    proto = load_protocol(repo / "taxonomy" / "protocols" / "dermamnist.yaml", tax)
+    rng = np.random.default_rng(0)
+
+    def files(level: str) -> list[Path]:
+        paths = []
+        for split in ("val", "test"):
+            labels = np.tile(np.arange(7), 10)
+            probs = rng.dirichlet(np.ones(7), len(labels)) + np.eye(7)[labels]
+            preds = Predictions(
+                probs / probs.sum(1, keepdims=True),
+                tax.leaves,
+                ids=np.array([f"{split}{k}" for k in range(len(labels))]),
+                labels=np.array(tax.leaves)[labels],
+                info={"split_level": level},
+            )
+            paths.append(tmp_path / f"{level}_{split}.npz")
+            write_predictions(paths[-1], preds)
+        return paths
+
+    (val, test), (lesion_val, lesion_test) = files("image"), files("lesion")
+    report = evaluate(tax, proto, [val], [test])
+    flagged = [w for w in report.warnings if w.startswith("SPLIT BY IMAGE")]
+    assert len(flagged) == 1 and "image_test" in flagged[0] and "HAM10000" in flagged[0]
+    assert not any(
+        w.startswith("SPLIT BY IMAGE") for w in evaluate(tax, proto, [lesion_val], [lesion_test]).warnings
+    )

@@ -336,7 +336,8 @@ CSV_LABELS = (
 
 
 def _csv_run(tmp_path: Path, labels: list[str], **extra: object) -> Path:
-    """A config over random 28x28 PNGs listed in one CSV (used as train, val and test), patient-grouped."""
+    """A config over random 28x28 PNGs listed in one CSV (used as train, val and test), patient-grouped;
+    the lists share every patient, which training refuses, so the run allows it (issue 12)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -352,7 +353,7 @@ def _csv_run(tmp_path: Path, labels: list[str], **extra: object) -> Path:
         "epochs": 1,
         "max_steps_per_epoch": 1,
         "batch_size": 12,
-        "data": {"source": "csv", "csv": csv},
+        "data": {"source": "csv", "csv": csv, "allow_leakage": True},
         **extra,
     }
     return _config(tmp_path, **settings)  # type: ignore[arg-type]
@@ -773,3 +774,39 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     expected = f"hierclf train: error: {path}:2:5: error: lr: must be > 0.0, got -1"
     assert captured.err.strip().splitlines() == [expected]
     assert captured.out == ""
+
+
+def test_csv_lists_that_share_patients_are_refused_unless_allowed(tmp_path: Path) -> None:
+    """Issue 12: training refuses splits sharing groups; allowed, the prediction files record the training
+    ids and groups, and evaluating them says LEAKAGE (train/test and train/validation), loudly."""
+    from hierclf.data.splits import LeakageError
+    from hierclf.evaluation.pipeline import evaluate
+    from hierclf.evaluation.prediction_files import read_predictions
+    from hierclf.evaluation.protocol_format import protocol_from_dict
+    from hierclf.train.config import load_train_config
+
+    allowed = _csv_run(tmp_path, CSV_LABELS, classes={"kind": "partition", "max_class_size": 8})
+    refused = load_train_config(allowed, overrides={"data.allow_leakage": False})
+    with pytest.raises(LeakageError, match=r"appear in more than one split.*--allow-leakage"):
+        fit(refused, progress=False)
+    result = fit(load_train_config(allowed), progress=False)
+    tax = Taxonomy.from_yaml(DERMAMNIST)
+    test = read_predictions(result.predictions["test"], tax)
+    training = json.loads(test.info["training"])
+    assert sorted(training["ids"]) == sorted(test.ids.tolist())  # one list for every split
+    assert set(training["groups"]) == {f"p{i // 2}" for i in range(len(CSV_LABELS))}
+    proto = protocol_from_dict(
+        {
+            "name": "leak", "target_sensitivity": 0.8, "group_column": None, "min_seeds": 1,
+            "bootstrap": {"replicates": 5}, "primary_metric": {"metric": "auc", "task": "m"},
+            "tasks": [{"name": "m", "positive": ["malignant"], "negative": ["benign"]}],
+        },
+        tax,
+    )  # fmt: skip
+    report = evaluate(tax, proto, [result.predictions["val"]], [result.predictions["test"]])
+    leaks = [w for w in report.warnings if w.startswith("LEAKAGE: training and")]
+    assert {w.split(" of seed")[0] for w in leaks} == {
+        "LEAKAGE: training and test",
+        "LEAKAGE: training and validation",
+    }
+    assert "LEAKAGE" in report.alerts

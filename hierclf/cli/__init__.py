@@ -36,6 +36,8 @@ COMMANDS.add("efficiency", "hierclf.cli.efficiency", summary="label-efficiency c
 COMMANDS.add("shift", "hierclf.cli.shift", summary="distribution shift across a metadata column")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: ``--strict``: the command finished and wrote its outputs, but the run raised warnings
+EXIT_WARNINGS = 3
 
 
 def _available_commands() -> dict[str, object]:
@@ -91,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a usage error (printed as one line), or --help / --version
         return _exit_code(exc)
+    args.argv = ["hierclf", *(sys.argv[1:] if argv is None else argv)]  # the command line, for provenance
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="hierclf: %(levelname)s: %(message)s", stream=sys.stderr)
     return _run(args)

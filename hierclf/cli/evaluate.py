@@ -1,12 +1,16 @@
 """``hierclf evaluate``: evaluate predictions under a pre-registered protocol and write the report.
 
 Several prediction files per split are several seeds (paired by position; the same count for ``--val`` and
-``--test``), tested on the same samples. Writes ``report.md``, ``report.json``, ``figures/*.png`` (and with
-``--save-replicates`` ``replicates.npz``) into ``--out``. With ``--ensemble mean`` the files are the members
-of one seed ensemble, evaluated as one model (the mean of their probabilities, its own validation-chosen
-thresholds, the same intervals); with ``--ensemble or`` they are the models of an or rule (a case is
-flagged when any model flags it at its own validation threshold), written as ``or_rule.md`` and
-``or_rule.json``. Exit codes: 0 done, 1 bad input (one line on stderr), 2 usage error.
+``--test``), tested on the same samples. Writes ``report.md``, ``report.html``, ``checklist.md`` (and
+``model_card.md`` for predictions of ``hierclf train``), ``report.json``, ``figures/*.png`` / ``*.svg``
+(and with ``--save-replicates`` ``replicates.npz``) into ``--out``; the report records the SHA-256 of every
+input, the code's version, the time and the command line, and checks the protocol against the record
+``hierclf study`` wrote when training started. With ``--ensemble mean`` the files are the members of one seed
+ensemble, evaluated as one model (the mean of their probabilities, its own validation-chosen thresholds, the
+same intervals); with ``--ensemble or`` they are the models of an or rule (a case is flagged when any model
+flags it at its own validation threshold), written as ``or_rule.md`` and ``or_rule.json``. Exit codes: 0
+done, 1 bad input (one line on stderr), 2 usage error, 3 done with warnings under ``--strict`` (the report is
+written).
 """
 
 from __future__ import annotations
@@ -84,6 +88,12 @@ def register(sub: Any) -> None:
         "as one model; 'or' reports the or rule (any member flags, at its own validation threshold) as "
         "or_rule.md / or_rule.json",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="every warning (leakage, fewer seeds than pre-registered, a changed protocol, a missed target, "
+        "...) makes the exit status 3, after the report is written",
+    )
     p.set_defaults(func=run)
 
 
@@ -123,10 +133,15 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError(
             f"--ensemble {args.ensemble} needs --val: each ensemble's thresholds are chosen on validation"
         )
+    from hierclf.evaluation.provenance import run_record
+
     taxonomy = Taxonomy.from_yaml(args.taxonomy)
     protocol = load_protocol(args.protocol, taxonomy)
     if args.ensemble == "or":
         return _run_or_rule(args, taxonomy, protocol)
+    record = run_record(
+        protocol=args.protocol, taxonomy=args.taxonomy, val=args.val, test=args.test, argv=_argv(args)
+    )
     how: Any = evaluate
     if args.ensemble == "mean":
         from hierclf.evaluation.ensembles import evaluate_seed_mean as how
@@ -140,11 +155,33 @@ def run(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
         allow_test_thresholds=True if args.allow_test_thresholds else None,
         allow_seed_mismatch=True if args.allow_seed_mismatch else None,
+        provenance=record,
     )
     written = write_report(report, args.out, save_replicates=args.save_replicates)
     _print_summary(report)
     extra = ", replicates.npz" if args.save_replicates else ""
-    print(f"wrote {len(written)} files to {args.out} (report.md, report.json{extra}, figures/)")
+    print(
+        f"wrote {len(written)} files to {args.out} (report.md, report.html, checklist.md, "
+        f"report.json{extra}, figures/)"
+    )
+    return strict_exit(report.warnings, strict=args.strict)
+
+
+def _argv(args: argparse.Namespace) -> list[str] | None:
+    return list(args.argv) if getattr(args, "argv", None) else None
+
+
+def strict_exit(warnings: list[str], *, strict: bool) -> int:
+    """0, or under ``--strict`` with warnings 3 and one line on stderr (the outputs are written)."""
+    import sys
+
+    if strict and warnings:
+        print(
+            f"hierclf: error: --strict: {len(warnings)} warning(s), e.g. {warnings[0].split(':')[0]}; "
+            "see the top of report.md",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -165,9 +202,10 @@ def _print_summary(report: Any) -> None:
         print("SYNTHETIC DATA — not a clinical result")
     if report.warnings:  # each was logged to stderr as it arose
         print(f"{len(report.warnings)} warning(s): see the top of report.md")
+    alerts = "".join(f" {a}" for a in getattr(report, "alerts", []))
     print(
         f"primary metric {primary['metric']} on {target}: {show} ({report.n_seeds} seed(s), thresholds "
-        f"chosen on {report.threshold_source.value})"
+        f"chosen on {report.threshold_source.value}){alerts}"
     )
     for line in text_table(summary_rows(report)):
         print(f"  {line}")

@@ -14,7 +14,8 @@ _HEADER = """# CLI reference
 Generated from the command-line parsers by `python -m hierclf.cli.reference`; do not edit by hand.
 
 Every command prints errors as one line on standard error and exits non-zero: 1 for invalid input or a
-failed check, 2 for a usage error (an unknown option, a missing argument). Set `HIERCLF_DEBUG=1` to see a
+failed check, 2 for a usage error (an unknown option, a missing argument); `evaluate` and `study` with
+`--strict` exit 3 when the run raised warnings (the report is written first). Set `HIERCLF_DEBUG=1` to see a
 traceback for an internal error (only hierclf's own bugs reach it; a mistake in what a user gives is always a
 one-line error). `hierclf -v COMMAND` logs more, `-vv` debug output.
 

@@ -51,6 +51,11 @@ def register(sub: Any) -> None:
         "--readers", default=None, help="reader operating points CSV (reader,sensitivity,specificity)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="every warning of the report makes the exit status 3, after the report is written",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             readers=args.readers,
             on_start=on_start,
             on_epoch=on_epoch,
+            argv=list(args.argv) if getattr(args, "argv", None) else None,
         )
     finally:
         bar.close()
@@ -114,4 +120,8 @@ def run(args: argparse.Namespace) -> int:
             print("  ".join(r[h].ljust(w) for h, w in zip(headers, widths)))
     for warning in result.report.warnings:
         print(f"warning: {warning}")
-    return 0
+    if result.report.alerts:
+        print("ALERTS: " + " · ".join(result.report.alerts))
+    from hierclf.cli.evaluate import strict_exit
+
+    return strict_exit(result.report.warnings, strict=args.strict)

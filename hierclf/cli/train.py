@@ -37,6 +37,12 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
+        "--allow-leakage",
+        action="store_true",
+        help="train on CSV lists whose splits share groups (refused otherwise; sets data.allow_leakage, and "
+        "every evaluation of the predictions then says LEAKAGE)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="check the configuration, taxonomy, data and classes, then stop without training",
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None:
             overrides[key] = str(Path(value).resolve()) if key in ("out_dir", "data.root") else value
+    if args.allow_leakage:
+        overrides["data.allow_leakage"] = True
     config = load_train_config(args.config, overrides=overrides)
     if args.check:
         from hierclf.train.precheck import check_inputs

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "BELOW_TARGET_FLAG",
+    "FEWER_SEEDS",
     "HIERARCHICAL_TABLE",
     "IntervalMethod",
     "PARTITION_TABLE",
@@ -101,6 +103,11 @@ class IntervalMethod(str, Enum):
 #: Flags a number can carry (``Estimate.flags``), with the words the report prints.
 SMALL_FLAG = "SMALL"
 ZERO_WIDTH_FLAG = "ZERO-WIDTH"
+#: The alert of a run with fewer seeds than the protocol asks for (the primary-metric line, every figure and
+#: the CLI summary carry it, like ``LEAKAGE``).
+FEWER_SEEDS = "FEWER SEEDS THAN PRE-REGISTERED"
+#: a test sensitivity (specificity) below the pre-registered target its threshold was chosen for
+BELOW_TARGET_FLAG = "BELOW-TARGET"
 
 
 @dataclass(frozen=True)

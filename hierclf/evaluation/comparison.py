@@ -68,6 +68,7 @@ from hierclf.evaluation.splits import (
     read_inputs,
 )
 from hierclf.evaluation.tasks import task_data
+from hierclf.evaluation.utility import choose_threshold
 from hierclf.taxonomy.tree import Taxonomy
 
 __all__ = [
@@ -397,7 +398,7 @@ def _compare_task(
             val = m.inputs.val[k]
             _, yv, sv = task_data(taxonomy, task, val, m.inputs.source.value)
             rows, y, s = task_data(taxonomy, task, test, "test")
-            member_thresholds.append(float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity)))
+            member_thresholds.append(choose_threshold(proto.operating_point(task), yv, sv))  # the task's rule
             member_scores.append(s)
         if m.rule == "or":  # one rule: flagged when any member is at or above its own threshold
             member_scores = [_or_margin(member_scores, member_thresholds)]

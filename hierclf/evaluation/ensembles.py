@@ -252,8 +252,9 @@ class OrRuleReport:
                 f"## {name}",
                 "",
                 f"Test: {task.n_positive} positive, {task.n_negative} negative, {task.n_groups} groups; each "
-                f"model at its own threshold chosen on validation at sensitivity "
-                f"{self.target_sensitivity:g}; {self.ci_level:.0%} grouped bootstrap intervals.",
+                "model at its own threshold chosen on validation by the task's operating-point rule "
+                f"(default: sensitivity {self.target_sensitivity:g}); {self.ci_level:.0%} grouped bootstrap "
+                "intervals.",
                 "",
                 "| rule | " + " | ".join(DECISION_METRICS) + " |",
                 "| --- | " + " | ".join("---" for _ in DECISION_METRICS) + " |",
@@ -275,10 +276,9 @@ def write_or_rule(report: OrRuleReport, out_dir: str | Path) -> dict[str, Path]:
     import json
 
     from hierclf.evaluation.records import _clean
-    from hierclf.io.atomic import atomic_write_text
+    from hierclf.io.atomic import atomic_write_text, output_folder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     files = {"markdown": out / "or_rule.md", "json": out / "or_rule.json"}
     atomic_write_text(files["markdown"], report.markdown() + "\n")
     text = json.dumps(_clean(report.to_dict()), indent=2, allow_nan=False)
@@ -318,11 +318,14 @@ def _decision_metrics(
 
 
 def _member_flags(
-    taxonomy: Taxonomy, task: TaskSpec, val: Predictions, test: Predictions, target: float
+    taxonomy: Taxonomy, task: TaskSpec, val: Predictions, test: Predictions, proto: Protocol
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One member: its validation threshold, validation ``(y, flags)`` and test ``(rows, y, flags)``."""
+    """One member: its validation threshold (the task's operating-point rule), validation ``(y, flags)`` and
+    test ``(rows, y, flags)``."""
+    from hierclf.evaluation.utility import choose_threshold
+
     _, yv, sv = task_scores(taxonomy, task, val)
-    threshold = float(M.threshold_at_sensitivity(yv, sv, target))
+    threshold = choose_threshold(proto.operating_point(task), yv, sv)
     rows, yt, st = task_scores(taxonomy, task, test)
     return threshold, yv, sv >= threshold, rows, yt, st >= threshold
 
@@ -345,7 +348,7 @@ def _or_task(
     test: list[Predictions],
     same_validation: bool,
 ) -> OrRuleTask:
-    each = [_member_flags(taxonomy, task, v, t, proto.target_sensitivity) for v, t in zip(val, test)]
+    each = [_member_flags(taxonomy, task, v, t, proto) for v, t in zip(val, test)]
     rows, yt = each[0][3], each[0][4]
     member_flags = np.stack([e[5] for e in each])
     flags: np.ndarray = np.asarray(member_flags.any(axis=0))

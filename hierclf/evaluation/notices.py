@@ -35,10 +35,14 @@ class Findings:
 
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
 
-    def warn(self, message: str) -> None:
-        """A loud warning: at the top of the report, and logged."""
+    def warn(self, message: str, *, alert: str | None = None) -> None:
+        """A loud warning: at the top of the report, and logged. ``alert`` (e.g. ``LEAKAGE``): a word the
+        primary-metric line, every figure and the CLI summary carry besides."""
         self.warnings.append(message)
+        if alert is not None and alert not in self.alerts:
+            self.alerts.append(alert)
         logger.warning("%s", message)
 
     def note(self, message: str) -> None:

@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from hierclf.evaluation.calibration import evaluate_calibration_nodes
-from hierclf.evaluation.catalog import PRIMARY_KEYS, ThresholdSource
+from hierclf.evaluation.catalog import BELOW_TARGET_FLAG, FEWER_SEEDS, PRIMARY_KEYS, ThresholdSource
+from hierclf.evaluation.data_summary import summarise_data
 from hierclf.evaluation.hierarchical import evaluate_hierarchical
 from hierclf.evaluation.notices import EvaluationError, Findings
 from hierclf.evaluation.partitions import evaluate_partitions
 from hierclf.evaluation.prediction_files import Predictions
 from hierclf.evaluation.protocol_format import Protocol
+from hierclf.evaluation.provenance import check_preregistration
 from hierclf.evaluation.reader_studies import (
     ReaderReads,
     compare_readers,
@@ -94,6 +96,7 @@ def evaluate(
     synthetic: bool = False,
     allow_test_thresholds: bool | None = None,
     allow_seed_mismatch: bool | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> EvaluationReport:
     """Evaluate predictions under a pre-registered protocol.
 
@@ -105,21 +108,20 @@ def evaluate(
             position; thresholds are chosen on them. ``None`` or empty: thresholds would be chosen on test,
             which is refused unless ``allow_test_thresholds`` (or the protocol's flag) allows it.
         test: test predictions, one per seed. Each needs ``labels``; the columns may be leaves or any cut.
-        metadata: a metadata CSV (or :class:`Metadata`) keyed by sample id: groups for the bootstrap and
-            subgroup columns. Every prediction id must be in it.
+        metadata: a metadata CSV (or :class:`Metadata`) keyed by sample id (groups, subgroup columns).
         readers: a reader CSV of operating points (``reader,sensitivity,specificity[,task]``) or its rows;
             or a CSV of case-level reads (``reader,case_id,decision|score[,task]``, or
             :class:`~hierclf.evaluation.reader_studies.ReaderReads`): then each reader's operating point comes
             from its decisions, every reader is compared pairwise with the model on its cases, and the MRMC
             long table is kept (``mrmc_long.csv``). Readers without a task belong to the primary task (or
             the first task).
-        synthetic: mark every section of the report "SYNTHETIC DATA — not a clinical result".
-        allow_test_thresholds: overrides the protocol's ``allow_test_thresholds``.
-        allow_seed_mismatch: overrides the protocol's ``allow_seed_mismatch`` (seeds tested on different
+        synthetic: banner every section "SYNTHETIC DATA — not a clinical result" (also when a file says so).
+        allow_test_thresholds, allow_seed_mismatch: override the protocol's flags (seeds tested on different
             samples, or repeating the same predictions, are refused otherwise).
+        provenance: the run's :func:`~hierclf.evaluation.provenance.run_record`, printed in the report; a
+            pre-registration record next to the test files is checked against its protocol hash.
 
-    Returns:
-        The :class:`EvaluationReport`.
+    Returns the :class:`EvaluationReport`.
 
     Raises:
         EvaluationError: unequal numbers of val and test files, missing labels, NaN, a task with no
@@ -128,6 +130,7 @@ def evaluate(
             probability outside [0, 1] beyond rounding.
     """
     found = Findings()
+    provenance = _checked(provenance, found)
     inputs = read_inputs(
         taxonomy,
         protocol,
@@ -140,6 +143,7 @@ def evaluate(
     )
     _warn_about_design(protocol, inputs.test, found)
     tasks, mrmc = _tasks_and_readers(taxonomy, protocol, inputs, readers)
+    flag_missed_targets(protocol, tasks, found)
     partitions = evaluate_partitions(taxonomy, protocol, inputs.test, found)
     hierarchical = evaluate_hierarchical(taxonomy, protocol, inputs.test, found)
     calibration = evaluate_calibration_nodes(taxonomy, protocol, inputs.test)
@@ -159,7 +163,15 @@ def evaluate(
         subgroups=subgroups,
         subgroup_replicates=subgroup_replicates,
         mrmc=mrmc,
+        provenance=provenance or {},
     )
+
+
+def _checked(provenance: dict[str, Any] | None, found: Findings) -> dict[str, Any] | None:
+    """The run record with the result of the pre-registration check (``PROTOCOL CHANGED`` warns)."""
+    if provenance is None:
+        return None
+    return provenance | {"preregistration": check_preregistration(provenance, found)}
 
 
 def _tasks_and_readers(
@@ -201,13 +213,34 @@ def _warn_about_design(protocol: Protocol, test: list[Split], found: Findings) -
     if n_seeds < protocol.min_seeds:
         found.warn(
             f"ONLY {n_seeds} SEED{'S' if n_seeds != 1 else ''}: the protocol asks for at least "
-            f"{protocol.min_seeds}; the seed mean ± std is not the pre-registered estimate."
+            f"{protocol.min_seeds}; the seed mean ± std is not the pre-registered estimate.",
+            alert=FEWER_SEEDS,
         )
     if protocol.group_column is None:
         found.warn(
             "ROW-LEVEL CONFIDENCE INTERVALS: the protocol has no group_column, so the bootstrap "
             "resamples images, not patients or lesions; intervals are too narrow when a patient "
             "contributes several images."
+        )
+
+
+def flag_missed_targets(protocol: Protocol, tasks: dict[str, TaskResult], found: Findings) -> None:
+    """A test sensitivity (or specificity) below the target its threshold was chosen for on validation:
+    the estimate carries ``BELOW-TARGET`` and a loud warning gives it with its interval."""
+    for spec in protocol.tasks:
+        rule = protocol.operating_point(spec)
+        if rule.rule == "minimum_cost" or rule.target is None:
+            continue
+        key = "sensitivity" if rule.rule == "target_sensitivity" else "specificity"
+        est = tasks[spec.name].metrics.get(key)
+        if est is None or not est.value < rule.target:
+            continue
+        est.flags.append(BELOW_TARGET_FLAG)
+        lo, hi = est.ci
+        inside = "the interval excludes the target" if hi < rule.target else "the interval reaches the target"
+        found.warn(
+            f"TARGET MISSED: task {spec.name!r}: test {key} {est.value:.3f} [{lo:.3f}, {hi:.3f}] is below "
+            f"the pre-registered {rule.target:g} its threshold was chosen for on validation ({inside})"
         )
 
 
@@ -225,13 +258,14 @@ def _report(
     subgroups: dict[str, list[dict[str, Any]]],
     subgroup_replicates: dict[str, Any],
     mrmc: dict[str, Any] | None,
+    provenance: dict[str, Any],
 ) -> EvaluationReport:
     return EvaluationReport(
         taxonomy=taxonomy.name,
         protocol=protocol.model_dump(mode="json"),
         seeds=[s.name for s in inputs.test],
         validation=inputs.validation_names,
-        synthetic=synthetic,
+        synthetic=synthetic or any(s.preds.info.get("synthetic") == "true" for s in inputs.test + inputs.val),
         threshold_source=inputs.source,
         group_column=protocol.group_column,
         resampling=inputs.resampling(protocol.group_column, protocol.bootstrap.replicates),
@@ -246,6 +280,9 @@ def _report(
         subgroups=subgroups,
         subgroup_replicates=subgroup_replicates,
         mrmc=mrmc,
+        alerts=found.alerts,
+        provenance=provenance,
+        data=summarise_data(inputs),
     )
 
 

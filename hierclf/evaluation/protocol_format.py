@@ -39,6 +39,8 @@ __all__ = [
     "PARTITION_METRICS",
     "BootstrapSpec",
     "IntervalSpec",
+    "OPERATING_RULES",
+    "OperatingPointSpec",
     "SubgroupOptions",
     "PartitionSpec",
     "PrimaryMetric",
@@ -197,6 +199,61 @@ class PrimaryMetric(_Model):
         return self.task if self.task is not None else self.partition  # type: ignore[return-value]
 
 
+#: The rules a task's operating point can be chosen by (always on validation).
+OPERATING_RULES = ("target_sensitivity", "target_specificity", "minimum_cost")
+
+
+class OperatingPointSpec(_Model):
+    """How a task's threshold is chosen on validation: at a target sensitivity (the protocol's
+    ``target_sensitivity`` unless ``target`` is given), at a target specificity, or at the minimum expected
+    cost per case under stated costs of a false negative and a false positive and a stated prevalence."""
+
+    rule: Literal[OPERATING_RULES] = Field(  # type: ignore[valid-type]
+        "target_sensitivity", description="One of " + ", ".join(f"`{r}`" for r in OPERATING_RULES) + "."
+    )
+    target: Unit | None = Field(
+        None,
+        description="The sensitivity (`target_sensitivity`; default the protocol's) or specificity "
+        "(`target_specificity`, required) the threshold must reach on validation.",
+    )
+    cost_false_negative: float | None = Field(
+        None, gt=0, description="`minimum_cost`: the cost of missing a positive (any unit)."
+    )
+    cost_false_positive: float | None = Field(
+        None, gt=0, description="`minimum_cost`: the cost of calling a negative positive (same unit)."
+    )
+    prevalence: Unit | None = Field(
+        None, description="`minimum_cost`: the prevalence the expected cost is computed at."
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_rule(self) -> OperatingPointSpec:
+        costs = (self.cost_false_negative, self.cost_false_positive, self.prevalence)
+        if self.rule == "minimum_cost":
+            if None in costs:
+                raise ValueError(
+                    "rule minimum_cost needs cost_false_negative, cost_false_positive and prevalence"
+                )
+            if self.target is not None:
+                raise ValueError("rule minimum_cost takes no target")
+        elif any(c is not None for c in costs):
+            raise ValueError(f"costs and prevalence belong to rule minimum_cost, not {self.rule}")
+        if self.rule == "target_specificity" and self.target is None:
+            raise ValueError("rule target_specificity needs a target (e.g. 0.9)")
+        return self
+
+    def describe(self) -> str:
+        """The rule in the report's words, e.g. ``sensitivity >= 0.95 on validation``."""
+        if self.rule == "minimum_cost":
+            return (
+                "minimum expected cost on validation (cost of a false negative "
+                f"{self.cost_false_negative:g}, of a false positive {self.cost_false_positive:g}, at "
+                f"prevalence {self.prevalence:g})"
+            )
+        what = "sensitivity" if self.rule == "target_sensitivity" else "specificity"
+        return f"{what} >= {self.target:g} on validation"
+
+
 class TaskSpec(_Model):
     """A binary clinical question: samples under ``positive`` nodes against those under ``negative`` nodes."""
 
@@ -204,6 +261,17 @@ class TaskSpec(_Model):
     description: StrictStr = Field("", description="Free text.")
     positive: list[NodeName] = Field(min_length=1, description="Nodes (ids or aliases), positive class.")
     negative: list[NodeName] = Field(min_length=1, description="Nodes (ids or aliases), negative class.")
+    operating_point: OperatingPointSpec | None = Field(
+        None,
+        description="How the threshold is chosen on validation (default: the protocol's target "
+        "sensitivity), e.g. `{rule: target_specificity, target: 0.9}` or `{rule: minimum_cost, "
+        "cost_false_negative: 20, cost_false_positive: 1, prevalence: 0.02}`.",
+    )
+    prevalences: list[Unit] = Field(
+        default_factory=list,
+        description="Prevalences (of the clinic, not the test mix) at which PPV, NPV and the number "
+        "needed to biopsy are reported by Bayes' rule, e.g. `[0.02, 0.1]`.",
+    )
 
 
 class PartitionSpec(_Model):
@@ -292,11 +360,34 @@ class Protocol(_Model):
         description="Allow thresholds chosen on test when no "
         "validation predictions are given (optimistic; labelled so).",
     )
+    temperature_scaling: bool = Field(
+        False,
+        description="Fit a temperature to each task's validation scores and report the test calibration of "
+        "the scaled scores beside the raw model's (never instead).",
+    )
+    decision_thresholds: list[Unit] | None = Field(
+        None,
+        description="Threshold probabilities of each task's decision curve (default 0.01, 0.02, ..., 0.99).",
+    )
     training: dict[str, Any] | None = Field(
         None,
         description="Free mapping for `hierclf study` (passed to "
         "the training configuration); not interpreted by evaluation.",
     )
+
+    def operating_point(self, task: TaskSpec) -> OperatingPointSpec:
+        """The task's operating-point rule with its target filled in (the protocol's target sensitivity
+        by default)."""
+        spec = task.operating_point or OperatingPointSpec.model_validate({})
+        if spec.rule == "target_sensitivity" and spec.target is None:
+            spec = spec.model_copy(update={"target": self.target_sensitivity})
+        return spec
+
+    def decision_grid(self) -> list[float]:
+        """The decision curves' threshold probabilities."""
+        if self.decision_thresholds is not None:
+            return sorted(set(self.decision_thresholds))
+        return [round(k / 100, 2) for k in range(1, 100)]
 
     def task(self, name: str) -> TaskSpec:
         """The task called ``name`` (UnknownNameError with suggestions otherwise)."""

@@ -44,6 +44,7 @@ __all__ = [
     "estimate_over_seeds",
     "iter_estimates",
     "one_or_each",
+    "pooled_band",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,6 +141,9 @@ class TaskResult:
     reader_fraction_dominated: Estimate | None = None
     mean_reader: ReaderPoint | None = None
     reader_study: dict[str, Any] | None = None
+    operating_rule: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] = field(default_factory=dict)
+    roc_band: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,6 +184,9 @@ class EvaluationReport:
     seed_table: list[dict[str, Any]] = field(default_factory=list)
     subgroup_replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False, metadata=NOT_JSON)
     mrmc: dict[str, np.ndarray] | None = field(default=None, repr=False, metadata=NOT_JSON)
+    alerts: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_seeds(self) -> int:
@@ -201,7 +208,10 @@ class EvaluationReport:
                 "resampling": self.resampling,
                 "seed_table": self.seed_table,
                 "warnings": self.warnings,
+                "alerts": self.alerts,
                 "notes": self.notes,
+                "provenance": self.provenance,
+                "data": self.data,
                 "primary": self.primary,
                 "tasks": {k: _task_json(v) for k, v in self.tasks.items()},
                 "partitions": {k: _fields(v) for k, v in self.partitions.items()},
@@ -242,11 +252,14 @@ def _task_estimates(name: str, task: TaskResult) -> Iterator[tuple[str, Estimate
     for key, est in task.metrics.items():
         yield f"tasks/{name}/metrics/{key}", est
     yield f"tasks/{name}/thresholds", task.thresholds
-    for key in ("ece", "brier"):
-        if isinstance(task.calibration.get(key), Estimate):
-            yield f"tasks/{name}/calibration/{key}", task.calibration[key]
+    for key, value in task.calibration.items():
+        if isinstance(value, Estimate):
+            yield f"tasks/{name}/calibration/{key}", value
     if task.reader_fraction_dominated is not None:
         yield f"tasks/{name}/reader_fraction_dominated", task.reader_fraction_dominated
+    for row in task.utility.get("prevalences", []):
+        for key in ("ppv", "npv", "nnb"):
+            yield f"tasks/{name}/utility/prevalence_{row['prevalence']:g}/{key}", row[key]
     points = task.readers + ([task.mean_reader] if task.mean_reader is not None else [])
     for point in points:
         for key in ("model_specificity", "model_sensitivity"):
@@ -500,6 +513,26 @@ def _flags(ci: tuple[float, float], events: Sequence[int] | None, policy: Interv
     if math.isfinite(ci[0]) and math.isfinite(ci[1]) and ci[1] - ci[0] <= 1e-12 * max(1.0, abs(ci[1])):
         flags.append(ZERO_WIDTH_FLAG)
     return flags
+
+
+def pooled_band(replicates: Sequence[np.ndarray], level: float) -> list[list[float]]:
+    """The pooled percentile band ``[low (K,), high (K,)]`` of the seeds' ``(R, K)`` replicates, column by
+    column (NaN ignored; NaN where a column has no finite replicate), for the curves' bands.
+
+    Example:
+        >>> pooled_band([np.array([[0.0, 1.0], [1.0, np.nan]]), np.array([[2.0, 3.0]])], 0.5)
+        [[0.5, 1.5], [1.5, 2.5]]
+    """
+    if not replicates:
+        return [[], []]
+    pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in replicates], axis=0)
+    band = np.full((2, pooled.shape[1]), np.nan)
+    finite = np.isfinite(pooled).any(axis=0)
+    if finite.any():
+        band[:, finite] = np.nanpercentile(
+            pooled[:, finite], [50.0 * (1.0 - level), 50.0 * (1.0 + level)], axis=0
+        )
+    return [band[0].tolist(), band[1].tolist()]
 
 
 def one_or_each(values: Sequence[int] | None) -> int | list[int] | None:

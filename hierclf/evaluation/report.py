@@ -19,12 +19,14 @@ import io
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hierclf.evaluation.calibration import TASK_CALIBRATION_TABLE
 from hierclf.evaluation.catalog import (
     HIERARCHICAL_TABLE,
     PER_CLASS_RECALL_LABEL,
@@ -61,7 +63,8 @@ __all__ = [
 def write_report(
     report: EvaluationReport, out_dir: str | Path, *, save_replicates: bool = False
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``report.json`` and ``figures/*.png`` under ``out_dir`` (created if needed).
+    """Write ``report.md``, ``report.html``, ``checklist.md`` (and ``model_card.md`` for a model trained by
+    hierclf), ``report.json`` and ``figures/*.png`` / ``*.svg`` under ``out_dir`` (created if needed).
 
     Args:
         save_replicates: also write ``replicates.npz``: every bootstrap replicate array of the report, keyed
@@ -79,6 +82,7 @@ def write_report(
     md = render_markdown(report, {k: p.relative_to(out).as_posix() for k, p in figures.items()})
     atomic_write_text(out / "report.md", md)
     written["report.md"] = out / "report.md"
+    written.update(_documents(report, md, out))
     data = report.to_dict()
     data["figures"] = {k: p.relative_to(out).as_posix() for k, p in figures.items()}
     atomic_write_text(out / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
@@ -89,6 +93,21 @@ def write_report(
         written["mrmc_long.csv"] = write_mrmc_table(report.mrmc, out / "mrmc_long.csv")
     logger.info("wrote %d report files to %s", len(written), out)
     return written
+
+
+def _documents(report: EvaluationReport, md: str, out: Path) -> dict[str, Path]:
+    """``report.html`` (the same content, self-contained), ``checklist.md`` and, for a model trained by
+    hierclf, ``model_card.md``."""
+    from hierclf.evaluation.checklist import render_checklist, render_model_card
+    from hierclf.evaluation.report_html import render_html
+
+    texts = {"report.html": render_html(report, md, out), "checklist.md": render_checklist(report)}
+    card = render_model_card(report)
+    if card is not None:
+        texts["model_card.md"] = card
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+    return {name: out / name for name in texts}
 
 
 def write_mrmc_table(table: dict[str, np.ndarray], path: Path) -> Path:
@@ -173,8 +192,39 @@ def render_markdown(report: EvaluationReport, figures: dict[str, str] | None = N
     lines += _hierarchical_section(report) + _calibration_section(report, figures)
     for col, rows in report.subgroups.items():
         lines += _subgroup_section(report, col, rows)
-    lines += _notes_section(report) + _inputs_section(report)
+    lines += _notes_section(report) + _inputs_section(report) + _provenance_section(report)
     return "\n".join(lines)
+
+
+def _provenance_section(report: EvaluationReport) -> list[str]:
+    """The SHA-256 of every input, the code's version, time and command, and the pre-registration check."""
+    rec = report.provenance
+    if not rec:
+        return []
+    lines = ["## Pre-registration and provenance", ""]
+    lines += _header(["input", "path", "SHA-256"])
+    named = [("protocol", rec.get("protocol")), ("taxonomy", rec.get("taxonomy"))]
+    for split in ("val", "test"):
+        named += [(f"{split} predictions (seed {k})", f) for k, f in enumerate(rec["predictions"][split])]
+    named += [(f"checkpoint {k}", f) for k, f in enumerate(rec.get("checkpoints", []))]
+    for name, item in named:
+        if item is not None:
+            lines.append(_row([name, f"`{item['path']}`", f"`{item.get('sha256', 'in memory')}`"]))
+    commit = rec.get("git_commit") or "not a git checkout"
+    dirty = " (with uncommitted changes)" if rec.get("git_dirty") else ""
+    lines += [
+        "",
+        f"- hierclf {rec.get('hierclf_version')}, git commit `{commit}`{dirty}; python {rec.get('python')}",
+        f"- run at {rec.get('time_utc')} (UTC): `{' '.join(rec.get('command', []))}`",
+    ]
+    pre = rec.get("preregistration")
+    if pre is None:
+        lines.append("- no pre-registration record next to the predictions (written by `hierclf study`)")
+    elif pre.get("unchanged"):
+        lines.append(f"- the protocol is the one recorded when training started (`{pre['record']}`)")
+    else:
+        lines.append(f"- **PROTOCOL CHANGED** after training started (`{pre['record']}`)")
+    return lines + [""]
 
 
 def _warnings_section(report: EvaluationReport) -> list[str]:
@@ -253,10 +303,12 @@ def _primary_section(report: EvaluationReport) -> list[str]:
     where = f"task `{p['task']}`" if p.get("task") else f"partition `{p['partition']}`"
     est = p.get("estimate")
     lines = ["## Primary metric (pre-registered)", ""] + _banner(report)
+    alerts = "".join(f" **{a}**" for a in report.alerts)
     if est is None:
-        return lines + [f"**{p['metric']}** on {where}: not computed", ""]
+        return lines + [f"**{p['metric']}** on {where}: not computed{alerts}", ""]
     return lines + [
-        f"**{p['metric']}** on {where}: **{_fmt_dict(est)}** (n = {_n(est['n'])}; {est['provenance']})",
+        f"**{p['metric']}** on {where}: **{_fmt_dict(est)}** (n = {_n(est['n'])}; {est['provenance']})"
+        + alerts,
         "",
     ]
 
@@ -300,6 +352,8 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
         f"{format_estimate(task.thresholds, 4)}.",
         "",
     ]
+    if task.operating_rule:
+        lines += [f"Operating point (pre-registered): {task.operating_rule['description']}.", ""]
     lines += _header(["metric", "value [CI] ± std over seeds", "interval", "provenance"])
     for metric in TASK_TABLE:
         est = task.metrics.get(metric.key)
@@ -316,9 +370,10 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
             ]
         )
     )
-    brier = task.calibration.get("brier")
-    if isinstance(brier, Estimate):
-        lines.append(_row(["Brier score", format_estimate(brier), _interval_label(brier), brier.provenance]))
+    for metric in TASK_CALIBRATION_TABLE[1:]:  # the Brier score, intercept and slope (and after scaling)
+        est = task.calibration.get(metric.key)
+        if isinstance(est, Estimate):
+            lines.append(_row([metric.label, format_estimate(est), _interval_label(est), est.provenance]))
     dominated = task.reader_fraction_dominated
     if dominated is not None:
         label = f"readers dominated by the ROC curve ({len(task.readers)} readers)"
@@ -326,10 +381,48 @@ def _task_section(report: EvaluationReport, task: TaskResult, figures: dict[str,
             _row([label, format_estimate(dominated), _interval_label(dominated), dominated.provenance])
         )
     lines.append("")
-    lines += _readers_table(task) + _reader_study_section(task)
-    for key in (f"roc_{task.name}", f"reliability_{task.name}"):
+    lines += _readers_table(task) + _reader_study_section(task) + _utility_section(task)
+    for key in (f"roc_{task.name}", f"reliability_{task.name}", f"decision_{task.name}"):
         if key in figures:
             lines += [f"![{key}]({figures[key]})", ""]
+    return lines
+
+
+#: Threshold probabilities of report.md's decision-curve table (report.json has the whole grid).
+DECISION_TABLE_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def _utility_section(task: TaskResult) -> list[str]:
+    """PPV, NPV and the number needed to biopsy at the declared prevalences; the decision-curve table."""
+    lines: list[str] = []
+    rows = task.utility.get("prevalences") or []
+    if rows:
+        lines += [
+            "At the declared prevalences (Bayes' rule from the test sensitivity and specificity at the "
+            "chosen threshold):",
+            "",
+        ]
+        lines += _header(["prevalence", "PPV", "NPV", "number needed to biopsy (1 / PPV)"])
+        for row in rows:
+            cells = [format_estimate(row[k]) for k in ("ppv", "npv", "nnb")]
+            lines.append(_row([f"{row['prevalence']:g}", *cells]))
+        lines.append("")
+    curve = task.utility.get("decision_curve")
+    if curve:
+        grid = curve["thresholds"]
+        shown = [i for i, x in enumerate(grid) if len(grid) <= 12 or x in DECISION_TABLE_THRESHOLDS]
+        level = int(round(curve["ci_level"] * 100))
+        lines += [
+            f"Decision curve (test; net benefit, {level} % band; treat none = 0; all thresholds in "
+            "report.json):",
+            "",
+        ]
+        lines += _header(["threshold probability", "model", "treat all"])
+        for i in shown:
+            low, high = curve["model_ci"][0][i], curve["model_ci"][1][i]
+            model = f"{_num(curve['model'][i])} [{_num(low)}, {_num(high)}]"
+            lines.append(_row([f"{grid[i]:g}", model, _num(curve["treat_all"][i])]))
+        lines.append("")
     return lines
 
 
@@ -614,14 +707,25 @@ def text_table(rows: list[dict[str, str]]) -> list[str]:
 # --- figures -------------------------------------------------------------------------------------------
 
 
+#: Resolution of the PNG figures (each also written as SVG, the vector form a journal asks for).
+FIGURE_DPI = 200
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _svg(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     return buf.getvalue()
 
 
 def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
-    """Every figure of the report, written as ``out/<name>.png``; name -> path."""
+    """Every figure of the report, written as ``out/<name>.png`` (200 dpi) and ``out/<name>.svg``; name ->
+    path of the PNG (``<name>.svg`` -> the SVG)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -629,10 +733,11 @@ def _figures(report: EvaluationReport, out: Path) -> dict[str, Path]:
 
     written: dict[str, Path] = {}
     for name, fig in _each_figure(report, Figure):  # drawn and written one at a time
-        if report.synthetic:
-            _stamp_synthetic(fig)
+        stamp_figure(report, fig)
         written[name] = out / f"{name}.png"
         atomic_write_bytes(written[name], _png(fig))
+        written[f"{name}.svg"] = out / f"{name}.svg"
+        atomic_write_bytes(written[f"{name}.svg"], _svg(fig))
     return written
 
 
@@ -641,7 +746,17 @@ def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, A
     partition its confusion matrix."""
     for task in report.tasks.values():
         yield f"roc_{task.name}", _roc_figure(Figure, task)
-        yield f"reliability_{task.name}", _reliability(Figure, task.calibration["reliability"], task.name)
+        yield (
+            f"reliability_{task.name}",
+            _reliability(
+                Figure,
+                task.calibration["reliability"],
+                task.name,
+                band=task.calibration.get("reliability_band"),
+            ),
+        )
+        if task.utility.get("decision_curve"):
+            yield f"decision_{task.name}", _decision_figure(Figure, task)
     for node, cal in report.calibration_nodes.items():
         if "reliability" in cal:
             yield f"reliability_{node}", _reliability(Figure, cal["reliability"], f"P({node})")
@@ -649,33 +764,109 @@ def _each_figure(report: EvaluationReport, Figure: Any) -> Iterator[tuple[str, A
         yield f"confusion_{part.name}", _confusion_figure(Figure, part)
 
 
+def stamp_figure(report: EvaluationReport, fig: Any) -> None:
+    """Every figure carries the SYNTHETIC banner (top) and the run's alerts (``LEAKAGE``, ``FEWER SEEDS THAN
+    PRE-REGISTERED``, ``PROTOCOL CHANGED``; bottom), in red."""
+    if report.synthetic:
+        _stamp_synthetic(fig)
+    if report.alerts:
+        fig.text(0.5, 0.005, " · ".join(report.alerts), ha="center", va="bottom", color="red", fontsize=9)
+
+
 def _stamp_synthetic(fig: Any) -> None:
     fig.text(0.5, 0.995, SYNTHETIC_BANNER, ha="center", va="top", color="red", fontsize=9, fontweight="bold")
 
 
 def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
-    """The test ROC curve of every seed (the first drawn bold), the operating points and the readers."""
-    fig = Figure(figsize=(5, 5))
+    """The test ROC curve of every seed (the first drawn bold) with the bootstrap band, the pre-registered
+    target, one labelled operating point per seed, the readers and the mean reader, and an inset zoomed on
+    the high-sensitivity corner."""
+    fig = Figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot()
+    _draw_roc(ax, task, legend=True)
+    inset = ax.inset_axes((0.52, 0.3, 0.45, 0.4))
+    _draw_roc(inset, task, legend=False)
+    low = max(0.0, min([0.8] + [p["sensitivity"] - 0.05 for p in task.operating_points]))
+    inset.set(xlim=(0.0, 0.5), ylim=(low, 1.005), title="high-sensitivity corner")
+    inset.title.set_fontsize(7)
+    inset.tick_params(labelsize=6)
+    c = task.counts
+    ax.set(
+        xlabel="1 - specificity (false-positive rate)",
+        ylabel="sensitivity (true-positive rate)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}\n"
+        f"test n = {_n(c['test_positive'])} positive, {_n(c['test_negative'])} negative",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def _draw_roc(ax: Any, task: TaskResult, *, legend: bool) -> None:
+    """One ROC panel: band, curves, target line, operating points, readers."""
+    band = task.roc_band
+    if band and len(band.get("tpr_ci", [[]])[0]):
+        level = int(round(band["ci_level"] * 100))
+        lo, hi = np.asarray(band["tpr_ci"][0], np.float64), np.asarray(band["tpr_ci"][1], np.float64)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        x = np.asarray(band["fpr"], np.float64)[ok]
+        ax.fill_between(x, lo[ok], hi[ok], color="C0", alpha=0.15, lw=0, label=f"{level} % bootstrap band")
     for k, roc in enumerate(task.roc):
         first = k == 0
+        label = "model (test)" if first and legend else None
         ax.plot(
             roc["fpr"],
             roc["tpr"],
             lw=1.5 if first else 0.8,
             alpha=1.0 if first else 0.5,
             color="C0",
-            label="model (test)" if first else None,
+            label=label,
         )
+    _target_line(ax, task, legend)
     ops = task.operating_points
+    source = task.threshold_source.value
     ax.scatter(
         [1 - p["specificity"] for p in ops],
         [p["sensitivity"] for p in ops],
         color="C3",
         zorder=3,
         marker="o",
-        label=f"operating point (threshold from {task.threshold_source.value})",
+        s=16,
+        label=f"operating point per seed (threshold from {source})" if legend else None,
     )
+    if legend:
+        for k, p in enumerate(ops):
+            ax.annotate(
+                f"seed {k}",
+                (1 - p["specificity"], p["sensitivity"]),
+                fontsize=6,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
+    _reader_marks(ax, task, legend)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+
+
+def _target_line(ax: Any, task: TaskResult, legend: bool) -> None:
+    """The pre-registered target: a horizontal line at the target sensitivity, a vertical one at the target
+    specificity's false-positive rate."""
+    rule = task.operating_rule or {}
+    target = rule.get("target")
+    if target is None:
+        return
+    if rule.get("rule") == "target_specificity":
+        ax.axvline(
+            1 - target, color="C3", lw=0.8, ls=":", label=f"target specificity {target:g}" if legend else None
+        )
+    else:
+        ax.axhline(
+            target, color="C3", lw=0.8, ls=":", label=f"target sensitivity {target:g}" if legend else None
+        )
+
+
+def _reader_marks(ax: Any, task: TaskResult, legend: bool) -> None:
     if task.readers:
         ax.scatter(
             [1 - r.specificity for r in task.readers],
@@ -684,25 +875,14 @@ def _roc_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
             marker="D",
             s=18,
             zorder=3,
-            label="readers",
+            label="readers" if legend else None,
         )
-    _matched_points(ax, task)
+    if legend:
+        _matched_points(ax, task)
     if task.mean_reader is not None and len(task.readers) > 1:
         m = task.mean_reader
-        ax.scatter(
-            [1 - m.specificity], [m.sensitivity], color="C2", marker="*", s=80, zorder=4, label="mean reader"
-        )
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    ax.set(
-        xlabel="1 - specificity",
-        ylabel="sensitivity",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=f"{task.name}: AUC {format_estimate(task.metrics['auc'])}",
-    )
-    ax.title.set_fontsize(9)
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
+        label = "mean reader" if legend else None
+        ax.scatter([1 - m.specificity], [m.sensitivity], color="C2", marker="*", s=80, zorder=4, label=label)
 
 
 def _matched_points(ax: Any, task: TaskResult) -> None:
@@ -721,10 +901,16 @@ def _matched_points(ax: Any, task: TaskResult) -> None:
 
 
 def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
-    """The confusion matrix summed over seeds, coloured by row recall."""
-    total = np.sum(part.confusion, axis=0)
+    """The confusion matrix row-normalised within each seed (each row: where that class's test samples
+    went) and averaged over seeds; each cell prints the mean fraction."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.nan_to_num(total / total.sum(axis=1, keepdims=True))
+        per_seed = [
+            np.asarray(c, np.float64) / np.asarray(c, np.float64).sum(axis=1, keepdims=True)
+            for c in part.confusion
+        ]
+    with warnings.catch_warnings():  # a class absent from every seed's test set: its row stays 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        frac = np.nan_to_num(np.nanmean(np.stack(per_seed), axis=0)) if per_seed else np.zeros((0, 0))
     n = len(part.classes)
     size = max(4.0, 0.6 * n + 2)
     fig = Figure(figsize=(size, size))
@@ -733,28 +919,89 @@ def _confusion_figure(Figure: Any, part: PartitionResult) -> Any:  # noqa: N803
     for i in range(n):  # a loop over the cells of a small matrix (one label each)
         for j in range(n):
             colour = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, str(int(total[i, j])), ha="center", va="center", fontsize=7, color=colour)
+            ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(n), part.classes, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), part.classes, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{part.name} (test, all seeds; colour = row recall)")
+    seeds = len(part.confusion)
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"{part.name} (test, n = {_n(part.n)}; row-normalised, mean of {seeds} seed(s))",
+    )
     ax.title.set_fontsize(9)
     return fig
 
 
-def _reliability(Figure: Any, curves: list[dict[str, np.ndarray]], title: str) -> Any:  # noqa: N803
+def _reliability(
+    Figure: Any,  # noqa: N803
+    curves: list[dict[str, np.ndarray]],
+    title: str,
+    *,
+    band: list[list[float]] | None = None,
+) -> Any:
+    """Observed frequency against predicted probability per bin, each seed (the first bold), with the
+    grouped-bootstrap band of the observed frequency (pooled over seeds) when given."""
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--", label="perfect calibration")
+    n = 0
     for k, c in enumerate(curves):
         conf, acc, cnt = (np.asarray(c[key], dtype=np.float64) for key in ("confidence", "accuracy", "count"))
         keep = cnt > 0
-        ax.plot(conf[keep], acc[keep], marker="o", ms=3, lw=1, color="C0", alpha=1.0 if k == 0 else 0.4)
+        n = n or int(cnt.sum())
+        label = "model (test)" if k == 0 else None
+        ax.plot(
+            conf[keep],
+            acc[keep],
+            marker="o",
+            ms=3,
+            lw=1,
+            color="C0",
+            alpha=1.0 if k == 0 else 0.4,
+            label=label,
+        )
+    if band is not None and curves and len(band[0]):
+        edges = np.linspace(0.0, 1.0, len(band[0]) + 1)
+        mids = 0.5 * (edges[1:] + edges[:-1])
+        lo, hi = np.asarray(band[0], np.float64), np.asarray(band[1], np.float64)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.fill_between(mids[ok], lo[ok], hi[ok], color="C0", alpha=0.2, label="bootstrap band")
     ax.set(
         xlabel="predicted probability",
         ylabel="observed frequency",
         xlim=(0, 1),
         ylim=(0, 1),
-        title=f"reliability: {title}",
+        title=f"reliability: {title} (test, n = {n})",
     )
     ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def _decision_figure(Figure: Any, task: TaskResult) -> Any:  # noqa: N803
+    """Net benefit against threshold probability: the model (seed mean) with its band, treat all, treat
+    none (Vickers & Elkin 2006)."""
+    curve = task.utility["decision_curve"]
+    t = np.asarray(curve["thresholds"], dtype=np.float64)
+    model, treat_all = np.asarray(curve["model"]), np.asarray(curve["treat_all"])
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.add_subplot()
+    level = int(round(curve["ci_level"] * 100))
+    ax.fill_between(
+        t, curve["model_ci"][0], curve["model_ci"][1], color="C0", alpha=0.2, label=f"model {level} % band"
+    )
+    ax.plot(t, model, color="C0", lw=1.5, label="model (test)")
+    ax.plot(t, treat_all, color="C1", lw=1.0, ls="--", label="treat all")
+    ax.axhline(0.0, color="0.3", lw=1.0, ls=":", label="treat none")
+    top = float(np.nanmax(np.r_[model, treat_all, 0.0]))
+    n = task.counts["test_positive"], task.counts["test_negative"]
+    ax.set(
+        xlabel="threshold probability",
+        ylabel="net benefit (true positives per patient)",
+        xlim=(float(t.min()), float(t.max())),
+        ylim=(-0.05 * max(top, 0.01), 1.1 * max(top, 0.01)),
+        title=f"decision curve: {task.name} (n = {_n(n[0])} positive, {_n(n[1])} negative)",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper right", fontsize=8)
     return fig

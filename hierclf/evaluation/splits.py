@@ -8,6 +8,7 @@ what weakens the result (thresholds on test, missing groups, validation/test lea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,9 @@ def read_inputs(
     test_splits = _prepare(test, taxonomy, proto, meta, "test", findings)
     allow = proto.allow_seed_mismatch if allow_seed_mismatch is None else allow_seed_mismatch
     check_seeds(test_splits, allow=allow, findings=findings)
+    _check_split_level(test_splits, findings)
     if source is ThresholdSource.TEST:
+        _check_training_leakage([], test_splits, findings)
         return Inputs(test_splits, test_splits, source, meta)
     val_splits = _prepare(list(val or []), taxonomy, proto, meta, "validation", findings)
     _check_leakage(val_splits, test_splits, proto.group_column, findings)
@@ -342,9 +345,70 @@ def _warn_about_blank_groups(
             )
 
 
+def _training_of(split: Split) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The training images' ids and groups that a prediction file of ``hierclf train`` records
+    (``info["training"]``), or None."""
+    text = split.preds.info.get("training")
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        ids = np.asarray([str(i) for i in data["ids"]])
+        groups = data.get("groups")
+    except (ValueError, KeyError, TypeError):
+        return None
+    return ids, (None if groups is None else np.asarray([str(g) for g in groups]))
+
+
+def _shared_with_training(split: Split, training: tuple[np.ndarray, np.ndarray | None]) -> list[str]:
+    """What a split shares with the training images: sample ids, and groups when both have them."""
+    ids, groups = training
+    shared = []
+    if split.preds.ids is not None:
+        common = np.intersect1d(ids, np.asarray(split.preds.ids).astype(str))
+        if len(common):
+            shared.append(f"{len(common)} sample id(s), e.g. {str(common[0])!r}")
+    if groups is not None and split.preds.groups is not None:
+        own = np.asarray(split.preds.groups).astype(str)
+        common = np.intersect1d(groups[groups != ""], own[own != ""])
+        if len(common):
+            shared.append(f"{len(common)} group(s), e.g. {str(common[0])!r}")
+    return shared
+
+
+def _check_split_level(test: list[Split], findings: Findings) -> None:
+    """Say plainly when the files record a split by image (DermaMNIST's official split has no lesion ids):
+    images of one lesion may then sit in training and test, which no id check can see (docs/data.md)."""
+    by_image = [s.name for s in test if s.preds.info.get("split_level") == "image"]
+    if by_image:
+        findings.warn(
+            f"SPLIT BY IMAGE: {', '.join(by_image)} record(s) a split by image (no lesion or patient ids), "
+            "so images of one lesion may be in training and test and the results may be optimistic; for a "
+            "lesion-level split run the study on HAM10000 (docs/study.md, 'The same study on HAM10000')"
+        )
+
+
+def _check_training_leakage(val: list[Split], test: list[Split], findings: Findings) -> None:
+    """Warn when the training images (recorded in the prediction files by ``hierclf train``) overlap the
+    validation or test samples of the same seed, by id or by group."""
+    for k, t in enumerate(test):
+        splits = [("test", t)] + ([("validation", val[k])] if k < len(val) and val[k] is not t else [])
+        for role, split in splits:
+            training = _training_of(split)
+            shared = _shared_with_training(split, training) if training is not None else []
+            if shared:
+                findings.warn(
+                    f"LEAKAGE: training and {role} of seed {k} share {' and '.join(shared)} "
+                    f"({split.name}); the model has seen {role} patients, so its results are optimistic.",
+                    alert="LEAKAGE",
+                )
+
+
 def _check_leakage(val: list[Split], test: list[Split], group_column: str | None, findings: Findings) -> None:
     """Warn when a validation and a test set of the same seed share sample ids or patients/lesions: the
-    threshold would then be chosen partly on test data (seed 001: split by patient, never by image)."""
+    threshold would then be chosen partly on test data (seed 001: split by patient, never by image); and
+    when the training images recorded in the files overlap either."""
+    _check_training_leakage(val, test, findings)
     for k, (v, t) in enumerate(zip(val, test)):
         shared = []
         if v.preds.ids is not None and t.preds.ids is not None:
@@ -360,6 +424,7 @@ def _check_leakage(val: list[Split], test: list[Split], group_column: str | None
             findings.warn(
                 f"LEAKAGE: validation and test of seed {k} share {' and '.join(shared)}; the "
                 "threshold chosen on validation has seen test patients, so test results are optimistic.",
+                alert="LEAKAGE",
             )
 
 
@@ -397,7 +462,17 @@ def _resolved(preds: Predictions, taxonomy: Taxonomy) -> Predictions:
             if len(uniq)
             else labels
         )
-    return Predictions(preds.probs, columns, preds.ids, labels, preds.groups)
+    return Predictions(
+        preds.probs,
+        columns,
+        preds.ids,
+        labels,
+        preds.groups,
+        preds.split,
+        preds.seed,
+        metadata=dict(preds.metadata),
+        info=dict(preds.info),  # in memory as from a file: the training ids, the synthetic flag, the source
+    )
 
 
 # --- label bookkeeping ---------------------------------------------------------------------------------

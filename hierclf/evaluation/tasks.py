@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from hierclf.evaluation import metrics as M
-from hierclf.evaluation.calibration import Reliability, measure_reliability
+from hierclf.evaluation.calibration import (
+    TASK_CALIBRATION_TABLE,
+    Reliability,
+    measure_reliability,
+    measure_task_calibration,
+    reliability_band,
+)
 from hierclf.evaluation.catalog import (
-    TASK_BRIER_PROVENANCE,
-    TASK_ECE_PROVENANCE,
     TASK_TABLE,
     THRESHOLD_PROVENANCE,
-    ReportedMetric,
     ThresholdSource,
 )
 from hierclf.evaluation.notices import EvaluationError
@@ -37,8 +40,17 @@ from hierclf.evaluation.records import (
     TaskResult,
     aggregate_metrics,
     estimate_over_seeds,
+    pooled_band,
 )
 from hierclf.evaluation.splits import Split, as_predictions, covered, task_labels
+from hierclf.evaluation.utility import (
+    DecisionSeed,
+    aggregate_decision_curve,
+    choose_threshold,
+    measure_decision_curve,
+    predictive_values,
+    threshold_replicates,
+)
 from hierclf.functional import conditional
 from hierclf.taxonomy.tree import Taxonomy
 
@@ -87,6 +99,9 @@ class TaskSeed:
         threshold_replicates: the threshold re-chosen in each replicate of the validation bootstrap.
         calibration_metrics: ECE and Brier score with their test replicates.
         readers: the model's numbers at the task's reader points (``None`` without readers).
+        decision: the test decision curve with its replicates.
+        reliability_band: ``(R, n_bins)`` bootstrap replicates of the reliability curve's frequencies.
+        roc_band: ``(R, len(ROC_BAND_FPR))`` bootstrap replicates of the ROC curve's height.
     """
 
     threshold: float
@@ -99,6 +114,9 @@ class TaskSeed:
     threshold_replicates: ThresholdSeed
     calibration_metrics: SeedMetrics
     readers: ReaderSeed | None = None
+    decision: DecisionSeed | None = None
+    reliability_band: np.ndarray | None = None
+    roc_band: np.ndarray | None = None
 
 
 def task_scores(
@@ -205,11 +223,16 @@ def measure_task_seed(
     """One seed of one task: the threshold from ``val``, everything else on ``test``."""
     rows_v, yv, sv = task_data(taxonomy, task, val, source.value)
     rows, yt, st = task_data(taxonomy, task, test, "test")
-    threshold = float(M.threshold_at_sensitivity(yv, sv, proto.target_sensitivity))
+    rule = proto.operating_point(task)
+    threshold = choose_threshold(rule, yv, sv)
     groups = test.groups[rows]
     points = reader_points or []
     boot = _test_bootstrap(proto, yt, st, groups, threshold, points)
     val_boot = boot if val is test else _validation_bootstrap(proto, yv, sv, val.groups[rows_v], threshold)
+    chosen = _threshold_seed(yv, val.groups[rows_v], threshold, val_boot)
+    if rule.rule != "target_sensitivity" or rule.target != proto.target_sensitivity:
+        reps = threshold_replicates(proto, rule, yv, sv, val.groups[rows_v])
+        chosen = ThresholdSeed(reps, chosen.n, chosen.n_groups, chosen.events)
     metrics = _seed_metrics(proto, yt, st, groups, threshold, boot, (yv, sv, val.groups[rows_v], val_boot))
     counts = TaskCounts(
         int((yv == 1).sum()),
@@ -228,9 +251,12 @@ def measure_task_seed(
         np.asarray(tpr, np.float64),
         point,
         measure_reliability(yt, st, n_bins=proto.calibration_bins),
-        _threshold_seed(yv, val.groups[rows_v], threshold, val_boot),
-        _calibration_seed(yt, st, groups, boot),
+        chosen,
+        measure_task_calibration(proto, (yv, sv), (yt, st, groups), boot),
         _reader_seed(boot, points),
+        measure_decision_curve(proto, yt, st, groups),
+        reliability_band(proto, yt, st, groups),
+        _roc_band(boot, len(points)),
     )
 
 
@@ -249,7 +275,7 @@ def _test_bootstrap(
         calibration_bins=proto.calibration_bins,
         sensitivities=tuple(_queryable(sens) for sens, _ in points),
         specificities=tuple(_queryable(spec) for _, spec in points),
-        false_positive_rates=tuple(1.0 - spec for _, spec in points),
+        false_positive_rates=tuple(1.0 - spec for _, spec in points) + ROC_BAND_FPR,
     )
     return M.bootstrap_binary(
         y,
@@ -362,17 +388,14 @@ def _threshold_seed(
     return ThresholdSeed(reps, len(y), int(len(np.unique(groups))), int((y == 1).sum()))
 
 
-def _calibration_seed(
-    y: np.ndarray, score: np.ndarray, groups: np.ndarray, boot: M.BootstrapResult
-) -> SeedMetrics:
-    """ECE and Brier score of the task score, with the test bootstrap's replicates."""
-    return SeedMetrics(
-        {"ece": float(boot["ece"].point), "brier": float(boot["brier"].point)},
-        {key: np.asarray(boot[key].replicates, np.float64) for key in ("ece", "brier")},
-        len(y),
-        int(len(np.unique(groups))),
-        events={"ece": len(y), "brier": len(y)},
-    )
+#: False-positive rates at which the ROC figure's bootstrap band is drawn (each test replicate's height).
+ROC_BAND_FPR = tuple(k / 50 for k in range(51))
+
+
+def _roc_band(boot: M.BootstrapResult, n_points: int) -> np.ndarray:
+    """``(R, len(ROC_BAND_FPR))`` heights of each test replicate's ROC polyline (after the readers')."""
+    heights = boot.per_target["roc_height"][n_points:]
+    return np.stack([np.asarray(e.replicates, np.float64) for e in heights], axis=1)
 
 
 def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> ReaderSeed | None:
@@ -384,7 +407,7 @@ def _reader_seed(boot: M.BootstrapResult, points: list[tuple[float, float]]) -> 
     sens = boot.per_target["sensitivity_at_specificities"]
     spec = [_corner(e) if s <= 0 else e for e, (s, _) in zip(spec, points)]
     sens = [_corner(e) if p <= 0 else e for e, (_, p) in zip(sens, points)]
-    return ReaderSeed(spec, sens, boot.per_target["roc_height"])
+    return ReaderSeed(spec, sens, boot.per_target["roc_height"][: len(points)])
 
 
 def _corner(est: M.BootstrapEstimate) -> M.BootstrapEstimate:
@@ -406,19 +429,20 @@ def aggregate_task(
         provenance=lambda m: m.provenance_for(source, target),
         policy=policy,
     )
+    rule = proto.operating_point(task)
     thresholds = estimate_over_seeds(
         [s.threshold for s in seeds],
         [s.threshold_replicates.replicates for s in seeds],
         level=level,
         n=[s.threshold_replicates.n for s in seeds],
         n_groups=[s.threshold_replicates.n_groups for s in seeds],
-        provenance=THRESHOLD_PROVENANCE.format(source=source.description, target=target),
+        provenance=_threshold_provenance(rule, source, target),
         events=[s.threshold_replicates.events for s in seeds],
         policy=policy,
     )
     calibration = aggregate_metrics(
         [s.calibration_metrics for s in seeds],
-        _CALIBRATION_TABLE,
+        TASK_CALIBRATION_TABLE,
         level=level,
         provenance=lambda m: m.provenance,
         policy=policy,
@@ -438,11 +462,26 @@ def aggregate_task(
             "reliability": [s.calibration.curve() for s in seeds],
             "n_bins": proto.calibration_bins,
             "brier": calibration["brier"],
+            **{k: v for k, v in calibration.items() if k not in ("ece", "brier")},
+            "reliability_band": pooled_band(
+                [s.reliability_band for s in seeds if s.reliability_band is not None], level
+            ),
+        },
+        operating_rule=rule.model_dump(mode="json") | {"description": rule.describe()},
+        roc_band={
+            "fpr": list(ROC_BAND_FPR),
+            "tpr_ci": pooled_band([s.roc_band for s in seeds if s.roc_band is not None], level),
+            "ci_level": level,
+        },
+        utility={
+            "prevalences": predictive_values(proto, list(task.prevalences), [s.metrics for s in seeds]),
+            "decision_curve": aggregate_decision_curve(proto, [s.decision for s in seeds if s.decision]),
         },
     )
 
 
-_CALIBRATION_TABLE = (
-    ReportedMetric("ece", "ECE", TASK_ECE_PROVENANCE),
-    ReportedMetric("brier", "Brier score", TASK_BRIER_PROVENANCE),
-)
+def _threshold_provenance(rule: Any, source: ThresholdSource, target: float) -> str:
+    """Where the thresholds come from: the protocol's words for the default rule, the rule's otherwise."""
+    if rule.rule == "target_sensitivity" and rule.target == target:
+        return THRESHOLD_PROVENANCE.format(source=source.description, target=target)
+    return f"chosen on {source.description}: {rule.describe().removesuffix(' on validation')}"

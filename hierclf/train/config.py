@@ -243,6 +243,10 @@ class DataConfig(_Model):
     #: efficiency; ``hierclf.train.subsample``); 1 keeps everything
     train_fraction: float = Field(1.0, gt=0, le=1)
     subsample_seed: int = Field(0, ge=0, le=MAX_SEED)
+    #: train on CSV lists whose splits share groups (patients / lesions) anyway; refused by default
+    #: (``hierclf train --allow-leakage``): a warning then, and every evaluation of the predictions says
+    #: LEAKAGE
+    allow_leakage: bool = False
 
     @field_validator("input_size", "mean", "std", mode="before")
     @classmethod

@@ -152,8 +152,9 @@ def _warn_unknown_scopes(scopes: list[str] | None, taxonomy: Taxonomy) -> None:
 
 
 def _csv_sources(config: TrainConfig, taxonomy: Taxonomy) -> dict[str, Any]:
-    """One :class:`~hierclf.data.datasets.CsvImageDataset` per split; with a group column, groups found in
-    two of the lists are warned about (the lists are the user's split: a leak inflates test metrics)."""
+    """One :class:`~hierclf.data.datasets.CsvImageDataset` per split; with a group column, lists that share
+    groups are refused (:class:`~hierclf.data.splits.LeakageError`; a leak inflates test metrics) unless
+    ``data.allow_leakage``, which turns the refusal into a warning."""
     from hierclf.data.datasets import CsvImageDataset
     from hierclf.data.splits import LeakageError, check_no_leakage
 
@@ -179,7 +180,13 @@ def _csv_sources(config: TrainConfig, taxonomy: Taxonomy) -> dict[str, Any]:
         try:
             check_no_leakage(rows, groups, what=c.group_column)
         except LeakageError as exc:
-            logger.warning("data.csv: %s", exc)
+            if not config.data.allow_leakage:
+                raise LeakageError(
+                    f"data.csv: {exc} Fix the lists, or train anyway with data.allow_leakage: true "
+                    "(hierclf train --allow-leakage; every evaluation then says LEAKAGE)",
+                    exc.leaks,
+                ) from None
+            logger.warning("data.csv: LEAKAGE (allowed by data.allow_leakage): %s", exc)
     return sources
 
 

@@ -144,10 +144,31 @@ def write_predictions_of_best(run: TrainingRun, state: SelectionState) -> tuple[
                     ids=np.asarray(src.ids),
                     labels=np.asarray(src.labels),
                     groups=sample_groups,
+                    info=prediction_file_info(run, split),
                 ),
             )
         paths[split] = path
     return paths, best_epoch
+
+
+def prediction_file_info(run: TrainingRun, split: str) -> dict[str, str]:
+    """What a prediction file of training keeps about its data (``Predictions.info``): the split level and
+    source (:func:`hierclf.data.datasets.prediction_info`), ``synthetic`` for generated data (every later
+    evaluation banners its report), and ``training`` (the training images' ids, groups, labels; JSON) so
+    that an evaluation checks train / validation / test overlap wherever the file goes."""
+    from hierclf.data.datasets import prediction_info
+
+    info = prediction_info(run.sources[split])
+    if run.config.data.source == "synthetic":
+        info["synthetic"] = "true"
+    train = run.sources["train"]
+    groups = None if train.groups is None else [str(g) for g in np.asarray(train.groups)]
+    labels = [str(v) for v in np.asarray(train.labels)]
+    info["training"] = json.dumps(
+        {"ids": [str(i) for i in np.asarray(train.ids)], "groups": groups, "labels": labels}
+    )
+    info["split"] = split
+    return info
 
 
 def finish(result: FitResult, run: TrainingRun) -> None:

@@ -29,7 +29,10 @@ handful of classes, tree levels or replicate chunks). Conventions, shared by eve
 * ``intervals``: Clopper-Pearson and Wilson intervals, Korn & Graubard's effective counts, bootstrap
   p-values;
 * ``delong``: DeLong's test of correlated AUCs (Sun & Xu's O(n log n) algorithm; clustered variance);
-* ``paired_tests``: McNemar's exact test and its clustered form.
+* ``paired_tests``: McNemar's exact test and its clustered form;
+* ``operating_points``: thresholds at a target specificity or at the minimum expected cost (and their
+  bootstrap), PPV / NPV at a prevalence, net benefit (decision curves);
+* ``recalibration``: calibration intercept and slope, temperature scaling, the reliability band.
 """
 
 from __future__ import annotations
@@ -69,12 +72,27 @@ from hierclf.evaluation.metrics.multiclass import (
     macro_ovr_auc,
     per_class_recall,
 )
+from hierclf.evaluation.metrics.operating_points import (
+    bootstrap_net_benefit,
+    bootstrap_thresholds,
+    net_benefit,
+    predictive_values_at_prevalence,
+    threshold_at_minimum_cost,
+    threshold_at_specificity,
+)
 from hierclf.evaluation.metrics.paired_tests import (
     McNemarResult,
     binomial_two_sided_p,
     clustered_mcnemar,
     discordant_pairs,
     mcnemar_exact,
+)
+from hierclf.evaluation.metrics.recalibration import (
+    bootstrap_logistic_calibration,
+    bootstrap_reliability,
+    fit_temperature,
+    logistic_calibration,
+    temperature_scale,
 )
 from hierclf.evaluation.metrics.resampling import (
     GroupSums,
@@ -96,6 +114,17 @@ from hierclf.evaluation.metrics.roc import (
 )
 
 __all__ = [
+    "temperature_scale",
+    "logistic_calibration",
+    "fit_temperature",
+    "bootstrap_reliability",
+    "bootstrap_logistic_calibration",
+    "threshold_at_specificity",
+    "threshold_at_minimum_cost",
+    "predictive_values_at_prevalence",
+    "net_benefit",
+    "bootstrap_thresholds",
+    "bootstrap_net_benefit",
     "BootstrapEstimate",
     "BootstrapResult",
     "CurveQueries",
