@@ -285,15 +285,7 @@ def run_study(
     if main_rank:
         _start(out, protocol, data, configs, argv)
     result = StudyResult(out_dir=out, report=None)
-    predictions: dict[str, list[Path]] = {"val": [], "test": []}
-    for cfg in configs:
-        fitted = _train_seed(cfg, on_epoch)
-        (result.reused if fitted.already_done else result.trained).append(cfg.seed)
-        if main_rank:
-            for split, path in _publish_predictions(
-                fitted.predictions, cfg.seed, out / "predictions"
-            ).items():
-                predictions[split].append(path)
+    predictions = _train_seeds(configs, result, on_epoch, out / "predictions" if main_rank else None)
     result.split_level, result.notices = _split_notices(configs[0].data)  # after training: the file exists
     if main_rank:
         result.predictions = predictions
@@ -303,6 +295,23 @@ def run_study(
         result.files = write_report(result.report, out)
         _evaluate_seed_mean(result, tax, proto, meta, reader_rows, synthetic=data == "synthetic")
     return result
+
+
+def _train_seeds(
+    configs: list[Any],
+    result: StudyResult,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    publish_to: Path | None,
+) -> dict[str, list[Path]]:
+    """Train (or reuse) every seed in turn; on rank 0 (``publish_to`` set) publish its predictions."""
+    predictions: dict[str, list[Path]] = {"val": [], "test": []}
+    for cfg in configs:
+        fitted = _train_seed(cfg, on_epoch)
+        (result.reused if fitted.already_done else result.trained).append(cfg.seed)
+        if publish_to is not None:
+            for split, path in _publish_predictions(fitted.predictions, cfg.seed, publish_to).items():
+                predictions[split].append(path)
+    return predictions
 
 
 def _evaluate_seed_mean(
