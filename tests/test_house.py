@@ -162,6 +162,21 @@ def test_torch_free_layers_never_import_torch() -> None:
     assert not bad, "torch imported by the torch-free core:\n" + "\n".join(bad)
 
 
+def test_no_circle_of_imports_inside_the_library() -> None:
+    """Modules import downwards inside a layer too (docs/architecture.md, "No circles"): no strongly
+    connected group of two or more modules, counting imports inside functions and for type checkers.
+    Packages' ``__init__`` re-exports are left out (a package may name what its modules define)."""
+    import networkx as nx
+
+    modules = {module_name(p) for p in library_files() if p.name != "__init__.py"}
+    graph = nx.DiGraph()
+    for imp in ALL_IMPORTS:
+        if imp.module in modules and imp.target in modules and imp.module != imp.target:
+            graph.add_edge(imp.module, imp.target)
+    circles = [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1]
+    assert not circles, f"modules that import each other: {circles}"
+
+
 def _functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
     return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
 

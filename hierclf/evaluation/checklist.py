@@ -37,14 +37,14 @@ HUMAN_ITEMS = (
 
 
 def _fmt(est: Any) -> str:
-    from hierclf.evaluation.report import format_estimate
+    from hierclf.evaluation.formatting import format_estimate
 
     return format_estimate(est) if isinstance(est, Estimate) else "n/a"
 
 
 def _fmt_json(est: dict[str, Any] | None) -> str:
     """An estimate from ``report.primary`` (JSON-cleaned) as ``value [low, high]``."""
-    from hierclf.evaluation.report import _fmt_dict
+    from hierclf.evaluation.formatting import _fmt_dict
 
     return _fmt_dict(est) if est else "not computed"
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hierclf.errors import did_you_mean
-from hierclf.nn.backbones import Backbone, BackboneError, PretrainedInput
+from hierclf.nn.backbone_base import Backbone, BackboneError, PretrainedInput
 
 __all__ = ["build_from_factory", "import_factory"]
 

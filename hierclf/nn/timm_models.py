@@ -29,7 +29,7 @@ from typing import Any
 from torch import nn
 
 from hierclf.errors import HierclfError, UnknownNameError
-from hierclf.nn.backbones import Backbone, BackboneError, PretrainedInput
+from hierclf.nn.backbone_base import Backbone, BackboneError, PretrainedInput
 from hierclf.nn.weights_cache import fetch_hub_file, fetch_url_file, read_weights
 
 logger = logging.getLogger(__name__)

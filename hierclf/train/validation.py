@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,17 +23,40 @@ from hierclf.train.errors import TrainSettingError
 from hierclf.train.inputs import UNSCORED
 from hierclf.train.seeding import seed_worker
 
-if TYPE_CHECKING:
-    from hierclf.train.run import TrainingRun
-
 __all__ = ["auc_scorer", "better", "file_probs", "predict", "softmax", "validation_metrics"]
 
 #: ``(probs over tree nodes (n, n_columns), labels (n,)) -> AUC``
 Scorer = Callable[[np.ndarray, np.ndarray], float]
 
 
+class PredictingRun(Protocol):
+    """What :func:`predict` reads of a run (:class:`hierclf.train.run.TrainingRun` has it), named here so
+    that validation need not import the run that uses it."""
+
+    @property
+    def config(self) -> TrainConfig: ...
+
+    @property
+    def datasets(self) -> Any: ...
+
+    @property
+    def group(self) -> Any: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def pipeline(self) -> Any: ...
+
+    @property
+    def precision(self) -> Any: ...
+
+
 @torch.no_grad()
-def predict(run: TrainingRun, split: str) -> np.ndarray:
+def predict(run: PredictingRun, split: str) -> np.ndarray:
     """Logits ``(n, n_classes)`` float32 of ``split`` (``val`` or ``test``) in its order, gathered from
     every rank; the model is left in eval mode."""
     from torch.utils.data import DataLoader, Subset
