@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from hierclf.data.sources import DERMAMNIST_SPLIT_NOTICE, IMAGE_SPLIT_NOTICE
 from hierclf.errors import HierclfError, Problem
 from hierclf.io.atomic import atomic_write_bytes, atomic_write_text, output_folder
 
@@ -38,13 +39,6 @@ logger = logging.getLogger(__name__)
 DATA_CHOICES = ("dermamnist", "synthetic", "ham10000", "isic2019", "isic2020", "generic")
 #: the published layouts (their split file is shared by every seed of a study: ``OUT/split.csv``)
 PRESET_CHOICES = DATA_CHOICES[2:]
-#: what a study on DermaMNIST's official split is told (printed by ``hierclf study``)
-IMAGE_SPLIT_NOTICE = (
-    "DermaMNIST's official split is by image: its files carry no lesion ids, so images of one lesion can be "
-    "in training and test (HAM10000: 10,015 images of 7,470 lesions), which inflates every test metric. For "
-    "a lesion-level split run the same study on HAM10000: hierclf study PROTOCOL --data ham10000 --data-root "
-    "<folder with HAM10000_metadata.csv and the images> (docs/data.md)"
-)
 
 
 class StudyError(HierclfError, ValueError):
@@ -362,7 +356,9 @@ def _start(out: Path, protocol: str | Path, data: str, configs: list[Any], argv:
 def _split_notices(data: Any) -> tuple[str | None, list[str]]:
     """The split's level and what the user must be told about it."""
     level = _split_level(data)
-    return level, [IMAGE_SPLIT_NOTICE] if level == "image" else []
+    if level != "image":
+        return level, []
+    return level, [DERMAMNIST_SPLIT_NOTICE if data.source == "dermamnist" else IMAGE_SPLIT_NOTICE]
 
 
 def _split_level(data: Any) -> str | None:

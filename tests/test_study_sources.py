@@ -12,8 +12,9 @@ from PIL import Image
 
 from hierclf.cli import main
 from hierclf.data.datasets import make_synthetic_dermamnist
+from hierclf.data.sources import DERMAMNIST_SPLIT_NOTICE, IMAGE_SPLIT_NOTICE
 from hierclf.evaluation.prediction_files import read_predictions
-from hierclf.study import IMAGE_SPLIT_NOTICE, study_configs
+from hierclf.study import study_configs
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = REPO / "taxonomy" / "protocols" / "dermamnist.yaml"
@@ -81,8 +82,8 @@ def test_dermamnist_studies_are_told_the_split_is_by_image(
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert f"IMAGE-LEVEL SPLIT: {IMAGE_SPLIT_NOTICE}" in captured.out
-    assert "--data ham10000" in IMAGE_SPLIT_NOTICE and "docs/data.md" in IMAGE_SPLIT_NOTICE
+    assert f"IMAGE-LEVEL SPLIT: {DERMAMNIST_SPLIT_NOTICE}" in captured.out
+    assert "--data ham10000" in DERMAMNIST_SPLIT_NOTICE and "docs/data.md" in DERMAMNIST_SPLIT_NOTICE
 
 
 def test_the_report_says_when_the_files_record_a_split_by_image(tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_the_report_says_when_the_files_record_a_split_by_image(tmp_path: Path) 
                 tax.leaves,
                 ids=np.array([f"{split}{k}" for k in range(len(labels))]),
                 labels=np.array(tax.leaves)[labels],
-                info={"split_level": level},
+                info={"split_level": level, "notice": IMAGE_SPLIT_NOTICE},  # as training writes them
             )
             paths.append(tmp_path / f"{level}_{split}.npz")
             write_predictions(paths[-1], preds)
@@ -116,7 +117,8 @@ def test_the_report_says_when_the_files_record_a_split_by_image(tmp_path: Path) 
     (val, test), (lesion_val, lesion_test) = files("image"), files("lesion")
     report = evaluate(tax, proto, [val], [test])
     flagged = [w for w in report.warnings if w.startswith("SPLIT BY IMAGE")]
-    assert len(flagged) == 1 and "image_test" in flagged[0] and "HAM10000" in flagged[0]
+    assert len(flagged) == 1 and "image_test" in flagged[0] and IMAGE_SPLIT_NOTICE in flagged[0]
+    assert "ham10000" in flagged[0]
     assert not any(
         w.startswith("SPLIT BY IMAGE") for w in evaluate(tax, proto, [lesion_val], [lesion_test]).warnings
     )

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from hierclf.data.sources import SourceSpec, SourceTable, read_source
+from hierclf.data.sources import IMAGE_SPLIT_NOTICE, SourceSpec, SourceTable, read_source
 from hierclf.data.split_files import SplitAssignment, split_of
 from hierclf.data.splits import check_no_leakage, grouped_split, ham10000_split
 from hierclf.errors import FileFormatError, HierclfError, Problem, UnknownNameError
@@ -310,13 +310,6 @@ class SourceImages(_SourceDataset):
     def load_image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as image:
             return image.convert("RGB")
-
-
-#: what a prediction file made on an image-level split says about it (``Predictions.info["notice"]``)
-IMAGE_SPLIT_NOTICE = (
-    "split by image: images of one lesion may be in training and test (DermaMNIST's official split has no "
-    "lesion ids), which inflates test metrics; split by lesion with data.source: ham10000"
-)
 
 
 def prediction_info(source: Any, source_name: str | None = None) -> dict[str, str]:

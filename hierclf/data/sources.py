@@ -64,6 +64,22 @@ GROUP_LEVELS = ("patient", "lesion", "image")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+#: what a prediction file made on an image-level split keeps (``Predictions.info["notice"]``), and what every
+#: report on it repeats: no id check can see two images of one lesion in two splits
+IMAGE_SPLIT_NOTICE = (
+    "split by image: images of one lesion may be in training and test (DermaMNIST's official split has no "
+    "lesion ids), which inflates test metrics; split by lesion with data.source: ham10000"
+)
+#: what a run or study on DermaMNIST's official split is told (the training log, ``hierclf study``)
+DERMAMNIST_SPLIT_NOTICE = (
+    "DermaMNIST's official split is by image: its files carry no lesion ids, so images of one lesion can be "
+    "in training and test (HAM10000: 10,015 images of 7,470 lesions), which inflates every test metric. For "
+    "a lesion-level split use data.source: ham10000 in a training config, or run the same study on HAM10000: "
+    "hierclf study PROTOCOL --data ham10000 --data-root <folder with HAM10000_metadata.csv and the images> "
+    "(docs/data.md)"
+)
+
+
 @dataclass(frozen=True)
 class SourceColumns:
     """Where a source's table keeps each field (column names compare case-insensitively).

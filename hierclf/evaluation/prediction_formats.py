@@ -300,22 +300,13 @@ class NpzFile:
         self.n_rows: int | None = int(shape[0])
 
     def _names(self, small: Mapping[str, np.ndarray], leaves: Sequence[str] | None) -> tuple[str, ...]:
-        width = self._shape[1]
-        if "leaves" in small:
-            names = [str(x) for x in np.asarray(small["leaves"]).reshape(-1)]
-        elif leaves is not None and width == len(leaves):
-            names = list(leaves)
-        else:
-            raise error(
-                "archive has no 'leaves' array naming the probability columns",
-                self.file,
-                code="missing-array",
-            )
-        if len(names) != width:
-            raise error(
-                f"'leaves' names {len(names)} columns but 'probs' has {width}", self.file, code="bad-array"
-            )
-        return tuple(names)
+        if "leaves" in small:  # its length was checked against 'probs' from its header (_check_shape)
+            return tuple(str(x) for x in np.asarray(small["leaves"]).reshape(-1))
+        if leaves is not None and self._shape[1] == len(leaves):
+            return tuple(leaves)
+        raise error(
+            "archive has no 'leaves' array naming the probability columns", self.file, code="missing-array"
+        )
 
     def blocks(self, chunk: int) -> Iterator[Block]:
         n, m = self._shape

@@ -379,13 +379,11 @@ def _shared_with_training(split: Split, training: tuple[np.ndarray, np.ndarray |
 def _check_split_level(test: list[Split], findings: Findings) -> None:
     """Say plainly when the files record a split by image (DermaMNIST's official split has no lesion ids):
     images of one lesion may then sit in training and test, which no id check can see (docs/data.md)."""
-    by_image = [s.name for s in test if s.preds.info.get("split_level") == "image"]
+    by_image = [s for s in test if s.preds.info.get("split_level") == "image"]
     if by_image:
-        findings.warn(
-            f"SPLIT BY IMAGE: {', '.join(by_image)} record(s) a split by image (no lesion or patient ids), "
-            "so images of one lesion may be in training and test and the results may be optimistic; for a "
-            "lesion-level split run the study on HAM10000 (docs/study.md, 'The same study on HAM10000')"
-        )
+        notice = by_image[0].preds.info.get("notice") or "no lesion or patient ids"  # the file's own words
+        names = ", ".join(s.name for s in by_image)
+        findings.warn(f"SPLIT BY IMAGE: {names}: {notice} (docs/data.md)")
 
 
 def _check_training_leakage(val: list[Split], test: list[Split], findings: Findings) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hierclf.data.sources import DERMAMNIST_SPLIT_NOTICE
 from hierclf.taxonomy.tree import Taxonomy
 from hierclf.train.config import TrainConfig
 from hierclf.train.distributed import ProcessGroup
@@ -91,14 +92,6 @@ def subsample_source(source: Any, fraction: float, *, seed: int) -> Any:
         ", ".join(f"{k} {a}/{b}" for k, (a, b) in kept.items()),
     )
     return _source_rows(source, rows)
-
-
-#: what a run on DermaMNIST's official split is told (the CLI and the training log say it)
-DERMAMNIST_SPLIT_NOTICE = (
-    "DermaMNIST's official split is by image: its files carry no lesion ids, so images of one lesion can be "
-    "in training and test (HAM10000: 10,015 images of 7,470 lesions), which inflates test metrics; for a "
-    "lesion-level split use data.source: ham10000 (hierclf study --data ham10000; docs/data.md)"
-)
 
 
 def _preset_sources(config: TrainConfig, taxonomy: Taxonomy, group: ProcessGroup) -> dict[str, Any]:
