@@ -41,6 +41,7 @@ from hierclf.inference.models import TrainedModel
 from hierclf.inference.prediction_loop import Predictor
 from hierclf.inference.scoring import ScoringGraph
 from hierclf.inference.thresholds import TaskThreshold
+from hierclf.io.atomic import atomic_write_text
 from hierclf.nn.backbones import backbone_recipe, create_backbone
 from hierclf.nn.head import LeafHead
 from hierclf.train.identity import ModelIdentity
@@ -167,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": "hierclf / bare <= 1.1",
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # folders made too
     print(f"wrote {out}")
     return 0 if all(r["ratio"] <= 1.1 for r in rows) else 1
 
